@@ -1,0 +1,39 @@
+"""The ``vamba`` command: one line per subcommand, each implemented in the module it names.
+
+Usage: ``vamba <command> [args...]``. Hydra-driven commands (train, eval) take ``key=value`` overrides.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> ("module:function", one-line help). Functions take the remaining argv (list[str]) and
+# return an exit code. Imports are lazy so ``vamba --help`` is instant and a missing optional
+# dependency only affects the command that needs it.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("vamba.doctor:main", "versions, devices and which kernel backends are available"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: vamba <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"vamba: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func = COMMANDS[name][0].split(":")
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Video/image decoding, frame sampling, processing, dataset formats, packing, synthetic data."""

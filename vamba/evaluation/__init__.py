@@ -1,0 +1,1 @@
+"""Benchmarks, answer extraction, metrics and the resumable evaluation runner."""

@@ -1,0 +1,1 @@
+"""Generation, streaming video prefill and chat."""

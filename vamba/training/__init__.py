@@ -1,0 +1,1 @@
+"""Two-stage training: trainer, distillation, parameter groups, checkpoints."""

@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer: logging and loss-free file writes."""
