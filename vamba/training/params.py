@@ -1,0 +1,73 @@
+"""Which parameters a stage trains, and the optimizer's weight-decay groups.
+
+Patterns are shell-style globs (``fnmatch``) over ``named_parameters()`` names, e.g.
+``*.cross_attn.*``. A pattern that matches nothing is an error: a typo must not silently freeze
+(or train) the wrong modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+# Parameters without weight decay: SSM dynamics (A_log, D, dt_bias), every norm weight, biases and the
+# alpha balance. Decaying A_log or dt_bias pulls the state-space dynamics towards arbitrary values.
+NO_DECAY_PATTERNS: tuple[str, ...] = ("*.A_log", "*.D", "*.dt_bias", "*norm*.weight", "*.bias", "*.alpha", "*alpha")
+
+
+@dataclass(frozen=True)
+class TrainableSummary:
+    trainable: int
+    frozen: int
+    per_pattern: dict[str, int]
+
+    def __str__(self) -> str:
+        total = self.trainable + self.frozen
+        lines = [f"trainable {self.trainable:,} / {total:,} parameters ({100 * self.trainable / max(total, 1):.2f}%)"]
+        lines += [f"  {pattern}: {count:,}" for pattern, count in self.per_pattern.items()]
+        return "\n".join(lines)
+
+
+def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    return any(fnmatchcase(name, p) for p in patterns)
+
+
+def select_trainable(model: nn.Module, patterns: list[str]) -> TrainableSummary:
+    """Set ``requires_grad`` to True exactly for parameters matching one of ``patterns``.
+
+    Raises:
+        ValueError: a pattern matches no parameter (lists a few parameter names to help).
+    """
+    per_pattern = {p: 0 for p in patterns}
+    trainable = frozen = 0
+    for name, param in model.named_parameters():
+        hit = [p for p in patterns if fnmatchcase(name, p)]
+        for p in hit:
+            per_pattern[p] += param.numel()
+        param.requires_grad_(bool(hit))
+        if hit:
+            trainable += param.numel()
+        else:
+            frozen += param.numel()
+    unused = [p for p, n in per_pattern.items() if n == 0]
+    if unused:
+        names = [n for n, _ in model.named_parameters()]
+        sample = ", ".join(names[:: max(1, len(names) // 8)][:8])
+        raise ValueError(f"trainable pattern(s) {unused} match no parameter; names look like: {sample}")
+    return TrainableSummary(trainable, frozen, per_pattern)
+
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 no_decay: tuple[str, ...] = NO_DECAY_PATTERNS) -> list[dict]:
+    """Two optimizer groups over trainable parameters: with and without weight decay."""
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (plain if _matches(name, no_decay) else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def no_decay_names(model: nn.Module, no_decay: tuple[str, ...] = NO_DECAY_PATTERNS) -> list[str]:
+    """Names of trainable parameters that get no weight decay (the HF Trainer's ``get_decay_parameter_names`` complement)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and _matches(n, no_decay)]
