@@ -13,7 +13,7 @@ from torch import nn
 
 # Parameters without weight decay: SSM dynamics (A_log, D, dt_bias), every norm weight, biases and the
 # alpha balance. Decaying A_log or dt_bias pulls the state-space dynamics towards arbitrary values.
-NO_DECAY_PATTERNS: tuple[str, ...] = ("*.A_log", "*.D", "*.dt_bias", "*norm*.weight", "*.bias", "*.alpha", "*alpha")
+NO_DECAY_PATTERNS: tuple[str, ...] = ("*.A_log", "*.D", "*.dt_bias", "*norm*.weight", "*.bias", "*alpha")
 
 
 @dataclass(frozen=True)
