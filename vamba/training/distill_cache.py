@@ -1,0 +1,115 @@
+"""On-disk cache of teacher top-k logits, so distillation runs without the teacher in memory.
+
+Layout of a cache directory::
+
+    meta.json                     {"format": 1, "top_k": K, "vocab_size": V, "teacher": "...", ...}
+    index.json                    {sample_id: shard file name}
+    shard-00000.safetensors       tensors "<sample_id>/values" [T_i, K] (bf16) and "<sample_id>/indices" [T_i, K] (int32)
+
+T_i is the number of supervised positions of sample i (``distill.supervised_positions``), in order.
+Writing is resumable and loss-free: every shard is written to a temporary name and renamed, then
+``index.json`` is replaced atomically; a restarted writer skips the ids already in the index.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from vamba.utils.io import atomic_write_json
+
+FORMAT = 1
+
+
+class TopKCacheWriter:
+    """Append teacher top-k per sample; flush a shard every ``shard_size`` samples (and on ``close``)."""
+
+    def __init__(self, root: str | Path, *, top_k: int, vocab_size: int, teacher: str, shard_size: int = 256,
+                 shard_prefix: str = "shard") -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "top_k": top_k, "vocab_size": vocab_size, "teacher": teacher}
+        meta_path = self.root / "meta.json"
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            if old != meta:
+                raise ValueError(f"{self.root} holds a cache for {old}, not {meta}; use another directory")
+        else:
+            atomic_write_json(meta_path, meta)
+        self.top_k, self.shard_size, self.prefix = top_k, shard_size, shard_prefix
+        self.index: dict[str, str] = _read_index(self.root)
+        self._pending: dict[str, Tensor] = {}
+        self._pending_ids: list[str] = []
+
+    def __contains__(self, sample_id: str) -> bool:
+        return sample_id in self.index or sample_id in self._pending_ids
+
+    def add(self, sample_id: str, values: Tensor, indices: Tensor) -> None:
+        if "/" in sample_id:
+            raise ValueError(f"sample id {sample_id!r} must not contain '/'")
+        if values.shape != indices.shape or values.shape[-1] != self.top_k:
+            raise ValueError(f"expected values and indices of shape [T, {self.top_k}], got {tuple(values.shape)} "
+                             f"and {tuple(indices.shape)}")
+        if sample_id in self:
+            return
+        self._pending[f"{sample_id}/values"] = values.detach().to(torch.bfloat16).cpu().contiguous()
+        self._pending[f"{sample_id}/indices"] = indices.detach().to(torch.int32).cpu().contiguous()
+        self._pending_ids.append(sample_id)
+        if len(self._pending_ids) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending_ids:
+            return
+        n = len({v for v in self.index.values() if v.startswith(self.prefix)})
+        name = f"{self.prefix}-{n:05d}.safetensors"
+        tmp = self.root / f".{name}.tmp"
+        save_file(self._pending, str(tmp))
+        tmp.replace(self.root / name)
+        self.index.update({i: name for i in self._pending_ids})
+        atomic_write_json(self.root / "index.json", self.index)
+        self._pending, self._pending_ids = {}, []
+
+    def close(self) -> None:
+        self.flush()
+
+
+class TopKCache:
+    """Read side: ``cache[sample_id] -> (values float32 [T, K], indices int64 [T, K])``."""
+
+    def __init__(self, root: str | Path, *, vocab_size: int | None = None) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"no teacher cache at {self.root} (missing meta.json); write one with "
+                                    f"`vamba distill-cache`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT:
+            raise ValueError(f"{self.root}: cache format {self.meta.get('format')} is not {FORMAT}")
+        if vocab_size is not None and self.meta["vocab_size"] != vocab_size:
+            raise ValueError(f"{self.root}: cache written for vocabulary {self.meta['vocab_size']}, model has {vocab_size}")
+        self.index = _read_index(self.root)
+        self._shard_name: str | None = None
+        self._shard: dict[str, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, sample_id: str) -> bool:
+        return sample_id in self.index
+
+    def __getitem__(self, sample_id: str) -> tuple[Tensor, Tensor]:
+        if sample_id not in self.index:
+            raise KeyError(f"sample {sample_id!r} is not in the teacher cache {self.root}")
+        name = self.index[sample_id]
+        if name != self._shard_name:  # one shard in memory: reads follow the writer's order
+            self._shard, self._shard_name = load_file(str(self.root / name)), name
+        return self._shard[f"{sample_id}/values"].float(), self._shard[f"{sample_id}/indices"].long()
+
+
+def _read_index(root: Path) -> dict[str, str]:
+    path = root / "index.json"
+    return json.loads(path.read_text()) if path.exists() else {}
