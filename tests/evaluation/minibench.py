@@ -71,7 +71,7 @@ def write_videomme(root: Path) -> Path:
                 "url": f"https://example.invalid/{vid}", "videoID": vid, "question_id": qid, "task_type": task,
                 "question": question, "options": ["A. 3.", "B. 5.", "C. 8.", "D. 9."], "answer": answer}
     rows = [row("vidShort001", "001-1", "short", "Counting Problem", "C"),
-            row("vidShort001", "001-2", "short", "Object Recognition", "A"),
+            row("vidShort001", "001-2", "short", "Object Recognition", "A", "Which planet is red?"),
             row("vidMedium02", "002-1", "medium", "Counting Problem", "B"),
             row("vidLong0003", "003-1", "long", "Temporal Reasoning", "D")]
     _parquet(root / "videomme" / "test-00000-of-00001.parquet", rows)
