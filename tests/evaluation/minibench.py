@@ -14,6 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from vamba.evaluation.interface import GenerationSettings, VideoRequest
+from vamba.evaluation.replay import ReplayModel
+
 
 def write_mp4(path: Path, frames: int = 4, size: int = 32) -> Path:
     """A real, tiny H.264 file (the harness only checks it exists; adapters decode it)."""
@@ -199,3 +202,24 @@ def write_hourvideo(root: Path) -> Path:
 WRITERS = {"lvbench": write_lvbench, "videomme": write_videomme, "mlvu": write_mlvu,
            "longvideobench": write_longvideobench, "mvbench": write_mvbench, "nextqa": write_nextqa,
            "hourvideo": write_hourvideo}
+
+
+class Faulty(ReplayModel):
+    """Fault injection around a real ReplayModel: dies after ``crash_after`` answers, or cannot encode
+    the videos in ``unreadable``; remembers every generation setting it was given."""
+
+    def __init__(self, records, crash_after: int | None = None, unreadable: tuple[str, ...] = ()) -> None:
+        super().__init__(records)
+        self.crash_after, self.unreadable = crash_after, unreadable
+        self.answered: list[GenerationSettings] = []
+
+    def encode_video(self, video: VideoRequest) -> str:
+        if video.path in self.unreadable:
+            raise OSError("moov atom not found")
+        return super().encode_video(video)
+
+    def answer(self, encoded: str, prompt: str, generation: GenerationSettings) -> str:
+        if self.crash_after is not None and len(self.answered) == self.crash_after:
+            raise RuntimeError("simulated crash (CUDA error)")
+        self.answered.append(generation)
+        return super().answer(encoded, prompt, generation)

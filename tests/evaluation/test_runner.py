@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from vamba.evaluation.benchmarks import get_benchmark
-from vamba.evaluation.interface import GenerationSettings, VideoRequest
+from vamba.evaluation.interface import GenerationSettings
 from vamba.evaluation.replay import ReplayModel
 from vamba.evaluation.runner import RunMismatchError, evaluate, question_seed, rescore_file
 from vamba.utils.io import read_jsonl
 
-from .minibench import WRITERS
+from .minibench import WRITERS, Faulty
 
 LV_REPLIES = {"1": "The answer is (C).", "2": "Option A", "3": "b"}
 
@@ -22,27 +22,6 @@ def recording(name: str, questions, replies: dict[str, str], protocol: str = "va
     """Replies as a previous run recorded them: (video, prompt) -> response."""
     spec = get_benchmark(name).protocol(protocol)
     return [{"video": q.video, "prompt": spec.prompt(q), "response": replies[q.qid]} for q in questions]
-
-
-class Faulty(ReplayModel):
-    """Fault injection around a real ReplayModel: dies after ``crash_after`` answers, or cannot encode
-    the videos in ``unreadable``; remembers every generation setting it was given."""
-
-    def __init__(self, records, crash_after: int | None = None, unreadable: tuple[str, ...] = ()) -> None:
-        super().__init__(records)
-        self.crash_after, self.unreadable = crash_after, unreadable
-        self.answered: list[GenerationSettings] = []
-
-    def encode_video(self, video: VideoRequest) -> str:
-        if video.path in self.unreadable:
-            raise OSError("moov atom not found")
-        return super().encode_video(video)
-
-    def answer(self, encoded: str, prompt: str, generation: GenerationSettings) -> str:
-        if self.crash_after is not None and len(self.answered) == self.crash_after:
-            raise RuntimeError("simulated crash (CUDA error)")
-        self.answered.append(generation)
-        return super().answer(encoded, prompt, generation)
 
 
 @pytest.fixture
