@@ -111,6 +111,12 @@ def test_restart_with_other_settings_is_refused(lvbench, tmp_path: Path) -> None
         evaluate(bench, questions, ReplayModel(lmms), tmp_path / "run", protocol="lmms_eval", progress=False)
 
 
+def test_duplicate_question_ids_are_refused(lvbench, tmp_path: Path) -> None:
+    bench, questions, rec = lvbench
+    with pytest.raises(ValueError, match=r"repeated: \['1'\]"):
+        evaluate(bench, [*questions, questions[0]], ReplayModel(rec), tmp_path / "run", progress=False)
+
+
 def test_sampled_decoding_gets_a_fixed_seed_per_question(tmp_path: Path) -> None:
     bench = get_benchmark("hourvideo")
     questions = bench.load(WRITERS["hourvideo"](tmp_path / "HV"), {})

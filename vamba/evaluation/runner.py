@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,9 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
     """
     run_dir = Path(run_dir)
     spec = spec or benchmark.protocol(protocol)
+    duplicates = sorted(qid for qid, n in Counter(q.qid for q in questions).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"{benchmark.name}: question ids must be unique; repeated: {duplicates[:10]}")
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_or_write_settings(run_dir, _settings(benchmark, protocol, spec, seed, len(questions), extra or {}))
     status_path = run_dir / SHARD_DIR / f"rank{rank}.status.json"

@@ -77,8 +77,8 @@ class ProtocolSpec:
 class Benchmark:
     """A benchmark: how to load it, how each protocol asks, how it is scored.
 
-    :param load: ``(root, options) -> questions``; ``options`` holds loader keys such as
-        ``annotation`` (file override), ``video_dir`` and ``subtitles``.
+    :param load: ``(root, options) -> questions``; ``options`` may hold ``annotation`` (file or folder
+        override), ``video_dir`` and, for Video-MME, ``subtitles``.
     :param metrics: records -> ``{"overall": ..., "<breakdown>": {...}, ...}`` (percentages).
     :param headline: the key of ``metrics`` that the paper reports (``overall``, ``m_avg``, ``task_mean``).
     """
@@ -89,7 +89,6 @@ class Benchmark:
     protocols: Mapping[str, ProtocolSpec]
     metrics: Callable[[Sequence[Mapping[str, Any]], bool], dict[str, Any]]
     headline: str = "overall"
-    loader_options: tuple[str, ...] = ("annotation", "video_dir")
 
     def protocol(self, name: str) -> ProtocolSpec:
         if name not in self.protocols:

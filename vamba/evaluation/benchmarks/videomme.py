@@ -42,7 +42,7 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
     annotation = require_file(path_in(root, options, "annotation", "videomme/test-00000-of-00001.parquet"),
                               "Video-MME annotation")
     video_dir = path_in(root, options, "video_dir", "data")
-    subtitle_dir = path_in(root, options, "subtitle_dir", "subtitle")
+    subtitle_dir = root / "subtitle"
     with_subtitles = bool(options.get("subtitles", False))
     questions = []
     for i, row in enumerate(read_parquet(annotation)):
@@ -90,7 +90,6 @@ def metrics(records: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> d
 _FRAMES = FrameSettings(512, shortest_edge=256, longest_edge=480)
 BENCHMARK = Benchmark(
     name="videomme", title="Video-MME", load=load, metrics=metrics,
-    loader_options=("annotation", "video_dir", "subtitle_dir", "subtitles"),
     protocols={
         "vamba": ProtocolSpec(vamba_prompt, "vamba", _FRAMES),
         "lmms_eval": ProtocolSpec(lmms_eval_prompt, "mcq_extract", _FRAMES, LMMS_GENERATION, extractor_choices=CHOICES),
