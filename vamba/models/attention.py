@@ -54,7 +54,9 @@ def torch_varlen_available() -> bool:
 
 @functools.cache
 def _sdpa_has_gqa() -> bool:
-    return "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
+    # SDPA is a builtin (no inspectable signature); enable_gqa arrived in torch 2.5.
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 5)
 
 
 @functools.cache

@@ -30,7 +30,8 @@ from vamba.models.attention import BACKENDS
 
 CROSS_ATTN_INITS = ("self_attn", "random")
 
-# Released defaults (official configuration + mamba_ssm's Mamba2 defaults); "backend" is ours.
+# Released defaults (official configuration + mamba_ssm's Mamba2 defaults); "backend" is ours
+# (vamba.ops: auto | fast | reference).
 MAMBA_DEFAULTS: dict[str, Any] = {
     "enable": True,
     "d_state": 128,
@@ -42,19 +43,25 @@ MAMBA_DEFAULTS: dict[str, Any] = {
     "bias": False,
     "conv_bias": True,
     "norm_eps": 1e-5,
+    "A_init_range": [1.0, 16.0],
+    "dt_min": 0.001,
+    "dt_max": 0.1,
+    "dt_init_floor": 1e-4,
+    "rescale_prenorm_residual": True,
     "backend": "auto",
 }
-# Keys the released config.json carries that do not change the computation we reproduce (mamba_ssm
-# implementation switches, init ranges used only by reset_parameters, distributed options).
+# Keys the released config.json carries that do not change what we compute (mamba_ssm implementation
+# switches, distributed options); dt_limit is checked to be the released (0, inf) and not stored
+# (JSON has no infinity).
 MAMBA_IGNORED_KEYS = frozenset({
-    "hidden_dim", "norm_type", "residual_in_fp32", "conv_init", "d_ssm", "A_init_range", "D_has_hdim",
-    "rmsnorm", "norm_before_gate", "dt_min", "dt_max", "dt_init_floor", "dt_limit", "use_mem_eff_path",
-    "process_group", "sequence_parallel", "rescale_prenorm_residual", "model_type", "transformers_version",
-    "layer_norm_epsilon",
+    "hidden_dim", "norm_type", "residual_in_fp32", "conv_init", "d_ssm", "D_has_hdim", "rmsnorm",
+    "norm_before_gate", "dt_limit", "use_mem_eff_path", "process_group", "sequence_parallel", "model_type",
+    "transformers_version", "layer_norm_epsilon",
 })
 # Keys that would change the math: refuse values other than the released ones instead of ignoring them.
 MAMBA_FIXED_VALUES: dict[str, Any] = {
     "norm_type": "rmsnorm", "d_ssm": None, "D_has_hdim": False, "rmsnorm": True, "norm_before_gate": False,
+    "conv_init": None, "residual_in_fp32": False,
 }
 
 
@@ -103,7 +110,10 @@ class VambaConfig(Qwen2VLConfig):
         return Mamba2Config(d_model=self.text_config.hidden_size, d_state=m["d_state"], d_conv=m["d_conv"],
                             expand=m["expand"], headdim=m["headdim"], ngroups=m["ngroups"],
                             chunk_size=m["chunk_size"], bias=m["bias"], conv_bias=m["conv_bias"],
-                            norm_eps=m["norm_eps"], backend=m["backend"])
+                            norm_eps=m["norm_eps"], A_init_range=tuple(m["A_init_range"]), dt_min=m["dt_min"],
+                            dt_max=m["dt_max"], dt_init_floor=m["dt_init_floor"],
+                            rescale_prenorm_residual=m["rescale_prenorm_residual"],
+                            num_layers=self.text_config.num_hidden_layers, backend=m["backend"])
 
     @classmethod
     def from_qwen2_vl_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> VambaConfig:

@@ -42,6 +42,8 @@ class IncompatibleCheckpointError(ValueError):
 
 
 def _read_json(path: str, name: str, hub_kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise FileNotFoundError(f"{path}: no such checkpoint directory")
     if os.path.isdir(path):
         file = os.path.join(path, name)
         if not os.path.isfile(file):
@@ -112,8 +114,11 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     keys = checkpoint_keys(str(path), hub_kwargs)
     key_mapping = KEY_MAPPING_5X if any(k.startswith(("model.language_model.", "model.visual.")) for k in keys) else None
     want_info = kwargs.pop("output_loading_info", False)
+    if kwargs.pop("ignore_mismatched_sizes", False):
+        raise ValueError("ignore_mismatched_sizes is not supported: a shape mismatch is always an error")
+    # transformers then reports mismatches instead of raising, so our error can name them.
     model, info = hf_from_pretrained(path, *args, config=config, key_mapping=key_mapping,
-                                     output_loading_info=True, **kwargs)
+                                     output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     missing = set(info.get("missing_keys", ()))
     unexpected = set(info.get("unexpected_keys", ()))
     mismatched = info.get("mismatched_keys", ())

@@ -31,7 +31,7 @@ from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
 from vamba.models.decoder import LayerInputs, VambaDecoderLayer
 from vamba.models.loss import chunked_lm_loss
-from vamba.models.mamba2 import Mamba2Block
+from vamba.models.mamba2 import Mamba2Block, Mamba2Mixer
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 
 
@@ -61,9 +61,11 @@ class VambaPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         # Children are initialised before their parent, so these overrides win over the generic Linear init.
+        # NOTE: transformers visits only modules that own missing parameters directly, so the Mamba-2 init
+        # hangs on the mixer (it owns A_log, D, dt_bias and re-initialises its children the released way).
         if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
             module.alpha.fill_(0.5)
-        elif isinstance(module, Mamba2Block):
+        elif isinstance(module, (Mamba2Mixer, Mamba2Block)):
             module.reset_parameters()
 
 
