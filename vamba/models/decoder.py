@@ -135,6 +135,8 @@ class VambaDecoderLayer(nn.Module):
         self.alpha = nn.Parameter(torch.full((1,), 0.5)) if config.use_alpha_balancing else None
         self.vision_mixer = Mamba2Block(config.mamba_config()) if config.mamba_enabled else None
         self.cross_attn_use_layer_norm = config.cross_attn_use_layer_norm
+        # The last layer's updated video states would feed nothing: its Mamba-2 block is skipped.
+        self.is_last = layer_idx == text.num_hidden_layers - 1
 
     def video_step(self, video: torch.Tensor, inputs: LayerInputs
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -146,7 +148,7 @@ class VambaDecoderLayer(nn.Module):
             # As released: the normed states also replace the stream that goes on to the Mamba-2 block.
             video = self.input_layernorm(video)
         k, v = self.cross_attn.project_kv(video, inputs.video_rope)
-        if self.vision_mixer is not None:
+        if self.vision_mixer is not None and not self.is_last:
             video = self.vision_mixer(video, seq_idx=inputs.video_seq_idx)
         return k, v, video
 

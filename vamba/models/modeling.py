@@ -156,11 +156,13 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 visual_row = torch.zeros(grid_thw.shape[0], dtype=torch.long, device=grid_thw.device)
             dummy = False
         layout = video_layout(grid_thw, visual_row, visual_seq_idx, batch_size, vc.spatial_merge_size, packed)
+        n_patches = int(grid_thw.prod(-1).sum())
+        if pixel_values is None or pixel_values.shape[0] != n_patches:
+            got = None if pixel_values is None else pixel_values.shape[0]
+            raise ValueError(f"grid_thw implies {n_patches} patches, pixel_values has {got}: "
+                             f"pixel_values and grid_thw disagree")
         out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=grid_thw)
         merged = getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
-        if merged.shape[0] != layout.index.numel():
-            raise ValueError(f"vision tower gave {merged.shape[0]} merged tokens, grid_thw implies "
-                             f"{layout.index.numel()}: pixel_values and grid_thw disagree")
         video = layout.scatter(merged.to(dtype))
         if dummy:
             layout.segments.fill_(-1)
@@ -300,6 +302,14 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         if outputs.video_cache is not None:
             model_kwargs["video_cache"] = outputs.video_cache
         return model_kwargs
+
+    def parameters_without_effect(self) -> list[str]:
+        """Names of parameters that never influence an output: the last layer's Mamba-2 block (its video
+        states would only feed a next layer). They are kept so released checkpoints load key for key, and
+        skipped in forward; trainers should freeze them (or DDP needs find_unused_parameters)."""
+        last = self.model.layers[-1].vision_mixer
+        prefix = f"model.layers.{len(self.model.layers) - 1}.vision_mixer."
+        return [prefix + name for name, _ in last.named_parameters()] if last is not None else []
 
     # -- cross-attention initialisation ---------------------------------------------------------------
     @torch.no_grad()
