@@ -107,7 +107,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     nq, nk = q.shape[-2], k.shape[-2]
     backend = resolve_backend(backend, q, masked=q_seg is not None, has_cache=causal and nk != nq)
     if backend in ("flash_attention_2", "varlen"):
-        return _attention_varlen(q, k, v, causal, q_seg, k_seg, backend, scale)
+        kernel = _flash_varlen if backend == "flash_attention_2" else _torch_varlen
+        return attention_unpadded(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, kernel=kernel, scale=scale)
     if backend == "eager":
         return attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, scale=scale)
     return _attention_sdpa(q, k, v, causal, q_seg, k_seg, scale)
@@ -130,12 +131,13 @@ def allowed_mask(q_seg: torch.Tensor | None, k_seg: torch.Tensor | None, nq: int
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                   q_seg: torch.Tensor | None = None, k_seg: torch.Tensor | None = None,
                   scale: float | None = None) -> torch.Tensor:
-    """Reference: explicit scores, float32 softmax, zero rows where a query reads no key. Same I/O as ``attention``."""
+    """Reference: explicit scores, softmax in (at least) float32, zero rows where a query reads no key. Same I/O as ``attention``."""
     hq, hkv = q.shape[1], k.shape[1]
     k = k.repeat_interleave(hq // hkv, dim=1)
     v = v.repeat_interleave(hq // hkv, dim=1)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    acc = torch.promote_types(q.dtype, torch.float32)  # at least float32
+    scores = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale
     mask = allowed_mask(q_seg, k_seg, q.shape[-2], k.shape[-2], causal, q.device)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -144,7 +146,7 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
     probs = torch.softmax(scores, dim=-1)
     if mask is not None:
         probs = probs.masked_fill(empty, 0.0)
-    out = torch.matmul(probs, v.float()).to(q.dtype)
+    out = torch.matmul(probs, v.to(acc)).to(q.dtype)
     return out.transpose(1, 2)
 
 
@@ -179,7 +181,16 @@ def _segments_contiguous(seg: torch.Tensor) -> bool:
     return bool((ordered & pad_last).all())
 
 
-def _attention_varlen(q, k, v, causal, q_seg, k_seg, backend, scale):
+def attention_unpadded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                       q_seg: torch.Tensor | None, k_seg: torch.Tensor | None, kernel, scale: float | None = None
+                       ) -> torch.Tensor:
+    """Same I/O as ``attention``, computed on unpadded tokens by a varlen ``kernel``
+    ``(q [Tq, Hq, d], k, v [Tk, Hkv, d], cu_q, cu_k, max_q, max_k, causal, scale) -> [Tq, Hq, d]``
+    (``_flash_varlen``, ``_torch_varlen`` or the reference ``varlen_ref``).
+
+    Each (row, segment) pair is one varlen sequence; the query and key groups are matched by that pair,
+    so a text sample reads exactly its own video. Falls back to SDPA when segments are not contiguous.
+    """
     b, hq, nq, d = q.shape
     if q_seg is None:
         q_seg = torch.zeros(b, nq, dtype=torch.long, device=q.device)
@@ -195,9 +206,7 @@ def _attention_varlen(q, k, v, causal, q_seg, k_seg, backend, scale):
     k_count = torch.bincount(gk[gk >= 0], minlength=b * n_seg)
     keep = q_count > 0
     q_idx = (gq >= 0).nonzero().squeeze(1)
-    k_mask = gk >= 0
-    k_mask &= keep[gk.clamp(min=0)]  # keys of groups with no query are dropped
-    k_idx = k_mask.nonzero().squeeze(1)
+    k_idx = ((gk >= 0) & keep[gk.clamp(min=0)]).nonzero().squeeze(1)  # keys of groups with no query: dropped
     cu_q = F.pad(q_count[keep].cumsum(0), (1, 0)).to(torch.int32)
     cu_k = F.pad(k_count[keep].cumsum(0), (1, 0)).to(torch.int32)
     max_q, max_k = int(q_count.max().item()), int(k_count[keep].max().item())
@@ -205,18 +214,34 @@ def _attention_varlen(q, k, v, causal, q_seg, k_seg, backend, scale):
     ku = k.transpose(1, 2).reshape(-1, k.shape[1], d)[k_idx]
     vu = v.transpose(1, 2).reshape(-1, v.shape[1], d)[k_idx]
     if max_k == 0:
-        out_u = torch.zeros_like(qu)
-    elif backend == "flash_attention_2":
-        from flash_attn import flash_attn_varlen_func
-
-        out_u = flash_attn_varlen_func(qu, ku, vu, cu_q, cu_k, max_q, max_k, softmax_scale=scale, causal=causal)
+        out_u = torch.zeros_like(qu) + 0 * (ku.sum() + vu.sum())  # keep k/v in the graph
     else:
-        out_u = _torch_varlen(qu, ku, vu, cu_q, cu_k, max_q, max_k, causal, scale)
+        out_u = kernel(qu, ku, vu, cu_q, cu_k, max_q, max_k, causal, scale)
     # Groups without keys (text-only samples in cross-attention) read nothing: zero output.
     has_k = (k_count > 0)[gq[q_idx]]
     out_u = torch.where(has_k[:, None, None], out_u, torch.zeros((), dtype=out_u.dtype, device=out_u.device))
     out = out_u.new_zeros(b * nq, hq, d).index_copy(0, q_idx, out_u)
     return out.view(b, nq, hq, d)
+
+
+def varlen_ref(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
+    """Reference varlen kernel: ``attention_ref`` on each sequence (bottom-right causal alignment, as flash)."""
+    out = []
+    for i in range(cu_q.numel() - 1):
+        qs = q[cu_q[i]:cu_q[i + 1]].transpose(0, 1)[None]
+        ks = k[cu_k[i]:cu_k[i + 1]].transpose(0, 1)[None]
+        vs = v[cu_k[i]:cu_k[i + 1]].transpose(0, 1)[None]
+        if ks.shape[2] == 0:
+            out.append(torch.zeros_like(qs[0].transpose(0, 1)))
+            continue
+        out.append(attention_ref(qs, ks, vs, causal=causal, scale=scale)[0])
+    return torch.cat(out)
+
+
+def _flash_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
+    from flash_attn import flash_attn_varlen_func
+
+    return flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, softmax_scale=scale, causal=causal)
 
 
 def _torch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):

@@ -263,7 +263,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 raise ValueError(f"video_cache holds {video_cache.batch_size} rows, the text batch has {b}")
             video_segments, video_positions, video_seq_idx = video_cache.segments, None, None
         inputs = self._layer_inputs(text, attention_mask, position_ids, text_seq_idx, past_len,
-                                    past_key_values if use_cache else None, video_segments, video_positions,
+                                    past_key_values, video_segments, video_positions,
                                     video_seq_idx)
         collect = use_cache and video_cache is None
         hidden, kvs = self.model(text, video, inputs, video_cache, collect_cache=collect)
@@ -277,8 +277,9 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         logits = None
         if return_logits or (return_logits is None and labels is None):
             logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        return VambaOutput(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None,
-                           video_cache=video_cache if use_cache else None, last_hidden_state=hidden)
+        keep = use_cache or past_key_values is not None
+        return VambaOutput(loss=loss, logits=logits, past_key_values=past_key_values,
+                           video_cache=video_cache if keep else None, last_hidden_state=hidden)
 
     # -- generation -----------------------------------------------------------------------------------
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, past_key_values=None,
