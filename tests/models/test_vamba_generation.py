@@ -99,3 +99,17 @@ def test_forward_returns_the_caches_and_decoding_uses_only_them(model):
         full = model(input_ids=torch.cat([batch["input_ids"], nxt], 1),
                      **{k: batch[k] for k in VISION_KEYS}).logits
     torch.testing.assert_close(step[:, -1], full[:, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_num_return_sequences_and_beams_share_one_encoded_video(model):
+    batch = _left_padded([5, 7], [[(2, 2, 4)], [(1, 2, 2)]], seed=3)
+    torch.manual_seed(7)
+    expanded = _generate(model, batch, do_sample=True, num_return_sequences=2)
+    # The same as a batch whose rows (and videos) are each repeated twice.
+    repeated = {"input_ids": batch["input_ids"].repeat_interleave(2, 0),
+                "attention_mask": batch["attention_mask"].repeat_interleave(2, 0),
+                "video_cache": model.encode_video(**{k: batch[k] for k in VISION_KEYS}, batch_size=2).select([0, 0, 1, 1])}
+    torch.manual_seed(7)
+    assert torch.equal(expanded, _generate(model, repeated, do_sample=True))
+    beams = _generate(model, batch, do_sample=False, num_beams=3)
+    assert beams.shape == (2, NEW)

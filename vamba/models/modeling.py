@@ -297,6 +297,21 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 inputs[key] = kwargs.get(key)
         return inputs
 
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids: torch.Tensor | None = None, **model_kwargs: Any):
+        """num_return_sequences / beams: encode each video once and repeat its cache rows (transformers would
+        repeat the flat ``pixel_values`` rows, which are items, not batch rows)."""
+        if expand_size == 1:
+            return input_ids, model_kwargs
+        video_cache = model_kwargs.pop("video_cache", None)
+        vision = {k: model_kwargs.pop(k, None) for k in ("pixel_values", "grid_thw", "visual_row", "visual_seq_idx")}
+        if video_cache is None:
+            video_cache = self.encode_video(**vision, batch_size=input_ids.shape[0])
+        rows = torch.arange(video_cache.batch_size, device=video_cache.segments.device).repeat_interleave(expand_size)
+        model_kwargs["video_cache"] = video_cache.select(rows)
+        return super()._expand_inputs_for_generation(expand_size=expand_size, is_encoder_decoder=is_encoder_decoder,
+                                                     input_ids=input_ids, **model_kwargs)
+
     def _update_model_kwargs_for_generation(self, outputs: VambaOutput, model_kwargs: dict[str, Any],
                                             *args: Any, **kwargs: Any) -> dict[str, Any]:
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
