@@ -95,10 +95,11 @@ def test_seq_idx_equals_separate_runs():
     torch.testing.assert_close(packed, separate, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("pieces", [[40], [1, 39], [3, 4, 13, 20], [17, 23]])
+@pytest.mark.parametrize("pieces", [[40], [1, 39], [3, 4, 13, 20], [17, 23], [15, 25], [5, 10, 1, 24]])
 def test_streaming_in_pieces_equals_one_pass(pieces):
     block = Mamba2Block(Mamba2Config(**TINY)).double()
     x = torch.randn(2, sum(pieces), 32, dtype=torch.float64)
+    # row 1: a sample boundary at 15, which some of the cuts hit exactly
     seq = torch.tensor([[0] * 40, [0] * 15 + [1] * 25], dtype=torch.int32)
     full, full_state = block(x, seq_idx=seq, return_state=True)
     state, outs, start = None, [], 0
