@@ -152,3 +152,13 @@ def test_bad_config_and_inputs():
     with pytest.raises(ValueError, match="seq_idx shape"):
         block(torch.randn(1, 4, 32), seq_idx=torch.zeros(1, 5, dtype=torch.int32))
     assert isinstance(block(torch.randn(1, 4, 32), return_state=True)[1], Mamba2State)
+
+
+def test_empty_input_passes_state_through():
+    block = Mamba2Block(Mamba2Config(**TINY))
+    x = torch.randn(2, 6, 32)
+    _, state = block(x, return_state=True)
+    out, same = block(x[:, :0], state=state, return_state=True)
+    assert out.shape == (2, 0, 32) and same is state
+    out.sum().backward()  # every parameter stays in the graph (ZeRO-3 needs each rank to run each module)
+    assert block.mixer.in_proj.weight.grad is not None

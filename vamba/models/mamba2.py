@@ -169,6 +169,9 @@ class Mamba2Mixer(nn.Module):
         batch, length, _ = x.shape
         if seq_idx is not None and seq_idx.shape != (batch, length):
             raise ValueError(f"Mamba2Mixer: seq_idx shape {tuple(seq_idx.shape)} != (batch, length) {(batch, length)}")
+        if length == 0:  # e.g. a batch without video: keep every parameter in the graph, pass the state on
+            out = self.out_proj(self.in_proj(x)[..., : c.d_inner])
+            return (out, state if state is not None else self.init_state(batch, x.device)) if return_state else out
         if state is not None and seq_idx is not None and state.seq_idx is not None:
             same = (seq_idx[:, 0] == state.seq_idx)[:, None, None]  # rows that continue their last sample
             state = Mamba2State(state.conv_state * same.to(state.conv_state.dtype),
