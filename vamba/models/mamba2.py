@@ -83,10 +83,14 @@ class Mamba2State:
     """Streaming state of one block for a batch (float32 SSM state; conv inputs in the activations' dtype).
 
     conv_state: [B, conv_dim, d_conv - 1] the last conv inputs.  ssm_state: [B, nheads, headdim, d_state].
+    seq_idx: [B] sample index of the last token seen, when the stream is packed (None otherwise): a next
+    piece continues the state only in rows whose first token has that same index, so a cut that falls
+    exactly on a sample boundary still starts the new sample from zero.
     """
 
     conv_state: Tensor
     ssm_state: Tensor
+    seq_idx: Tensor | None = None
 
 
 class RMSNorm(nn.Module):
@@ -165,6 +169,13 @@ class Mamba2Mixer(nn.Module):
         batch, length, _ = x.shape
         if seq_idx is not None and seq_idx.shape != (batch, length):
             raise ValueError(f"Mamba2Mixer: seq_idx shape {tuple(seq_idx.shape)} != (batch, length) {(batch, length)}")
+        if length == 0:  # e.g. a batch without video: keep every parameter in the graph, pass the state on
+            out = self.out_proj(self.in_proj(x)[..., : c.d_inner])
+            return (out, state if state is not None else self.init_state(batch, x.device)) if return_state else out
+        if state is not None and seq_idx is not None and state.seq_idx is not None:
+            same = (seq_idx[:, 0] == state.seq_idx)[:, None, None]  # rows that continue their last sample
+            state = Mamba2State(state.conv_state * same.to(state.conv_state.dtype),
+                                state.ssm_state * same[..., None].to(state.ssm_state.dtype))
         z, xbc, dt = self.in_proj(x).split([c.d_inner, c.conv_dim, c.nheads], dim=-1)
         conv = causal_conv1d(
             xbc.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx=seq_idx,
@@ -181,7 +192,8 @@ class Mamba2Mixer(nn.Module):
         y, ssm_state = scan if return_state else (scan, None)
         out = self.out_proj(self.norm(y.flatten(-2), z))
         if return_state:
-            return out, Mamba2State(conv_state=conv_state, ssm_state=ssm_state)
+            last = None if seq_idx is None else seq_idx[:, -1].clone()
+            return out, Mamba2State(conv_state=conv_state, ssm_state=ssm_state, seq_idx=last)
         return out
 
 

@@ -98,6 +98,21 @@ def resolve(op: str, backend: str, package: str, tensor: torch.Tensor) -> types.
     return module
 
 
+# NOTE: the Triton and CUDA kernels index with 32-bit integers: mamba-ssm's Triton kernels overflow
+# (illegal memory access) once a [batch, length, ...] operand passes 2^31 elements, e.g. x at 612k tokens
+# x 112 heads x 64 in VAMBA-7B (measured on an H100, 2026-11-23); causal-conv1d uses 32-bit strides.
+# The fast paths therefore cut longer inputs into pieces along the sequence and carry the state across.
+MAX_KERNEL_ELEMENTS = 2**31 - 1
+
+
+def token_pieces(length: int, elements_per_token: int, multiple: int = 1, extra_tokens: int = 0) -> list[slice]:
+    """Slices of [0, length) whose operands (plus ``extra_tokens`` of history) stay under MAX_KERNEL_ELEMENTS;
+    sizes are multiples of ``multiple``."""
+    tokens = MAX_KERNEL_ELEMENTS // max(elements_per_token, 1) - extra_tokens
+    step = max(multiple, tokens // multiple * multiple)
+    return [slice(start, min(start + step, length)) for start in range(0, length, step)] or [slice(0, 0)]
+
+
 def available() -> dict[str, str]:
     """Kernel availability for ``vamba doctor``: package -> "ok" or the import error."""
     names = ("mamba_ssm.ops.triton.ssd_combined", "mamba_ssm.ops.triton.layernorm_gated", "causal_conv1d")

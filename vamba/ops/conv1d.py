@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vamba.ops._backend import resolve
+from vamba.ops._backend import resolve, token_pieces
 
 ACTIVATIONS = (None, "silu")
 
@@ -111,6 +111,23 @@ def causal_conv1d(
     if kernel is None:
         return causal_conv1d_ref(x, weight, bias, seq_idx, initial_state, return_final_state, activation)
     _check(x, weight, seq_idx, initial_state, activation)
+    pieces = token_pieces(x.shape[-1], x.shape[0] * x.shape[1], extra_tokens=weight.shape[1] - 1)
+    if len(pieces) == 1:
+        return _conv_kernel(kernel, x, weight, bias, seq_idx, initial_state, return_final_state, activation)
+    outs, state = [], initial_state
+    for piece in pieces:
+        seq = None if seq_idx is None else seq_idx[:, piece]
+        if piece.start and seq is not None:  # a sample starting right at the cut keeps no history
+            state = state * (seq_idx[:, piece.start] == seq_idx[:, piece.start - 1]).to(state.dtype)[:, None, None]
+        out, state = _conv_kernel(kernel, x[..., piece], weight, bias, seq, state, True, activation)
+        outs.append(out)
+    out = torch.cat(outs, dim=-1)
+    return (out, state) if return_final_state else out
+
+
+def _conv_kernel(kernel, x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor | None,
+                 initial_state: Tensor | None, return_final_state: bool, activation: str | None):
+    """One causal-conv1d kernel call (inputs under 2^31 elements)."""
     width = weight.shape[1]
     if x.stride(1) != 1:  # NOTE: seq_idx and initial states are only supported in channel-last layout
         x = x.transpose(1, 2).contiguous().transpose(1, 2)

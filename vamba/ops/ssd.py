@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vamba.ops._backend import resolve
+from vamba.ops._backend import resolve, token_pieces
 
 _INF = float("inf")
 
@@ -180,14 +180,25 @@ def ssd_scan(
         return ssd_scan_ref(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, seq_idx,
                             initial_state, return_final_state)
     _check(x, dt, A, B, C, chunk_size, seq_idx, initial_state)
-    out = kernel.mamba_chunk_scan_combined(
-        x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, initial_states=initial_state,
-        seq_idx=None if seq_idx is None else _row_relative(seq_idx), dt_softplus=dt_softplus,
-        dt_limit=dt_limit, return_final_states=return_final_state)
-    if return_final_state:
-        y, final = out
-        return y, final.float()
-    return out
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    # per token: x / y / dout (h p), chunk states (h p n / chunk), C.B^T blocks (g chunk)
+    pieces = token_pieces(l, b * max(h * p, h * p * n // chunk_size, g * chunk_size), chunk_size)
+    ys, state = [], initial_state
+    for piece in pieces:
+        seq = None if seq_idx is None else seq_idx[:, piece]
+        if piece.start and seq is not None and state is not None:  # a sample starting right at the cut
+            state = state * (seq_idx[:, piece.start] == seq_idx[:, piece.start - 1]).to(state.dtype)[:, None, None, None]
+        out = kernel.mamba_chunk_scan_combined(
+            x[:, piece], dt[:, piece], A, B[:, piece], C[:, piece], chunk_size, D=D, dt_bias=dt_bias,
+            initial_states=state, seq_idx=None if seq is None else _row_relative(seq), dt_softplus=dt_softplus,
+            dt_limit=dt_limit, return_final_states=return_final_state or len(pieces) > 1)
+        if isinstance(out, tuple):
+            out, state = out
+            state = state.float()
+        ys.append(out)
+    y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
+    return (y, state) if return_final_state else y
 
 
 def ssd_flops(batch: int, seqlen: int, nheads: int, headdim: int, d_state: int, chunk_size: int,
