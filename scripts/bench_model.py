@@ -67,7 +67,8 @@ def measure(fn: Callable[[], None], warmup: int, reps: int) -> dict:
         gc.collect()
         torch.cuda.empty_cache()
         return {"status": "oom"}
-    return {"status": "ok", "ms": round(ms, 2), "peak_gib": round((torch.cuda.max_memory_allocated() - base) / 2**30, 2)}
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    return {"status": "ok", "ms": round(ms, 2), "peak_gib": round(peak, 2)}
 
 
 def inputs(frames: int, text: int) -> dict[str, torch.Tensor]:

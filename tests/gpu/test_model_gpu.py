@@ -132,8 +132,9 @@ def test_model_backends_bf16_padded_and_packed(backend):
         results = {}
         # truth: float32, reference attention and reference Mamba-2 (no float32 Triton compile needed);
         # base / fast: bf16 with the Mamba-2 kernels, eager vs the tested attention backend.
-        for label, dtype, be, mamba in (("truth", torch.float32, "eager", "reference"),
-                                        ("base", torch.bfloat16, "eager", "auto"), ("fast", torch.bfloat16, backend, "auto")):
+        runs = (("truth", torch.float32, "eager", "reference"), ("base", torch.bfloat16, "eager", "auto"),
+                ("fast", torch.bfloat16, backend, "auto"))
+        for label, dtype, be, mamba in runs:
             model = VambaForConditionalGeneration(_mid_config(be, mamba)).cuda().train()
             model.load_state_dict(master.state_dict())
             model.to(dtype)

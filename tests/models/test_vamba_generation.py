@@ -106,9 +106,10 @@ def test_num_return_sequences_and_beams_share_one_encoded_video(model):
     torch.manual_seed(7)
     expanded = _generate(model, batch, do_sample=True, num_return_sequences=2)
     # The same as a batch whose rows (and videos) are each repeated twice.
+    cache = model.encode_video(**{k: batch[k] for k in VISION_KEYS}, batch_size=2)
     repeated = {"input_ids": batch["input_ids"].repeat_interleave(2, 0),
                 "attention_mask": batch["attention_mask"].repeat_interleave(2, 0),
-                "video_cache": model.encode_video(**{k: batch[k] for k in VISION_KEYS}, batch_size=2).select([0, 0, 1, 1])}
+                "video_cache": cache.select([0, 0, 1, 1])}
     torch.manual_seed(7)
     assert torch.equal(expanded, _generate(model, repeated, do_sample=True))
     beams = _generate(model, batch, do_sample=False, num_beams=3)

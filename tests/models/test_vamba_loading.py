@@ -108,8 +108,9 @@ def test_released_vamba_layout_loads_directly(tmp_path):
             layer.alpha.fill_(0.3 + 0.2 * i)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     # The released key names, spelled out: our module tree is that layout.
-    for key in ("model.layers.1.cross_attn.q_proj.weight", "model.layers.1.alpha", "model.layers.1.vision_mixer.norm.weight",
-                "model.layers.1.vision_mixer.mixer.A_log", "model.layers.1.vision_mixer.mixer.conv1d.bias",
+    for key in ("model.layers.1.cross_attn.q_proj.weight", "model.layers.1.alpha",
+                "model.layers.1.vision_mixer.norm.weight", "model.layers.1.vision_mixer.mixer.A_log",
+                "model.layers.1.vision_mixer.mixer.conv1d.bias",
                 "visual.merger.mlp.0.weight", "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
         assert key in state, key
     save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
@@ -141,7 +142,8 @@ def saved(tmp_path_factory):
 
 def test_missing_key_is_an_error_naming_it(saved, tmp_path):
     path = _broken_copy(tmp_path / "c", saved, lambda s: s.pop("model.layers.1.vision_mixer.mixer.A_log"))
-    with pytest.raises(IncompatibleCheckpointError, match=r"missing keys: model\.layers\.1\.vision_mixer\.mixer\.A_log"):
+    with pytest.raises(IncompatibleCheckpointError,
+                       match=r"missing keys: model\.layers\.1\.vision_mixer\.mixer\.A_log"):
         VambaForConditionalGeneration.from_pretrained(path)
 
 

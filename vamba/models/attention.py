@@ -131,7 +131,8 @@ def allowed_mask(q_seg: torch.Tensor | None, k_seg: torch.Tensor | None, nq: int
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                   q_seg: torch.Tensor | None = None, k_seg: torch.Tensor | None = None,
                   scale: float | None = None) -> torch.Tensor:
-    """Reference: explicit scores, softmax in (at least) float32, zero rows where a query reads no key. Same I/O as ``attention``."""
+    """Reference: explicit scores, softmax in (at least) float32, zero rows where a query reads no key.
+    Same I/O as ``attention``."""
     hq, hkv = q.shape[1], k.shape[1]
     k = k.repeat_interleave(hq // hkv, dim=1)
     v = v.repeat_interleave(hq // hkv, dim=1)

@@ -112,7 +112,8 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     elif overrides:
         raise ValueError(f"pass either config= or VambaConfig overrides {sorted(overrides)}, not both")
     keys = checkpoint_keys(str(path), hub_kwargs)
-    key_mapping = KEY_MAPPING_5X if any(k.startswith(("model.language_model.", "model.visual.")) for k in keys) else None
+    layout_5x = any(k.startswith(("model.language_model.", "model.visual.")) for k in keys)
+    key_mapping = KEY_MAPPING_5X if layout_5x else None
     want_info = kwargs.pop("output_loading_info", False)
     if kwargs.pop("ignore_mismatched_sizes", False):
         raise ValueError("ignore_mismatched_sizes is not supported: a shape mismatch is always an error")

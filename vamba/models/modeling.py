@@ -218,7 +218,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         video_rope = None
         if self.config.cross_attn_use_position_embeddings:
             video_rope = self.model.rotary_emb(video, layout.positions)
-        return LayerInputs(None, video_rope, None, None, None, None, layout.seq_idx, None, self.config.attention_backend)
+        return LayerInputs(None, video_rope, None, None, None, None, layout.seq_idx, None,
+                           self.config.attention_backend)
 
     # -- forward --------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
