@@ -12,6 +12,7 @@ import sys
 # dependency only affects the command that needs it.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("vamba.doctor:main", "versions, devices and which kernel backends are available"),
+    "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
 }
 
 

@@ -1,0 +1,72 @@
+"""``vamba eval`` through the real CLI entry point: validation, replay runs and re-scoring."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vamba.cli import main as vamba_main
+from vamba.evaluation.benchmarks import get_benchmark
+from vamba.utils.io import read_jsonl
+
+from .minibench import WRITERS
+
+
+def test_eval_is_a_vamba_command(capsys: pytest.CaptureFixture) -> None:
+    assert vamba_main(["--help"]) == 0 and "eval" in capsys.readouterr().out
+    assert vamba_main(["eval", "--help"]) == 0 and "lvbench" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["benchmark=lvbench", "bogus=1"], "Key 'bogus' not in 'EvalConfig'"),
+    (["benchmark=lvbench", "limit=many"], "could not be converted to Integer"),
+    (["benchmark=egoschema", "data=x", "replay=y"], "unknown benchmark 'egoschema'"),
+    (["benchmark=lvbench"], "data=<benchmark folder> is required"),
+    (["benchmark=lvbench", "--limit", "3"], "expected key=value arguments"),
+])
+def test_bad_arguments_fail_fast(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert vamba_main(["eval", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_model_path_without_adapter_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = WRITERS["lvbench"](tmp_path / "LV")
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/vamba"]) == 2
+    assert "cannot load model adapter" in capsys.readouterr().err
+
+
+def test_replay_run_then_rescore(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = WRITERS["nextqa"](tmp_path / "NExTQA")
+    bench = get_benchmark("nextqa")
+    questions = bench.load(root, {})
+    replies = ["(B) run away", "The boy starts to cry after that moment", "A"]
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_text("".join(json.dumps({"video": q.video, "prompt": bench.protocol("vamba").prompt(q),
+                                            "response": r}) + "\n" for q, r in zip(questions, replies)))
+    out = tmp_path / "run"
+    assert vamba_main(["eval", "benchmark=nextqa", f"data={root}", f"replay={recorded}", f"out={out}",
+                       "progress=false"]) == 0
+    assert "NExT-QA overall = 66.67" in capsys.readouterr().out
+    assert json.loads((out / "run.json").read_text())["frames"]["num_frames"] == 512
+
+    assert vamba_main(["eval", "benchmark=nextqa", f"responses={out / 'responses.jsonl'}", "protocol=lmms_eval"]) == 0
+    assert "NExT-QA overall = 100.00" in capsys.readouterr().out  # lmms-eval's parser matches "cry" -> E
+    rescored = out / "rescore-lmms_eval-default"
+    assert [r["pred"] for r in read_jsonl(rescored / "responses.jsonl")] == ["B", "E", "A"]
+    assert (rescored / "report.md").exists()
+
+
+def test_limit_and_overrides_reach_the_run(tmp_path: Path) -> None:
+    root = WRITERS["lvbench"](tmp_path / "LV")
+    bench = get_benchmark("lvbench")
+    q = bench.load(root, {})[0]
+    recorded = tmp_path / "rec.jsonl"
+    recorded.write_text(json.dumps({"video": q.video, "prompt": bench.protocol("vamba").prompt(q), "response": "C"}))
+    out = tmp_path / "run"
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", f"replay={recorded}", f"out={out}", "limit=1",
+                       "num_frames=64", "max_new_tokens=8", "progress=false"]) == 0
+    settings = json.loads((out / "run.json").read_text())
+    assert (settings["questions"], settings["frames"]["num_frames"], settings["generation"]["max_new_tokens"]) == \
+        (1, 64, 8)
+    assert json.loads((out / "summary.json").read_text())["score"] == 100

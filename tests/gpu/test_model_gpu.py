@@ -1,0 +1,148 @@
+"""VAMBA model on a CUDA GPU: attention backends against the reference, and a 2B-scale bf16 training step.
+
+Error budget (as tests/gpu/test_ops_gpu.py): err(backend) <= 2 * err(reference at the same precision) + eps,
+with err(t) = max|t - truth| / max|truth|, truth = the eager reference in float32 (float64 for the bare
+attention op) on the float32 master inputs/weights, and eps = 2**-7 (bf16 rounding of the output).
+flash-attn is tested only where it is installed (it is not on the lent GPU image); set
+VAMBA_GPU_REPORT=path.jsonl to append every measured error.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.models.vamba_tiny import pack, row, video_batch
+from vamba.models import VambaConfig, VambaForConditionalGeneration
+from vamba.models.presets import vamba_config_for
+from vamba.models.attention import attention, attention_ref, flash_attn_available, torch_varlen_available
+from vamba.utils.io import append_jsonl
+
+pytestmark = pytest.mark.gpu
+
+REPORT = os.environ.get("VAMBA_GPU_REPORT")
+EPS = 2.0 ** -7
+BACKENDS = ["sdpa"] + (["varlen"] if torch_varlen_available() else []) + (
+    ["flash_attention_2"] if flash_attn_available() else [])
+
+
+def rel_err(t: torch.Tensor, truth: torch.Tensor) -> float:
+    return ((t.double() - truth.double()).abs().max() / truth.double().abs().max().clamp_min(1e-30)).item()
+
+
+def _check(name: str, err: float, base: float) -> None:
+    if REPORT:
+        append_jsonl(REPORT, [{"test": name, "err": err, "err_reference_same_precision": base, "eps": EPS}])
+    assert err <= 2 * base + EPS, f"{name}: {err:.3g} > 2 * {base:.3g} + {EPS:.3g}"
+
+
+def _segments(rows: list[list[int]], n: int) -> torch.Tensor:
+    seg = torch.full((len(rows), n), -1, dtype=torch.long)
+    for b, lengths in enumerate(rows):
+        pos = 0
+        for s, length in enumerate(lengths):
+            seg[b, pos:pos + length] = s
+            pos += length
+    return seg.cuda()
+
+
+ATTN_CASES = {
+    "self, packed + padded": (True, 512, 512, [[200, 312], [100, 150, 50], [512]], [[200, 312], [100, 150, 50], [512]]),
+    "cross, packed, one text-only sample": (False, 256, 2048, [[64, 64, 128], [256], [100, 100]],
+                                            [[1024, 0, 1024], [2048], [500, 1000]]),
+    "self, no mask": (True, 384, 384, None, None),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(ATTN_CASES))
+def test_attention_backends_bf16(case, backend):
+    causal, nq, nk, q_rows, k_rows = ATTN_CASES[case]
+    q_seg = _segments(q_rows, nq) if q_rows else None
+    k_seg = _segments(k_rows, nk) if k_rows else None
+    g = torch.Generator(device="cuda").manual_seed(0)
+    master = [torch.randn(3, h, n, 128, device="cuda", generator=g) for h, n in ((12, nq), (2, nk), (2, nk))]
+    w = torch.randn(3, nq, 12, 128, device="cuda", generator=g, dtype=torch.float64)
+
+    def run(fn, dtype):
+        x = [t.detach().to(dtype).requires_grad_() for t in master]
+        out = fn(*x)
+        grads = torch.autograd.grad((out.double() * w).sum(), x)
+        return [out, *grads]
+
+    truth = run(lambda q, k, v: attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg), torch.float64)
+    base = run(lambda q, k, v: attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg), torch.bfloat16)
+    fast = run(lambda q, k, v: attention(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, backend=backend),
+               torch.bfloat16)
+    for name, f, b, t in zip(("out", "dq", "dk", "dv"), fast, base, truth):
+        _check(f"attention[{case}][{backend}].{name}", rel_err(f, t), rel_err(b, t))
+
+
+def video_256_frames(text_len: int = 512, frames: int = 256, size: int = 224) -> dict[str, torch.Tensor]:
+    """One sample: ``frames`` frames of ``size``^2 pixels (t = frames / 2 temporal patches), random patches."""
+    grid = torch.tensor([[frames // 2, size // 14, size // 14]])
+    ids = torch.randint(3, 150000, (1, text_len))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids,
+            "pixel_values": torch.randn(int(grid.prod()), 1176), "grid_thw": grid,
+            "visual_row": torch.zeros(1, dtype=torch.long), "visual_seq_idx": torch.zeros(1, dtype=torch.long)}
+
+
+def test_2b_bf16_forward_backward_256_frames():
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = VambaForConditionalGeneration(vamba_config_for("2b")).to(torch.bfloat16)
+    model.train()
+    model.visual.blocks.requires_grad_(False)  # stage 2 trains the merger and the decoder
+    model.gradient_checkpointing_enable()
+    batch = {k: v.cuda() for k, v in video_256_frames().items()}
+    out = model(**batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and 11.0 < out.loss.item() < 13.0  # ~ln(151936) for random weights
+    for name in ("model.layers.0.cross_attn.k_proj.weight", "model.layers.0.vision_mixer.mixer.A_log",
+                 "model.layers.27.alpha", "visual.merger.mlp.0.weight", "model.layers.27.self_attn.q_proj.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def _mid_config(backend: str, mamba_backend: str = "auto") -> VambaConfig:
+    """Tiny-vision, mid-width model so the attention/Mamba kernels see realistic head sizes."""
+    return VambaConfig(
+        text_config=dict(vocab_size=96, hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [16, 8, 8]},
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(depth=1, embed_dim=64, hidden_size=256, num_heads=2, mlp_ratio=2),
+        vision_mamba_mixer_config=dict(d_state=64, headdim=64, chunk_size=64, backend=mamba_backend),
+        attention_backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_model_backends_bf16_padded_and_packed(backend):
+    torch.manual_seed(0)
+    master = VambaForConditionalGeneration(_mid_config("eager")).cuda().train()
+    with torch.no_grad():
+        for layer in master.model.layers:
+            for p in layer.cross_attn.parameters():
+                p.normal_(0, 0.05)
+    padded = video_batch([40, 25, 33], [[(8, 8, 8)], [(4, 4, 8)], []])
+    packed = pack([row(padded, b) for b in range(3)])
+    for name, batch in (("padded", padded), ("packed", packed)):
+        batch = {k: v.cuda() for k, v in batch.items()}
+        results = {}
+        # truth: float32, reference attention and reference Mamba-2 (no float32 Triton compile needed);
+        # base / fast: bf16 with the Mamba-2 kernels, eager vs the tested attention backend.
+        runs = (("truth", torch.float32, "eager", "reference"), ("base", torch.bfloat16, "eager", "auto"),
+                ("fast", torch.bfloat16, backend, "auto"))
+        for label, dtype, be, mamba in runs:
+            model = VambaForConditionalGeneration(_mid_config(be, mamba)).cuda().train()
+            model.load_state_dict(master.state_dict())
+            model.to(dtype)
+            out = model(**batch, return_logits=True)
+            out.loss.backward()
+            grads = {n: p.grad for n, p in model.named_parameters()
+                     if p.grad is not None and (".cross_attn." in n or ".self_attn." in n or ".vision_mixer." in n)}
+            results[label] = {"logits": out.logits.float(), **grads}
+        for key, truth in results["truth"].items():
+            _check(f"model[{name}][{backend}].{key}", rel_err(results["fast"][key], truth),
+                   rel_err(results["base"][key], truth))

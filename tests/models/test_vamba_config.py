@@ -1,0 +1,51 @@
+"""VambaConfig: defaults, round trip, the released config.json, errors."""
+from __future__ import annotations
+
+import pytest
+
+from tests.models.test_vamba_loading import _released_config
+from tests.models.vamba_tiny import MAMBA, TEXT, vamba_config
+from vamba.models import VambaConfig
+
+
+def test_defaults_follow_the_released_model():
+    config = VambaConfig()
+    assert config.use_alpha_balancing and not config.cross_attn_use_layer_norm
+    assert not config.cross_attn_use_position_embeddings and config.cross_attn_init == "self_attn"
+    mamba = config.mamba_config()
+    assert (mamba.d_model, mamba.d_state, mamba.d_conv, mamba.expand, mamba.headdim, mamba.ngroups,
+            mamba.chunk_size, mamba.bias, mamba.conv_bias, mamba.norm_eps) == (
+        config.text_config.hidden_size, 128, 4, 2, 64, 1, 256, False, True, 1e-5)
+    assert mamba.num_layers == config.text_config.num_hidden_layers
+
+
+def test_round_trip(tmp_path):
+    config = vamba_config(cross_attn_use_layer_norm=True, attention_backend="eager", loss_chunk_size=7)
+    config.save_pretrained(tmp_path)
+    loaded = VambaConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert loaded.text_config.hidden_size == TEXT["hidden_size"] and loaded.vision_mamba_mixer_config["d_state"] == 8
+
+
+def test_released_config_translates():
+    config = VambaConfig.from_qwen2_vl_dict(_released_config())
+    assert config.model_type == "vamba"
+    assert config.text_config.hidden_size == TEXT["hidden_size"]
+    assert config.text_config.rope_parameters["mrope_section"] == [2, 3, 3]
+    assert config.vision_config.depth == 1 and config.vision_mamba_mixer_config["d_state"] == MAMBA["d_state"]
+    assert not hasattr(config, "distill_coeff")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"cross_attn_init": "zeros"}, "cross_attn_init"),
+    ({"use_alpha_balancing": "yes"}, "must be a bool"),
+    ({"attention_backend": "flash"}, "attention_backend"),
+    ({"loss_chunk_size": 0}, "loss_chunk_size"),
+    ({"mamba": {"d_stat": 16}}, "unknown key"),
+    ({"mamba": {"norm_before_gate": True}}, "not supported"),
+    ({"mamba": {"dt_limit": [0.0, 1.0]}}, "dt_limit"),
+    ({"mamba": {"hidden_dim": 32}}, "hidden_dim=32"),
+])
+def test_bad_options_are_clear_errors(bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        vamba_config(**bad)

@@ -1,0 +1,182 @@
+"""Loading: Qwen2-VL checkpoints (5.x and 4.x layouts), our own round trip, the released VAMBA layout, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageTextToText
+
+from tests.models.vamba_tiny import (MAMBA, TEXT, VISION, qwen2_vl_model, save_qwen2_vl_4x, save_qwen2_vl_5x,
+                                     vamba_config, video_batch)
+from vamba.models import IncompatibleCheckpointError, VambaForConditionalGeneration
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    model = qwen2_vl_model()
+    root = tmp_path_factory.mktemp("qwen")
+    model.save_pretrained(root / "hf")  # whatever layout the installed transformers writes
+    save_qwen2_vl_5x(model, root / "v5")
+    save_qwen2_vl_4x(model, root / "v4")
+    return model, root
+
+
+def _text_logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+@pytest.mark.parametrize("layout", ["v5", "v4", "hf"])
+def test_qwen2_vl_checkpoint_converts_and_keeps_the_text_path(qwen, layout):
+    source, root = qwen
+    model = VambaForConditionalGeneration.from_pretrained(root / layout, vision_mamba_mixer_config=MAMBA).eval()
+    # Every Qwen2-VL weight copied.
+    ours = model.state_dict()
+    for key, value in source.state_dict().items():
+        key = key.replace("model.language_model.", "model.").replace("model.visual.", "visual.")
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0, msg=key)
+    for layer in model.model.layers:
+        for name, p in layer.self_attn.named_parameters():  # cross-attention starts as a copy of self-attention
+            torch.testing.assert_close(dict(layer.cross_attn.named_parameters())[name], p, rtol=0, atol=0)
+        assert layer.alpha.item() == 0.5
+        assert torch.all(layer.vision_mixer.mixer.D == 1)  # Mamba-2 block got its own init, not N(0, 0.02)
+    ids = torch.randint(3, TEXT["vocab_size"], (2, 9))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.alpha.fill_(1.0)
+    # With alpha = 1 the text path is exactly Qwen2-VL's, with or without a video in the batch.
+    expected = _text_logits(source, ids)
+    torch.testing.assert_close(_text_logits(model, ids), expected, rtol=1e-5, atol=1e-5)
+    batch = video_batch([9, 9], [[(2, 4, 4)], [(1, 2, 2)]])
+    batch["input_ids"] = ids
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_random_cross_attention_init_is_not_a_copy(qwen):
+    _, root = qwen
+    model = VambaForConditionalGeneration.from_pretrained(root / "v5", vision_mamba_mixer_config=MAMBA,
+                                                          cross_attn_init="random")
+    layer = model.model.layers[0]
+    assert not torch.equal(layer.cross_attn.q_proj.weight, layer.self_attn.q_proj.weight)
+    assert layer.cross_attn.q_proj.weight.std() < 0.05  # initializer_range 0.02, not left uninitialised
+
+
+def test_save_load_round_trip_and_auto_class(tmp_path):
+    torch.manual_seed(0)
+    model = VambaForConditionalGeneration(vamba_config()).eval()
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "vamba" and config["vision_mamba_mixer_config"]["d_state"] == MAMBA["d_state"]
+    for loader in (VambaForConditionalGeneration, AutoModelForImageTextToText):
+        loaded = loader.from_pretrained(tmp_path).eval()
+        assert type(loaded) is VambaForConditionalGeneration
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    batch = video_batch([7, 5], [[(2, 4, 4)], [(1, 4, 2)]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
+
+
+def _released_config() -> dict:
+    """config.json as the released checkpoint writes it: 4.x flat Qwen2-VL keys + VAMBA additions."""
+    text = {k: v for k, v in TEXT.items() if k != "rope_parameters"}
+    mixer = {"enable": True, "hidden_dim": TEXT["hidden_size"], "norm_type": "rmsnorm", "residual_in_fp32": False,
+             "d_state": MAMBA["d_state"], "d_conv": 4, "conv_init": None, "expand": 2, "headdim": MAMBA["headdim"],
+             "d_ssm": None, "ngroups": 1, "A_init_range": [1, 16], "D_has_hdim": False, "rmsnorm": True,
+             "norm_before_gate": False, "dt_min": 0.001, "dt_max": 0.1, "dt_init_floor": 0.0001,
+             "dt_limit": [0.0, float("inf")], "bias": False, "conv_bias": True, "chunk_size": MAMBA["chunk_size"],
+             "use_mem_eff_path": True, "process_group": None, "sequence_parallel": True,
+             "rescale_prenorm_residual": True, "model_type": "qwen2_vl"}
+    return {"architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", **text,
+            "rope_theta": 10000.0, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+            "vision_config": {**VISION, "model_type": "qwen2_vl"}, "vision_mamba_mixer_config": mixer,
+            "use_alpha_balancing": True, "cross_attn_use_position_embeddings": False,
+            "cross_attn_use_layer_norm": False, "distill_coeff": 0.0, "torch_dtype": "bfloat16",
+            "transformers_version": "4.44.0"}
+
+
+def test_released_vamba_layout_loads_directly(tmp_path):
+    torch.manual_seed(0)
+    model = VambaForConditionalGeneration(vamba_config()).eval()
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            layer.alpha.fill_(0.3 + 0.2 * i)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # The released key names, spelled out: our module tree is that layout.
+    for key in ("model.layers.1.cross_attn.q_proj.weight", "model.layers.1.alpha",
+                "model.layers.1.vision_mixer.norm.weight", "model.layers.1.vision_mixer.mixer.A_log",
+                "model.layers.1.vision_mixer.mixer.conv1d.bias",
+                "visual.merger.mlp.0.weight", "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        assert key in state, key
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(_released_config()))
+    loaded = VambaForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert loaded.config.model_type == "vamba" and loaded.config.use_alpha_balancing
+    batch = video_batch([6, 8], [[(2, 4, 4)], [(1, 2, 4), (1, 2, 2)]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss, rtol=0, atol=0)
+    assert loaded.model.layers[1].alpha.item() == pytest.approx(0.5)
+
+
+def _broken_copy(tmp_path, src, edit):
+    tmp_path.mkdir()
+    (tmp_path / "config.json").write_text((src / "config.json").read_text())
+    state = load_file(str(src / "model.safetensors"))
+    edit(state)
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved")
+    torch.manual_seed(0)
+    VambaForConditionalGeneration(vamba_config()).save_pretrained(path)
+    return path
+
+
+def test_missing_key_is_an_error_naming_it(saved, tmp_path):
+    path = _broken_copy(tmp_path / "c", saved, lambda s: s.pop("model.layers.1.vision_mixer.mixer.A_log"))
+    with pytest.raises(IncompatibleCheckpointError,
+                       match=r"missing keys: model\.layers\.1\.vision_mixer\.mixer\.A_log"):
+        VambaForConditionalGeneration.from_pretrained(path)
+
+
+def test_unexpected_key_is_an_error_naming_it(saved, tmp_path):
+    path = _broken_copy(tmp_path / "c", saved, lambda s: s.update({"model.layers.0.extra.weight": torch.zeros(2)}))
+    with pytest.raises(IncompatibleCheckpointError, match=r"unexpected keys: model\.layers\.0\.extra\.weight"):
+        VambaForConditionalGeneration.from_pretrained(path)
+
+
+def test_shape_mismatch_is_an_error(saved, tmp_path):
+    path = _broken_copy(tmp_path / "c", saved, lambda s: s.update({"model.layers.0.alpha": torch.zeros(3)}))
+    with pytest.raises((IncompatibleCheckpointError, RuntimeError), match=r"model\.layers\.0\.alpha"):
+        VambaForConditionalGeneration.from_pretrained(path)
+
+
+def test_qwen2_vl_checkpoint_missing_a_source_weight_is_an_error(qwen, tmp_path):
+    _, root = qwen
+    path = tmp_path / "q"
+    path.mkdir()
+    (path / "config.json").write_text((root / "v5" / "config.json").read_text())
+    state = load_file(str(root / "v5" / "model.safetensors"))
+    state.pop("model.language_model.layers.0.self_attn.k_proj.weight")
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(IncompatibleCheckpointError, match=r"model\.layers\.0\.self_attn\.k_proj\.weight"):
+        VambaForConditionalGeneration.from_pretrained(path, vision_mamba_mixer_config=MAMBA)
+
+
+def test_other_model_types_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(IncompatibleCheckpointError, match="model_type 'llama'"):
+        VambaForConditionalGeneration.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
+        VambaForConditionalGeneration.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        VambaForConditionalGeneration.from_pretrained(tmp_path)

@@ -1,0 +1,128 @@
+"""``vamba eval``: evaluate a model on a benchmark, or re-score recorded replies.
+
+Examples::
+
+    vamba eval benchmark=lvbench data=/datasets/LVBench model.path=/ckpt/Vamba-Qwen2-VL-7B
+    torchrun --nproc_per_node 8 -m vamba.cli eval benchmark=videomme data=/datasets/Video-MME model.path=...
+    vamba eval benchmark=lvbench responses=runs/eval/lvbench/vamba/x/responses.jsonl extractor=mcq_extract
+    vamba eval benchmark=mlvu data=/datasets/MLVU replay=old_run/responses.jsonl out=runs/replayed
+
+Keys are validated (a typo fails at once); ``key=value`` pairs only. Ranks come from torchrun's
+``RANK``/``WORLD_SIZE``; each rank evaluates its share and the last one to finish writes the report.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vamba.evaluation.benchmarks import NAMES, BenchmarkDataError, get_benchmark
+from vamba.evaluation.runner import RunMismatchError, evaluate, rescore_file, resolve_protocol
+from vamba.evaluation.sharding import dist_env
+from vamba.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+DEFAULT_ADAPTER = "vamba.inference.video_qa:load_video_qa_model"
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None  # checkpoint directory (released VAMBA layout or ours)
+    adapter: str = DEFAULT_ADAPTER  # "module:function"(path, device, dtype) -> VideoQAModel
+    device: str = "auto"
+    dtype: str = "bfloat16"
+
+
+@dataclass
+class EvalConfig:
+    benchmark: str = MISSING  # one of vamba.evaluation.benchmarks.NAMES
+    data: str | None = None  # benchmark root folder (official layout, see docs/evaluation.md)
+    protocol: str = "vamba"  # "vamba" (released VAMBA scripts) or "lmms_eval"
+    extractor: str | None = None  # override the protocol's answer extractor
+    out: str | None = None  # run directory (default: runs/eval/<benchmark>/<protocol>/<model>)
+    responses: str | None = None  # re-score this responses.jsonl without a model
+    replay: str | None = None  # answer from this responses.jsonl instead of a model
+    limit: int | None = None  # first N questions only (smoke runs)
+    num_frames: int | None = None  # override the protocol's frame count
+    max_new_tokens: int | None = None
+    do_sample: bool | None = None
+    seed: int = 0  # random-fallback extraction and sampled decoding
+    annotation: str | None = None  # annotation file/folder, absolute or relative to data
+    video_dir: str | None = None  # video folder, absolute or relative to data
+    subtitles: bool = False  # Video-MME: add subtitles to the prompt
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def parse(argv: list[str]) -> EvalConfig:
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ValueError(f"expected key=value arguments, got {bad}")
+    cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.from_dotlist(argv))
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def load_model(cfg: ModelConfig):
+    module_name, _, func = cfg.adapter.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), func)
+    except (ImportError, AttributeError) as e:
+        hint = (" (the VAMBA model adapter is not part of this version yet)" if cfg.adapter == DEFAULT_ADAPTER else "")
+        raise RuntimeError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
+                           "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
+    return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype)
+
+
+def run(cfg: EvalConfig) -> tuple[dict, Path]:
+    """Run (or re-score) as configured; returns the summary ({} while other ranks still work) and the run dir."""
+    benchmark = get_benchmark(cfg.benchmark)
+    if cfg.responses:
+        out = Path(cfg.out or Path(cfg.responses).parent / f"rescore-{cfg.protocol}-{cfg.extractor or 'default'}")
+        return rescore_file(benchmark, cfg.responses, out, protocol=cfg.protocol, extractor=cfg.extractor,
+                            seed=cfg.seed), out
+    if not cfg.data:
+        raise ValueError("data=<benchmark folder> is required to run a model (or give responses=<file> to re-score)")
+    spec = resolve_protocol(benchmark, cfg.protocol, extractor=cfg.extractor, num_frames=cfg.num_frames,
+                            max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, seed=cfg.seed)
+    options = {"annotation": cfg.annotation, "video_dir": cfg.video_dir, "subtitles": cfg.subtitles}
+    questions = benchmark.load(Path(cfg.data), options)
+    if cfg.limit is not None:
+        questions = questions[:cfg.limit]
+    if cfg.replay:
+        from vamba.evaluation.replay import ReplayModel
+
+        model, model_name = ReplayModel.from_file(cfg.replay), "replay"
+    elif cfg.model.path:
+        model, model_name = load_model(cfg.model), Path(cfg.model.path).name
+    else:
+        raise ValueError("give model.path=<checkpoint>, replay=<responses.jsonl> or responses=<responses.jsonl>")
+    out = Path(cfg.out or Path("runs/eval") / benchmark.name / cfg.protocol / model_name)
+    rank, world = dist_env()
+    summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
+                       world_size=world, progress=cfg.progress,
+                       extra={"model": cfg.model.path, "replay": cfg.replay, "data": cfg.data, "limit": cfg.limit,
+                              "subtitles": cfg.subtitles})
+    return summary or {}, out
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("benchmarks: " + ", ".join(NAMES))
+        return 0
+    try:
+        cfg = parse(argv)
+        summary, out = run(cfg)
+    except (OmegaConfBaseException, ValueError, FileNotFoundError, BenchmarkDataError, RunMismatchError,
+            RuntimeError) as e:
+        print(f"vamba eval: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        done = "" if summary["complete"] else f" (INCOMPLETE: {summary['answered']}/{summary['expected']})"
+        print(f"{summary['title']} {summary['headline']} = {summary['score']:.2f}{done}; report: {out / 'report.md'}")
+    return 0

@@ -1,0 +1,80 @@
+"""The contract between the evaluation harness and a model: what a benchmark fixes, what a model does.
+
+The harness never decodes video nor runs a network. For every distinct video input it asks the model
+to ``encode_video`` once (decode, sample, resize, run the vision tower and the video stream), then asks
+``answer`` once per question with the cached state. For VAMBA the cached state is what makes this cheap:
+text never flows into the video stream, so every question of a video reuses the same per-layer
+cross-attention keys/values (paper Sec. 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, runtime_checkable
+
+# "uniform_midpoint": the VAMBA eval scripts' ``uniform_indices`` (midpoints of integer linspace segments).
+# "mvbench_segments": MVBench's own sampler (segment midpoints within optional [start, end] bounds).
+Sampling = Literal["uniform_midpoint", "mvbench_segments"]
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """How a protocol turns a video into frames (benchmarks.md sec. 1.2-1.4).
+
+    ``shortest_edge``/``longest_edge`` are the bicubic pre-resize bounds (``None`` = keep the native
+    size, as VAMBA's NExT-QA run with ``do_resize=False``); the Qwen2-VL processor still rounds each
+    side to a multiple of 28 afterwards.
+    """
+
+    num_frames: int
+    sampling: Sampling = "uniform_midpoint"
+    shortest_edge: int | None = 256
+    longest_edge: int | None = 480
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """One video input exactly as the protocol fixes it; equal requests share one encoding.
+
+    ``path`` is a video file, or a folder of frames when ``is_frame_folder`` (MVBench's TVQA clips:
+    ``00001.jpg``..., assumed ``frame_folder_fps``, first index ``first_frame_index``).
+    ``start``/``end`` (seconds) bound the sampled range (MVBench tasks with temporal bounds).
+    """
+
+    path: str
+    frames: FrameSettings
+    start: float | None = None
+    end: float | None = None
+    is_frame_folder: bool = False
+    frame_folder_fps: float | None = None
+    first_frame_index: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings (benchmarks.md sec. 1.1). ``seed`` makes sampled decoding reproducible: the
+    runner passes a per-question seed derived from it, so a resumed run draws the same samples."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def with_seed(self, seed: int | None) -> GenerationSettings:
+        return replace(self, seed=seed)
+
+
+@runtime_checkable
+class VideoQAModel(Protocol):
+    """What a model must provide to be evaluated.
+
+    ``prompt`` is the user turn text only (e.g. "Select the best answer ...\\n<question>..."); the model
+    adds its chat template and marks the video (VAMBA: ``<|vision_start|><|vision_end|>`` before the
+    text, system prompt "You are a helpful assistant.") and returns the decoded reply without special
+    tokens.
+    """
+
+    def encode_video(self, video: VideoRequest) -> Any: ...
+
+    def answer(self, encoded: Any, prompt: str, generation: GenerationSettings) -> str: ...
+

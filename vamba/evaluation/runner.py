@@ -1,0 +1,215 @@
+"""The evaluation loop: each video encoded once, every question answered and recorded as it finishes.
+
+Run directory layout::
+
+    run.json                 settings of the run (a restart with other settings is refused)
+    shards/rank<r>.jsonl     records appended by rank r (flushed + fsync'ed per question)
+    shards/rank<r>.status.json  written when rank r has gone through its shard (with its skips)
+    responses.jsonl          all records in benchmark order   } written atomically once every
+    summary.json, report.md  metrics and the markdown table   } rank has finished
+
+A killed run restarted with the same command continues where it stopped: ids already in any shard are
+skipped, so no question is answered twice or lost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vamba.evaluation.benchmarks.base import Benchmark, ProtocolSpec, Question
+from vamba.evaluation.interface import VideoQAModel
+from vamba.evaluation.records import SHARD_DIR, RecordStore, order_by, read_all
+from vamba.evaluation.report import render
+from vamba.evaluation.scoring import make_record, summarize
+from vamba.evaluation.sharding import group_by, shard
+from vamba.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+from vamba.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+class RunMismatchError(ValueError):
+    """The run directory holds a run made with different settings."""
+
+
+def resolve_protocol(benchmark: Benchmark, name: str = "vamba", *, extractor: str | None = None,
+                     num_frames: int | None = None, max_new_tokens: int | None = None,
+                     do_sample: bool | None = None, seed: int | None = None) -> ProtocolSpec:
+    """The benchmark's protocol ``name`` with the given overrides applied (``None`` = keep)."""
+    spec = benchmark.protocol(name)
+    if extractor is not None:
+        spec = dataclasses.replace(spec, extractor=extractor)
+    if num_frames is not None:
+        spec = dataclasses.replace(
+            spec, frames=dataclasses.replace(spec.frames, num_frames=num_frames),
+            frame_folder_frames=spec.frame_folder_frames and dataclasses.replace(spec.frame_folder_frames,
+                                                                                 num_frames=num_frames))
+    gen = spec.generation
+    if max_new_tokens is not None:
+        gen = dataclasses.replace(gen, max_new_tokens=max_new_tokens)
+    if do_sample is not None:
+        gen = dataclasses.replace(gen, do_sample=do_sample)
+    if seed is not None and gen.do_sample:
+        gen = dataclasses.replace(gen, seed=seed)
+    return dataclasses.replace(spec, generation=gen)
+
+
+def question_seed(base: int, qid: str) -> int:
+    """Sampling seed of one question: fixed by (base seed, id), whatever the order or the rank."""
+    return int.from_bytes(hashlib.sha256(f"{base}:{qid}".encode()).digest()[:4], "little")
+
+
+def _settings(benchmark: Benchmark, protocol: str, spec: ProtocolSpec, seed: int, n_questions: int,
+              extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {"benchmark": benchmark.name, "protocol": protocol, "extractor": spec.extractor,
+            "frames": dataclasses.asdict(spec.frames),
+            "frame_folder_frames": spec.frame_folder_frames and dataclasses.asdict(spec.frame_folder_frames),
+            "generation": dataclasses.asdict(spec.generation), "extraction_seed": seed, "questions": n_questions,
+            **dict(extra)}
+
+
+def _check_or_write_settings(run_dir: Path, settings: dict[str, Any]) -> None:
+    path = run_dir / "run.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise RunMismatchError(f"{run_dir} holds a run with other settings ({lines}); "
+                                   "use another output directory or remove it")
+        return
+    atomic_write_json(path, settings)
+
+
+def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQAModel, run_dir: str | Path, *,
+             protocol: str = "vamba", spec: ProtocolSpec | None = None, seed: int = 0, rank: int = 0,
+             world_size: int = 1, extra: Mapping[str, Any] | None = None,
+             progress: bool = True) -> dict[str, Any] | None:
+    """Answer this rank's share of ``questions`` with ``model`` and record them under ``run_dir``.
+
+    :param spec: the protocol (default: ``benchmark.protocol(protocol)``).
+    :param seed: seeds random-fallback extractors and, when decoding samples, each question's draw.
+    :param extra: more run settings to record and check on restart (e.g. the checkpoint path).
+    :return: the summary once every rank has finished (this call finalised it), else ``None``.
+    """
+    run_dir = Path(run_dir)
+    spec = spec or benchmark.protocol(protocol)
+    duplicates = sorted(qid for qid, n in Counter(q.qid for q in questions).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"{benchmark.name}: question ids must be unique; repeated: {duplicates[:10]}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_or_write_settings(run_dir, _settings(benchmark, protocol, spec, seed, len(questions), extra or {}))
+    status_path = run_dir / SHARD_DIR / f"rank{rank}.status.json"
+    status_path.unlink(missing_ok=True)
+
+    store = RecordStore(run_dir, rank)
+    groups = shard(group_by(questions, spec.video_request), rank, world_size)
+    mine = {q.qid for g in groups for q in g}
+    resumed = [r for r in read_all(run_dir) if r["qid"] in mine]
+    correct, answered = sum(r["correct"] for r in resumed), len(resumed)
+    skipped: list[dict[str, Any]] = []
+    encoded_videos = 0
+    bar = tqdm(total=len(mine), initial=answered, unit="q", desc=f"{benchmark.name} [rank {rank}]",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        for group in groups:
+            todo = [q for q in group if q.qid not in store.done]
+            if not todo:
+                continue
+            request = spec.video_request(todo[0])
+            if not Path(request.path).exists():
+                skipped.append({"video": request.path, "questions": len(todo), "reason": "missing"})
+                bar.update(len(todo))
+                continue
+            try:
+                encoded = model.encode_video(request)
+            except Exception as e:  # a corrupt video costs its questions, not the run
+                logger.warning("cannot encode %s (%s: %s); skipping its %d questions", request.path,
+                               type(e).__name__, e, len(todo))
+                skipped.append({"video": request.path, "questions": len(todo), "reason": f"{type(e).__name__}: {e}"})
+                bar.update(len(todo))
+                continue
+            encoded_videos += 1
+            for q in todo:
+                prompt = spec.prompt(q)
+                generation = spec.generation
+                if generation.seed is not None:
+                    generation = generation.with_seed(question_seed(generation.seed, q.qid))
+                response = model.answer(encoded, prompt, generation)
+                record = make_record(q, prompt, response, spec.extractor, spec.extractor_choices or q.choices, seed)
+                store.append(record)
+                correct += record["correct"]
+                answered += 1
+                bar.update(1)
+                bar.set_postfix(acc=f"{100 * correct / answered:.1f}%")
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    atomic_write_json(status_path, {"rank": rank, "world_size": world_size, "skipped": skipped,
+                                    "videos_encoded": encoded_videos, "seconds": round(elapsed, 3)})
+    logger.info("rank %d: %d questions in shard, %d videos encoded, %d skipped, %.1f s", rank, len(mine),
+                encoded_videos, sum(s["questions"] for s in skipped), elapsed)
+    if not all((run_dir / SHARD_DIR / f"rank{r}.status.json").exists() for r in range(world_size)):
+        return None
+    return finalize(benchmark, questions, run_dir, protocol=protocol, spec=spec)
+
+
+def finalize(benchmark: Benchmark, questions: Sequence[Question], run_dir: str | Path, *,
+             protocol: str = "vamba", spec: ProtocolSpec | None = None) -> dict[str, Any]:
+    """Merge every shard into ``responses.jsonl`` and write ``summary.json`` and ``report.md``.
+
+    Idempotent: any rank (or a later call) may run it; all writes are atomic.
+    """
+    run_dir = Path(run_dir)
+    spec = spec or benchmark.protocol(protocol)
+    qids = [q.qid for q in questions]
+    wanted = set(qids)
+    records = order_by([r for r in read_all(run_dir) if r["qid"] in wanted], qids)
+    atomic_write_text(run_dir / "responses.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    skips = [s for p in sorted((run_dir / SHARD_DIR).glob("rank*.status.json"))
+             for s in json.loads(p.read_text())["skipped"]]
+    settings = json.loads((run_dir / "run.json").read_text())
+    summary = summarize(benchmark, records, protocol=protocol, extractor=spec.extractor,
+                        drop_empty=spec.drop_empty_responses, expected=len(qids),
+                        skipped={"questions": sum(s["questions"] for s in skips), "videos": len(skips),
+                                 "details": skips[:50]},
+                        extra={"settings": settings})
+    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_text(run_dir / "report.md", render(summary))
+    return summary
+
+
+def rescore_file(benchmark: Benchmark, responses: str | Path, out_dir: str | Path, *, protocol: str = "vamba",
+                 extractor: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Re-extract and re-score recorded replies without a model (e.g. to compare extraction rules).
+
+    Writes ``responses.jsonl`` (re-scored records), ``summary.json`` and ``report.md`` to ``out_dir``.
+    """
+    from vamba.evaluation.scoring import rescore
+
+    responses = Path(responses)
+    if not responses.is_file():
+        raise FileNotFoundError(f"responses file not found: {responses}")
+    spec = resolve_protocol(benchmark, protocol, extractor=extractor)
+    records = rescore(read_jsonl(responses), spec.extractor, seed)
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "responses.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    summary = summarize(benchmark, records, protocol=protocol, extractor=spec.extractor,
+                        drop_empty=spec.drop_empty_responses, expected=len(records),
+                        extra={"rescored_from": str(responses), "extraction_seed": seed})
+    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_text(out_dir / "report.md", render(summary))
+    return summary
+
+
+__all__ = ["RunMismatchError", "evaluate", "finalize", "question_seed", "rescore_file",
+           "resolve_protocol"]

@@ -1,0 +1,162 @@
+"""``VambaConfig``: Qwen2-VL's configuration plus the VAMBA options (cross-attention, alpha, Mamba-2).
+
+The text and vision sub-configs are transformers' own (``Qwen2VLTextConfig`` / ``Qwen2VLVisionConfig``,
+inherited from ``Qwen2VLConfig``). VAMBA adds the fields below; ``use_alpha_balancing``, the two
+``cross_attn_use_*`` flags and ``vision_mamba_mixer_config`` keep the names and meaning of the released
+checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
+
+- ``use_alpha_balancing``: text update ``x + a*SA + (1-a)*CA`` with a learnable ``a`` in [0, 1]
+  (False: ``x + SA + CA``).
+- ``cross_attn_use_layer_norm``: cross-attention keys/values read the video states after the layer's
+  input RMSNorm (False, as released: the raw video states).
+- ``cross_attn_use_position_embeddings``: M-RoPE on cross-attention queries (text positions) and keys
+  (3-D ``(t, h, w)`` video positions). False as released.
+- ``cross_attn_init``: ``"self_attn"`` (copy the layer's self-attention weights, the paper's choice) or
+  ``"random"`` (the ablation). Only used when a model is built from a plain Qwen2-VL checkpoint.
+- ``attention_backend`` and ``loss_chunk_size`` (ours): how attention runs (vamba.models.attention) and
+  how many tokens each chunk of the cross-entropy holds.
+- ``vision_mamba_mixer_config``: the Mamba-2 block settings, stored under the released key names
+  (``enable``, ``d_state``, ``d_conv``, ``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ...).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from transformers import Qwen2VLConfig
+
+from vamba.models.attention import BACKENDS
+
+CROSS_ATTN_INITS = ("self_attn", "random")
+
+# Released defaults (official configuration + mamba_ssm's Mamba2 defaults); "backend" is ours
+# (vamba.ops: auto | fast | reference).
+MAMBA_DEFAULTS: dict[str, Any] = {
+    "enable": True,
+    "d_state": 128,
+    "d_conv": 4,
+    "expand": 2,
+    "headdim": 64,
+    "ngroups": 1,
+    "chunk_size": 256,
+    "bias": False,
+    "conv_bias": True,
+    "norm_eps": 1e-5,
+    "A_init_range": [1.0, 16.0],
+    "dt_min": 0.001,
+    "dt_max": 0.1,
+    "dt_init_floor": 1e-4,
+    "rescale_prenorm_residual": True,
+    "backend": "auto",
+}
+# Keys the released config.json carries that do not change what we compute (mamba_ssm implementation
+# switches, distributed options); dt_limit is checked to be the released (0, inf) and not stored
+# (JSON has no infinity).
+MAMBA_IGNORED_KEYS = frozenset({
+    "hidden_dim", "norm_type", "residual_in_fp32", "conv_init", "d_ssm", "D_has_hdim", "rmsnorm",
+    "norm_before_gate", "dt_limit", "use_mem_eff_path", "process_group", "sequence_parallel", "model_type",
+    "transformers_version", "layer_norm_epsilon",
+})
+# Keys that would change the math: refuse values other than the released ones instead of ignoring them.
+MAMBA_FIXED_VALUES: dict[str, Any] = {
+    "norm_type": "rmsnorm", "d_ssm": None, "D_has_hdim": False, "rmsnorm": True, "norm_before_gate": False,
+    "conv_init": None, "residual_in_fp32": False,
+}
+
+
+class VambaConfig(Qwen2VLConfig):
+    """Qwen2-VL configuration with the VAMBA hybrid-decoder options (see module docstring)."""
+
+    model_type = "vamba"
+
+    use_alpha_balancing: bool = True
+    cross_attn_use_layer_norm: bool = False
+    cross_attn_use_position_embeddings: bool = False
+    cross_attn_init: str = "self_attn"
+    vision_mamba_mixer_config: dict | None = None
+    # Tokens per chunk of the chunked cross-entropy (no [B, N, V] float32 logits when only the loss is needed).
+    loss_chunk_size: int = 1024
+    # vamba.models.attention backend for both attentions: auto | eager | sdpa | flash_attention_2 | varlen.
+    attention_backend: str = "auto"
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        for name in ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"VambaConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.cross_attn_init not in CROSS_ATTN_INITS:
+            raise ValueError(f"VambaConfig.cross_attn_init must be one of {CROSS_ATTN_INITS}, "
+                             f"got {self.cross_attn_init!r}")
+        if self.attention_backend not in BACKENDS:
+            raise ValueError(f"VambaConfig.attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
+        if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 1:
+            raise ValueError(f"VambaConfig.loss_chunk_size must be a positive int, got {self.loss_chunk_size!r}")
+        self.vision_mamba_mixer_config = _normalise_mamba(self.vision_mamba_mixer_config)
+        super().__post_init__(**kwargs)
+        hidden_dim = self.vision_mamba_mixer_config.pop("hidden_dim", None)
+        if hidden_dim is not None and hidden_dim != self.text_config.hidden_size:
+            raise ValueError(f"vision_mamba_mixer_config.hidden_dim={hidden_dim} differs from the text hidden size "
+                             f"{self.text_config.hidden_size}: the Mamba-2 blocks work at the decoder width")
+
+    @property
+    def mamba_enabled(self) -> bool:
+        return bool(self.vision_mamba_mixer_config["enable"])
+
+    def mamba_config(self):
+        """The ``vamba.models.mamba2.Mamba2Config`` of the per-layer video blocks (d_model = text hidden size)."""
+        from vamba.models.mamba2 import Mamba2Config
+
+        m = self.vision_mamba_mixer_config
+        return Mamba2Config(d_model=self.text_config.hidden_size, d_state=m["d_state"], d_conv=m["d_conv"],
+                            expand=m["expand"], headdim=m["headdim"], ngroups=m["ngroups"],
+                            chunk_size=m["chunk_size"], bias=m["bias"], conv_bias=m["conv_bias"],
+                            norm_eps=m["norm_eps"], A_init_range=tuple(m["A_init_range"]), dt_min=m["dt_min"],
+                            dt_max=m["dt_max"], dt_init_floor=m["dt_init_floor"],
+                            rescale_prenorm_residual=m["rescale_prenorm_residual"],
+                            num_layers=self.text_config.num_hidden_layers, backend=m["backend"])
+
+    @classmethod
+    def from_qwen2_vl_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> VambaConfig:
+        """Build from a Qwen2-VL ``config.json`` dict: a stock Qwen2-VL one (transformers 4.x flat text keys
+        or 5.x ``text_config``) or the released VAMBA one (``model_type: qwen2_vl`` plus
+        ``vision_mamba_mixer_config`` and the cross-attention flags). ``overrides`` set VambaConfig fields."""
+        d = copy.deepcopy(config_dict)
+        d.pop("model_type", None)
+        d.pop("architectures", None)
+        d.pop("transformers_version", None)
+        d.pop("auto_map", None)
+        if isinstance(d.get("vision_config"), dict):
+            d["vision_config"].pop("model_type", None)  # 4.x saves "qwen2_vl" there
+        # The released checkpoint saves its training-only distillation weight; it is not a model option.
+        d.pop("distill_coeff", None)
+        d.update(overrides)
+        return cls(**d)
+
+
+def _normalise_mamba(raw: dict | None) -> dict[str, Any]:
+    """Fill defaults, translate released names, refuse unknown keys and math-changing values."""
+    if raw is None:
+        return dict(MAMBA_DEFAULTS)
+    if hasattr(raw, "to_dict"):
+        raw = raw.to_dict()
+    if not isinstance(raw, dict):
+        raise TypeError(f"vision_mamba_mixer_config must be a dict, got {type(raw).__name__}")
+    raw = dict(raw)
+    if "layer_norm_epsilon" in raw and "norm_eps" not in raw:
+        raw["norm_eps"] = raw["layer_norm_epsilon"]
+    unknown = set(raw) - set(MAMBA_DEFAULTS) - MAMBA_IGNORED_KEYS
+    if unknown:
+        raise ValueError(f"vision_mamba_mixer_config: unknown key(s) {sorted(unknown)}; "
+                         f"known: {sorted(set(MAMBA_DEFAULTS) | MAMBA_IGNORED_KEYS)}")
+    for key, expected in MAMBA_FIXED_VALUES.items():
+        if key in raw and raw[key] != expected:
+            raise ValueError(f"vision_mamba_mixer_config.{key}={raw[key]!r} is not supported "
+                             f"(only the released value {expected!r})")
+    limit = raw.get("dt_limit")
+    if limit is not None and (float(limit[0]) != 0.0 or not math.isinf(float(limit[1]))):
+        raise ValueError(f"vision_mamba_mixer_config.dt_limit={limit!r} is not supported (only (0, inf))")
+    out = dict(MAMBA_DEFAULTS)
+    out.update({k: v for k, v in raw.items() if k in MAMBA_DEFAULTS})
+    if raw.get("hidden_dim") is not None:
+        out["hidden_dim"] = raw["hidden_dim"]  # checked against the text hidden size once that is known
+    return out

@@ -1,0 +1,141 @@
+"""Loading what users have on disk: our checkpoints, the released VAMBA checkpoint, and Qwen2-VL checkpoints.
+
+``VambaForConditionalGeneration.from_pretrained(path)`` reads ``config.json`` and picks one of:
+
+============  =====================================================  ====================================
+kind          how it is recognised                                   what happens
+============  =====================================================  ====================================
+``vamba``     ``model_type: vamba`` (saved by this package)          loaded as is
+``released``  ``model_type: qwen2_vl`` + ``vision_mamba_mixer_config``  loaded as is (same key layout)
+``qwen2_vl``  ``model_type: qwen2_vl`` without it                    Qwen2-VL weights copied; cross-attn
+                                                                     from self-attn (or random, per
+                                                                     ``cross_attn_init``), Mamba-2 and
+                                                                     alpha freshly initialised
+============  =====================================================  ====================================
+
+Checkpoint keys in the transformers 5.x layout (``model.language_model.*``, ``model.visual.*``) are
+renamed to ours (the 4.x / released layout: ``model.*``, ``visual.*``); sharded safetensors with an
+index work through transformers' loader. Any missing key other than the new VAMBA modules of a
+``qwen2_vl`` checkpoint, any unexpected key and any shape mismatch is an error naming the keys:
+a partial checkpoint never yields a silently random-initialised model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Callable
+
+from vamba.models.configuration import VambaConfig
+
+# Checkpoint key -> our key, for checkpoints saved by transformers 5.x Qwen2VLForConditionalGeneration.
+KEY_MAPPING_5X = {r"^model\.language_model\.": "model.", r"^model\.visual\.": "visual."}
+# Parameters a plain Qwen2-VL checkpoint cannot have: the modules VAMBA adds.
+NEW_MODULE_KEYS = re.compile(r"^model\.layers\.\d+\.(cross_attn\.|vision_mixer\.|alpha$)")
+# VambaConfig fields a caller may override at load time (the rest of kwargs go to transformers).
+CONFIG_OVERRIDES = ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings",
+                    "cross_attn_init", "vision_mamba_mixer_config", "attention_backend", "loss_chunk_size")
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint's weights do not match the model its config describes."""
+
+
+def _read_json(path: str, name: str, hub_kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise FileNotFoundError(f"{path}: no such checkpoint directory")
+    if os.path.isdir(path):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return None
+    else:
+        from transformers.utils import cached_file
+
+        file = cached_file(path, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        if file is None:
+            return None
+    with open(file) as f:
+        return json.load(f)
+
+
+def checkpoint_kind(config_dict: dict[str, Any]) -> str:
+    """``vamba``, ``released`` or ``qwen2_vl`` (module docstring); anything else is an error."""
+    model_type = config_dict.get("model_type")
+    if model_type == VambaConfig.model_type:
+        return "vamba"
+    if model_type == "qwen2_vl":
+        return "released" if "vision_mamba_mixer_config" in config_dict else "qwen2_vl"
+    raise IncompatibleCheckpointError(f"config.json has model_type {model_type!r}; VAMBA loads 'vamba' checkpoints, "
+                                      f"the released VAMBA checkpoint and Qwen2-VL checkpoints ('qwen2_vl')")
+
+
+def checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> list[str]:
+    """Tensor names of a safetensors checkpoint (single file or sharded with an index)."""
+    index = _read_json(path, "model.safetensors.index.json", hub_kwargs)
+    if index is not None:
+        return list(index["weight_map"])
+    from safetensors import safe_open
+
+    if os.path.isdir(path):
+        file = os.path.join(path, "model.safetensors")
+    else:
+        from transformers.utils import cached_file
+
+        file = cached_file(path, "model.safetensors", **hub_kwargs)
+    if not os.path.isfile(file):
+        raise IncompatibleCheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
+    with safe_open(file, framework="pt") as f:
+        return list(f.keys())
+
+
+def _describe(keys: set[str] | list, limit: int = 12) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **kwargs: Any):
+    """See module docstring. ``hf_from_pretrained`` is transformers' ``PreTrainedModel.from_pretrained``
+    bound to ``cls``; the other kwargs (dtype, device_map, ...) go to it."""
+    hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+    config_dict = _read_json(str(path), "config.json", hub_kwargs)
+    if config_dict is None:
+        raise FileNotFoundError(f"{path}: no config.json (not a checkpoint directory or hub model id)")
+    kind = checkpoint_kind(config_dict)
+    overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
+    config = kwargs.pop("config", None)
+    if config is None:
+        if kind == "vamba":
+            config = VambaConfig.from_dict({**config_dict, **overrides})
+        else:
+            config = VambaConfig.from_qwen2_vl_dict(config_dict, **overrides)
+    elif overrides:
+        raise ValueError(f"pass either config= or VambaConfig overrides {sorted(overrides)}, not both")
+    keys = checkpoint_keys(str(path), hub_kwargs)
+    layout_5x = any(k.startswith(("model.language_model.", "model.visual.")) for k in keys)
+    key_mapping = KEY_MAPPING_5X if layout_5x else None
+    want_info = kwargs.pop("output_loading_info", False)
+    if kwargs.pop("ignore_mismatched_sizes", False):
+        raise ValueError("ignore_mismatched_sizes is not supported: a shape mismatch is always an error")
+    # transformers then reports mismatches instead of raising, so our error can name them.
+    model, info = hf_from_pretrained(path, *args, config=config, key_mapping=key_mapping,
+                                     output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    missing = set(info.get("missing_keys", ()))
+    unexpected = set(info.get("unexpected_keys", ()))
+    mismatched = info.get("mismatched_keys", ())
+    allowed_missing = {k for k in missing if NEW_MODULE_KEYS.search(k)} if kind == "qwen2_vl" else set()
+    problems = []
+    if missing - allowed_missing:
+        problems.append(f"missing keys: {_describe(missing - allowed_missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_describe([str(m) for m in mismatched])}")
+    if problems:
+        raise IncompatibleCheckpointError(f"{path} ({kind} checkpoint) does not fit {cls.__name__} with this config: "
+                                          + "; ".join(problems))
+    if kind == "qwen2_vl":
+        new_cross = {k for k in missing if ".cross_attn." in k}
+        if new_cross and config.cross_attn_init == "self_attn":
+            model.init_cross_attn_from_self_attn()
+    return (model, info) if want_info else model

@@ -1,0 +1,354 @@
+"""``VambaForConditionalGeneration``: Qwen2-VL's vision tower feeding a hybrid Mamba-2 / cross-attention decoder.
+
+Module tree (= the released checkpoint's key layout, DESIGN.md section 2)::
+
+    visual            transformers' Qwen2VisionTransformerPretrainedModel (ViT + 2x2 patch merger)
+    model.embed_tokens, model.layers[i] (VambaDecoderLayer), model.norm, model.rotary_emb
+    lm_head
+
+Forward consumes the batch contract of docs/batch.md: text and video are two streams; the video
+stream is the merged vision tokens of each row's items ([B, M, D]); text tokens read it through
+cross-attention. Generation caches the text K/V (transformers ``DynamicCache``) and, once per video,
+the cross-attention K/V of every layer (``VideoCache``), so decoding never touches the video stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+    Qwen2VisionTransformerPretrainedModel,
+    Qwen2VLRMSNorm,
+    Qwen2VLRotaryEmbedding,
+)
+
+from vamba.models.cache import VideoCache
+from vamba.models.configuration import VambaConfig
+from vamba.models.decoder import LayerInputs, VambaDecoderLayer
+from vamba.models.loss import chunked_lm_loss
+from vamba.models.mamba2 import Mamba2Block, Mamba2Mixer
+from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
+
+
+@dataclass
+class VambaOutput(ModelOutput):
+    """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
+    past_key_values: text KV cache; video_cache: cross-attention K/V per layer; last_hidden_state: [B, N, D]."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Any = None
+    video_cache: VideoCache | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+class VambaPreTrainedModel(PreTrainedModel):
+    config_class = VambaConfig
+    config: VambaConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VambaDecoderLayer", "Qwen2VLVisionBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _skip_keys_device_placement = ["past_key_values"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # Children are initialised before their parent, so these overrides win over the generic Linear init.
+        # NOTE: transformers visits only modules that own missing parameters directly, so the Mamba-2 init
+        # hangs on the mixer (it owns A_log, D, dt_bias and re-initialises its children the released way).
+        if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
+            module.alpha.fill_(0.5)
+        elif isinstance(module, (Mamba2Mixer, Mamba2Block)):
+            module.reset_parameters()
+
+
+class VambaTextModel(nn.Module):
+    """The decoder stack (``model.*`` keys). Runs text and video streams layer by layer."""
+
+    def __init__(self, config: VambaConfig) -> None:
+        super().__init__()
+        text = config.text_config
+        self.embed_tokens = nn.Embedding(text.vocab_size, text.hidden_size, text.pad_token_id)
+        self.layers = nn.ModuleList(VambaDecoderLayer(config, i) for i in range(text.num_hidden_layers))
+        self.norm = Qwen2VLRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.rotary_emb = Qwen2VLRotaryEmbedding(config=text)
+        self.gradient_checkpointing = False
+
+    def forward(self, text: torch.Tensor, video: torch.Tensor | None, inputs: LayerInputs,
+                video_cache: VideoCache | None, collect_cache: bool
+                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """text [B, N, D] embeddings, video [B, M, D] merged vision tokens (None with a video_cache).
+        Returns final-norm text states [B, N, D] and, if ``collect_cache``, each layer's (k, v)."""
+        kvs = []
+        for i, layer in enumerate(self.layers):
+            kv = (video_cache.keys[i], video_cache.values[i]) if video_cache is not None else None
+            if self.gradient_checkpointing and self.training and kv is None:
+                # Both streams are recomputed in backward: the layer is the checkpoint unit.
+                text, video, k, v = checkpoint(layer, text, video, inputs, use_reentrant=False)
+            else:
+                text, video, k, v = layer(text, video, inputs, kv)
+            if collect_cache:
+                kvs.append((k, v))
+        return self.norm(text), kvs
+
+
+class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: VambaConfig) -> None:
+        super().__init__(config)
+        self.visual = Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config)
+        self.model = VambaTextModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    # -- transformers plumbing ------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, **kwargs: Any):
+        """Load a VAMBA checkpoint (ours or the released ``TIGER-Lab/Vamba-Qwen2-VL-7B`` layout) or build one from
+        a Qwen2-VL checkpoint (transformers 4.x or 5.x keys). See ``vamba.models.loading``."""
+        from vamba.models.loading import load_pretrained
+
+        return load_pretrained(cls, super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
+
+    # -- video stream ---------------------------------------------------------------------------------
+    def _video_stream(self, pixel_values: torch.Tensor | None, grid_thw: torch.Tensor | None,
+                      visual_row: torch.Tensor | None, visual_seq_idx: torch.Tensor | None, batch_size: int,
+                      packed: bool, dtype: torch.dtype) -> tuple[torch.Tensor, VideoLayout]:
+        """Vision tower + merger -> the padded video stream [B, M, D] and its layout.
+
+        A batch without any visual item still runs the vision tower, on one dummy item that no text token
+        reads (every rank must call every module each step under ZeRO-3; DESIGN.md section 4).
+        """
+        vc = self.config.vision_config
+        device = self.lm_head.weight.device
+        if grid_thw is None or grid_thw.shape[0] == 0:
+            m = vc.spatial_merge_size
+            patch_dim = vc.in_channels * vc.temporal_patch_size * vc.patch_size ** 2
+            pixel_values = torch.zeros(m * m, patch_dim, device=device)
+            grid_thw = torch.tensor([[1, m, m]], device=device)
+            visual_row = torch.zeros(1, dtype=torch.long, device=device)
+            visual_seq_idx = None
+            dummy = True
+        else:
+            if visual_row is None:
+                if batch_size != 1:
+                    raise ValueError("visual_row is required when the batch has more than one row (docs/batch.md)")
+                visual_row = torch.zeros(grid_thw.shape[0], dtype=torch.long, device=grid_thw.device)
+            dummy = False
+        layout = video_layout(grid_thw, visual_row, visual_seq_idx, batch_size, vc.spatial_merge_size, packed)
+        n_patches = int(grid_thw.prod(-1).sum())
+        if pixel_values is None or pixel_values.shape[0] != n_patches:
+            got = None if pixel_values is None else pixel_values.shape[0]
+            raise ValueError(f"grid_thw implies {n_patches} patches, pixel_values has {got}: "
+                             f"pixel_values and grid_thw disagree")
+        out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=grid_thw)
+        merged = getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
+        video = layout.scatter(merged.to(dtype))
+        if dummy:
+            layout.segments.fill_(-1)
+        return video, layout
+
+    def _layer_inputs(self, text: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None,
+                      text_seq_idx: torch.Tensor | None, past_len: int, text_cache, video_segments: torch.Tensor,
+                      video_positions: torch.Tensor | None, video_seq_idx: torch.Tensor | None) -> LayerInputs:
+        b, n = text.shape[:2]
+        if attention_mask.shape[1] == n + past_len:
+            full_mask = attention_mask
+        elif attention_mask.shape[1] == n:
+            full_mask = torch.cat([attention_mask.new_ones(b, past_len), attention_mask], dim=1)
+        else:
+            raise ValueError(f"attention_mask has {attention_mask.shape[1]} columns; expected {n} or {n + past_len} "
+                             f"(new tokens, or cached + new)")
+        mask_now = full_mask[:, past_len:]
+        if position_ids is None:
+            position_ids = text_positions(full_mask)[:, past_len:]
+        rope = self.model.rotary_emb(text, position_ids[None].expand(3, -1, -1))
+        q_seg = text_segments(mask_now, text_seq_idx)
+        self_q, self_k = q_seg, (text_segments(full_mask, None) if past_len else q_seg)
+        if text_seq_idx is None and bool(full_mask.all()):
+            self_q = self_k = None  # one sample per row, no padding: plain causal attention
+        cross_q, cross_k = q_seg, video_segments
+        if text_seq_idx is None and bool(mask_now.all()) and bool((video_segments == 0).all()):
+            cross_q = cross_k = None
+        video_rope = None
+        if self.config.cross_attn_use_position_embeddings and video_positions is not None:
+            video_rope = self.model.rotary_emb(text, video_positions)
+        backend = self.config.attention_backend
+        return LayerInputs(rope, video_rope, self_q, self_k, cross_q, cross_k, video_seq_idx, text_cache, backend)
+
+    @torch.no_grad()
+    def encode_video(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, visual_row: torch.Tensor | None = None,
+                     visual_seq_idx: torch.Tensor | None = None, batch_size: int | None = None) -> VideoCache:
+        """Run the video stream alone (vision tower, every layer's Mamba-2 block and cross-attention K/V) and
+        return the ``VideoCache`` that ``forward`` / ``generate`` accept as ``video_cache=`` (one sample per row)."""
+        if batch_size is None:
+            batch_size = int(visual_row.max().item()) + 1 if visual_row is not None and visual_row.numel() else 1
+        dtype = self.lm_head.weight.dtype
+        video, layout = self._video_stream(pixel_values, grid_thw, visual_row, visual_seq_idx, batch_size,
+                                           packed=False, dtype=dtype)
+        inputs = self._video_only_inputs(video, layout)
+        keys, values = [], []
+        for layer in self.model.layers:
+            k, v, video = layer.video_step(video, inputs)
+            keys.append(k)
+            values.append(v)
+        return VideoCache(keys, values, layout.segments)
+
+    def _video_only_inputs(self, video: torch.Tensor, layout: VideoLayout) -> LayerInputs:
+        video_rope = None
+        if self.config.cross_attn_use_position_embeddings:
+            video_rope = self.model.rotary_emb(video, layout.positions)
+        return LayerInputs(None, video_rope, None, None, None, None, layout.seq_idx, None,
+                           self.config.attention_backend)
+
+    # -- forward --------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                text_seq_idx: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                grid_thw: torch.Tensor | None = None, visual_row: torch.Tensor | None = None,
+                visual_seq_idx: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                past_key_values=None, video_cache: VideoCache | None = None, use_cache: bool | None = None,
+                logits_to_keep: int = 0, return_logits: bool | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None, **kwargs: Any) -> VambaOutput:
+        """Batch keys as docs/batch.md, plus generation state.
+
+        input_ids / attention_mask / labels / position_ids / text_seq_idx: [B, N]; pixel_values [P, 1176],
+        grid_thw [V, 3], visual_row / visual_seq_idx [V]. ``past_key_values``: text KV cache (with
+        ``attention_mask`` over cached + new tokens). ``video_cache``: cross-attention K/V from an earlier call
+        (the vision inputs are then ignored). ``use_cache``: return both caches. Logits are computed only when
+        no labels are given or ``return_logits`` is set (``logits_to_keep`` > 0 keeps the last positions);
+        the loss never materialises full float32 logits (``config.loss_chunk_size``).
+        """
+        for key in kwargs:
+            if key not in ("cache_position", "return_dict", "output_attentions", "output_hidden_states"):
+                raise TypeError(f"VambaForConditionalGeneration.forward got an unexpected argument {key!r}")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        text = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        b, n = text.shape[:2]
+        if attention_mask is None:
+            attention_mask = torch.ones(b, n, dtype=torch.long, device=text.device)
+        use_cache = bool(use_cache) and not (self.model.gradient_checkpointing and self.training)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        packed = text_seq_idx is not None
+
+        video, layout = None, None
+        if video_cache is None:
+            video, layout = self._video_stream(pixel_values, grid_thw, visual_row, visual_seq_idx, b, packed,
+                                               text.dtype)
+            video_segments, video_positions, video_seq_idx = layout.segments, layout.positions, layout.seq_idx
+        else:
+            if video_cache.batch_size != b:
+                raise ValueError(f"video_cache holds {video_cache.batch_size} rows, the text batch has {b}")
+            video_segments, video_positions, video_seq_idx = video_cache.segments, None, None
+        inputs = self._layer_inputs(text, attention_mask, position_ids, text_seq_idx, past_len,
+                                    past_key_values, video_segments, video_positions,
+                                    video_seq_idx)
+        collect = use_cache and video_cache is None
+        hidden, kvs = self.model(text, video, inputs, video_cache, collect_cache=collect)
+        if collect:
+            video_cache = VideoCache([k for k, _ in kvs], [v for _, v in kvs], layout.segments)
+
+        loss = None
+        if labels is not None:
+            seg = text_segments(attention_mask[:, -n:], text_seq_idx) if packed else None
+            loss = chunked_lm_loss(hidden, labels, self.lm_head, self.config.loss_chunk_size, seg, num_items_in_batch)
+        logits = None
+        if return_logits or (return_logits is None and labels is None):
+            logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        keep = use_cache or past_key_values is not None
+        return VambaOutput(loss=loss, logits=logits, past_key_values=past_key_values,
+                           video_cache=video_cache if keep else None, last_hidden_state=hidden)
+
+    # -- generation -----------------------------------------------------------------------------------
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, past_key_values=None,
+                                      attention_mask: torch.Tensor | None = None,
+                                      video_cache: VideoCache | None = None, use_cache: bool = True,
+                                      **kwargs: Any) -> dict[str, Any]:
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids[:, past_len:], "attention_mask": attention_mask,
+            "past_key_values": past_key_values, "use_cache": use_cache, "video_cache": video_cache,
+            "logits_to_keep": 1,
+        }
+        if video_cache is None:
+            for key in ("pixel_values", "grid_thw", "visual_row", "visual_seq_idx"):
+                inputs[key] = kwargs.get(key)
+        return inputs
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids: torch.Tensor | None = None, **model_kwargs: Any):
+        """num_return_sequences / beams: encode each video once and repeat its cache rows (transformers would
+        repeat the flat ``pixel_values`` rows, which are items, not batch rows)."""
+        if expand_size == 1:
+            return input_ids, model_kwargs
+        video_cache = model_kwargs.pop("video_cache", None)
+        vision = {k: model_kwargs.pop(k, None) for k in ("pixel_values", "grid_thw", "visual_row", "visual_seq_idx")}
+        if video_cache is None:
+            video_cache = self.encode_video(**vision, batch_size=input_ids.shape[0])
+        rows = torch.arange(video_cache.batch_size, device=video_cache.segments.device).repeat_interleave(expand_size)
+        model_kwargs["video_cache"] = video_cache.select(rows)
+        return super()._expand_inputs_for_generation(expand_size=expand_size, is_encoder_decoder=is_encoder_decoder,
+                                                     input_ids=input_ids, **model_kwargs)
+
+    def _update_model_kwargs_for_generation(self, outputs: VambaOutput, model_kwargs: dict[str, Any],
+                                            *args: Any, **kwargs: Any) -> dict[str, Any]:
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        if outputs.video_cache is not None:
+            model_kwargs["video_cache"] = outputs.video_cache
+        return model_kwargs
+
+    def parameters_without_effect(self) -> list[str]:
+        """Names of parameters that never influence an output: the last layer's Mamba-2 block (its video
+        states would only feed a next layer). They are kept so released checkpoints load key for key, and
+        skipped in forward; trainers should freeze them (or DDP needs find_unused_parameters)."""
+        last = self.model.layers[-1].vision_mixer
+        prefix = f"model.layers.{len(self.model.layers) - 1}.vision_mixer."
+        return [prefix + name for name, _ in last.named_parameters()] if last is not None else []
+
+    # -- cross-attention initialisation ---------------------------------------------------------------
+    @torch.no_grad()
+    def init_cross_attn_from_self_attn(self) -> None:
+        """Copy every layer's self-attention weights into its cross-attention (the paper's initialisation).
+
+        Under DeepSpeed ZeRO-3 the parameters are partitioned (``ds_id`` attribute): they are gathered with
+        ``deepspeed.zero.GatheredParameters`` (rank 0 writes, the partitions are updated on exit).
+        """
+        for layer in self.model.layers:
+            src = dict(layer.self_attn.named_parameters())
+            dst = dict(layer.cross_attn.named_parameters())
+            if src.keys() != dst.keys():
+                raise RuntimeError(f"cross_attn / self_attn parameter names differ: {sorted(src)} vs {sorted(dst)}")
+            params = list(src.values()) + list(dst.values())
+            if any(hasattr(p, "ds_id") for p in params):
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                    if deepspeed.comm.get_rank() == 0:
+                        for name, p in dst.items():
+                            p.copy_(src[name])
+            else:
+                for name, p in dst.items():
+                    p.copy_(src[name])

@@ -1,0 +1,119 @@
+"""Backend choice for the ops: ``auto | fast | reference``, and the optional kernel packages behind "fast".
+
+Optional packages are imported once, lazily, on first use (never at ``import vamba.ops``, so CPU-only
+machines and the doctor command stay fast). ``auto`` picks the fast kernel for CUDA tensors when its
+package imports and logs the choice once per op; ``fast`` raises with an install hint when it cannot run.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Literal
+
+import torch
+
+from vamba.utils.logging import get_logger, log_once
+
+Backend = Literal["auto", "fast", "reference"]
+BACKENDS: tuple[str, ...] = ("auto", "fast", "reference")
+
+_log = get_logger(__name__)
+
+INSTALL_HINT = {
+    "mamba_ssm": "pip install 'mamba-ssm>=2.2' --no-build-isolation (MAMBA_SKIP_CUDA_BUILD=TRUE is enough: "
+                 "only its Triton kernels are used; see docs/kernels.md)",
+    "causal_conv1d": "pip install 'causal-conv1d>=1.4' --no-build-isolation (see docs/kernels.md)",
+}
+
+
+def _import_mamba_ssm_submodule(name: str) -> types.ModuleType:
+    """Import ``mamba_ssm.<name>`` even when ``mamba_ssm/__init__.py`` cannot run.
+
+    NOTE: mamba-ssm's package ``__init__`` imports its Mamba-1 selective-scan CUDA extension
+    (``selective_scan_cuda``). Installed with ``MAMBA_SKIP_CUDA_BUILD=TRUE`` (the only install that does
+    not take a long CUDA build) that extension is absent, so ``import mamba_ssm`` fails although the
+    Triton Mamba-2 kernels we use (``ops/triton/ssd_combined.py``, ``layernorm_gated.py``) never touch it.
+    Only for exactly that failure we load the submodules through a bare package object that skips
+    ``__init__``, then put ``sys.modules`` back as it was so later ``import mamba_ssm`` behaves as before.
+    """
+    try:
+        return importlib.import_module(f"mamba_ssm.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != "selective_scan_cuda":
+            raise
+    spec = importlib.util.find_spec("mamba_ssm")
+    assert spec is not None and spec.submodule_search_locations is not None
+    bare = types.ModuleType("mamba_ssm")
+    bare.__path__ = list(spec.submodule_search_locations)
+    bare.__spec__ = spec
+    previous = sys.modules.get("mamba_ssm")
+    sys.modules["mamba_ssm"] = bare
+    try:
+        return importlib.import_module(f"mamba_ssm.{name}")
+    finally:
+        if previous is None:
+            sys.modules.pop("mamba_ssm", None)
+        else:
+            sys.modules["mamba_ssm"] = previous
+
+
+@functools.cache
+def load_kernel(package: str) -> tuple[types.ModuleType | None, str]:
+    """(module, "") or (None, why not) for one optional kernel module.
+
+    package: ``mamba_ssm.ops.triton.ssd_combined``, ``mamba_ssm.ops.triton.layernorm_gated`` or
+    ``causal_conv1d``.
+    """
+    try:
+        if package.startswith("mamba_ssm."):
+            return _import_mamba_ssm_submodule(package.removeprefix("mamba_ssm.")), ""
+        return importlib.import_module(package), ""
+    except ImportError as err:  # missing package, missing triton, ABI-mismatched extension
+        return None, f"{type(err).__name__}: {err}"
+
+
+def resolve(op: str, backend: str, package: str, tensor: torch.Tensor) -> types.ModuleType | None:
+    """The kernel module to run ``op`` with, or None for the PyTorch reference.
+
+    op: name for messages; package: what ``load_kernel`` imports; tensor: an input (its device decides).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"{op}: unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "reference":
+        return None
+    module, why = load_kernel(package) if tensor.is_cuda else (None, f"input is on {tensor.device.type}")
+    root = package.split(".")[0]
+    if backend == "fast":
+        if module is None:
+            raise RuntimeError(f"{op}: backend='fast' needs {root} on a CUDA tensor ({why}). "
+                               f"Install: {INSTALL_HINT[root]}; or use backend='auto'/'reference'.")
+        return module
+    if module is None:
+        log_once(_log, f"{op}: using the PyTorch reference ({why})")
+    else:
+        log_once(_log, f"{op}: using the {root} kernel")
+    return module
+
+
+# NOTE: the Triton and CUDA kernels index with 32-bit integers: mamba-ssm's Triton kernels overflow
+# (illegal memory access) once a [batch, length, ...] operand passes 2^31 elements, e.g. x at 612k tokens
+# x 112 heads x 64 in VAMBA-7B (measured on an H100, 2026-11-23); causal-conv1d uses 32-bit strides.
+# The fast paths therefore cut longer inputs into pieces along the sequence and carry the state across.
+MAX_KERNEL_ELEMENTS = 2**31 - 1
+
+
+def token_pieces(length: int, elements_per_token: int, multiple: int = 1, extra_tokens: int = 0) -> list[slice]:
+    """Slices of [0, length) whose operands (plus ``extra_tokens`` of history) stay under MAX_KERNEL_ELEMENTS;
+    sizes are multiples of ``multiple``."""
+    tokens = MAX_KERNEL_ELEMENTS // max(elements_per_token, 1) - extra_tokens
+    step = max(multiple, tokens // multiple * multiple)
+    return [slice(start, min(start + step, length)) for start in range(0, length, step)] or [slice(0, 0)]
+
+
+def available() -> dict[str, str]:
+    """Kernel availability for ``vamba doctor``: package -> "ok" or the import error."""
+    names = ("mamba_ssm.ops.triton.ssd_combined", "mamba_ssm.ops.triton.layernorm_gated", "causal_conv1d")
+    return {name: (load_kernel(name)[1] or "ok") for name in names}
