@@ -19,7 +19,7 @@ from vamba.data.formats import Media, RawSample, Source
 from vamba.data.mixture import Mixture
 from vamba.data.sampling import FrameSampling, sample_frames
 from vamba.data.skips import SkipLog
-from vamba.data.video import VideoDecodeError, read_video, video_info
+from vamba.data.video import VideoDecodeError, VideoReadConfig, read_video, video_info
 from vamba.data.vision import VisionConfig, load_image, num_video_tokens, process_frames
 
 # What a bad sample may raise; anything else is a bug and propagates.
