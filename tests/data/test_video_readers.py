@@ -131,3 +131,19 @@ def test_timeout_turns_a_hang_into_an_error() -> None:
 def test_video_info_falls_back(video_path: Path) -> None:
     info = video_info(video_path, VideoReadConfig(backend="decord", fallback="pyav"))
     assert info.num_frames == open_video(video_path, "pyav").info().num_frames
+
+
+def test_timeout_pool_works_in_forked_workers() -> None:
+    # DataLoader workers are forked after the parent has used the pool; they must not inherit a dead one.
+    import multiprocessing
+
+    assert _run_with_timeout(lambda: 1, 5.0) == 1
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        start = time.monotonic()
+        assert pool.apply(_run_with_timeout, (_one, 5.0)) == 1
+        assert time.monotonic() - start < 4.0
+
+
+def _one() -> int:
+    return 1

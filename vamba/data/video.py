@@ -248,6 +248,16 @@ class VideoReadConfig:
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 
+def _forget_pool_after_fork() -> None:
+    # NOTE: a forked DataLoader worker inherits the pool object but not its thread; work submitted to it
+    # would wait forever (until the timeout), so every child starts with a fresh pool.
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _run_with_timeout(fn, timeout_s: float | None):
     global _pool
     if timeout_s is None:
