@@ -13,6 +13,7 @@ import datetime
 import multiprocessing
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def measure(path: Path, backend: str, indices: list[int], workers: int, repeats:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", type=Path, default=Path(".cache/bench_decode_640x360.mp4"))
+    parser.add_argument("--video", type=Path, default=None, help="cached video (default: in the temp folder)")
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=2, help="N for the multi-worker runs")
@@ -95,6 +96,8 @@ def main() -> None:
 
     from vamba.doctor import environment
 
+    if args.video is None:
+        args.video = Path(tempfile.gettempdir()) / f"vamba_bench_decode_640x360_{args.seconds}s.mp4"
     if not args.video.exists():
         args.video.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()

@@ -99,3 +99,21 @@ def test_missing_files_and_unknown_format(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("")
     with pytest.raises(ValueError, match="unsupported annotation file"):
         read_records(tmp_path / "a.txt")
+
+
+def test_hf_dataset_with_image_feature(tmp_path: Path, synth_dir: Path, tokenizer) -> None:
+    import datasets
+    from PIL import Image
+
+    from vamba.data.dataset import VambaDataset
+
+    path = synth_dir / "images" / "image_00000.png"
+    rows = {"image": [str(path)], "conversations": [[{"from": "human", "value": "<image>\nWhat shape?"},
+                                                     {"from": "gpt", "value": "A circle."}]]}
+    ds = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "hf"))
+    src = Source("hf", "hf", tmp_path / "hf")
+    sample = src.get(0)
+    assert isinstance(sample.media[0].source, Image.Image) and sample.media[0].kind == "image"
+    processed = VambaDataset(src, tokenizer)[0]
+    assert processed.grid_thw.tolist() == [[1, 4, 4]]
