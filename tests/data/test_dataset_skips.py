@@ -104,3 +104,16 @@ def test_tokenizer_without_qwen2_tokens_is_refused() -> None:
                                     unk_token="[UNK]")
     with pytest.raises(ValueError, match="Qwen2 special tokens"):
         SampleProcessor(plain)
+
+
+def test_frame_count_from_video_token_budget(synth_dir: Path, tokenizer) -> None:
+    src = Source("v", "llava", synth_dir / "llava_video.json")
+    # 64x64 -> 56x56 -> 4 tokens per temporal patch: a 10-token budget gives 2 patches = 4 frames
+    ds = VambaDataset(src, tokenizer, DataConfig(sampling=FrameSampling("uniform", 999, video_tokens=10)))
+    s = ds[0]
+    assert s.grid_thw.tolist() == [[2, 4, 4]] and s.num_video_tokens == 8
+    assert ds.processor.lengths(src.get(0)) == (s.num_text_tokens, 8)
+    too_small = VambaDataset(src, tokenizer, DataConfig(sampling=FrameSampling("uniform", 8, video_tokens=3),
+                                                        on_error="raise"))
+    with pytest.raises(SampleError, match="smaller than one temporal patch"):
+        too_small[0]

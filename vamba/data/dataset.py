@@ -7,6 +7,7 @@ source) as a torch ``Dataset`` that skips bad samples with a count (or raises, `
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,10 +18,10 @@ from PIL import Image, UnidentifiedImageError
 from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, SampleError, encode_chat, insert_vision_markers
 from vamba.data.formats import Media, RawSample, Source
 from vamba.data.mixture import Mixture
-from vamba.data.sampling import FrameSampling, sample_frames
+from vamba.data.sampling import FrameSampling, frames_for_token_budget, sample_frames
 from vamba.data.skips import SkipLog
-from vamba.data.video import VideoDecodeError, VideoReadConfig, read_video, video_info
-from vamba.data.vision import VisionConfig, load_image, num_video_tokens, process_frames
+from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, read_video, video_info
+from vamba.data.vision import VisionConfig, load_image, num_video_tokens, process_frames, processed_size
 
 # What a bad sample may raise; anything else is a bug and propagates.
 BAD_SAMPLE_ERRORS = (SampleError, VideoDecodeError)
@@ -114,6 +115,18 @@ class SampleProcessor:
         if limit is not None and tokens > limit:
             raise SampleError(f"{tokens} video tokens > max_video_tokens={limit}")
 
+    def sampling_for(self, info: VideoInfo) -> FrameSampling:
+        """The frame sampling of one video: ``sampling.video_tokens`` (if set) fixes its frame count."""
+        sampling = self.config.sampling
+        if sampling.video_tokens is None:
+            return sampling
+        h, w = processed_size(info.height, info.width, self.config.vision)
+        try:
+            num_frames = frames_for_token_budget(sampling.video_tokens, h, w)
+        except ValueError as e:
+            raise SampleError(str(e)) from None
+        return dataclasses.replace(sampling, num_frames=num_frames)
+
     def lengths(self, raw: RawSample) -> tuple[int, int]:
         """``(text tokens, video tokens)`` of a sample from headers only (no frame is decoded beyond the
         first), exactly what ``__call__`` will produce; used to plan packing."""
@@ -125,7 +138,8 @@ class SampleProcessor:
                 tokens += num_video_tokens(1, h, w, self.config.vision)
             else:
                 info = video_info(media.source, self.config.video)
-                count = len(sample_frames(info.num_frames, info.fps, self.config.sampling, torch.Generator()).indices)
+                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info),
+                                          torch.Generator()).indices)
                 tokens += num_video_tokens(count, info.height, info.width, self.config.vision)
         self._check_video_tokens(tokens)
         return len(input_ids), tokens
@@ -133,7 +147,10 @@ class SampleProcessor:
     def _frames(self, media: Media, generator: torch.Generator) -> np.ndarray:
         if media.kind == "image":
             return _image_frames(media.source)
-        return read_video(media.source, self.config.sampling, self.config.video, generator).frames
+        sampling = self.config.sampling
+        if sampling.video_tokens is not None:
+            sampling = self.sampling_for(video_info(media.source, self.config.video))
+        return read_video(media.source, sampling, self.config.video, generator).frames
 
     def __call__(self, raw: RawSample, generator: torch.Generator | None = None) -> ProcessedSample:
         generator = generator or torch.Generator().manual_seed(self.config.seed)

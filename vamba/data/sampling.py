@@ -87,11 +87,13 @@ def frames_for_token_budget(video_tokens: int, height: int, width: int, patch_si
 @dataclass
 class FrameSampling:
     """How to pick frames. ``mode``: ``uniform`` (VAMBA eval), ``fps`` (``fps`` with cap ``num_frames``),
-    ``random`` (segment-random, training). ``num_frames`` is the count (uniform/random) or cap (fps)."""
+    ``random`` (segment-random, training). ``num_frames`` is the count (uniform/random) or cap (fps);
+    ``video_tokens`` replaces it by ``frames_for_token_budget`` of each video (see ``vamba.data.dataset``)."""
 
     mode: SamplingMode = "uniform"
     num_frames: int = 16
     fps: float = 1.0
+    video_tokens: int | None = None  # when set: num_frames per video from this budget at its processed size
 
     def __post_init__(self) -> None:
         if self.mode not in ("uniform", "fps", "random"):
