@@ -2,8 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from vamba.data.chat import (IGNORE_INDEX, Message, SampleError, encode_chat, insert_vision_markers,
-                             messages_from_llava, render_prompt)
+from vamba.data.chat import (
+    IGNORE_INDEX,
+    Message,
+    SampleError,
+    encode_chat,
+    insert_vision_markers,
+    messages_from_llava,
+    render_prompt,
+)
 
 
 def test_eval_prompt_is_the_released_template() -> None:

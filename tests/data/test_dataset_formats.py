@@ -68,11 +68,11 @@ def test_webdataset_member_problems(tmp_path: Path, synth_dir: Path) -> None:
 
     shard = tmp_path / "s.tar"
     png = (synth_dir / "images" / "image_00000.png").read_bytes()
+    conversation = json.dumps({"conversations": [{"from": "human", "value": "<image>Q"},
+                                                 {"from": "gpt", "value": "A."}]}).encode()
     with tarfile.open(shard, "w") as tar:
         for name, data in [("a.png", png), ("a.txt", b"A cap."), ("b.png", png), ("c.png", png), ("c.jpg", png),
-                           ("c.txt", b"x"), ("d.png", png), ("d.json", b'{"conversations": [{"from": "human", '
-                                                                      b'"value": "<image>Q"}, {"from": "gpt", '
-                                                                      b'"value": "A."}]}')]:
+                           ("c.txt", b"x"), ("d.png", png), ("d.json", conversation)]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

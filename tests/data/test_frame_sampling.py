@@ -3,8 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vamba.data.sampling import (FrameSampling, fps_indices, frames_for_token_budget, random_indices, sample_frames,
-                                 uniform_indices)
+from vamba.data.sampling import (
+    FrameSampling,
+    fps_indices,
+    frames_for_token_budget,
+    random_indices,
+    sample_frames,
+    uniform_indices,
+)
 
 
 @pytest.mark.parametrize("total, num, expected", [

@@ -51,7 +51,7 @@ def test_relative_paths_resolve_against_the_yaml(synth_dir: Path) -> None:
     ("sources:\n  - {name: a, format: caption, path: ROOT/captions.jsonl, weight: 1, num_samples: 2}\n",
      "not both"),
     ("sources:\n  - {name: a, format: caption, path: ROOT/captions.jsonl}\n"
-     "  - {name: a, format: caption, path: ROOT/captions.jsonl}\n", "unique"),
+     + "  - {name: a, format: caption, path: ROOT/captions.jsonl}\n", "unique"),
     ("seed: 0\nshuffle: true\nsources:\n  - {name: a, format: caption, path: ROOT/captions.jsonl}\n",
      r"unknown key\(s\) \['shuffle'\]"),
 ])

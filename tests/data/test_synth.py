@@ -80,10 +80,11 @@ def test_manifest_lists_every_file(synth_dir: Path) -> None:
 
 
 def test_deterministic_per_seed(tmp_path: Path) -> None:
-    small = dict(num_videos=3, num_images=2, num_bench_videos=1, min_frames=8, max_frames=12, tokenizer=False)
+    small = {"num_videos": 3, "num_images": 2, "num_bench_videos": 1, "min_frames": 8, "max_frames": 12,
+             "tokenizer": False}
     a = generate(SynthConfig(out_dir=str(tmp_path / "a"), seed=5, **small))
     b = generate(SynthConfig(out_dir=str(tmp_path / "b"), seed=5, **small))
-    c = generate(SynthConfig(out_dir=str(tmp_path / "c"), seed=6, **small))
+    generate(SynthConfig(out_dir=str(tmp_path / "c"), seed=6, **small))
     assert a["files"] == b["files"]
     for name in ("captions.jsonl", "llava_video.json", "lvbench/video_info.meta.jsonl"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()

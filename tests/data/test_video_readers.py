@@ -9,8 +9,15 @@ from PIL import Image
 
 from vamba.data.sampling import FrameSampling, uniform_indices
 from vamba.data.synth import write_mp4
-from vamba.data.video import (FrameFolderReader, VideoDecodeError, VideoReadConfig, _run_with_timeout, open_video,
-                              read_video, video_info)
+from vamba.data.video import (
+    FrameFolderReader,
+    VideoDecodeError,
+    VideoReadConfig,
+    _run_with_timeout,
+    open_video,
+    read_video,
+    video_info,
+)
 
 
 def _gradient_video(num_frames: int = 20, h: int = 48, w: int = 64) -> np.ndarray:

@@ -6,8 +6,15 @@ import torch
 from PIL import Image
 from transformers import Qwen2VLImageProcessorPil
 
-from vamba.data.vision import (PATCH_DIM, VisionConfig, num_video_tokens, patchify, process_frames, processed_size,
-                               vamba_resize_size)
+from vamba.data.vision import (
+    PATCH_DIM,
+    VisionConfig,
+    num_video_tokens,
+    patchify,
+    process_frames,
+    processed_size,
+    vamba_resize_size,
+)
 
 
 @pytest.mark.parametrize("hw, edges, expected", [

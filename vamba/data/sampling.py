@@ -43,7 +43,7 @@ def fps_indices(total_frames: int, video_fps: float, target_fps: float, max_fram
         raise ValueError(f"fps must be positive, got video_fps={video_fps}, target_fps={target_fps}")
     step = video_fps / target_fps
     indices = torch.arange(0, total_frames, step, dtype=torch.float64).round().long()
-    indices = sorted(set(i for i in indices.tolist() if i < total_frames))
+    indices = sorted({i for i in indices.tolist() if i < total_frames})
     if max_frames is not None and len(indices) > max_frames:
         return uniform_indices(total_frames, max_frames)
     return indices

@@ -8,8 +8,8 @@ VAMBA model, a vocabulary small enough for a model that trains on a CPU in minut
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, SPECIAL_TOKENS
 
