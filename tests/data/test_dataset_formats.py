@@ -41,10 +41,18 @@ def test_llava_multi_image_and_media_root(tmp_path: Path) -> None:
     (tmp_path / "ann.json").write_text(json.dumps([
         {"image": ["a.png", "b.png"], "conversations": [{"from": "human", "value": "<image><image>Same?"},
                                                           {"from": "gpt", "value": "No."}]},
-        {"conversations": [{"from": "human", "value": "Text only?"}, {"from": "gpt", "value": "Yes."}]}]))
+        {"conversations": [{"from": "human", "value": "Text only?"}, {"from": "gpt", "value": "Yes."}]},
+        # LLaVA-Video-178K writes <image> for its videos
+        {"video": "v.mp4", "conversations": [{"from": "human", "value": "<image>\nWhat happens?"},
+                                              {"from": "gpt", "value": "A dog runs."}]}]))
     src = Source("m", "llava", tmp_path / "ann.json", media_root="/data/imgs")
     assert [m.source for m in src.get(0).media] == ["/data/imgs/a.png", "/data/imgs/b.png"]
     assert src.get(1).media == []
+    video = src.get(2)
+    assert [m.kind for m in video.media] == ["video"]
+    from vamba.data.chat import insert_vision_markers
+
+    assert insert_vision_markers(video.messages, 1)[0].content == "<|vision_start|><|vision_end|>What happens?"
 
 
 def test_malformed_records_raise_sample_errors(tmp_path: Path) -> None:

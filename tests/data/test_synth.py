@@ -112,6 +112,8 @@ def test_cli_stats(synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
     from vamba.cli import main
 
     assert main(["data", "stats", f"mixture={synth_dir / 'mixture.yaml'}", f"tokenizer={synth_dir / 'tokenizer'}",
-                 "num_frames=8"]) == 0
+                 "num_frames=8", "text_budget=400", "video_budget=64"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["samples"] == stats["ok"] == 26 and stats["skipped"] == {}
+    assert stats["video_tokens"]["max"] == 16 and stats["packing"]["unpackable"] == 0
+    assert 0 < stats["packing"]["rows"] < 26 and stats["packing"]["fill"]["video"] <= 1

@@ -122,6 +122,20 @@ def test_truncated_streamed_video_is_detected_not_padded(tmp_path: Path) -> None
         read_video(tmp_path / "cut.mp4", FrameSampling("uniform", 40), VideoReadConfig(backend="decord"))
 
 
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_zero_frame_video(tmp_path: Path, backend: str) -> None:
+    import av
+
+    container = av.open(str(tmp_path / "zero.mp4"), "w", format="mp4")  # a valid mp4 with no frame
+    stream = container.add_stream("libx264", rate=8)
+    stream.width = stream.height = 64
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    with pytest.raises(VideoDecodeError):
+        open_video(tmp_path / "zero.mp4", backend)
+
+
 def test_empty_frame_folder(tmp_path: Path) -> None:
     with pytest.raises(VideoDecodeError, match="holds no images"):
         open_video(tmp_path)
