@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("vamba.doctor:main", "versions, devices and which kernel backends are available"),
     "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
     "data": ("vamba.data.cli:main", "data tools: synth (write the synthetic data set), stats (check a mixture)"),
+    "train": ("vamba.training.cli:main", "train a stage (Hydra: key=value overrides, -m sweeps); experiment=demo runs the CPU demo"),
+    "distill-cache": ("vamba.training.cli:distill_cache_main", "write the teacher's top-k logits for distillation without it"),
 }
 
 

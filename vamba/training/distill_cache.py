@@ -113,3 +113,52 @@ class TopKCache:
 def _read_index(root: Path) -> dict[str, str]:
     path = root / "index.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_cache(cfg) -> int:
+    """``vamba distill-cache``: run the teacher (``stage.distill.teacher``) over the training data of ``cfg``
+    (same data keys as the training run) and write each sample's top-k logits to ``stage.distill.cache_dir``.
+
+    Resumable: samples already in the index are skipped. Frames must be deterministic (``data.sampling`` other
+    than ``random``), or the cached targets would belong to other frames than the student sees.
+    """
+    from vamba.data.collate import Collator
+    from vamba.training.build import build_dataset, load_teacher, load_tokenizer, special_ids
+    from vamba.training.config import ConfigError
+    from vamba.training.distill import supervised_positions, teacher_topk
+    from vamba.training.teacher import build_teacher_view, teacher_logits_at
+
+    d = cfg.stage.distill
+    if not d.teacher or not d.cache_dir:
+        raise ConfigError("vamba distill-cache needs stage.distill.teacher=<Qwen2-VL checkpoint> and "
+                          "stage.distill.cache_dir=<output folder>")
+    if cfg.data.sampling == "random":
+        raise ConfigError("data.sampling=random draws other frames each epoch; cache with uniform or fps sampling")
+    if d.top_k is None:
+        raise ConfigError("stage.distill.top_k must be set for a cache (the full vocabulary per token is too large)")
+    if cfg.data.tokenizer is None:
+        cfg.data.tokenizer = d.teacher
+    device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    tok = load_tokenizer(cfg)
+    teacher = load_teacher(d.teacher, dtype=torch.bfloat16 if cfg.optim.bf16 else torch.float32).to(device)
+    ids = special_ids(tok)
+    dataset = build_dataset(cfg, tok)
+    samples = getattr(dataset, "dataset", dataset)  # packed rows: cache the samples under them
+    writer = TopKCacheWriter(d.cache_dir, top_k=d.top_k, vocab_size=teacher.config.text_config.vocab_size,
+                             teacher=str(d.teacher))
+    collate = Collator(tok.pad_token_id)
+    for i in range(len(samples)):
+        sample = samples[i]
+        if sample.key in writer:
+            continue
+        batch = collate([sample])
+        view = build_teacher_view(batch, vision_start_id=ids["vision_start_token_id"],
+                                  video_pad_id=ids["video_token_id"], pad_id=tok.pad_token_id)
+        view.inputs = {k: v.to(device) for k, v in view.inputs.items()}
+        if "pixel_values_videos" in view.inputs:
+            view.inputs["pixel_values_videos"] = view.inputs["pixel_values_videos"].to(teacher.dtype)
+        positions = supervised_positions(batch["labels"]).nonzero()
+        values, indices = teacher_topk(teacher_logits_at(teacher, view, positions), d.top_k)
+        writer.add(sample.key, values, indices)
+    writer.close()
+    return len(writer.index)

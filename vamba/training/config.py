@@ -1,0 +1,244 @@
+"""Typed configuration of ``vamba train`` (Hydra structured configs).
+
+Precedence, lowest first: these dataclass defaults < ``configs/train.yaml`` and the group files it
+selects (model, data, stage, deepspeed, logging, debug) < ``experiment=`` (deltas only) < command-line
+``key=value`` overrides. ``TrainConfig`` is registered in Hydra's ConfigStore as ``train_schema`` and is
+the first entry of ``configs/train.yaml``'s defaults, so every YAML is merged *into* the schema: an unknown
+key or a value of the wrong type fails while the config is composed; ``validate`` then checks values and
+paths before anything is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
+
+STAGES = ("pretrain", "sft")
+TASKS = ("train", "demo")
+SIZES = ("tiny", "2b", "7b")
+REPORTERS = ("wandb", "tensorboard")
+DISTILL_SOURCES = ("online", "cache")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot run (reported before anything is built)."""
+
+
+@dataclass
+class TinyDims:
+    """Dimensions of the ``tiny`` model (CPU tests and the demo); the vocabulary comes from the tokenizer."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_depth: int = 2
+    vision_embed_dim: int = 32
+    vision_heads: int = 2
+    mamba_d_state: int = 16
+    mamba_headdim: int = 16
+    mamba_chunk_size: int = 64
+
+
+@dataclass
+class ModelConfig:
+    """``path``: a Qwen2-VL checkpoint (converted: cross-attention from self-attention) or a VAMBA one.
+    Without a path the model is built with random weights at ``size`` (Qwen2-VL-2B/7B dimensions or tiny)."""
+
+    name: str = "tiny"
+    path: str | None = None
+    size: str = "tiny"
+    tiny: TinyDims = field(default_factory=TinyDims)
+    dtype: str = "float32"  # weights at load; training precision is optim.bf16
+    attention_backend: str = "auto"
+    cross_attn_init: str = "self_attn"
+    use_alpha_balancing: bool = True
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    """A mixture YAML (vamba.data.mixture) and how its records become batches (docs/data.md)."""
+
+    name: str = "synthetic"
+    mixture: str = MISSING
+    tokenizer: str | None = None  # default: the model path (its tokenizer files)
+    num_frames: int = 16
+    sampling: str = "uniform"  # uniform | random | fps
+    min_pixels: int = 56 * 56
+    max_pixels: int = 224 * 224
+    max_text_tokens: int | None = 2048
+    max_video_tokens: int | None = None
+    packing: bool = False
+    text_budget: int = 4096  # per packed row
+    video_budget: int = 8192
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class DistillConfig:
+    """Paper: L = L_LM + lambda * KL(teacher || VAMBA) on text next-token distributions (vamba.training.distill).
+
+    ``weight`` is lambda; 0 loads no teacher at all. ``source``: ``online`` runs ``teacher`` (a Qwen2-VL
+    checkpoint) on each batch; ``cache`` reads top-k logits written by ``vamba distill-cache``."""
+
+    weight: float = 0.0
+    source: str = "online"
+    teacher: str | None = None
+    cache_dir: str | None = None
+    top_k: int | None = 64
+    temperature: float = 1.0
+
+
+@dataclass
+class LoraConfig:
+    enable: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str = r"model\.layers\.\d+\.(self_attn|cross_attn|mlp)\.\w+_proj"  # regex over module names
+
+
+@dataclass
+class StageConfig:
+    """What a stage trains (glob patterns over parameter names, vamba.training.params) and its loss."""
+
+    name: str = "pretrain"
+    trainable: list[str] = field(default_factory=lambda: ["*.cross_attn.*", "*.vision_mixer.*", "*.alpha"])
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    global_batch_size: int = 16  # = per_device_batch_size * world size * gradient accumulation
+    per_device_batch_size: int = 1
+    max_steps: int = -1  # > 0 overrides epochs
+    epochs: float = 1.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    adam_beta2: float = 0.999
+
+
+@dataclass
+class LoggingConfig:
+    report_to: list[str] = field(default_factory=list)  # wandb, tensorboard
+    project: str = "vamba"
+    logging_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    progress: bool = True
+
+
+@dataclass
+class DebugConfig:
+    """``overfit_batches`` > 0: train on the first N batches over and over (loss must go to ~0).
+    ``stop_after_steps`` > 0: stop there with a checkpoint, as an interruption would (resume tests)."""
+
+    overfit_batches: int = 0
+    stop_after_steps: int = 0
+    detect_anomaly: bool = False
+
+
+@dataclass
+class DemoConfig:
+    """The end-to-end CPU demo (vamba.training.demo); sizes chosen to finish in minutes on 2 cores."""
+
+    num_videos: int = 480
+    num_images: int = 96
+    num_bench_videos: int = 60
+    frames: int = 16
+    teacher_steps: int = 600
+    teacher_lr: float = 2e-3
+    pretrain_steps: int = 150
+    pretrain_lr: float = 2e-3
+    sft_steps: int = 300
+    sft_lr: float = 1e-3
+    batch_size: int = 8
+    distill_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    task: str = "train"  # train | demo
+    output_dir: str = MISSING
+    resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | never | <checkpoint dir>
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: dict[str, Any] | None = None  # a DeepSpeed config (configs/deepspeed/*.yaml); None = DDP / 1 process
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+def register() -> None:
+    """Register the schema with Hydra's ConfigStore (``configs/train.yaml`` starts from ``train_schema``)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(allowed)}")
+
+
+def _exists(path: str | None, key: str) -> None:
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"{key}={path!r}: no such file or directory")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
+    _one_of(cfg.task, TASKS, "task")
+    if cfg.task == "demo":
+        return  # the demo writes its own data and checkpoints, then validates each stage's config
+    _one_of(cfg.stage.name, STAGES, "stage.name")
+    _one_of(cfg.model.size, SIZES, "model.size")
+    _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
+    for reporter in cfg.logging.report_to:
+        _one_of(reporter, REPORTERS, "logging.report_to")
+    _exists(cfg.model.path, "model.path")
+    _exists(cfg.data.mixture, "data.mixture")
+    _exists(cfg.data.tokenizer, "data.tokenizer")
+    if cfg.data.tokenizer is None and cfg.model.path is None:
+        raise ConfigError("data.tokenizer is required when model.path is not given")
+    if not cfg.stage.trainable:
+        raise ConfigError("stage.trainable is empty: nothing would train")
+    d = cfg.stage.distill
+    if d.weight < 0:
+        raise ConfigError(f"stage.distill.weight={d.weight}: lambda must be >= 0")
+    if d.weight > 0 and d.source == "online" and not d.teacher:
+        raise ConfigError("stage.distill.weight > 0 with source=online needs stage.distill.teacher=<Qwen2-VL checkpoint>")
+    if d.weight > 0 and d.source == "cache" and not d.cache_dir:
+        raise ConfigError("stage.distill.weight > 0 with source=cache needs stage.distill.cache_dir")
+    if d.weight > 0:
+        _exists(d.teacher if d.source == "online" else d.cache_dir, f"stage.distill.{'teacher' if d.source == 'online' else 'cache_dir'}")
+    o = cfg.optim
+    if o.global_batch_size < 1 or o.per_device_batch_size < 1:
+        raise ConfigError("optim.global_batch_size and optim.per_device_batch_size must be >= 1")
+    if not 0 <= o.warmup_ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
+    if cfg.resume not in ("auto", "never"):
+        _exists(cfg.resume, "resume")
+
+
+def gradient_accumulation(optim: OptimConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step so that per_device * world * accumulation == global batch."""
+    per_step = optim.per_device_batch_size * world_size
+    if optim.global_batch_size % per_step:
+        raise ConfigError(f"optim.global_batch_size={optim.global_batch_size} is not a multiple of "
+                          f"per_device_batch_size ({optim.per_device_batch_size}) x world size ({world_size})")
+    return optim.global_batch_size // per_step

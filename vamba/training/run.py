@@ -1,0 +1,181 @@
+"""One training stage from a ``TrainConfig``: build, train (resuming if a checkpoint exists), save.
+
+Run directory (``output_dir``)::
+
+    config.yaml          the resolved config (every key, after all overrides)
+    run_info.json        git commit, command line, versions and devices (vamba.doctor.environment), date
+    log.jsonl            every logged step (loss, lm_loss, distill_loss, lr, grad_norm, alpha/layer_i, ...)
+    skips.jsonl          samples the data pipeline skipped, with the reason
+    checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position)
+    final/               the trained model (save_pretrained) and its tokenizer
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
+                                  special_ids)
+from vamba.training.config import TrainConfig, gradient_accumulation, validate
+from vamba.training.trainer import KeyedCollator, VambaTrainer
+from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
+from vamba.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    log_history: list[dict[str, Any]]  # the Trainer's logs of this process (steps of this invocation only)
+    trainable: str  # the trainable-parameter summary
+
+
+class JsonlLogger(TrainerCallback):
+    """Append every log record (with its step) to ``log.jsonl`` on the main process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            append_jsonl(self.path, [{"step": state.global_step, **logs}])
+
+
+class StopAfter(TrainerCallback):
+    """``debug.stop_after_steps``: end the run after N optimizer steps with a checkpoint, as an interruption would."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_info(cfg: TrainConfig, out: Path) -> None:
+    from vamba.doctor import environment
+
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    atomic_write_json(out / "run_info.json", {
+        "git_commit": git_commit(), "argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)), "environment": environment()})
+
+
+def _device_is_cpu(cfg: TrainConfig) -> bool:
+    return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+
+
+def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
+    o, lg = cfg.optim, cfg.logging
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    report_to = list(lg.report_to) or "none"
+    if "wandb" in lg.report_to:
+        os.environ.setdefault("WANDB_PROJECT", lg.project)
+        os.environ.setdefault("WANDB_DIR", str(out))
+        if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+            os.environ["WANDB_MODE"] = "offline"  # no key: log locally, `wandb sync` later
+    if "tensorboard" in lg.report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
+    deepspeed = cfg.deepspeed
+    if deepspeed is not None and not isinstance(deepspeed, dict):
+        deepspeed = OmegaConf.to_container(deepspeed, resolve=True)
+    return TrainingArguments(
+        output_dir=str(out), run_name=out.name, seed=cfg.seed,
+        per_device_train_batch_size=o.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation(o, world),
+        learning_rate=o.lr, weight_decay=o.weight_decay, lr_scheduler_type=o.scheduler, warmup_steps=o.warmup_ratio,
+        adam_beta2=o.adam_beta2, max_steps=o.max_steps, num_train_epochs=o.epochs, max_grad_norm=o.max_grad_norm,
+        bf16=o.bf16, logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
+        report_to=report_to, disable_tqdm=not lg.progress, dataloader_num_workers=cfg.data.num_workers,
+        remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
+        ddp_find_unused_parameters=False)
+
+
+def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        return get_last_checkpoint(str(out)) if out.is_dir() else None
+    return cfg.resume
+
+
+def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    args = training_arguments(cfg, out)  # sets up the process group under torchrun / deepspeed
+    if args.process_index == 0:
+        write_run_info(cfg, out)
+    if cfg.debug.detect_anomaly:
+        torch.autograd.set_detect_anomaly(True)
+
+    tok = load_tokenizer(cfg)
+    model = build_model(cfg, tok)
+    summary = apply_stage(model, cfg.stage)
+    logger.info("stage %s: %s", cfg.stage.name, summary)
+    if cfg.stage.lora.enable:
+        model = apply_lora(model, cfg.stage)
+
+    d = cfg.stage.distill
+    teacher = cache = None
+    if d.weight > 0 and d.source == "online":
+        teacher = load_teacher(d.teacher, dtype=torch.bfloat16 if cfg.optim.bf16 else torch.float32)
+    elif d.weight > 0:
+        from vamba.training.distill_cache import TopKCache
+
+        cache = TopKCache(d.cache_dir, vocab_size=model.config.text_config.vocab_size)
+
+    from vamba.data.collate import Collator
+
+    dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
+    trainer = VambaTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=KeyedCollator(Collator(tok.pad_token_id)),
+        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], teacher=teacher, teacher_cache=cache,
+        distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
+        token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
+    if cfg.debug.stop_after_steps > 0:
+        trainer.add_callback(StopAfter(cfg.debug.stop_after_steps))
+    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, out))
+
+    final = out / "final"
+    if cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps:
+        trained = trainer.model
+        if cfg.stage.lora.enable:
+            trained = trained.merge_and_unload()
+        if args.process_index == 0 or trainer.is_deepspeed_enabled:
+            if trainer.is_deepspeed_enabled:
+                trainer.save_model(str(final))  # gathers ZeRO-3 shards into one state dict
+            else:
+                trained.save_pretrained(str(final))
+        if args.process_index == 0:
+            tok.save_pretrained(str(final))
+    skips = getattr(getattr(dataset, "dataset", dataset), "skips", None)
+    if skips is not None and args.process_index == 0:
+        logger.info("data: %s", skips.report())
+    return TrainResult(out, final, list(trainer.state.log_history), str(summary))

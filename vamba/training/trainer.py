@@ -1,0 +1,155 @@
+"""``VambaTrainer``: the HF ``Trainer`` with VAMBA's loss, parameter groups and step metrics.
+
+The Trainer (with DeepSpeed or DDP through accelerate) owns the loop, checkpoints, exact resume (model,
+optimizer, scheduler, RNG states, data position), logging back-ends and progress bars. This class adds:
+
+- loss = LM loss + lambda * distillation (paper Sec. 3.3), the teacher run online on the same batch or read
+  from a top-k cache (``vamba.training.distill``); lambda = 0 never touches a teacher;
+- weight decay only where it belongs (``vamba.training.params.NO_DECAY_PATTERNS``);
+- per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``,
+  ``frames_per_s`` and, on CUDA, ``mfu`` (model FLOPs utilisation, 6 * parameters * tokens / peak).
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+from transformers import Trainer
+
+from vamba.training.distill import distillation_loss, supervised_positions
+from vamba.training.params import NO_DECAY_PATTERNS, _matches
+from vamba.training.teacher import build_teacher_view, teacher_logits_at
+
+# Dense bf16 peak of the GPUs we run on (vendor datasheets, no sparsity), for MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+KEYS_FIELD = "sample_keys"  # added by KeyedCollator; never reaches the model
+
+
+class KeyedCollator:
+    """``vamba.data`` collator plus the samples' keys (``batch["sample_keys"]``, in row then sample order),
+    which a cached teacher needs to find each sample's top-k logits."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+
+    def __call__(self, items):
+        batch = self.collator(items)
+        rows = items if isinstance(items[0], list) else [[s] for s in items]
+        batch[KEYS_FIELD] = [s.key for row in rows for s in row]
+        return batch
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS.items():
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+class VambaTrainer(Trainer):
+    def __init__(self, *args, teacher: nn.Module | None = None, teacher_cache=None, distill_weight: float = 0.0,
+                 distill_top_k: int | None = None, distill_temperature: float = 1.0, token_ids: dict[str, int],
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if distill_weight > 0 and teacher is None and teacher_cache is None:
+            raise ValueError("distill_weight > 0 needs a teacher or a teacher cache")
+        self.teacher, self.teacher_cache = teacher, teacher_cache
+        self.distill_weight, self.distill_top_k, self.distill_temperature = distill_weight, distill_top_k, distill_temperature
+        self.token_ids = token_ids
+        # Loss is a mean per micro-batch; the Trainer divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._sums: dict[str, float] = defaultdict(float)
+        self._last_log = time.perf_counter()
+        self._n_params = sum(p.numel() for p in self.model.parameters())
+        if teacher is not None:
+            teacher.to(self.args.device)
+
+    # -- optimizer groups ---------------------------------------------------------------------------------
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return [n for n, p in model.named_parameters() if not _matches(n, NO_DECAY_PATTERNS)]
+
+    # -- loss --------------------------------------------------------------------------------------------
+    def _teacher_targets(self, inputs: dict, positions: Tensor, keys: list[str] | None):
+        if self.teacher_cache is not None:
+            if keys is None:
+                raise ValueError("a cached teacher needs sample keys in the batch (use KeyedCollator)")
+            parts = [self.teacher_cache[k] for k in keys]
+            values = torch.cat([v for v, _ in parts]).to(positions.device)
+            indices = torch.cat([i for _, i in parts]).to(positions.device)
+            if values.shape[0] != positions.shape[0]:
+                raise ValueError(f"teacher cache holds {values.shape[0]} positions for samples {keys[:4]}..., the "
+                                 f"batch has {positions.shape[0]}: the cache was written for other data settings")
+            return values, indices
+        cpu = {k: v.detach().cpu() for k, v in inputs.items() if isinstance(v, Tensor)}
+        view = build_teacher_view(cpu, vision_start_id=self.token_ids["vision_start_token_id"],
+                                  video_pad_id=self.token_ids["video_token_id"], pad_id=self.token_ids["pad_token_id"])
+        device = next(self.teacher.parameters()).device
+        view.inputs = {k: v.to(device) for k, v in view.inputs.items()}
+        if "pixel_values_videos" in view.inputs:
+            view.inputs["pixel_values_videos"] = view.inputs["pixel_values_videos"].to(self.teacher.dtype)
+        return teacher_logits_at(self.teacher, view, positions.cpu()).to(positions.device)
+
+    def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False,
+                     num_items_in_batch: Tensor | int | None = None):
+        keys = inputs.pop(KEYS_FIELD, None)
+        out = model(**inputs)
+        loss = lm_loss = out.loss
+        self._sums["lm_loss"] += float(lm_loss.detach())
+        if self.distill_weight > 0:
+            mask = supervised_positions(inputs["labels"])
+            positions = mask.nonzero()
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            student = head(out.last_hidden_state[mask])
+            teacher = self._teacher_targets(inputs, positions, keys)
+            kd = distillation_loss(student, teacher, top_k=self.distill_top_k, temperature=self.distill_temperature)
+            loss = lm_loss + self.distill_weight * kd
+            self._sums["distill_loss"] += float(kd.detach())
+        self._count(inputs)
+        return (loss, out) if return_outputs else loss
+
+    def _count(self, inputs: dict) -> None:
+        grid = inputs.get("grid_thw")
+        video_tokens = int(grid.prod(-1).sum()) // 4 if grid is not None and len(grid) else 0
+        frames = int((grid[:, 0] * 2).sum()) if grid is not None and len(grid) else 0  # temporal patch = 2 frames
+        self._sums["tokens"] += int(inputs["attention_mask"].sum()) + video_tokens
+        self._sums["frames"] += frames
+        self._sums["micro_batches"] += 1
+
+    # -- logging -----------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._sums["micro_batches"]:
+            now = time.perf_counter()
+            seconds = max(now - self._last_log, 1e-9)
+            n = self._sums["micro_batches"]
+            world = self.args.world_size
+            logs["lm_loss"] = round(self._sums["lm_loss"] / n, 4)
+            if "distill_loss" in self._sums:
+                logs["distill_loss"] = round(self._sums["distill_loss"] / n, 4)
+            # this rank's counts times the world size: ranks see batches of the same size in expectation
+            logs["tokens_per_s"] = round(self._sums["tokens"] * world / seconds, 1)
+            logs["frames_per_s"] = round(self._sums["frames"] * world / seconds, 2)
+            peak = _peak_flops(self.args.device)
+            if peak:
+                logs["mfu"] = round(6 * self._n_params * self._sums["tokens"] / seconds / peak, 4)
+            logs.update(alpha_per_layer(self.accelerator.unwrap_model(self.model)))
+            self._sums.clear()
+            self._last_log = now
+        super().log(logs, start_time)
+
+
+@torch.no_grad()
+def alpha_per_layer(model: nn.Module) -> dict[str, float]:
+    """``alpha/layer_i``: the mean of layer i's alpha balance as used in forward (clamped to [0, 1]).
+    Under ZeRO-3 a partitioned alpha has no local values; it is skipped rather than gathered every step."""
+    out = {}
+    for name, p in model.named_parameters():
+        if name.endswith(".alpha") and p.numel() > 0:
+            layer = name.split(".layers.")[1].split(".")[0]
+            out[f"alpha/layer_{layer}"] = round(float(p.detach().float().clamp(0, 1).mean()), 4)
+    return out
