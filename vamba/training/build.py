@@ -82,10 +82,12 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
     dtype = getattr(torch, m.dtype)
     options = dict(attention_backend=m.attention_backend, use_alpha_balancing=m.use_alpha_balancing,
                    cross_attn_init=m.cross_attn_init)
+    torch.manual_seed(cfg.seed)  # new modules of a converted checkpoint are drawn from this seed
     if m.path:
+        if m.size == "tiny":  # a converted tiny Qwen2-VL gets the tiny Mamba-2 blocks, not the 7B ones
+            options["vision_mamba_mixer_config"] = _mamba(m)
         model = VambaForConditionalGeneration.from_pretrained(m.path, dtype=dtype, **options)
     else:
-        torch.manual_seed(cfg.seed)
         if m.size == "tiny":
             text, vision = tiny_text_vision(tok, m.tiny)
             config = VambaConfig(text_config=text, vision_config=vision, vision_mamba_mixer_config=_mamba(m),

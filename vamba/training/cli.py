@@ -42,18 +42,19 @@ def to_config(cfg):
     """DictConfig -> TrainConfig (typed), with each multirun job in its own directory."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
+
+    from vamba.training.config import from_dictconfig
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         cfg.output_dir = HydraConfig.get().runtime.output_dir
-    return OmegaConf.to_object(cfg)
+    return from_dictconfig(cfg)
 
 
 def _train_task(cfg) -> None:
     from vamba.training.config import ConfigError
 
-    config = to_config(cfg)
     try:
+        config = to_config(cfg)
         if config.task == "demo":
             from vamba.training.demo import run_demo
 
@@ -84,9 +85,14 @@ def main(argv: list[str]) -> int:
 def _distill_cache_task(cfg) -> None:
     from vamba.training.distill_cache import write_cache
 
-    config = to_config(cfg)
+    from vamba.training.config import ConfigError
+
     try:
+        config = to_config(cfg)
         n = write_cache(config)
+    except ConfigError as e:
+        print(f"vamba distill-cache: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         _close_process_group()
     print(f"vamba distill-cache: {n} samples cached in {config.output_dir}")

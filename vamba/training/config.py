@@ -190,6 +190,16 @@ def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
+def from_dictconfig(cfg) -> TrainConfig:
+    """The composed DictConfig as a typed ``TrainConfig``; a required value left at ``???`` is a ConfigError."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"required value(s) not set: {', '.join(missing)} (pass them as key=value)")
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
 def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r}: choose one of {', '.join(allowed)}")

@@ -91,3 +91,14 @@ def teacher_logits_at(teacher: nn.Module, view: TeacherView, student_positions: 
         raise ValueError(f"student position {e.args[0]} is padding: no teacher twin") from None
     tpos = view.teacher_pos[index]
     return teacher.lm_head(hidden[tpos[:, 0], tpos[:, 1]])
+
+
+def teacher_training_batch(batch: dict[str, Tensor], *, vision_start_id: int, video_pad_id: int,
+                           pad_id: int) -> dict[str, Tensor]:
+    """Qwen2-VL training inputs for a VAMBA batch: the teacher view plus ``labels`` moved to the teacher's
+    positions (-100 on video pads). Trains a transformer on exactly the data a VAMBA run sees."""
+    view = build_teacher_view(batch, vision_start_id=vision_start_id, video_pad_id=video_pad_id, pad_id=pad_id)
+    labels = torch.full_like(view.inputs["input_ids"], -100)
+    s, t = view.student_pos, view.teacher_pos
+    labels[t[:, 0], t[:, 1]] = batch["labels"][s[:, 0], s[:, 1]]
+    return {**view.inputs, "labels": labels}

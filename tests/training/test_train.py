@@ -1,0 +1,132 @@
+"""`vamba train` end to end on CPU: real configs, real mp4 data, tiny real models, the HF Trainer."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from tests.training.conftest import TINY, compose_config
+from vamba.training.build import build_model, tiny_qwen2vl
+from vamba.training.cli import main as train_main
+from vamba.training.config import TinyDims
+from vamba.training.run import train
+from vamba.utils.io import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _losses(run_dir: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in read_jsonl(run_dir / "log.jsonl") if "loss" in r}
+
+
+def test_loss_falls_when_overfitting_one_batch(train_overrides) -> None:
+    cfg = compose_config(*train_overrides, "debug=overfit", "optim.max_steps=12", "stage=sft", "optim.lr=3e-3")
+    result = train(cfg)
+    losses = [r["loss"] for r in result.log_history if "loss" in r]
+    assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0] - 0.5 and losses[-1] == min(losses), losses
+    saved = json.loads((result.final_dir / "config.json").read_text())
+    assert saved["model_type"] == "vamba" and (result.final_dir / "tokenizer_config.json").exists()
+    info = json.loads((result.output_dir / "run_info.json").read_text())
+    assert info["environment"]["versions"]["torch"] == torch.__version__.split("+")[0] or info["environment"]["versions"]["torch"]
+    assert "git_commit" in info and (result.output_dir / "config.yaml").read_text().count("stage:") == 1
+
+
+def test_pretrain_trains_only_new_modules(train_overrides) -> None:
+    cfg = compose_config(*train_overrides, "optim.max_steps=2")
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    before = build_model(cfg, tok).state_dict()
+    result = train(cfg)
+    from vamba.models import VambaForConditionalGeneration
+
+    after = VambaForConditionalGeneration.from_pretrained(str(result.final_dir)).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing trained"
+    assert all(".cross_attn." in k or ".vision_mixer." in k or k.endswith(".alpha") for k in changed), changed
+    assert not any(k.startswith("model.layers.1.vision_mixer.") for k in changed)  # no effect: frozen
+    assert any(".cross_attn." in k for k in changed) and any(k.endswith(".alpha") for k in changed)
+    assert "alpha/layer_0" in _losses(result.output_dir)[2]
+
+
+def test_resumed_run_reproduces_the_uninterrupted_losses(train_overrides, tmp_path) -> None:
+    common = [*train_overrides, "optim.max_steps=6", "logging.save_steps=3", "data.sampling=random"]
+    straight = compose_config(*common, f"output_dir={tmp_path / 'straight'}")
+    train(straight)
+    interrupted = compose_config(*common, f"output_dir={tmp_path / 'resumed'}", "debug.stop_after_steps=3")
+    first = train(interrupted)
+    assert [r["step"] for r in read_jsonl(first.output_dir / "log.jsonl") if "loss" in r] == [1, 2, 3]
+    assert not first.final_dir.exists()
+    resumed = compose_config(*common, f"output_dir={tmp_path / 'resumed'}")
+    train(resumed)
+    a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in a:
+        assert a[step]["loss"] == b[step]["loss"], (step, a[step]["loss"], b[step]["loss"])
+        assert a[step]["learning_rate"] == b[step]["learning_rate"]
+
+
+def test_lambda_zero_never_builds_a_teacher(train_overrides) -> None:
+    # The teacher path does not exist: any attempt to load it would fail the run.
+    cfg = compose_config(*train_overrides, "optim.max_steps=1", "stage.distill.weight=0",
+                         "stage.distill.teacher=/nonexistent/qwen2vl")
+    result = train(cfg)
+    assert "distill_loss" not in _losses(result.output_dir)[1]
+
+
+def test_lora_sft_trains_adapters_and_merger(train_overrides) -> None:
+    # LoRA on the decoder projections, the merger in full, nothing else
+    cfg = compose_config(*train_overrides, "stage=sft", "stage.lora.enable=true", "stage.lora.r=4",
+                         "stage.trainable=[visual.merger.*]", "optim.max_steps=2")
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    before = build_model(cfg, tok).state_dict()
+    result = train(cfg)
+    from vamba.models import VambaForConditionalGeneration
+
+    after = VambaForConditionalGeneration.from_pretrained(str(result.final_dir)).state_dict()
+    assert set(after) == set(before)  # merged: the checkpoint has the plain layout
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("visual.merger.") for k in changed)
+    assert any(".self_attn.q_proj.weight" in k for k in changed)  # LoRA delta merged into the weight
+    assert not any(k.startswith("visual.blocks.") for k in changed)
+    assert not any(".input_layernorm." in k or "embed_tokens" in k for k in changed)
+
+
+def test_cli_overrides_and_errors(train_overrides, capsys) -> None:
+    assert train_main([*train_overrides, "optim.max_steps=1"]) == 0
+    out_dir = Path(next(o.split("=", 1)[1] for o in train_overrides if o.startswith("output_dir=")))
+    assert (out_dir / "final" / "config.json").exists() and (out_dir / ".hydra" / "overrides.yaml").exists()
+    with pytest.raises(SystemExit) as e:
+        train_main([*train_overrides, "data.mixture=/missing.yaml"])
+    assert e.value.code == 2 and "data.mixture='/missing.yaml'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_gloo_data_parallel_step(train_overrides, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    overrides = [o for o in train_overrides if not o.startswith(("output_dir=", "optim.global_batch_size="))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "vamba.cli", "train", *overrides, f"output_dir={out}", "optim.global_batch_size=4",
+           "optim.max_steps=2", "logging.save_steps=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run_info.json").read_text())["world_size"] == 2
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2] and all(math.isfinite(r["loss"]) for r in losses.values())
+    assert (out / "checkpoint-2").is_dir() and (out / "final" / "model.safetensors").exists()
+
+
+def _teacher_dir(synth: Path, tmp_path: Path) -> Path:
+    tok = AutoTokenizer.from_pretrained(synth / "tokenizer")
+    dims = TinyDims(hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, vision_depth=1,
+                    vision_embed_dim=16)
+    teacher = tiny_qwen2vl(tok, dims, seed=3)
+    teacher.save_pretrained(tmp_path / "teacher")
+    return tmp_path / "teacher"
