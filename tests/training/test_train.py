@@ -130,3 +130,77 @@ def _teacher_dir(synth: Path, tmp_path: Path) -> Path:
     teacher = tiny_qwen2vl(tok, dims, seed=3)
     teacher.save_pretrained(tmp_path / "teacher")
     return tmp_path / "teacher"
+
+
+def _reference_teacher_logits(teacher, ids: list[int], grids: torch.Tensor, pixels: torch.Tensor, start: int,
+                              pad: int) -> torch.Tensor:
+    """Teacher logits at one sample's text tokens, its input written in Qwen2-VL's own format (pads inline)."""
+    full, k = [], 0
+    for t in ids:
+        full.append(t)
+        if t == start:
+            full += [pad] * (int(grids[k].prod()) // 4)
+            k += 1
+    x = torch.tensor([full])
+    kwargs = {}
+    if len(grids):
+        kwargs = dict(pixel_values_videos=pixels, video_grid_thw=grids, mm_token_type_ids=(x == pad).int() * 2)
+    return teacher(input_ids=x, **kwargs).logits[0, x[0] != pad]
+
+
+def test_distillation_loss_equals_hand_computation(train_overrides, synth, tmp_path) -> None:
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from vamba.data.collate import Collator
+    from vamba.data.dataset import VambaDataset
+    from vamba.data.mixture import Mixture
+    from vamba.training.build import data_config
+
+    teacher_dir = _teacher_dir(synth, tmp_path)
+    lam, k = 0.5, 8
+    cfg = compose_config(*train_overrides, f"model.path={teacher_dir}", f"stage.distill.weight={lam}",
+                         f"stage.distill.teacher={teacher_dir}", f"stage.distill.top_k={k}", "debug.overfit_batches=1",
+                         "optim.max_steps=1")
+    logged = _losses(train(cfg).output_dir)[1]
+
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    student = build_model(cfg, tok)  # same seed: the weights the run started from
+    samples = [VambaDataset(Mixture.from_yaml(cfg.data.mixture), tok, data_config(cfg.data, None))[i] for i in (0, 1)]
+    batch = Collator(tok.pad_token_id)(samples)
+    teacher = Qwen2VLForConditionalGeneration.from_pretrained(teacher_dir).eval()
+    start, pad = tok.convert_tokens_to_ids("<|vision_start|>"), tok.convert_tokens_to_ids("<|video_pad|>")
+    with torch.no_grad():
+        out = student(**batch, return_logits=True)
+        kls = []
+        for b, s in enumerate(samples):
+            t_logits = _reference_teacher_logits(teacher, s.input_ids.tolist(), s.grid_thw, s.pixel_values, start, pad)
+            for t in range(len(s.input_ids) - 1):
+                if s.labels[t + 1] == -100:
+                    continue
+                top = t_logits[t].topk(k).indices
+                p = torch.softmax(t_logits[t][top], -1)
+                log_q = torch.log_softmax(out.logits[b, t][top], -1)
+                kls.append((p * (p.log() - log_q)).sum())
+    hand_kl = torch.stack(kls).mean().item()
+    assert logged["lm_loss"] == pytest.approx(out.loss.item(), abs=2e-4)
+    assert logged["distill_loss"] == pytest.approx(hand_kl, abs=2e-4)
+    assert logged["loss"] == pytest.approx(out.loss.item() + lam * hand_kl, abs=5e-4)
+
+
+def test_cached_teacher_gives_the_online_losses(train_overrides, synth, tmp_path) -> None:
+    from vamba.training.cli import distill_cache_main
+    from vamba.training.distill_cache import TopKCache
+
+    teacher_dir = _teacher_dir(synth, tmp_path)
+    common = [*train_overrides, f"model.path={teacher_dir}", "stage.distill.weight=1.0", "stage.distill.top_k=8",
+              f"stage.distill.teacher={teacher_dir}", "optim.max_steps=3"]
+    cache = tmp_path / "cache"
+    assert distill_cache_main([*common, f"stage.distill.cache_dir={cache}"]) == 0
+    assert len(TopKCache(cache)) > 0
+    online = _losses(train(compose_config(*common, f"output_dir={tmp_path / 'online'}")).output_dir)
+    cached = _losses(train(compose_config(*common, "stage.distill.source=cache", f"stage.distill.cache_dir={cache}",
+                                          f"output_dir={tmp_path / 'cached'}")).output_dir)
+    for step in (1, 2, 3):
+        assert cached[step]["lm_loss"] == pytest.approx(online[step]["lm_loss"], abs=1e-3)
+        # the cache stores bf16 logits: equal up to that rounding
+        assert cached[step]["distill_loss"] == pytest.approx(online[step]["distill_loss"], rel=2e-2, abs=2e-3)
