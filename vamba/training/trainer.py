@@ -6,8 +6,10 @@ optimizer, scheduler, RNG states, data position), logging back-ends and progress
 - loss = LM loss + lambda * distillation (paper Sec. 3.3), the teacher run online on the same batch or read
   from a top-k cache (``vamba.training.distill``); lambda = 0 never touches a teacher;
 - weight decay only where it belongs (``vamba.training.params.NO_DECAY_PATTERNS``);
-- per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``,
-  ``frames_per_s`` and, on CUDA, ``mfu`` (model FLOPs utilisation, 6 * parameters * tokens / peak).
+- per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``
+  (text + video tokens), ``frames_per_s`` (temporal patches x 2; an image counts 2), ``step_s`` and, on CUDA,
+  ``mfu`` (model FLOPs utilisation: 6 * parameters * tokens / s / peak bf16 FLOPs) and
+  ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log).
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ class VambaTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self._sums: dict[str, float] = defaultdict(float)
-        self._last_log = time.perf_counter()
+        self._last_log, self._last_step = time.perf_counter(), 0
         self._n_params = sum(p.numel() for p in self.model.parameters())
         if teacher is not None:
             teacher.to(self.args.device)
@@ -134,13 +136,31 @@ class VambaTrainer(Trainer):
             # this rank's counts times the world size: ranks see batches of the same size in expectation
             logs["tokens_per_s"] = round(self._sums["tokens"] * world / seconds, 1)
             logs["frames_per_s"] = round(self._sums["frames"] * world / seconds, 2)
+            steps = max(self.state.global_step - self._last_step, 1)
+            logs["step_s"] = round(seconds / steps, 4)
             peak = _peak_flops(self.args.device)
             if peak:
                 logs["mfu"] = round(6 * self._n_params * self._sums["tokens"] / seconds / peak, 4)
+            if self.args.device.type == "cuda":
+                logs.update(_peak_memory_per_rank(self.args.device))
             logs.update(alpha_per_layer(self.accelerator.unwrap_model(self.model)))
             self._sums.clear()
-            self._last_log = now
+            self._last_log, self._last_step = now, self.state.global_step
         super().log(logs, start_time)
+
+
+def _peak_memory_per_rank(device: torch.device) -> dict[str, float]:
+    """``gpu_peak_gib/rank_r``: peak allocated memory of every rank since the last log (a collective: the
+    Trainer calls ``log`` on every rank, right after gathering the loss)."""
+    import torch.distributed as dist
+
+    peak = torch.tensor([torch.cuda.max_memory_allocated(device) / 2**30], device=device)
+    torch.cuda.reset_peak_memory_stats(device)
+    peaks = [peak]
+    if dist.is_available() and dist.is_initialized():
+        peaks = [torch.zeros_like(peak) for _ in range(dist.get_world_size())]
+        dist.all_gather(peaks, peak)
+    return {f"gpu_peak_gib/rank_{r}": round(float(p), 2) for r, p in enumerate(peaks)}
 
 
 @torch.no_grad()
