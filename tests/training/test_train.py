@@ -204,3 +204,61 @@ def test_cached_teacher_gives_the_online_losses(train_overrides, synth, tmp_path
         assert cached[step]["lm_loss"] == pytest.approx(online[step]["lm_loss"], abs=1e-3)
         # the cache stores bf16 logits: equal up to that rounding
         assert cached[step]["distill_loss"] == pytest.approx(online[step]["distill_loss"], rel=2e-2, abs=2e-3)
+
+
+def test_optimizer_groups_exempt_ssm_norm_bias_and_alpha_from_decay(train_overrides) -> None:
+    from transformers import TrainingArguments
+
+    from vamba.training.build import apply_stage, special_ids
+    from vamba.training.trainer import VambaTrainer
+
+    cfg = compose_config(*train_overrides)
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    model = build_model(cfg, tok)
+    apply_stage(model, cfg.stage)
+    args = TrainingArguments(output_dir=cfg.output_dir, weight_decay=0.01, use_cpu=True, report_to="none")
+    trainer = VambaTrainer(model=model, args=args, token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
+    groups = trainer.create_optimizer().param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decay and plain and not decay & plain
+    assert decay | plain == {n for n, p in model.named_parameters() if p.requires_grad}
+    for suffix in (".A_log", ".D", ".dt_bias", ".alpha", ".norm.weight", ".conv1d.bias"):
+        assert any(n.endswith(suffix) for n in plain), suffix
+        assert not any(n.endswith(suffix) for n in decay), suffix
+    assert any(n.endswith("cross_attn.q_proj.weight") for n in decay)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_process_zero_with_mixed_batches_saves_and_resumes(train_overrides, synth, tmp_path, stage) -> None:
+    """DeepSpeed ZeRO-2/3 over gloo with mixed batches (no hang), a checkpoint after 2 steps, the resumed run
+    continues to step 4. Skipped without deepspeed (the ``train`` extra)."""
+    pytest.importorskip("deepspeed")
+    text = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Count to {i + 2}."},
+                                             {"from": "gpt", "value": " ".join(map(str, range(1, i + 3)))}]}
+            for i in range(4)]
+    (tmp_path / "text.json").write_text(json.dumps(text))
+    # half the samples are text-only and each rank takes one per step: over 4 steps ranks meet batches with
+    # and without video at the same time (the model then runs its video path on a dummy item)
+    (tmp_path / "mixed.yaml").write_text(
+        "seed: 0\nsources:\n"
+        f"  - {{name: video, format: llava, path: {synth / 'llava_video.json'}, num_samples: 4}}\n"
+        f"  - {{name: text, format: llava, path: {tmp_path / 'text.json'}}}\n")
+    out = tmp_path / f"zero{stage}"
+    overrides = [o for o in train_overrides if not o.startswith(("output_dir=", "optim.global_batch_size=",
+                                                                "optim.per_device_batch_size=", "data.mixture="))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29540 + stage),
+           "-m", "vamba.cli", "train", *overrides, f"output_dir={out}", f"data.mixture={tmp_path / 'mixed.yaml'}",
+           f"deepspeed=zero{stage}", "optim.per_device_batch_size=1", "optim.global_batch_size=2",
+           "optim.max_steps=4", "logging.save_steps=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    first = subprocess.run([*cmd, "debug.stop_after_steps=2"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (out / "checkpoint-2").is_dir() and not (out / "final").exists()
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(_losses(out)) == [1, 2, 3, 4]
+    assert (out / "final" / "config.json").exists()

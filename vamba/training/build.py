@@ -148,6 +148,42 @@ def data_config(d: DataConfig, skip_log: str | None):
                           skip_log=skip_log)
 
 
+class MemoryCache(torch.utils.data.Dataset):
+    """Processed samples kept after their first read (decoding is the cost of a small CPU run). Only for
+    deterministic frame sampling: every epoch would otherwise see other frames."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.samples: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index not in self.samples:
+            self.samples[index] = self.dataset[index]
+        return self.samples[index]
+
+    def try_get(self, index: int):
+        if index not in self.samples:
+            sample = self.dataset.try_get(index)
+            if sample is None:
+                return None
+            self.samples[index] = sample
+        return self.samples[index]
+
+    def measure(self):
+        return self.dataset.measure()
+
+    @property
+    def config(self):
+        return self.dataset.config
+
+    @property
+    def skips(self):
+        return self.dataset.skips
+
+
 def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None) -> torch.utils.data.Dataset:
     """The training set: samples (padded batches) or packed rows (``data.packing``)."""
     from vamba.data.dataset import PackedDataset, VambaDataset
@@ -156,6 +192,8 @@ def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None) -> torch.u
 
     d = cfg.data
     dataset = VambaDataset(Mixture.from_yaml(d.mixture), tok, data_config(d, skip_log))
+    if d.cache_in_memory:
+        dataset = MemoryCache(dataset)
     if cfg.debug.overfit_batches > 0:
         n = cfg.debug.overfit_batches * cfg.optim.per_device_batch_size
         dataset = torch.utils.data.Subset(dataset, list(range(min(n, len(dataset)))))

@@ -76,6 +76,7 @@ class DataConfig:
     text_budget: int = 4096  # per packed row
     video_budget: int = 8192
     num_workers: int = 0
+    cache_in_memory: bool = False  # keep processed samples (small sets, deterministic sampling: the demo)
     seed: int = 0
 
 
@@ -152,17 +153,19 @@ class DebugConfig:
 class DemoConfig:
     """The end-to-end CPU demo (vamba.training.demo); sizes chosen to finish in minutes on 2 cores."""
 
-    num_videos: int = 480
-    num_images: int = 96
-    num_bench_videos: int = 60
-    frames: int = 16
-    teacher_steps: int = 600
+    num_videos: int = 240  # caption + open-question videos
+    num_images: int = 64
+    num_mc_videos: int = 800  # multiple-choice training videos (the training set's benchmark split)
+    num_bench_videos: int = 60  # held-out benchmark (another seed)
+    frames: int = 8
+    threads: int = 1
+    teacher_steps: int = 1200
     teacher_lr: float = 2e-3
-    pretrain_steps: int = 150
+    pretrain_steps: int = 200
     pretrain_lr: float = 2e-3
-    sft_steps: int = 300
+    sft_steps: int = 400
     sft_lr: float = 1e-3
-    batch_size: int = 8
+    batch_size: int = 16
     distill_weight: float = 1.0
 
 
@@ -225,6 +228,9 @@ def validate(cfg: TrainConfig) -> None:
     _exists(cfg.data.tokenizer, "data.tokenizer")
     if cfg.data.tokenizer is None and cfg.model.path is None:
         raise ConfigError("data.tokenizer is required when model.path is not given")
+    if cfg.data.cache_in_memory and (cfg.data.sampling == "random" or cfg.data.num_workers > 0):
+        raise ConfigError("data.cache_in_memory needs deterministic frames (sampling uniform or fps) and "
+                          "num_workers=0 (workers would each keep their own copy)")
     if not cfg.stage.trainable:
         raise ConfigError("stage.trainable is empty: nothing would train")
     d = cfg.stage.distill

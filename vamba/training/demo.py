@@ -57,7 +57,7 @@ def _protocol(frames: int):
 def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
     """Synthetic training data, the multiple-choice instruction file and the two mixtures the stages use."""
     d = cfg.demo
-    train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_bench_videos * 4)
+    train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos)
     bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos)
     # Multiple-choice training questions: the training set's own benchmark split, phrased exactly as the
     # evaluation prompts (the held-out benchmark uses other videos: seed 1).
@@ -87,7 +87,7 @@ def train_teacher(cfg: TrainConfig, data: dict[str, Path], out: Path) -> Path:
     from vamba.data.collate import Collator
     from vamba.data.dataset import VambaDataset
     from vamba.data.mixture import Mixture
-    from vamba.training.build import data_config, special_ids, tiny_qwen2vl
+    from vamba.training.build import MemoryCache, data_config, special_ids, tiny_qwen2vl
     from vamba.training.teacher import teacher_training_batch
 
     if (out / "config.json").exists():
@@ -96,8 +96,8 @@ def train_teacher(cfg: TrainConfig, data: dict[str, Path], out: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(data["tokenizer"])
     ids = special_ids(tok)
     collate = Collator(tok.pad_token_id)
-    dataset = VambaDataset(Mixture.from_yaml(data["train"] / "all.yaml"), tok,
-                           data_config(dataclasses.replace(cfg.data, num_frames=d.frames), None))
+    dataset = MemoryCache(VambaDataset(Mixture.from_yaml(data["train"] / "all.yaml"), tok,
+                                       data_config(dataclasses.replace(cfg.data, num_frames=d.frames), None)))
 
     def collator(items):
         return teacher_training_batch(collate(items), vision_start_id=ids["vision_start_token_id"],
@@ -122,6 +122,7 @@ def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Pat
     c.task, c.output_dir, c.device = "train", str(out), "cpu"
     c.model.path = str(model_path)
     c.data.mixture, c.data.tokenizer, c.data.num_frames = str(mixture), str(tokenizer), cfg.demo.frames
+    c.data.sampling, c.data.cache_in_memory, c.data.num_workers = "uniform", True, 0
     c.stage.name = stage
     c.stage.trainable = (["*.cross_attn.*", "*.vision_mixer.*", "*.alpha"] if stage == "pretrain"
                          else ["visual.merger.*", "model.*", "lm_head.*"])
@@ -171,6 +172,9 @@ def render_table(results: dict[str, Any], questions: int, seconds: dict[str, flo
 def run_demo(cfg: TrainConfig) -> dict[str, Any]:
     from vamba.training.run import train, write_run_info
 
+    # NOTE: one thread: the tiny model's ops are too small to split, and two threads on two busy cores
+    # were 10x slower per step than one (OpenMP workers waiting on each other).
+    torch.set_num_threads(cfg.demo.threads)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(cfg, out)

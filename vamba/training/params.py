@@ -29,7 +29,7 @@ class TrainableSummary:
         return "\n".join(lines)
 
 
-def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+def matches_any(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
 
@@ -64,10 +64,10 @@ def param_groups(model: nn.Module, weight_decay: float,
     decay, plain = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (plain if _matches(name, no_decay) else decay).append(param)
+            (plain if matches_any(name, no_decay) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
 def no_decay_names(model: nn.Module, no_decay: tuple[str, ...] = NO_DECAY_PATTERNS) -> list[str]:
     """Names of trainable parameters that get no weight decay (the HF Trainer's ``get_decay_parameter_names`` complement)."""
-    return [n for n, p in model.named_parameters() if p.requires_grad and _matches(n, no_decay)]
+    return [n for n, p in model.named_parameters() if p.requires_grad and matches_any(n, no_decay)]

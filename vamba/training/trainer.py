@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from transformers import Trainer
 
 from vamba.training.distill import distillation_loss, supervised_positions
-from vamba.training.params import NO_DECAY_PATTERNS, _matches
+from vamba.training.params import NO_DECAY_PATTERNS, matches_any
 from vamba.training.teacher import build_teacher_view, teacher_logits_at
 
 # Dense bf16 peak of the GPUs we run on (vendor datasheets, no sparsity), for MFU.
@@ -74,7 +74,7 @@ class VambaTrainer(Trainer):
 
     # -- optimizer groups ---------------------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        return [n for n, p in model.named_parameters() if not _matches(n, NO_DECAY_PATTERNS)]
+        return [n for n, p in model.named_parameters() if not matches_any(n, NO_DECAY_PATTERNS)]
 
     # -- loss --------------------------------------------------------------------------------------------
     def _teacher_targets(self, inputs: dict, positions: Tensor, keys: list[str] | None):
