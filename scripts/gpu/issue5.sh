@@ -41,7 +41,7 @@ text = [{"id": f"text_{i}", "conversations": [{"from": "human", "value": f"Count
 PY
   for z in zero2 zero3; do
     rm -rf "$RUNS/$z"
-    common=(model=vamba_qwen2vl_2b deepspeed=$z "data.mixture=$D/mixed.yaml" "data.tokenizer=$D/tokenizer"
+    common=(model=vamba_qwen2vl_2b model.allow_random_init=true deepspeed=$z "data.mixture=$D/mixed.yaml" "data.tokenizer=$D/tokenizer"
             data.num_frames=32 optim.per_device_batch_size=2 optim.global_batch_size=4 optim.max_steps=6
             logging.save_steps=3 logging.logging_steps=1 optim.lr=1e-5 optim.bf16=true "output_dir=$RUNS/$z"
             logging.progress=false)

@@ -58,8 +58,15 @@ def test_unknown_group_option_fails() -> None:
 
 
 def test_required_value_fails() -> None:
-    with pytest.raises(ConfigError, match="required value.*model.path"):
-        compose_config("experiment=paper_pretrain", "data.mixture=/x.yaml")  # model.path is ???
+    with pytest.raises(ConfigError, match="required value.*data.mixture"):
+        compose_config("experiment=paper_pretrain", "model.path=/ckpt")  # image_captions' mixture is ???
+
+
+def test_large_model_needs_a_checkpoint(train_overrides) -> None:
+    cfg = compose_config(*train_overrides, "model=vamba_qwen2vl_7b")
+    with pytest.raises(ConfigError, match="model.path is required for the 7b model"):
+        validate(cfg)
+    validate(compose_config(*train_overrides, "model=vamba_qwen2vl_7b", "model.allow_random_init=true"))
 
 
 def test_missing_path_fails(train_overrides) -> None:

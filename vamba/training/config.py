@@ -57,6 +57,7 @@ class ModelConfig:
     cross_attn_init: str = "self_attn"
     use_alpha_balancing: bool = True
     gradient_checkpointing: bool = False
+    allow_random_init: bool = False  # 2b/7b without a path: random weights (benchmarks, GPU tests) only if set
 
 
 @dataclass
@@ -224,6 +225,9 @@ def validate(cfg: TrainConfig) -> None:
     for reporter in cfg.logging.report_to:
         _one_of(reporter, REPORTERS, "logging.report_to")
     _exists(cfg.model.path, "model.path")
+    if cfg.model.path is None and cfg.model.size != "tiny" and not cfg.model.allow_random_init:
+        raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
+                          "or a VAMBA checkpoint); model.allow_random_init=true trains random weights (benchmarks)")
     _exists(cfg.data.mixture, "data.mixture")
     _exists(cfg.data.tokenizer, "data.tokenizer")
     if cfg.data.tokenizer is None and cfg.model.path is None:
