@@ -132,7 +132,7 @@ def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Pat
     c.optim.lr, c.optim.max_steps, c.optim.warmup_ratio = lr, steps, 0.03
     c.optim.per_device_batch_size = c.optim.global_batch_size = cfg.demo.batch_size
     c.logging.save_steps = max(steps // 2, 1)
-    c.logging.logging_steps = 10
+    c.logging.logging_steps = min(10, steps)
     return c
 
 

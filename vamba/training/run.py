@@ -129,12 +129,18 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     validate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    args = training_arguments(cfg, out)  # sets up the process group under torchrun / deepspeed
-    if args.process_index == 0:
+    args = training_arguments(cfg, out)
+    if args.process_index == 0:  # (first access sets up the process group under torchrun)
         write_run_info(cfg, out)
     if cfg.debug.detect_anomaly:
         torch.autograd.set_detect_anomaly(True)
 
+    if cfg.deepspeed is not None:
+        import deepspeed
+
+        # ZeRO-3 partitions parameters as the model is built (zero.Init): its communicator must know the world
+        # size by then; on an existing torch process group this only attaches DeepSpeed to it.
+        deepspeed.init_distributed()
     tok = load_tokenizer(cfg)
     model = build_model(cfg, tok)
     summary = apply_stage(model, cfg.stage)
