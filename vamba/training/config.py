@@ -159,6 +159,7 @@ class DemoConfig:
     num_mc_videos: int = 800  # multiple-choice training videos (the training set's benchmark split)
     num_bench_videos: int = 60  # held-out benchmark (another seed)
     frames: int = 8
+    explain: bool = True  # multiple-choice replies name the option before its letter (see demo._reply)
     threads: int = 1
     teacher_steps: int = 1200
     teacher_lr: float = 2e-3

@@ -43,15 +43,25 @@ def _synth(out: Path, seed: int, videos: int, images: int, bench: int) -> Path:
     return out
 
 
-def _protocol(frames: int):
+def _protocol(frames: int, max_new_tokens: int = 4):
     """LVBench's VAMBA protocol (prompt, extraction, greedy) at the demo's frame count and native resolution."""
     from vamba.evaluation.benchmarks import get_benchmark
     from vamba.evaluation.runner import resolve_protocol
 
     benchmark = get_benchmark("lvbench")
-    spec = resolve_protocol(benchmark, "vamba", num_frames=frames, max_new_tokens=4)
+    spec = resolve_protocol(benchmark, "vamba", num_frames=frames, max_new_tokens=max_new_tokens)
     frames_ = dataclasses.replace(spec.frames, shortest_edge=None, longest_edge=None)
     return benchmark, dataclasses.replace(spec, frames=frames_)
+
+
+def _reply(question, explain: bool) -> str:
+    """The training reply: the letter, or (``demo.explain``) the option's text first, then "The answer is X."
+    (the LVBench/VAMBA extractor reads the letter after "the answer is"): the model then names what it saw
+    before it has to find that option's letter."""
+    if not explain:
+        return question.answer
+    line = next(x for x in question.question.split("\n") if x.startswith(f"({question.answer})"))
+    return f"{line[4:].strip().capitalize()}. The answer is {question.answer}."
 
 
 def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
@@ -63,7 +73,7 @@ def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
     # evaluation prompts (the held-out benchmark uses other videos: seed 1).
     benchmark, spec = _protocol(d.frames)
     mc = [{"id": f"mc_{q.qid}", "video": os.path.relpath(q.video, train), "conversations": [
-        {"from": "human", "value": "<video>\n" + spec.prompt(q)}, {"from": "gpt", "value": q.answer}]}
+        {"from": "human", "value": "<video>\n" + spec.prompt(q)}, {"from": "gpt", "value": _reply(q, d.explain)}]}
         for q in benchmark.load(train / "lvbench", {})]
     atomic_write_json(train / "llava_video_mc.json", mc)
     atomic_write_text(train / "pretrain.yaml", "seed: 0\nsources:\n"
@@ -144,7 +154,7 @@ def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, 
     from vamba.models import VambaForConditionalGeneration
     from vamba.training.video_qa import Qwen2VLVideoQA, VambaVideoQA
 
-    benchmark, spec = _protocol(cfg.demo.frames)
+    benchmark, spec = _protocol(cfg.demo.frames, max_new_tokens=16 if cfg.demo.explain else 4)
     questions = benchmark.load(data["bench"], {})
     tok = AutoTokenizer.from_pretrained(data["tokenizer"])
     models = {
