@@ -23,8 +23,15 @@ import numpy as np
 import torch
 
 from vamba.data.sampling import FrameSampling, sample_frames
-from vamba.data.video import (Backend, FrameFolderReader, PyAVReader, VideoDecodeError, VideoInfo, VideoReader,
-                              open_video)
+from vamba.data.video import (
+    Backend,
+    FrameFolderReader,
+    PyAVReader,
+    VideoDecodeError,
+    VideoInfo,
+    VideoReader,
+    open_video,
+)
 from vamba.data.vision import PATCH_SIZE, VisionConfig, process_frames, processed_size
 
 

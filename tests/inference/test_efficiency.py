@@ -1,0 +1,87 @@
+"""The efficiency benchmark's logic at tiny scale on the CPU (same code path as the GPU run), through `vamba bench`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vamba.cli import main as vamba_main
+from vamba.inference.efficiency import frame_grid, qwen_llm_flops, vamba_config, vamba_llm_flops
+from vamba.models.mamba2 import Mamba2Block
+
+TINY = ["bench", "--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", "--piece-frames", "2", "--reps", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    assert vamba_main([*TINY, "--frames", "2", "4", "--stage1-frames", "4", "--out-dir", str(out), "--tag", "t"]) == 0
+    return out
+
+
+def test_every_point_is_measured_with_its_parts(run: Path) -> None:
+    result = json.loads((run / "efficiency_t.json").read_text())
+    assert result["device"] == "cpu" and result["environment"]["versions"]["torch"] and result["date"]
+    assert result["setup"]["tokens_per_2_frames"] == 6  # 56x84 -> 4x6 patches -> 2x3 merged tokens
+    rows = result["rows"]
+    assert sorted((r["model"], r["mode"], r["frames"]) for r in rows) == sorted(
+        (m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4))
+    for r in rows:
+        assert r["status"] == "ok" and r["total_ms"] > 0 and r["vision_ms"] > 0, r
+        assert 0 < r["vision_ms"] < r["total_ms"]
+        assert r["llm_ms"] == pytest.approx(r["total_ms"] - r["vision_ms"], abs=0.02)
+        assert r["video_tokens"] == r["frames"] // 2 * 6
+        assert r["llm_mfu"] > 0 and r["llm_tflop"] >= 0
+    vamba, qwen = result["models"]["vamba"], result["models"]["qwen2_vl"]
+    assert vamba["parameters"] > qwen["parameters"] and vamba["vision"] == qwen["vision"]
+    assert qwen["trainable_llm"] == qwen["parameters"] - qwen["vision"]
+    # Frozen in VAMBA's LLM: exactly the last layer's Mamba-2 block (its output feeds nothing).
+    last_mixer = sum(p.numel() for p in Mamba2Block(vamba_config("tiny", "reference").mamba_config()).parameters())
+    assert vamba["parameters"] - vamba["vision"] - vamba["trainable_llm"] == last_mixer
+
+
+def test_stage1_summary_and_plots(run: Path) -> None:
+    stage1 = json.loads((run / "efficiency_stage1_t.json").read_text())
+    assert stage1["status"] == "ok" and stage1["frames"] == 4 and stage1["total_ms"] > 0
+    assert 0 < stage1["trainable_parameters"] < json.loads((run / "efficiency_t.json").read_text())[
+        "models"]["vamba"]["trainable_llm"]
+    summary = (run / "efficiency_t.md").read_text()
+    assert "## Prefill" in summary and "## Training step" in summary and "## Goals (issue 7)" in summary
+    assert summary.count("\n| 2 | 6 |") == 2 and summary.count("\n| 4 | 12 |") == 2
+    for name in ("memory", "time"):
+        assert (run / f"efficiency_t_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_out_of_memory_stops_the_sweep_and_the_budget_skips(tmp_path: Path) -> None:
+    # 2^34 frames cannot be allocated: a real allocator refusal, recorded as "oom"; larger points are not run.
+    assert vamba_main([*TINY, "--models", "vamba", "--modes", "prefill", "--frames", "2", str(2**34), str(2**35),
+                       "--stage1-frames", "0", "--point-cap-s", "1e30", "--budget-s", "1e30",
+                       "--out-dir", str(tmp_path), "--tag", "oom"]) == 0
+    rows = json.loads((tmp_path / "efficiency_oom.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "oom", "not run: smaller point out of memory"]
+    assert vamba_main([*TINY, "--models", "qwen2_vl", "--modes", "train", "--frames", "2", "4",
+                       "--point-cap-s", "1e-9", "--stage1-frames", "0", "--out-dir", str(tmp_path),
+                       "--tag", "cap"]) == 0
+    rows = json.loads((tmp_path / "efficiency_cap.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "skipped: time budget"]
+
+
+def test_frame_grid_and_flop_counts() -> None:
+    assert frame_grid(640, 360) == (26, 46)  # 644x364: 1196 patches per frame pair, 299 merged tokens
+    config = vamba_config("2b", "reference")
+    with torch.device("meta"):
+        from vamba.models import VambaForConditionalGeneration
+
+        model = VambaForConditionalGeneration(config)
+    dead = set(model.parameters_without_effect())
+    video_params = sum(p.numel() for n, p in model.named_parameters() if n not in dead and (
+        ".vision_mixer." in n or ".cross_attn.k_proj.weight" in n or ".cross_attn.v_proj.weight" in n))
+    # Per video token: 2 FLOPs per weight it meets, plus the scan's own work (a few percent).
+    assert 1.0 < vamba_llm_flops(config, 1000, 0, 0) / (2 * video_params * 1000) < 1.1
+    text_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.layers.")
+                      and ("self_attn" in n or "mlp" in n or "cross_attn.q_proj" in n or "cross_attn.o_proj" in n)
+                      and n.endswith("weight"))
+    assert vamba_llm_flops(config, 0, 1, 0) == pytest.approx(2 * text_params, rel=1e-3)
+    assert qwen_llm_flops(config, 1000, 0, 0) > 7 * vamba_llm_flops(config, 1000, 0, 0) / 10  # same order at 1k tokens

@@ -1,0 +1,757 @@
+"""Efficiency benchmark (``vamba bench``, ``scripts/bench_efficiency.py``): VAMBA vs the Qwen2-VL transformer.
+
+Both models at the same scale (``7b``: Qwen2-VL-7B sizes; ``2b``; ``tiny`` for CPU checks), random weights,
+built directly on the device. Qwen2-VL is transformers' own ``Qwen2VLForConditionalGeneration`` (SDPA) with
+one ``<|video_pad|>`` per merged video token (full self-attention over video + text); VAMBA gets the same
+video in its own stream. Inputs are synthetic pixel tensors of the exact Qwen2-VL shape for ``--frame-size``
+(640x360 -> smart resize 644x364 -> 1196 patches per frame pair, 299 merged tokens per 2 frames). Swept over
+frame counts (64, 128, 256, ... until out of memory), per model:
+
+- ``prefill``: video + a short question -> caches and the first token's logits (no grad). VAMBA uses its
+  streaming prefill (``vamba.inference.streaming``, ``--piece-frames`` frames per piece); Qwen2-VL one forward.
+- ``train``: one forward+backward with gradient checkpointing; trainable: the LLM (every parameter outside
+  the vision tower; VAMBA's LLM includes its cross-attention, Mamba-2 blocks and alpha), the vision tower
+  frozen; loss on the text tokens only for both (Qwen2-VL's logits are taken for the text positions only).
+- one VAMBA *stage-1* step (trainable: cross-attention, Mamba-2 blocks, alpha) at ``--stage1-frames`` frames.
+
+Per point: wall time (CUDA events; median of 3 when a run takes under a second), the vision tower's share
+(forward hooks on the tower) and the LLM's (the rest), peak allocated memory (total, and above what was
+allocated before the step: weights + inputs), or ``oom``. Kernels are warmed (Triton compilation) on the
+smallest point before each sweep. The VAMBA LLM's model FLOPs utilisation is given against the device's
+measured bf16 matmul rate. Results are written after every point (a killed run keeps what it measured):
+``efficiency_<tag>.json``, ``efficiency_stage1_<tag>.json``, plots ``efficiency_<tag>_{memory,time}.png`` and
+the summary ``efficiency_<tag>.md``.
+
+    python scripts/bench_efficiency.py --out-dir docs/results --tag h100            # 7B on the GPU
+    vamba bench --device cpu --scale tiny --frames 4 8 --out-dir /tmp/bench         # CPU check of the logic
+
+Only torch, transformers, matplotlib and this package are imported (the GPU image has no hydra/decord/av).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import gc
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vamba.doctor import environment
+from vamba.inference.streaming import VideoStream
+from vamba.utils.io import atomic_write_json, atomic_write_text
+
+PATCH = 14
+UNIT = 28  # patch 14 x merge 2
+PATCH_DIM = 3 * 2 * 14 * 14
+GIB = 2**30
+DEFAULT_FRAMES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+HOUR_FRAMES = 3600  # one hour at 1 fps (the issue's target), added to VAMBA's prefill sweep
+# The reference figures of the issue (H100, transformers' Qwen2-VL-7B, SDPA, bf16, LLM part only).
+ISSUE_REFERENCE = {"prefill_1024": {"s": 12.6, "gib": 44.0}, "prefill_oom": 2048,
+                   "train_512": {"s": 17.0, "gib": 52.5}, "train_oom": 1024}
+
+TINY_TEXT = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
+TINY_VISION = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, spatial_merge_size=2,
+                   patch_size=14, temporal_patch_size=2)
+TINY_MAMBA = dict(d_state=16, headdim=16, chunk_size=16, expand=2)
+
+
+# -- configuration ------------------------------------------------------------------------------------------
+def vamba_config(scale: str, mamba_backend: str):
+    from vamba.models import VambaConfig
+    from vamba.models.presets import vamba_config_for
+
+    if scale == "tiny":
+        return VambaConfig(text_config=dict(TINY_TEXT), vision_config=dict(TINY_VISION),
+                           vision_mamba_mixer_config=dict(TINY_MAMBA, backend=mamba_backend))
+    config = vamba_config_for(scale)
+    mamba = dict(config.vision_mamba_mixer_config, backend=mamba_backend)
+    return vamba_config_for(scale, vision_mamba_mixer_config=mamba)
+
+
+def qwen_config(vamba_cfg):
+    """transformers' Qwen2VLConfig with the same text and vision sizes (full attention over video + text)."""
+    from transformers import Qwen2VLConfig
+
+    config = Qwen2VLConfig(text_config=vamba_cfg.text_config.to_dict(), vision_config=vamba_cfg.vision_config.to_dict(),
+                           tie_word_embeddings=vamba_cfg.tie_word_embeddings)
+    vocab = config.text_config.vocab_size
+    if config.video_token_id >= vocab:  # tiny vocabularies: keep the special ids inside the embedding table
+        config.video_token_id, config.image_token_id = vocab - 1, vocab - 2
+        config.vision_start_token_id, config.vision_end_token_id = vocab - 3, vocab - 4
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def build(cls, config, device: torch.device, dtype: torch.dtype):
+    """Random weights created on the device in ``dtype`` (never a full-precision copy on the host)."""
+    with torch.device(device):
+        model = cls._from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def frame_grid(width: int, height: int) -> tuple[int, int]:
+    """Patch grid (h, w) of one frame after Qwen2-VL's smart resize (multiples of 28, Python round)."""
+    h, w = max(UNIT, round(height / UNIT) * UNIT), max(UNIT, round(width / UNIT) * UNIT)
+    return h // PATCH, w // PATCH
+
+
+# -- measurement -----------------------------------------------------------------------------------------
+class Clock:
+    """CUDA events on a GPU (no host sync inside the measured region), perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def ms(self, start, end) -> float:
+        return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+class VisionTimer:
+    """Forward hooks on the vision tower: the time spent inside it during one measured call."""
+
+    def __init__(self, tower: torch.nn.Module, clock: Clock) -> None:
+        self.clock = clock
+        self.spans: list[list] = []
+        self.handles = [tower.register_forward_pre_hook(lambda *_: self.spans.append([clock.mark(), None])),
+                        tower.register_forward_hook(lambda *_: self.spans[-1].__setitem__(1, clock.mark()))]
+
+    def take_ms(self) -> float:
+        total = sum(self.clock.ms(a, b) for a, b in self.spans)
+        self.spans = []
+        return total
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def is_oom(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's refusal (a RuntimeError)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
+def free(device: torch.device) -> None:
+    """Return freed blocks to the device between points (on the CPU there is nothing to gain: skip the slow gc)."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def measure(step: Callable[[], None], device: torch.device, clock: Clock, timer: VisionTimer, reps: int = 3,
+            repeat_under_ms: float = 1000.0) -> dict[str, Any]:
+    """Run ``step`` once (timed, peak memory); if it took under ``repeat_under_ms``, ``reps - 1`` more runs and
+    the median. Returns total/vision/llm ms and memory in GiB, or ``{"status": "oom"}``."""
+    free(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    runs = []
+    timer.take_ms()  # forget spans of earlier, untimed calls (warm-up, a failed point)
+    try:
+        while True:
+            start = clock.mark()
+            step()
+            end = clock.mark()
+            clock.sync()
+            runs.append((clock.ms(start, end), timer.take_ms()))
+            if runs[0][0] >= repeat_under_ms or len(runs) >= reps:
+                break
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is a result, the rest re-raises
+        if not is_oom(e):
+            raise
+        timer.take_ms()
+        oom = True
+    else:
+        oom = False
+    if oom:
+        free(device)
+        return {"status": "oom"}
+    total, vision = sorted(runs)[len(runs) // 2]
+    out = {"status": "ok", "total_ms": round(total, 2), "vision_ms": round(vision, 2),
+           "llm_ms": round(total - vision, 2), "runs": len(runs)}
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        out.update(peak_gib=round(peak / GIB, 3), peak_above_start_gib=round((peak - before) / GIB, 3),
+                   start_gib=round(before / GIB, 3), reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 3))
+    free(device)
+    return out
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured dense matmul rate (TFLOP/s) of the device in ``dtype``: the MFU denominator."""
+    n = 8192 if device.type == "cuda" else 512
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    clock = Clock(device)
+    for _ in range(3):
+        a @ b
+    clock.sync()
+    reps = 20 if device.type == "cuda" else 5
+    start = clock.mark()
+    for _ in range(reps):
+        a @ b
+    end = clock.mark()
+    clock.sync()
+    return 2 * n**3 * reps / (clock.ms(start, end) / 1e3) / 1e12
+
+
+# -- model FLOPs --------------------------------------------------------------------------------------------
+def vamba_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: int) -> float:
+    """Forward matmul FLOPs of VAMBA's LLM part (vision tower excluded) for one sample.
+
+    Video tokens: cross-attention K/V projections in every layer, the Mamba-2 block in all but the last
+    (in/out projections, depthwise conv, SSD: 4*H*P*N per token for the state path plus Q*(G*N + H*P) for the
+    chunk-local quadratic part). Text tokens: self-attention q/k/v/o, cross-attention q/o, SwiGLU MLP,
+    causal self-attention scores (2*N^2*D) and cross-attention over all video tokens (4*N*M*D), lm_head on the
+    positions whose logits are computed.
+    """
+    t = config.text_config
+    d, layers = t.hidden_size, t.num_hidden_layers
+    kv = t.num_key_value_heads * (d // t.num_attention_heads)
+    m = config.mamba_config()
+    h, p, n, g, q = m.nheads, m.headdim, m.d_state, m.ngroups, m.chunk_size
+    in_proj = 2 * m.d_inner + 2 * g * n + h
+    mamba = 2 * d * in_proj + 2 * m.d_inner * d + 2 * m.conv_dim * m.d_conv + 4 * h * p * n + q * (g * n + h * p)
+    video = video_tokens * (layers * 2 * d * 2 * kv + (layers - 1) * mamba)
+    per_text = 2 * d * (2 * d + 2 * kv) + 2 * d * 2 * d + 2 * 3 * d * t.intermediate_size
+    text = layers * (text_tokens * per_text + 2 * text_tokens**2 * d + 4 * text_tokens * video_tokens * d)
+    return float(video + text + 2 * d * t.vocab_size * logit_tokens)
+
+
+def qwen_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: int) -> float:
+    """Forward matmul FLOPs of Qwen2-VL's LLM part over video + text tokens (causal attention 2*S^2*D)."""
+    t = config.text_config
+    d, layers = t.hidden_size, t.num_hidden_layers
+    kv = t.num_key_value_heads * (d // t.num_attention_heads)
+    s = video_tokens + text_tokens
+    per_token = 2 * d * (2 * d + 2 * kv) + 2 * 3 * d * t.intermediate_size
+    return float(layers * (s * per_token + 2 * s**2 * d) + 2 * d * t.vocab_size * logit_tokens)
+
+
+def llm_flops(name: str, config, setup: Setup, text_tokens: int, logit_tokens: int, factor: int, frames: int) -> float:
+    """Model FLOPs of one step's LLM part: forward (factor 1) or forward + backward (factor 3; recomputation by
+    gradient checkpointing is not model work and is not counted)."""
+    count = vamba_llm_flops if name == "vamba" else qwen_llm_flops
+    return factor * count(config, setup.video_tokens(frames), text_tokens, logit_tokens)
+
+
+# -- the two models' steps ----------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    device: torch.device
+    dtype: torch.dtype
+    grid_hw: tuple[int, int]  # patches per frame (h, w)
+    question_tokens: int
+    train_tokens: int
+    piece_frames: int
+
+    def video_tokens(self, frames: int) -> int:
+        h, w = self.grid_hw
+        return frames // 2 * (h // 2) * (w // 2)
+
+    def pixels(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = self.grid_hw
+        grid = torch.tensor([[frames // 2, h, w]], device=self.device)
+        return torch.randn(frames // 2 * h * w, PATCH_DIM, device=self.device, dtype=self.dtype), grid
+
+    def text(self, n: int, vocab: int, avoid: int | None = None) -> torch.Tensor:
+        ids = torch.randint(3, min(vocab - 5, 150000), (1, n), device=self.device)
+        return ids if avoid is None else ids.masked_fill(ids == avoid, 3)
+
+
+def trainable(model, names: Callable[[str], bool]) -> int:
+    count = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(names(name))
+        count += p.numel() if p.requires_grad else 0
+    return count
+
+
+def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], None]]]:
+    vocab = model.config.text_config.vocab_size
+
+    def prefill(frames: int, piece_frames: int | None = None) -> Callable[[], None]:
+        piece = max(2, min(piece_frames or setup.piece_frames, frames))
+        piece_pixels, piece_grid = setup.pixels(piece)  # the same piece content each time: timing only
+        question = setup.text(setup.question_tokens, vocab)
+        h, w = setup.grid_hw
+
+        def run() -> None:
+            model.eval()
+            with torch.no_grad():
+                stream = VideoStream(model, (frames // 2, h, w))
+                done = 0
+                while done < frames // 2:
+                    t = min(piece // 2, frames // 2 - done)
+                    stream.push(piece_pixels[:t * h * w], piece_grid.new_tensor([[t, h, w]]))
+                    done += t
+                model(input_ids=question, video_cache=stream.finish(), use_cache=True, logits_to_keep=1)
+
+        return run
+
+    def train(frames: int) -> Callable[[], None]:
+        pixels, grid = setup.pixels(frames)
+        ids = setup.text(setup.train_tokens, vocab)
+
+        def run() -> None:
+            model.train()
+            try:
+                model(input_ids=ids, labels=ids, pixel_values=pixels, grid_thw=grid).loss.backward()
+            finally:
+                model.zero_grad(set_to_none=True)
+
+        return run
+
+    # Warm-up in two pieces: the second piece runs the kernels' continue-from-state variants (own compilation).
+    return {"prefill": prefill, "train": train,
+            "prefill_warmup": lambda n: prefill(n, piece_frames=max(2, n // 2 // 2 * 2)), "train_warmup": train}
+
+
+def qwen_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], None]]]:
+    vocab = model.config.text_config.vocab_size
+    pad = model.config.video_token_id
+
+    def batch(frames: int, n_text: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        pixels, grid = setup.pixels(frames)
+        m = setup.video_tokens(frames)
+        text = setup.text(n_text, vocab, avoid=pad)
+        ids = torch.cat([torch.full((1, m), pad, device=setup.device), text], dim=1)
+        mm = torch.cat([torch.full((1, m), 2, device=setup.device), torch.zeros_like(text)], dim=1)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": mm,
+                "pixel_values_videos": pixels, "video_grid_thw": grid}, text
+
+    def prefill(frames: int) -> Callable[[], None]:
+        inputs, _ = batch(frames, setup.question_tokens)
+
+        def run() -> None:
+            model.eval()
+            with torch.no_grad():
+                model(**inputs, use_cache=True, logits_to_keep=1)
+
+        return run
+
+    def train(frames: int) -> Callable[[], None]:
+        inputs, text = batch(frames, setup.train_tokens)
+
+        def run() -> None:
+            model.train()
+            try:
+                # Loss on the text tokens only, from their logits only (as VAMBA's chunked loss does).
+                logits = model(**inputs, use_cache=False, logits_to_keep=text.shape[1]).logits
+                loss = F.cross_entropy(logits[0, :-1].float(), text[0, 1:])
+                loss.backward()
+            finally:
+                model.zero_grad(set_to_none=True)
+
+        return run
+
+    return {"prefill": prefill, "train": train, "prefill_warmup": prefill, "train_warmup": train}
+
+
+# -- the sweep ------------------------------------------------------------------------------------------------
+class Budget:
+    """Wall-clock budget split into phases; a phase's unused time passes on to the next."""
+
+    def __init__(self, seconds: float, shares: dict[str, float]) -> None:
+        self.start = time.monotonic()
+        self.seconds = seconds
+        total = sum(shares.values())
+        self.ends, acc = {}, 0.0
+        for name, share in shares.items():
+            acc += share / total
+            self.ends[name] = acc * seconds
+
+    def left(self, phase: str) -> float:
+        return self.ends[phase] - (time.monotonic() - self.start)
+
+
+def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], frames: list[int], setup: Setup,
+          clock: Clock, timer: VisionTimer, budget: Budget, point_cap_s: float, record: Callable[[dict], None],
+          flops: Callable[[int], float] | None, rate_tflops: float, warmup: Callable[[int], Callable[[], None]],
+          growth: float, reps: int = 3) -> None:
+    """Measure ``frames`` in increasing order; stop after an OOM, skip what the budget or the cap cannot fit
+    (the next point's time is predicted as the last one's times (frames ratio) ** ``growth``)."""
+    warm = min(frames)
+    try:
+        warmup(warm)()  # NOTE: compiles/autotunes the Triton kernels and warms the allocator before timing
+        clock.sync()
+    except Exception as e:  # noqa: BLE001
+        if not is_oom(e):
+            raise
+    free(setup.device)
+    last: tuple[int, float] | None = None
+    stopped: str | None = None
+    for n in sorted(frames):
+        row: dict[str, Any] = {"model": name, "mode": mode, "frames": n, "video_tokens": setup.video_tokens(n)}
+        if stopped:
+            row["status"] = stopped
+            record(row)
+            continue
+        if last is not None:
+            # Cost grows at least linearly in frames (up to quadratically for full attention): predict, then skip.
+            predicted = last[1] * (n / last[0]) ** growth * 1.1
+            if predicted > point_cap_s or predicted > budget.left(f"{name}_{mode}"):
+                stopped = "skipped: time budget"
+                row["status"] = stopped
+                record(row)
+                continue
+        started = time.monotonic()
+        try:
+            step = make_step(n)
+        except Exception as e:  # noqa: BLE001 - inputs that do not fit are an OOM of this point
+            if not is_oom(e):
+                raise
+            step = None
+        result = measure(step, setup.device, clock, timer, reps) if step is not None else {"status": "oom"}
+        del step
+        free(setup.device)
+        row.update(result)
+        if result["status"] == "ok":
+            row["seconds_incl_setup"] = round(time.monotonic() - started, 2)
+            if flops is not None:
+                model_flops = flops(n)
+                row["llm_tflop"] = round(model_flops / 1e12, 3)
+                row["llm_mfu"] = round(model_flops / (row["llm_ms"] / 1e3) / (rate_tflops * 1e12), 4) \
+                    if row["llm_ms"] > 0 else None
+            last = (n, row["total_ms"] / 1e3)
+        else:
+            stopped = "not run: smaller point out of memory"
+        record(row)
+        print(_row_line(row), flush=True)
+
+
+def _row_line(row: dict) -> str:
+    if row.get("status") != "ok":
+        return f"{row['model']:<9}{row['mode']:<8}{row['frames']:>6} frames  {row.get('status')}"
+    mem = f"{row['peak_gib']:7.2f} GiB" if "peak_gib" in row else "      - GiB"
+    return (f"{row['model']:<9}{row['mode']:<8}{row['frames']:>6} frames  {row['total_ms'] / 1e3:8.3f} s "
+            f"(vision {row['vision_ms'] / 1e3:7.3f} s, llm {row['llm_ms'] / 1e3:7.3f} s)  {mem}")
+
+
+# -- outputs ----------------------------------------------------------------------------------------------
+def ok_rows(rows: list[dict], model: str, mode: str) -> list[dict]:
+    return [r for r in rows if r["model"] == model and r["mode"] == mode and r.get("status") == "ok"]
+
+
+def max_fit(rows: list[dict], model: str, mode: str) -> int | None:
+    fits = [r["frames"] for r in ok_rows(rows, model, mode)]
+    return max(fits) if fits else None
+
+
+def first_oom(rows: list[dict], model: str, mode: str) -> int | None:
+    ooms = [r["frames"] for r in rows if r["model"] == model and r["mode"] == mode and r.get("status") == "oom"]
+    return min(ooms) if ooms else None
+
+
+def at(rows: list[dict], model: str, mode: str, frames: int) -> dict | None:
+    return next((r for r in ok_rows(rows, model, mode) if r["frames"] == frames), None)
+
+
+def goals(result: dict) -> list[tuple[str, str, str]]:
+    """(goal, measured, verdict) for the issue's targets."""
+    rows = result["rows"]
+    out = []
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+    v, q = at(rows, "vamba", "prefill", 1024), at(rows, "qwen2_vl", "prefill", 1024)
+    if v and q:
+        ratio, llm = q["total_ms"] / v["total_ms"], q["llm_ms"] / max(v["llm_ms"], 1e-9)
+        out.append(("prefill at 1024 frames >= 5x faster", f"{ratio:.2f}x (LLM part {llm:.2f}x)", verdict(ratio >= 5)))
+    elif v and first_oom(rows, "qwen2_vl", "prefill") == 1024:
+        out.append(("prefill at 1024 frames >= 5x faster", "Qwen2-VL out of memory at 1024", verdict(True)))
+    else:
+        out.append(("prefill at 1024 frames >= 5x faster", "-", verdict(None)))
+    v, q = at(rows, "vamba", "train", 512), at(rows, "qwen2_vl", "train", 512)
+    if v and q and "peak_gib" in v:
+        total, act = v["peak_gib"] / q["peak_gib"], v["peak_above_start_gib"] / max(q["peak_above_start_gib"], 1e-9)
+        out.append(("training-step memory at 512 frames <= 1/2",
+                    f"total peak {total:.2f}x, above weights+inputs {act:.2f}x", verdict(total <= 0.5)))
+    else:
+        out.append(("training-step memory at 512 frames <= 1/2", "-", verdict(None)))
+    for mode in ("prefill", "train"):
+        fv, fq = max_fit(rows, "vamba", mode), max_fit(rows, "qwen2_vl", mode)
+        v_bounded, q_bounded = first_oom(rows, "vamba", mode) is not None, first_oom(rows, "qwen2_vl", mode) is not None
+        if fv and fq:
+            # A model that never ran out of memory fits at least its largest measured point ("+").
+            text = (f"VAMBA {fv}{'' if v_bounded else '+'} vs Qwen2-VL {fq}{'' if q_bounded else '+'} frames "
+                    f"({fv / fq:.1f}x)")
+            conclusive = q_bounded and (v_bounded or fv >= 4 * fq)
+            out.append((f">= 4x more frames fit ({mode})", text, verdict(fv >= 4 * fq if conclusive else None)))
+        else:
+            out.append((f">= 4x more frames fit ({mode})", "-", verdict(None)))
+    hour = at(rows, "vamba", "prefill", HOUR_FRAMES)
+    tried = any(r["model"] == "vamba" and r["mode"] == "prefill" and r["frames"] == HOUR_FRAMES for r in rows)
+    measured = f"{hour['total_ms'] / 1e3:.1f} s, {hour.get('peak_gib', float('nan')):.1f} GiB" if hour else "-"
+    out.append((f"an hour at 1 fps ({HOUR_FRAMES} frames) prefilled on one GPU", measured,
+                verdict(bool(hour) if tried else None)))
+    return out
+
+
+def summary_markdown(result: dict) -> str:
+    rows = result["rows"]
+    meta = result["setup"]
+    lines = [f"# Efficiency: VAMBA vs Qwen2-VL ({meta['scale']}, {result['device']})", "",
+             f"{result['date']}; {meta['frame_size']} frames -> {meta['tokens_per_2_frames']} merged tokens per 2 "
+             f"frames; dtype {meta['dtype']}; question {meta['question_tokens']} tokens, training text "
+             f"{meta['train_tokens']} tokens; VAMBA prefill streams {meta['piece_frames']} frames per piece. "
+             f"Times: whole step (vision tower / LLM). Memory: peak allocated (total). "
+             f"Measured {meta['dtype']} matmul rate: {result['matmul_tflops']:.3g} TFLOP/s.", ""]
+    for mode, title in (("prefill", "Prefill (video + question)"), ("train", "Training step (fwd+bwd, checkpointing)")):
+        lines += [f"## {title}", "",
+                  "| frames | video tokens | VAMBA s (vision/LLM) | VAMBA GiB | Qwen2-VL s (vision/LLM) | Qwen2-VL GiB "
+                  "| time ratio | memory ratio | VAMBA LLM MFU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        frames = sorted({r["frames"] for r in rows if r["mode"] == mode})
+        for n in frames:
+            cells = [str(n), str(next(r["video_tokens"] for r in rows if r["frames"] == n and r["mode"] == mode))]
+            pair = []
+            for model in ("vamba", "qwen2_vl"):
+                r = next((r for r in rows if r["model"] == model and r["mode"] == mode and r["frames"] == n), None)
+                pair.append(r)
+                if r is None:
+                    cells += ["-", "-"]
+                elif r.get("status") != "ok":
+                    cells += [r.get("status", "-"), "-"]
+                else:
+                    cells += [f"{r['total_ms'] / 1e3:.3f} ({r['vision_ms'] / 1e3:.3f}/{r['llm_ms'] / 1e3:.3f})",
+                              f"{r['peak_gib']:.1f}" if "peak_gib" in r else "-"]
+            v, q = pair
+            both = v is not None and q is not None and v.get("status") == q.get("status") == "ok"
+            cells.append(f"{q['total_ms'] / v['total_ms']:.2f}x" if both else "-")
+            cells.append(f"{v['peak_gib'] / q['peak_gib']:.2f}" if both and "peak_gib" in v else "-")
+            mfu = v.get("llm_mfu") if v is not None and v.get("status") == "ok" else None
+            cells.append(f"{100 * mfu:.0f}%" if mfu is not None else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Goals (issue 7)", "", "| goal | measured | |", "|---|---|---|"]
+    lines += [f"| {g} | {m} | {v} |" for g, m, v in goals(result)]
+    lines += ["", "Time ratio = Qwen2-VL time / VAMBA time (higher: VAMBA faster); memory ratio = VAMBA peak / "
+              "Qwen2-VL peak (lower: VAMBA smaller). Random weights; see the JSON for every field.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    paths = []
+    styles = {"vamba": ("tab:blue", "VAMBA"), "qwen2_vl": ("tab:red", "Qwen2-VL")}
+    for quantity, ylabel in (("memory", "peak memory (GiB)"), ("time", "time (s)")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, mode in zip(axes, ("prefill", "train")):
+            for model, (colour, label) in styles.items():
+                good = ok_rows(rows, model, mode)
+                if quantity == "memory":
+                    good = [r for r in good if "peak_gib" in r]
+                    ys = [r["peak_gib"] for r in good]
+                else:
+                    ys = [r["total_ms"] / 1e3 for r in good]
+                xs = [r["frames"] for r in good]
+                if xs:
+                    ax.plot(xs, ys, "o-", color=colour, label=label)
+                if quantity == "time" and xs:
+                    ax.plot(xs, [r["llm_ms"] / 1e3 for r in good], "--", color=colour, alpha=0.6,
+                            label=f"{label} LLM only")
+                oom = first_oom(rows, model, mode)
+                if oom is not None:
+                    ax.axvline(oom, color=colour, linestyle=":", alpha=0.7)
+                    ax.text(oom, ax.get_ylim()[1] if xs else 1, f" {label} OOM", color=colour, rotation=90,
+                            va="top", fontsize=8)
+            if quantity == "memory" and result.get("device_memory_gib"):
+                ax.axhline(result["device_memory_gib"], color="grey", linestyle="--", linewidth=1)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("frames")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{mode} ({result['setup']['scale']}, {result['device']})", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"efficiency_{tag}_{quantity}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vamba bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", default="docs/results")
+    p.add_argument("--tag", default=None, help="file name tag (default: device kind, e.g. h100 or cpu)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--scale", default="7b", choices=["7b", "2b", "tiny"])
+    p.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--frames", type=int, nargs="+", default=None, help=f"default: {DEFAULT_FRAMES}")
+    p.add_argument("--hour-point", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"add {HOUR_FRAMES} frames to VAMBA's prefill sweep")
+    p.add_argument("--frame-size", default="640x360", help="WIDTHxHEIGHT of the source frames")
+    p.add_argument("--models", nargs="+", default=["vamba", "qwen2_vl"], choices=["vamba", "qwen2_vl"])
+    p.add_argument("--modes", nargs="+", default=["prefill", "train"], choices=["prefill", "train"])
+    p.add_argument("--question-tokens", type=int, default=32)
+    p.add_argument("--train-tokens", type=int, default=128)
+    p.add_argument("--piece-frames", type=int, default=128, help="VAMBA streaming prefill: frames per piece")
+    p.add_argument("--stage1-frames", type=int, default=256, help="0: no stage-1 point")
+    p.add_argument("--reps", type=int, default=3, help="runs per point (median) when one run takes under 1 s")
+    p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all sweeps")
+    p.add_argument("--point-cap-s", type=float, default=120.0, help="skip a point predicted to take longer")
+    p.add_argument("--mamba-backend", default=None, help="default: fast on CUDA (fail loudly), reference on CPU")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from vamba.models import VambaForConditionalGeneration
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[
+        args.dtype or ("bfloat16" if cuda else "float32")]
+    width, height = (int(x) for x in args.frame_size.lower().split("x"))
+    grid_hw = frame_grid(width, height)
+    frames = sorted(set(args.frames or DEFAULT_FRAMES))
+    if any(n < 2 or n % 2 for n in frames):
+        raise SystemExit("vamba bench: frame counts must be even and >= 2")
+    device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    tag = args.tag or ("".join(c for c in device_name.lower().split()[-1] if c.isalnum()) if cuda else "cpu")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    setup = Setup(device, dtype, grid_hw, args.question_tokens, args.train_tokens, args.piece_frames)
+    mamba_backend = args.mamba_backend or ("fast" if cuda else "reference")
+    vcfg = vamba_config(args.scale, mamba_backend)
+    qcfg = qwen_config(vcfg)
+    clock = Clock(device)
+    rows: list[dict] = []
+    result: dict[str, Any] = {
+        "what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "device": device_name, "environment": environment(),
+        "device_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 1) if cuda else None,
+        "setup": {"scale": args.scale, "dtype": str(dtype).removeprefix("torch."), "frame_size": args.frame_size,
+                  "patch_grid_per_frame": list(grid_hw), "tokens_per_2_frames": setup.video_tokens(2),
+                  "question_tokens": args.question_tokens, "train_tokens": args.train_tokens,
+                  "piece_frames": args.piece_frames, "mamba_backend": mamba_backend,
+                  "qwen2_vl_attention": "sdpa", "vamba_attention": vcfg.attention_backend},
+        "issue_reference_qwen2_vl_7b_h100": ISSUE_REFERENCE,
+        "matmul_tflops": float(f"{matmul_tflops(device, dtype):.4g}"), "models": {}, "rows": rows}
+    if cuda:
+        from vamba.ops import available
+
+        result["kernels"] = available()
+    json_path = out_dir / f"efficiency_{tag}.json"
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        atomic_write_json(json_path, result)
+
+    shares = {}
+    for model in args.models:
+        for mode in args.modes:
+            shares[f"{model}_{mode}"] = {"prefill": 1.0, "train": 1.3}[mode] * (1.2 if model == "qwen2_vl" else 1.0)
+    shares["stage1"] = 0.3
+    budget = Budget(args.budget_s, shares)
+
+    for name in args.models:
+        cls, config = ((VambaForConditionalGeneration, vcfg) if name == "vamba"
+                       else (Qwen2VLForConditionalGeneration, qcfg))
+        started = time.monotonic()
+        model = build(cls, config, device, dtype)
+        with warnings.catch_warnings():  # renamed activation_checkpointing_enable in transformers 5.2x; 5.17 lacks it
+            warnings.simplefilter("ignore", FutureWarning)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        tower = model.visual if name == "vamba" else model.model.visual
+        frozen = set(model.parameters_without_effect()) if name == "vamba" else set()
+        n_train = trainable(model, lambda n, dead=frozen: not n.startswith(("visual.", "model.visual."))
+                            and n not in dead)
+        result["models"][name] = {"class": cls.__name__, "parameters": sum(p.numel() for p in model.parameters()),
+                                  "trainable_llm": n_train, "vision": sum(p.numel() for p in tower.parameters()),
+                                  "build_s": round(time.monotonic() - started, 1)}
+        timer = VisionTimer(tower, clock)
+        steps = vamba_steps(model, setup) if name == "vamba" else qwen_steps(model, setup)
+        for mode in args.modes:
+            points = frames + ([HOUR_FRAMES] if name == "vamba" and mode == "prefill" and args.hour_point
+                               and args.scale != "tiny" else [])
+            text = setup.question_tokens if mode == "prefill" else setup.train_tokens
+            logits = 1 if mode == "prefill" else text
+            flops = functools.partial(llm_flops, name, config, setup, text, logits, 1 if mode == "prefill" else 3)
+            sweep(name, mode, steps[mode], sorted(set(points)), setup, clock, timer, budget, args.point_cap_s,
+                  record, flops, result["matmul_tflops"], steps[f"{mode}_warmup"],
+                  growth=1.0 if name == "vamba" else 1.6, reps=args.reps)
+        if name == "vamba" and args.stage1_frames:
+            stage1(model, setup, clock, timer, args, result, out_dir / f"efficiency_stage1_{tag}.json")
+        timer.remove()
+        del model, steps
+        free(device)
+        atomic_write_json(json_path, result)
+
+    summary = summary_markdown(result)
+    atomic_write_text(out_dir / f"efficiency_{tag}.md", summary)
+    plot(result, out_dir, tag)
+    print("\n" + summary[summary.index("## Goals"):])
+    return 0
+
+
+def stage1(model, setup: Setup, clock: Clock, timer: VisionTimer, args: argparse.Namespace, result: dict,
+           path: Path) -> None:
+    """One VAMBA stage-1 step (trainable: cross-attention, Mamba-2 blocks, alpha); separate JSON (issue 5)."""
+    frozen = set(model.parameters_without_effect())
+    n_train = trainable(model, lambda n: (".cross_attn." in n or ".vision_mixer." in n or n.endswith(".alpha"))
+                        and n not in frozen)
+    step = vamba_steps(model, setup)["train"]
+    out = {"what": "VAMBA stage-1 training step (forward+backward, gradient checkpointing, no teacher/distillation)",
+           "date": result["date"], "device": result["device"], "environment": result["environment"],
+           "setup": result["setup"], "frames": args.stage1_frames,
+           "video_tokens": setup.video_tokens(args.stage1_frames), "text_tokens": setup.train_tokens,
+           "trainable": "cross_attn, vision_mixer (Mamba-2 blocks), alpha", "trainable_parameters": n_train}
+    try:
+        step(min(64, args.stage1_frames))()  # warm the kernels of this parameter set
+        clock.sync()
+        out.update(measure(step(args.stage1_frames), setup.device, clock, timer, args.reps))
+    except Exception as e:  # noqa: BLE001
+        if not is_oom(e):
+            raise
+        out["status"] = "oom"
+    finally:
+        trainable(model, lambda n: not n.startswith("visual.") and n not in frozen)
+        free(setup.device)
+    atomic_write_json(path, out)
+    print(f"stage-1 step, {args.stage1_frames} frames: {out.get('status')} "
+          f"{out.get('total_ms', float('nan')) / 1e3:.3f} s {out.get('peak_gib', '-')} GiB", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
