@@ -27,7 +27,8 @@ def test_every_point_is_measured_with_its_parts(run: Path) -> None:
     assert result["setup"]["tokens_per_2_frames"] == 6  # 56x84 -> 4x6 patches -> 2x3 merged tokens
     rows = result["rows"]
     assert sorted((r["model"], r["mode"], r["frames"]) for r in rows) == sorted(
-        (m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4))
+        [(m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4)]
+        + [("vamba", "train_shared", n) for n in (2, 4)])
     for r in rows:
         assert r["status"] == "ok" and r["total_ms"] > 0 and r["vision_ms"] > 0, r
         assert 0 < r["vision_ms"] < r["total_ms"]
@@ -36,22 +37,30 @@ def test_every_point_is_measured_with_its_parts(run: Path) -> None:
         assert r["llm_mfu"] > 0 and r["llm_tflop"] >= 0
     vamba, qwen = result["models"]["vamba"], result["models"]["qwen2_vl"]
     assert vamba["parameters"] > qwen["parameters"] and vamba["vision"] == qwen["vision"]
-    assert qwen["trainable_llm"] == qwen["parameters"] - qwen["vision"]
+    assert qwen["trainable"] == {"prefill": 0, "train": qwen["parameters"] - qwen["vision"]}
     # Frozen in VAMBA's LLM: exactly the last layer's Mamba-2 block (its output feeds nothing).
     last_mixer = sum(p.numel() for p in Mamba2Block(vamba_config("tiny", "reference").mamba_config()).parameters())
-    assert vamba["parameters"] - vamba["vision"] - vamba["trainable_llm"] == last_mixer
+    trained = vamba["trainable"]
+    assert vamba["parameters"] - vamba["vision"] - trained["train"] == last_mixer
+    # train_shared: exactly as many weights as Qwen2-VL's LLM; stage 1: the new modules; together: the LLM.
+    assert trained["train_shared"] == qwen["trainable"]["train"]
+    assert trained["stage1"] + trained["train_shared"] == trained["train"]
 
 
 def test_stage1_summary_and_plots(run: Path) -> None:
     stage1 = json.loads((run / "efficiency_stage1_t.json").read_text())
     assert stage1["status"] == "ok" and stage1["frames"] == 4 and stage1["total_ms"] > 0
-    assert 0 < stage1["trainable_parameters"] < json.loads((run / "efficiency_t.json").read_text())[
-        "models"]["vamba"]["trainable_llm"]
+    assert stage1["trainable_parameters"] == json.loads((run / "efficiency_t.json").read_text())[
+        "models"]["vamba"]["trainable"]["stage1"] > 0
     summary = (run / "efficiency_t.md").read_text()
     assert "## Prefill" in summary and "## Training step" in summary and "## Goals (issue 7)" in summary
-    assert summary.count("\n| 2 | 6 |") == 2 and summary.count("\n| 4 | 12 |") == 2
+    assert summary.count("\n| 2 | 6 |") == 3 and summary.count("\n| 4 | 12 |") == 3
     for name in ("memory", "time"):
         assert (run / f"efficiency_t_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        (run / f"efficiency_t_{name}.png").unlink()
+    (run / "efficiency_t.md").unlink()
+    assert vamba_main(["bench", "--report-only", str(run / "efficiency_t.json")]) == 0  # e.g. after a cut-short run
+    assert (run / "efficiency_t.md").read_text() == summary and (run / "efficiency_t_time.png").exists()
 
 
 def test_out_of_memory_stops_the_sweep_and_the_budget_skips(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import argparse
 import datetime
 import functools
 import gc
+import json
 import sys
 import time
 import warnings
@@ -253,11 +254,40 @@ def qwen_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: in
     return float(layers * (s * per_token + 2 * s**2 * d) + 2 * d * t.vocab_size * logit_tokens)
 
 
-def llm_flops(name: str, config, setup: Setup, text_tokens: int, logit_tokens: int, factor: int, frames: int) -> float:
-    """Model FLOPs of one step's LLM part: forward (factor 1) or forward + backward (factor 3; recomputation by
-    gradient checkpointing is not model work and is not counted)."""
+def llm_flops(name: str, config, setup: Setup, mode: str, frames: int) -> float:
+    """Model FLOPs of one step's LLM part. prefill: forward. train: forward + backward (2x forward).
+    train_shared (VAMBA with only Qwen2-VL's LLM weights trainable): no backward through the video stream, so
+    2x the text side only. Recomputation by gradient checkpointing is not model work and is not counted."""
     count = vamba_llm_flops if name == "vamba" else qwen_llm_flops
-    return factor * count(config, setup.video_tokens(frames), text_tokens, logit_tokens)
+    video = setup.video_tokens(frames)
+    if mode == "prefill":
+        return count(config, video, setup.question_tokens, 1)
+    forward = count(config, video, setup.train_tokens, setup.train_tokens)
+    if mode == "train":
+        return 3 * forward
+    return forward + 2 * (forward - count(config, video, 0, 0))
+
+
+def set_trainable(model, name: str, mode: str) -> int:
+    """requires_grad for a step kind; returns the number of trainable parameters.
+
+    train: the LLM (everything outside the vision tower; VAMBA: with its cross-attention, Mamba-2 blocks and
+    alpha, minus the last layer's Mamba-2 block, which feeds nothing). train_shared: only the weights VAMBA
+    shares with Qwen2-VL's LLM. stage1: cross-attention, Mamba-2 blocks, alpha. prefill: nothing.
+    """
+    dead = set(model.parameters_without_effect()) if name == "vamba" else set()
+
+    def new_module(n: str) -> bool:
+        return ".cross_attn." in n or ".vision_mixer." in n or n.endswith(".alpha")
+
+    def rule(n: str) -> bool:
+        if mode == "prefill" or n in dead or n.startswith(("visual.", "model.visual.")):
+            return False
+        if mode == "stage1":
+            return new_module(n)
+        return not (mode == "train_shared" and new_module(n))
+
+    return trainable(model, rule)
 
 
 # -- the two models' steps ----------------------------------------------------------------------------------
@@ -293,6 +323,7 @@ def trainable(model, names: Callable[[str], bool]) -> int:
 
 
 def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], None]]]:
+    """prefill: streaming video prefill + the question. train (and train_shared, stage-1): forward+backward."""
     vocab = model.config.text_config.vocab_size
 
     def prefill(frames: int, piece_frames: int | None = None) -> Callable[[], None]:
@@ -328,8 +359,9 @@ def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], N
         return run
 
     # Warm-up in two pieces: the second piece runs the kernels' continue-from-state variants (own compilation).
-    return {"prefill": prefill, "train": train,
-            "prefill_warmup": lambda n: prefill(n, piece_frames=max(2, n // 2 // 2 * 2)), "train_warmup": train}
+    return {"prefill": prefill, "train": train, "train_shared": train, "stage1": train,
+            "prefill_warmup": lambda n: prefill(n, piece_frames=max(2, n // 2 // 2 * 2)), "train_warmup": train,
+            "train_shared_warmup": train}
 
 
 def qwen_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], None]]]:
@@ -393,10 +425,12 @@ class Budget:
 def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], frames: list[int], setup: Setup,
           clock: Clock, timer: VisionTimer, budget: Budget, point_cap_s: float, record: Callable[[dict], None],
           flops: Callable[[int], float] | None, rate_tflops: float, warmup: Callable[[int], Callable[[], None]],
-          growth: float, reps: int = 3) -> None:
+          growth: float, reps: int = 3) -> float:
     """Measure ``frames`` in increasing order; stop after an OOM, skip what the budget or the cap cannot fit
-    (the next point's time is predicted as the last one's times (frames ratio) ** ``growth``)."""
+    (the next point's time is predicted as the last one's times (frames ratio) ** ``growth``). Returns the
+    warm-up's seconds (kernel compilation included)."""
     warm = min(frames)
+    warm_started = time.monotonic()
     try:
         warmup(warm)()  # NOTE: compiles/autotunes the Triton kernels and warms the allocator before timing
         clock.sync()
@@ -404,6 +438,7 @@ def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], 
         if not is_oom(e):
             raise
     free(setup.device)
+    warmup_s = round(time.monotonic() - warm_started, 1)
     last: tuple[int, float] | None = None
     stopped: str | None = None
     for n in sorted(frames):
@@ -443,13 +478,14 @@ def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], 
             stopped = "not run: smaller point out of memory"
         record(row)
         print(_row_line(row), flush=True)
+    return warmup_s
 
 
 def _row_line(row: dict) -> str:
     if row.get("status") != "ok":
-        return f"{row['model']:<9}{row['mode']:<8}{row['frames']:>6} frames  {row.get('status')}"
+        return f"{row['model']:<9}{row['mode']:<13}{row['frames']:>6} frames  {row.get('status')}"
     mem = f"{row['peak_gib']:7.2f} GiB" if "peak_gib" in row else "      - GiB"
-    return (f"{row['model']:<9}{row['mode']:<8}{row['frames']:>6} frames  {row['total_ms'] / 1e3:8.3f} s "
+    return (f"{row['model']:<9}{row['mode']:<13}{row['frames']:>6} frames  {row['total_ms'] / 1e3:8.3f} s "
             f"(vision {row['vision_ms'] / 1e3:7.3f} s, llm {row['llm_ms'] / 1e3:7.3f} s)  {mem}")
 
 
@@ -488,16 +524,21 @@ def goals(result: dict) -> list[tuple[str, str, str]]:
         out.append(("prefill at 1024 frames >= 5x faster", "Qwen2-VL out of memory at 1024", verdict(True)))
     else:
         out.append(("prefill at 1024 frames >= 5x faster", "-", verdict(None)))
-    v, q = at(rows, "vamba", "train", 512), at(rows, "qwen2_vl", "train", 512)
-    if v and q and "peak_gib" in v:
-        total, act = v["peak_gib"] / q["peak_gib"], v["peak_above_start_gib"] / max(q["peak_above_start_gib"], 1e-9)
-        out.append(("training-step memory at 512 frames <= 1/2",
-                    f"total peak {total:.2f}x, above weights+inputs {act:.2f}x", verdict(total <= 0.5)))
-    else:
-        out.append(("training-step memory at 512 frames <= 1/2", "-", verdict(None)))
-    for mode in ("prefill", "train"):
-        fv, fq = max_fit(rows, "vamba", mode), max_fit(rows, "qwen2_vl", mode)
-        v_bounded, q_bounded = first_oom(rows, "vamba", mode) is not None, first_oom(rows, "qwen2_vl", mode) is not None
+    for mode in ("train", "train_shared"):
+        v, q = at(rows, "vamba", mode, 512), at(rows, "qwen2_vl", "train", 512)
+        goal = f"training-step memory at 512 frames <= 1/2 ({mode})"
+        if v and q and "peak_gib" in v:
+            total = v["peak_gib"] / q["peak_gib"]
+            act = v["peak_above_start_gib"] / max(q["peak_above_start_gib"], 1e-9)
+            out.append((goal, f"total peak {total:.2f}x, above weights+inputs {act:.2f}x", verdict(total <= 0.5)))
+        elif any(r["mode"] == mode for r in rows):
+            out.append((goal, "-", verdict(None)))
+    for mode in ("prefill", "train", "train_shared"):
+        if not any(r["mode"] == mode for r in rows):
+            continue
+        base = baseline_mode(mode)
+        fv, fq = max_fit(rows, "vamba", mode), max_fit(rows, "qwen2_vl", base)
+        v_bounded, q_bounded = first_oom(rows, "vamba", mode) is not None, first_oom(rows, "qwen2_vl", base) is not None
         if fv and fq:
             # A model that never ran out of memory fits at least its largest measured point ("+").
             text = (f"VAMBA {fv}{'' if v_bounded else '+'} vs Qwen2-VL {fq}{'' if q_bounded else '+'} frames "
@@ -514,26 +555,53 @@ def goals(result: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+MODES = {"prefill": "Prefill (video + question)",
+         "train": "Training step (fwd+bwd, checkpointing; trainable: each model's LLM)",
+         "train_shared": "Training step, VAMBA training only the weights it shares with Qwen2-VL's LLM "
+                         "(baseline: Qwen2-VL's training step)"}
+
+
+def baseline_mode(mode: str) -> str:
+    return "train" if mode == "train_shared" else mode
+
+
 def summary_markdown(result: dict) -> str:
     rows = result["rows"]
     meta = result["setup"]
+    models = result.get("models", {})
     lines = [f"# Efficiency: VAMBA vs Qwen2-VL ({meta['scale']}, {result['device']})", "",
              f"{result['date']}; {meta['frame_size']} frames -> {meta['tokens_per_2_frames']} merged tokens per 2 "
              f"frames; dtype {meta['dtype']}; question {meta['question_tokens']} tokens, training text "
-             f"{meta['train_tokens']} tokens; VAMBA prefill streams {meta['piece_frames']} frames per piece. "
-             f"Times: whole step (vision tower / LLM). Memory: peak allocated (total). "
-             f"Measured {meta['dtype']} matmul rate: {result['matmul_tflops']:.3g} TFLOP/s.", ""]
-    for mode, title in (("prefill", "Prefill (video + question)"), ("train", "Training step (fwd+bwd, checkpointing)")):
+             f"{meta['train_tokens']} tokens (loss on the text); VAMBA prefill streams {meta['piece_frames']} frames "
+             f"per piece; vision tower frozen in training. Times: whole step (vision tower / LLM), seconds. "
+             f"Memory: peak allocated, GiB (weights included). Measured {meta['dtype']} matmul rate: "
+             f"{result['matmul_tflops']:.3g} TFLOP/s.", ""]
+    if models:
+        lines += ["| model | parameters | vision tower | trainable (train / train_shared / stage1) |",
+                  "|---|---|---|---|"]
+        for name, info in models.items():
+            t = info.get("trainable", {})
+            lines.append(f"| {name} | {_count(info['parameters'])} | {_count(info['vision'])} | "
+                         + " / ".join(_count(t[k]) if k in t else "-" for k in ("train", "train_shared", "stage1"))
+                         + " |")
+        lines.append("")
+    for mode, title in MODES.items():
+        if not any(r["mode"] == mode for r in rows):
+            continue
         lines += [f"## {title}", "",
                   "| frames | video tokens | VAMBA s (vision/LLM) | VAMBA GiB | Qwen2-VL s (vision/LLM) | Qwen2-VL GiB "
                   "| time ratio | memory ratio | VAMBA LLM MFU |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        frames = sorted({r["frames"] for r in rows if r["mode"] == mode})
+        frames = sorted({r["frames"] for r in rows if r["mode"] in (mode, baseline_mode(mode))})
         for n in frames:
-            cells = [str(n), str(next(r["video_tokens"] for r in rows if r["frames"] == n and r["mode"] == mode))]
+            cells = [str(n), str(next(r["video_tokens"] for r in rows if r["frames"] == n))]
             pair = []
-            for model in ("vamba", "qwen2_vl"):
-                r = next((r for r in rows if r["model"] == model and r["mode"] == mode and r["frames"] == n), None)
+            for model, m in (("vamba", mode), ("qwen2_vl", baseline_mode(mode))):
+                r = next((r for r in rows if r["model"] == model and r["mode"] == m and r["frames"] == n), None)
                 pair.append(r)
                 if r is None:
                     cells += ["-", "-"]
@@ -553,7 +621,8 @@ def summary_markdown(result: dict) -> str:
     lines += ["## Goals (issue 7)", "", "| goal | measured | |", "|---|---|---|"]
     lines += [f"| {g} | {m} | {v} |" for g, m, v in goals(result)]
     lines += ["", "Time ratio = Qwen2-VL time / VAMBA time (higher: VAMBA faster); memory ratio = VAMBA peak / "
-              "Qwen2-VL peak (lower: VAMBA smaller). Random weights; see the JSON for every field.", ""]
+              "Qwen2-VL peak (lower: VAMBA smaller); MFU = the VAMBA LLM part's model FLOPs / its time / the measured "
+              "matmul rate. Random weights; every field is in the JSON.", ""]
     return "\n".join(lines)
 
 
@@ -565,38 +634,42 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
 
     rows = result["rows"]
     paths = []
-    styles = {"vamba": ("tab:blue", "VAMBA"), "qwen2_vl": ("tab:red", "Qwen2-VL")}
+    panels = {"prefill": [("vamba", "prefill", "tab:blue", "-", "VAMBA (streaming)"),
+                          ("qwen2_vl", "prefill", "tab:red", "-", "Qwen2-VL")],
+              "train": [("vamba", "train", "tab:blue", "-", "VAMBA"),
+                        ("vamba", "train_shared", "tab:cyan", "-.", "VAMBA, shared weights trained"),
+                        ("qwen2_vl", "train", "tab:red", "-", "Qwen2-VL")]}
     for quantity, ylabel in (("memory", "peak memory (GiB)"), ("time", "time (s)")):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for ax, mode in zip(axes, ("prefill", "train")):
-            for model, (colour, label) in styles.items():
+        for ax, (panel, series) in zip(axes, panels.items()):
+            ooms = []
+            for model, mode, colour, style, label in series:
                 good = ok_rows(rows, model, mode)
                 if quantity == "memory":
                     good = [r for r in good if "peak_gib" in r]
-                    ys = [r["peak_gib"] for r in good]
-                else:
-                    ys = [r["total_ms"] / 1e3 for r in good]
+                ys = [r["peak_gib"] if quantity == "memory" else r["total_ms"] / 1e3 for r in good]
                 xs = [r["frames"] for r in good]
                 if xs:
-                    ax.plot(xs, ys, "o-", color=colour, label=label)
-                if quantity == "time" and xs:
-                    ax.plot(xs, [r["llm_ms"] / 1e3 for r in good], "--", color=colour, alpha=0.6,
-                            label=f"{label} LLM only")
-                oom = first_oom(rows, model, mode)
-                if oom is not None:
-                    ax.axvline(oom, color=colour, linestyle=":", alpha=0.7)
-                    ax.text(oom, ax.get_ylim()[1] if xs else 1, f" {label} OOM", color=colour, rotation=90,
-                            va="top", fontsize=8)
+                    ax.plot(xs, ys, "o" + style, color=colour, label=label)
+                    if quantity == "time":
+                        ax.plot(xs, [max(r["llm_ms"], 1e-3) / 1e3 for r in good], ":", color=colour, alpha=0.7,
+                                label=f"{label}: LLM part")
+                if (oom := first_oom(rows, model, mode)) is not None:
+                    ooms.append((oom, colour, label))
+            for oom, colour, label in ooms:
+                ax.axvline(oom, color=colour, linestyle="--", alpha=0.5, linewidth=1)
+                ax.text(oom, ax.get_ylim()[1], f" {label}: out of memory", color=colour, rotation=90, va="top",
+                        fontsize=7)
             if quantity == "memory" and result.get("device_memory_gib"):
                 ax.axhline(result["device_memory_gib"], color="grey", linestyle="--", linewidth=1)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("frames")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"{mode} ({result['setup']['scale']}, {result['device']})", fontsize=10)
+            ax.set_title(f"{panel} ({result['setup']['scale']}, {result['device']})", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"efficiency_{tag}_{quantity}.png"
         fig.savefig(path, dpi=110)
@@ -618,8 +691,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hour-point", action=argparse.BooleanOptionalAction, default=True,
                    help=f"add {HOUR_FRAMES} frames to VAMBA's prefill sweep")
     p.add_argument("--frame-size", default="640x360", help="WIDTHxHEIGHT of the source frames")
-    p.add_argument("--models", nargs="+", default=["vamba", "qwen2_vl"], choices=["vamba", "qwen2_vl"])
-    p.add_argument("--modes", nargs="+", default=["prefill", "train"], choices=["prefill", "train"])
+    p.add_argument("--models", nargs="+", default=["qwen2_vl", "vamba"], choices=["vamba", "qwen2_vl"],
+                   help="measured in this order (the baseline first: it is bounded by memory early)")
+    p.add_argument("--modes", nargs="+", default=["prefill", "train", "train_shared"],
+                   choices=["prefill", "train", "train_shared"],
+                   help="train_shared: VAMBA training only the weights it shares with Qwen2-VL's LLM")
     p.add_argument("--question-tokens", type=int, default=32)
     p.add_argument("--train-tokens", type=int, default=128)
     p.add_argument("--piece-frames", type=int, default=128, help="VAMBA streaming prefill: frames per piece")
@@ -627,12 +703,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="runs per point (median) when one run takes under 1 s")
     p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all sweeps")
     p.add_argument("--point-cap-s", type=float, default=120.0, help="skip a point predicted to take longer")
+    p.add_argument("--report-only", metavar="JSON", help="only (re)write the summary and plots of a results JSON")
     p.add_argument("--mamba-backend", default=None, help="default: fast on CUDA (fail loudly), reference on CPU")
     return p.parse_args(argv)
 
 
+def write_report(json_path: Path) -> str:
+    """Summary markdown and plots next to a results JSON (also for a run that was cut short)."""
+    result = json.loads(Path(json_path).read_text())
+    tag = Path(json_path).stem.removeprefix("efficiency_")
+    summary = summary_markdown(result)
+    atomic_write_text(Path(json_path).with_suffix(".md"), summary)
+    plot(result, Path(json_path).parent, tag)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        summary = write_report(Path(args.report_only))
+        print(summary[summary.index("## Goals"):])
+        return 0
     from transformers import Qwen2VLForConditionalGeneration
 
     from vamba.models import VambaForConditionalGeneration
@@ -678,12 +769,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         atomic_write_json(json_path, result)
 
-    shares = {}
-    for model in args.models:
-        for mode in args.modes:
-            shares[f"{model}_{mode}"] = {"prefill": 1.0, "train": 1.3}[mode] * (1.2 if model == "qwen2_vl" else 1.0)
-    shares["stage1"] = 0.3
-    budget = Budget(args.budget_s, shares)
+    weights = {"qwen2_vl_prefill": 1.0, "qwen2_vl_train": 1.3, "vamba_prefill": 1.3, "vamba_train": 1.0,
+               "vamba_train_shared": 0.7, "stage1": 0.3}
+    active = {f"{m}_{mode}" for m in args.models for mode in args.modes} | {"stage1"}
+    budget = Budget(args.budget_s, {k: w for k, w in weights.items() if k in active})
 
     for name in args.models:
         cls, config = ((VambaForConditionalGeneration, vcfg) if name == "vamba"
@@ -694,49 +783,47 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", FutureWarning)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         tower = model.visual if name == "vamba" else model.model.visual
-        frozen = set(model.parameters_without_effect()) if name == "vamba" else set()
-        n_train = trainable(model, lambda n, dead=frozen: not n.startswith(("visual.", "model.visual."))
-                            and n not in dead)
-        result["models"][name] = {"class": cls.__name__, "parameters": sum(p.numel() for p in model.parameters()),
-                                  "trainable_llm": n_train, "vision": sum(p.numel() for p in tower.parameters()),
-                                  "build_s": round(time.monotonic() - started, 1)}
+        info = result["models"][name] = {
+            "class": cls.__name__, "parameters": sum(p.numel() for p in model.parameters()),
+            "vision": sum(p.numel() for p in tower.parameters()), "build_s": round(time.monotonic() - started, 1),
+            "trainable": {}, "warmup_s": {}}
         timer = VisionTimer(tower, clock)
         steps = vamba_steps(model, setup) if name == "vamba" else qwen_steps(model, setup)
         for mode in args.modes:
+            if mode == "train_shared" and name != "vamba":
+                continue  # Qwen2-VL's "train" already trains exactly its LLM
+            info["trainable"][mode] = set_trainable(model, name, mode)
             points = frames + ([HOUR_FRAMES] if name == "vamba" and mode == "prefill" and args.hour_point
                                and args.scale != "tiny" else [])
-            text = setup.question_tokens if mode == "prefill" else setup.train_tokens
-            logits = 1 if mode == "prefill" else text
-            flops = functools.partial(llm_flops, name, config, setup, text, logits, 1 if mode == "prefill" else 3)
-            sweep(name, mode, steps[mode], sorted(set(points)), setup, clock, timer, budget, args.point_cap_s,
-                  record, flops, result["matmul_tflops"], steps[f"{mode}_warmup"],
-                  growth=1.0 if name == "vamba" else 1.6, reps=args.reps)
+            flops = functools.partial(llm_flops, name, config, setup, mode)
+            info["warmup_s"][mode] = sweep(
+                name, mode, steps[mode], sorted(set(points)), setup, clock, timer, budget, args.point_cap_s, record,
+                flops, result["matmul_tflops"], steps[f"{mode}_warmup"], growth=1.0 if name == "vamba" else 1.6,
+                reps=args.reps)
         if name == "vamba" and args.stage1_frames:
+            info["trainable"]["stage1"] = set_trainable(model, name, "stage1")
             stage1(model, setup, clock, timer, args, result, out_dir / f"efficiency_stage1_{tag}.json")
         timer.remove()
         del model, steps
         free(device)
         atomic_write_json(json_path, result)
 
-    summary = summary_markdown(result)
-    atomic_write_text(out_dir / f"efficiency_{tag}.md", summary)
-    plot(result, out_dir, tag)
+    summary = write_report(json_path)
     print("\n" + summary[summary.index("## Goals"):])
     return 0
 
 
 def stage1(model, setup: Setup, clock: Clock, timer: VisionTimer, args: argparse.Namespace, result: dict,
            path: Path) -> None:
-    """One VAMBA stage-1 step (trainable: cross-attention, Mamba-2 blocks, alpha); separate JSON (issue 5)."""
-    frozen = set(model.parameters_without_effect())
-    n_train = trainable(model, lambda n: (".cross_attn." in n or ".vision_mixer." in n or n.endswith(".alpha"))
-                        and n not in frozen)
-    step = vamba_steps(model, setup)["train"]
+    """One VAMBA stage-1 step (trainable: cross-attention, Mamba-2 blocks, alpha, as ``set_trainable`` left them);
+    written to its own JSON (issue 5)."""
+    step = vamba_steps(model, setup)["stage1"]
     out = {"what": "VAMBA stage-1 training step (forward+backward, gradient checkpointing, no teacher/distillation)",
            "date": result["date"], "device": result["device"], "environment": result["environment"],
            "setup": result["setup"], "frames": args.stage1_frames,
            "video_tokens": setup.video_tokens(args.stage1_frames), "text_tokens": setup.train_tokens,
-           "trainable": "cross_attn, vision_mixer (Mamba-2 blocks), alpha", "trainable_parameters": n_train}
+           "trainable": "cross_attn, vision_mixer (Mamba-2 blocks), alpha",
+           "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     try:
         step(min(64, args.stage1_frames))()  # warm the kernels of this parameter set
         clock.sync()
@@ -745,9 +832,7 @@ def stage1(model, setup: Setup, clock: Clock, timer: VisionTimer, args: argparse
         if not is_oom(e):
             raise
         out["status"] = "oom"
-    finally:
-        trainable(model, lambda n: not n.startswith("visual.") and n not in frozen)
-        free(setup.device)
+    free(setup.device)
     atomic_write_json(path, out)
     print(f"stage-1 step, {args.stage1_frames} frames: {out.get('status')} "
           f"{out.get('total_ms', float('nan')) / 1e3:.3f} s {out.get('peak_gib', '-')} GiB", flush=True)
