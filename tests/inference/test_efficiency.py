@@ -94,3 +94,15 @@ def test_frame_grid_and_flop_counts() -> None:
                       and n.endswith("weight"))
     assert vamba_llm_flops(config, 0, 1, 0) == pytest.approx(2 * text_params, rel=1e-3)
     assert qwen_llm_flops(config, 1000, 0, 0) > 7 * vamba_llm_flops(config, 1000, 0, 0) / 10  # same order at 1k tokens
+
+
+def test_benchmark_imports_nothing_the_gpu_image_lacks() -> None:
+    """The GPU image has torch, transformers, triton, matplotlib, but no hydra/omegaconf/wandb/decord/av."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vamba.inference.efficiency; "
+            "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'decord', 'av', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"

@@ -97,8 +97,13 @@ def qwen_config(vamba_cfg):
 
 def build(cls, config, device: torch.device, dtype: torch.dtype):
     """Random weights created on the device in ``dtype`` (never a full-precision copy on the host)."""
-    with torch.device(device):
-        model = cls._from_config(config, dtype=dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # what transformers' _from_config(dtype=) does, on every 5.x version
+    try:
+        with torch.device(device):
+            model = cls(config)
+    finally:
+        torch.set_default_dtype(previous)
     return model.eval()
 
 
@@ -182,16 +187,14 @@ def measure(step: Callable[[], None], device: torch.device, clock: Clock, timer:
             runs.append((clock.ms(start, end), timer.take_ms()))
             if runs[0][0] >= repeat_under_ms or len(runs) >= reps:
                 break
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is a result, the rest re-raises
-        if not is_oom(e):
-            raise
+    except Exception as e:  # noqa: BLE001 - a point that fails is recorded; the benchmark goes on
         timer.take_ms()
-        oom = True
+        failure = {"status": "oom"} if is_oom(e) else {"status": "error", "error": f"{type(e).__name__}: {e}"[:500]}
     else:
-        oom = False
-    if oom:
+        failure = None
+    if failure is not None:
         free(device)
-        return {"status": "oom"}
+        return failure
     total, vision = sorted(runs)[len(runs) // 2]
     out = {"status": "ok", "total_ms": round(total, 2), "vision_ms": round(vision, 2),
            "llm_ms": round(total - vision, 2), "runs": len(runs)}
@@ -434,9 +437,8 @@ def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], 
     try:
         warmup(warm)()  # NOTE: compiles/autotunes the Triton kernels and warms the allocator before timing
         clock.sync()
-    except Exception as e:  # noqa: BLE001
-        if not is_oom(e):
-            raise
+    except Exception as e:  # noqa: BLE001 - the timed run of that point will record what goes wrong
+        print(f"{name} {mode}: warm-up failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
     free(setup.device)
     warmup_s = round(time.monotonic() - warm_started, 1)
     last: tuple[int, float] | None = None
@@ -463,6 +465,8 @@ def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], 
                 raise
             step = None
         result = measure(step, setup.device, clock, timer, reps) if step is not None else {"status": "oom"}
+        # NOTE: errors are recorded, not raised: one failing point (say a kernel limit at some size) must not cost
+        # the other model's and the other modes' measurements.
         del step
         free(setup.device)
         row.update(result)
@@ -475,7 +479,7 @@ def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], 
                     if row["llm_ms"] > 0 else None
             last = (n, row["total_ms"] / 1e3)
         else:
-            stopped = "not run: smaller point out of memory"
+            stopped = f"not run: smaller point {'out of memory' if result['status'] == 'oom' else 'failed'}"
         record(row)
         print(_row_line(row), flush=True)
     return warmup_s
@@ -483,7 +487,7 @@ def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], 
 
 def _row_line(row: dict) -> str:
     if row.get("status") != "ok":
-        return f"{row['model']:<9}{row['mode']:<13}{row['frames']:>6} frames  {row.get('status')}"
+        return f"{row['model']:<9}{row['mode']:<13}{row['frames']:>6} frames  {row['status']} {row.get('error', '')}"
     mem = f"{row['peak_gib']:7.2f} GiB" if "peak_gib" in row else "      - GiB"
     return (f"{row['model']:<9}{row['mode']:<13}{row['frames']:>6} frames  {row['total_ms'] / 1e3:8.3f} s "
             f"(vision {row['vision_ms'] / 1e3:7.3f} s, llm {row['llm_ms'] / 1e3:7.3f} s)  {mem}")
@@ -828,10 +832,8 @@ def stage1(model, setup: Setup, clock: Clock, timer: VisionTimer, args: argparse
         step(min(64, args.stage1_frames))()  # warm the kernels of this parameter set
         clock.sync()
         out.update(measure(step(args.stage1_frames), setup.device, clock, timer, args.reps))
-    except Exception as e:  # noqa: BLE001
-        if not is_oom(e):
-            raise
-        out["status"] = "oom"
+    except Exception as e:  # noqa: BLE001 - recorded like a sweep point
+        out.update({"status": "oom"} if is_oom(e) else {"status": "error", "error": f"{type(e).__name__}: {e}"[:500]})
     free(setup.device)
     atomic_write_json(path, out)
     print(f"stage-1 step, {args.stage1_frames} frames: {out.get('status')} "
