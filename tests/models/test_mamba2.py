@@ -52,12 +52,15 @@ def test_released_initialisation():
 @pytest.mark.parametrize("ngroups", [1, 2])
 def test_mixer_matches_transformers_mamba2(ngroups):
     """transformers' Mamba2Mixer has the same (mamba-ssm) layout: same weights must give the same output."""
+    import importlib.util
     import inspect
 
     from transformers import Mamba2Config as HFConfig
     from transformers.models.mamba2 import modeling_mamba2
     from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer as HFMixer
 
+    if importlib.util.find_spec("causal_conv1d") is not None:
+        pytest.skip("with causal-conv1d installed, this transformers calls its CUDA kernel on CPU tensors")
     if ngroups > 1 and "group_size" not in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters:
         pytest.skip("this transformers normalises over all groups at once (fixed in later 5.x); mamba-ssm does not")
     config = Mamba2Config(d_model=32, d_state=8, headdim=8, ngroups=ngroups, chunk_size=8)
