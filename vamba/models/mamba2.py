@@ -65,6 +65,34 @@ class Mamba2Config:
         self.A_init_range = tuple(self.A_init_range)
         self.dt_limit = tuple(self.dt_limit)
 
+    @classmethod
+    def from_released(cls, mixer_config: dict, num_layers: int = 1, backend: str = "auto") -> Mamba2Config:
+        """The config of a released checkpoint's ``vision_mamba_mixer_config`` (a dict from its config.json).
+
+        Maps ``hidden_dim`` to d_model and checks that every setting this block does not implement has the
+        released value; anything else raises a ValueError naming the key. Hugging Face bookkeeping keys
+        (``model_type``, ``transformers_version``...) and runtime-only keys (``use_mem_eff_path``,
+        ``process_group``...) are ignored.
+        """
+        # key: the only value this implementation supports
+        fixed = {"norm_type": "rmsnorm", "residual_in_fp32": False, "d_ssm": None, "D_has_hdim": False,
+                 "rmsnorm": True, "norm_before_gate": False, "conv_init": None}
+        runtime = {"enable", "use_mem_eff_path", "process_group", "sequence_parallel"}
+        renamed = {"hidden_dim": "d_model"}
+        fields = {f for f in cls.__dataclass_fields__ if f not in ("d_model", "num_layers", "backend", "norm_eps")}
+        kwargs: dict = {"num_layers": num_layers, "backend": backend}
+        for key, value in mixer_config.items():
+            if key in fixed:
+                if value != fixed[key]:
+                    raise ValueError(f"vision_mamba_mixer_config.{key}={value!r} is not supported (only {fixed[key]!r})")
+            elif key in renamed or key in fields:
+                kwargs[renamed.get(key, key)] = tuple(value) if isinstance(value, list) else value
+            elif key not in runtime and not _is_hf_bookkeeping(key):
+                raise ValueError(f"vision_mamba_mixer_config has an unknown key {key!r}")
+        if "d_model" not in kwargs:
+            raise ValueError("vision_mamba_mixer_config lacks 'hidden_dim' (the video stream's width)")
+        return cls(**kwargs)
+
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model
@@ -76,6 +104,13 @@ class Mamba2Config:
     @property
     def conv_dim(self) -> int:
         return self.d_inner + 2 * self.ngroups * self.d_state
+
+
+def _is_hf_bookkeeping(key: str) -> bool:
+    """Keys every transformers ``PretrainedConfig.to_dict()`` writes (nested configs carry them too)."""
+    from transformers import PretrainedConfig
+
+    return key.startswith("_") or key in PretrainedConfig().to_dict() or key in ("model_type", "transformers_version")
 
 
 @dataclass
