@@ -3,7 +3,7 @@
 Parameter names, shapes, defaults and initialisation follow mamba-ssm's ``Mamba2`` as used by the
 released VAMBA checkpoint, so ``vision_mixer.norm.weight`` and
 ``vision_mixer.mixer.{in_proj.weight, conv1d.weight, conv1d.bias, dt_bias, A_log, D, norm.weight,
-out_proj.weight}`` load unchanged. The mixer (paper symbols in brackets):
+out_proj.weight}`` load unchanged. The mixer:
 
     [z, xBC, dt] = in_proj(u)                      z, x: d_inner; B, C: ngroups * d_state; dt: nheads
     xBC = silu(causal_conv1d(xBC))                 depthwise, width d_conv
@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch import Tensor
 
 from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
