@@ -19,8 +19,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
 from vamba.ops._backend import BACKENDS
