@@ -7,7 +7,7 @@ TFLOP/s (matmul FLOPs; forward+backward counted as 3x forward) and GB/s (fewest 
 once, each output written once) against this device's measured ceilings (a bf16 8192^3 matmul; a
 device-to-device copy counting bytes read plus written).
 
-    python scripts/bench_mamba2.py --out docs/results/mamba2_bench.json [--tokens 38250 153000 612000]
+    python scripts/bench_mamba2.py --out docs/results/mamba2_bench.json [--tokens 38250 153000 612000] [--what scan block]
 """
 from __future__ import annotations
 
@@ -131,9 +131,7 @@ def bench_block(tokens: int, backend: str, ceil: dict, reps: int) -> dict:
     nbytes = 2 * (2 * hidden.numel() + sum(p.numel() for p in block.parameters()))  # hidden in/out, weights
     row = measure(f"mamba2_block[{backend}]", tokens, lambda: block(hidden), [hidden, *block.parameters()],
                   flops, nbytes, ceil, reps)
-    del block, hidden
-    torch.cuda.empty_cache()
-    return row
+    return row  # block and hidden are freed here; main() empties the cache between rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write (atomically, after every row)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[38_250, 153_000, 612_000])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--what", nargs="+", choices=["scan", "block"], default=["scan", "block"])
     parser.add_argument("--reference-tokens", type=int, default=38_250,
                         help="also time the PyTorch reference scan (forward) at this size; 0 to skip")
     args = parser.parse_args(argv)
@@ -155,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                        "peak_gib is above the inputs and weights", "ceilings": ceilings(), "rows": []}
     ceil = result["ceilings"]
     print(f"ceilings: {ceil['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matmul, {ceil['copy_gbps']:.0f} GB/s copy", flush=True)
-    jobs = [(bench_scan, t, "fast") for t in args.tokens] + [(bench_block, t, "fast") for t in args.tokens]
-    if args.reference_tokens:
+    jobs = [(bench_scan, t, "fast") for t in args.tokens if "scan" in args.what]
+    jobs += [(bench_block, t, "fast") for t in args.tokens if "block" in args.what]
+    if args.reference_tokens and "scan" in args.what:
         jobs.append((bench_scan, args.reference_tokens, "reference"))
     for bench, tokens, backend in jobs:
         row = bench(tokens, backend, ceil, args.reps)

@@ -3,7 +3,7 @@
 Parameter names, shapes, defaults and initialisation follow mamba-ssm's ``Mamba2`` as used by the
 released VAMBA checkpoint, so ``vision_mixer.norm.weight`` and
 ``vision_mixer.mixer.{in_proj.weight, conv1d.weight, conv1d.bias, dt_bias, A_log, D, norm.weight,
-out_proj.weight}`` load unchanged. The mixer (paper symbols in brackets):
+out_proj.weight}`` load unchanged. The mixer:
 
     [z, xBC, dt] = in_proj(u)                      z, x: d_inner; B, C: ngroups * d_state; dt: nheads
     xBC = silu(causal_conv1d(xBC))                 depthwise, width d_conv
@@ -19,8 +19,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
 from vamba.ops._backend import BACKENDS
@@ -65,6 +64,34 @@ class Mamba2Config:
         self.A_init_range = tuple(self.A_init_range)
         self.dt_limit = tuple(self.dt_limit)
 
+    @classmethod
+    def from_released(cls, mixer_config: dict, num_layers: int = 1, backend: str = "auto") -> Mamba2Config:
+        """The config of a released checkpoint's ``vision_mamba_mixer_config`` (a dict from its config.json).
+
+        Maps ``hidden_dim`` to d_model and checks that every setting this block does not implement has the
+        released value; anything else raises a ValueError naming the key. Hugging Face bookkeeping keys
+        (``model_type``, ``transformers_version``...) and runtime-only keys (``use_mem_eff_path``,
+        ``process_group``...) are ignored.
+        """
+        # key: the only value this implementation supports
+        fixed = {"norm_type": "rmsnorm", "residual_in_fp32": False, "d_ssm": None, "D_has_hdim": False,
+                 "rmsnorm": True, "norm_before_gate": False, "conv_init": None}
+        runtime = {"enable", "use_mem_eff_path", "process_group", "sequence_parallel"}
+        renamed = {"hidden_dim": "d_model"}
+        fields = {f for f in cls.__dataclass_fields__ if f not in ("d_model", "num_layers", "backend", "norm_eps")}
+        kwargs: dict = {"num_layers": num_layers, "backend": backend}
+        for key, value in mixer_config.items():
+            if key in fixed:
+                if value != fixed[key]:
+                    raise ValueError(f"vision_mamba_mixer_config.{key}={value!r} is not supported (only {fixed[key]!r})")
+            elif key in renamed or key in fields:
+                kwargs[renamed.get(key, key)] = tuple(value) if isinstance(value, list) else value
+            elif key not in runtime and not _is_hf_bookkeeping(key):
+                raise ValueError(f"vision_mamba_mixer_config has an unknown key {key!r}")
+        if "d_model" not in kwargs:
+            raise ValueError("vision_mamba_mixer_config lacks 'hidden_dim' (the video stream's width)")
+        return cls(**kwargs)
+
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model
@@ -76,6 +103,13 @@ class Mamba2Config:
     @property
     def conv_dim(self) -> int:
         return self.d_inner + 2 * self.ngroups * self.d_state
+
+
+def _is_hf_bookkeeping(key: str) -> bool:
+    """Keys every transformers ``PretrainedConfig.to_dict()`` writes (nested configs carry them too)."""
+    from transformers import PretrainedConfig
+
+    return key.startswith("_") or key in PretrainedConfig().to_dict() or key in ("model_type", "transformers_version")
 
 
 @dataclass
