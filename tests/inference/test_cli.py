@@ -49,3 +49,16 @@ def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "checkpoint directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         vamba_main(["chat", "--video", "x.mp4"])  # --model is required
+
+
+def test_interactive_video_switch_and_bad_video(checkpoint: Path, synth_dir: Path, tmp_path: Path, monkeypatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    other = synth_dir / "lvbench" / "videos" / "synth0001.mp4"
+    chat = VambaChat.from_pretrained(checkpoint, device="cpu", dtype="float32")
+    want = chat.ask(chat.encode(other, sampling=FrameSampling("uniform", 6)), "What shape?", max_new_tokens=4)
+    script = f"/video {tmp_path / 'gone.mp4'}\nWhat shape?\n/video {other}\nWhat shape?\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    assert vamba_main(args(checkpoint, synth_dir / "videos" / "video_00000.mp4", "-i")) == 0
+    captured = capsys.readouterr()
+    assert "give /video PATH again" in captured.err and "no video encoded" in captured.err
+    assert captured.out.strip() == want  # only the question after the successful /video was answered

@@ -115,14 +115,17 @@ class VambaChat:
     # -- encoding -------------------------------------------------------------------------------------
     def encode(self, video: str | os.PathLike, sampling: FrameSampling | None = None,
                indices: Sequence[int] | None = None, reader: VideoReader | None = None,
+               vision: VisionConfig | None = None,
                progress: bool | Callable[[int, int], None] = False) -> EncodedVideo:
         """Decode, vision-encode and stream a video file (or frame folder) through the model, piece by piece.
 
-        ``sampling`` (default 16 uniform frames) or explicit source frame ``indices`` pick the frames.
-        ``progress``: True for a tqdm bar, or a callback ``(frames_done, frames_total)``.
+        ``sampling`` (default 16 uniform frames) or explicit source frame ``indices`` pick the frames;
+        ``vision`` overrides the chat's resize settings for this video. ``progress``: True for a tqdm bar, or a
+        callback ``(frames_done, frames_total)``.
         """
         started = time.perf_counter()
-        plan = VideoPlan.create(video, indices=indices, sampling=sampling, vision=self.vision, reader=reader)
+        plan = VideoPlan.create(video, indices=indices, sampling=sampling, vision=vision or self.vision,
+                                reader=reader)
         stream = VideoStream(self.model, plan.grid)
         with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
             for pixel_values, grid_thw in plan.pieces(self.piece_frames):

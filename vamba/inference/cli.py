@@ -85,15 +85,21 @@ def main(argv: list[str]) -> int:
             continue
         if question in ("/quit", "/exit"):
             return 0
-        if question == "/reset":
-            conversation = chat.conversation(video)
-            continue
         if question.startswith("/video "):
+            video = conversation = None  # free the old video's cache first: two hour-long caches may not fit
             try:
                 video = chat.encode(question.split(" ", 1)[1].strip(), sampling=sampling, progress=True)
             except (FileNotFoundError, VideoDecodeError) as e:
-                print(f"vamba chat: {e}", file=sys.stderr)
+                print(f"vamba chat: {e}; give /video PATH again", file=sys.stderr)
                 continue
+            conversation = chat.conversation(video)
+            print(f"[{video.frames} frames, {video.tokens} video tokens, encoded in {video.seconds:.1f} s]",
+                  file=sys.stderr)
+            continue
+        if conversation is None:
+            print("vamba chat: no video encoded; give /video PATH", file=sys.stderr)
+            continue
+        if question == "/reset":
             conversation = chat.conversation(video)
             continue
         ask(question)

@@ -32,9 +32,8 @@ class VambaVideoQA:
         if video.is_frame_folder:
             # Frame-folder samplers count from the first file's number (MVBench: 1); the reader from 0.
             indices = [min(max(i - video.first_frame_index, 0), info.num_frames - 1) for i in indices]
-        settings = video.frames
-        self.chat.vision = VisionConfig(shortest_edge=settings.shortest_edge, longest_edge=settings.longest_edge)
-        return self.chat.encode(video.path, indices=indices, reader=reader)
+        vision = VisionConfig(shortest_edge=video.frames.shortest_edge, longest_edge=video.frames.longest_edge)
+        return self.chat.encode(video.path, indices=indices, reader=reader, vision=vision)
 
     def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
         return self.chat.ask(encoded, prompt, max_new_tokens=generation.max_new_tokens,
