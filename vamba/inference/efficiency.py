@@ -425,64 +425,76 @@ class Budget:
         return self.ends[phase] - (time.monotonic() - self.start)
 
 
-def sweep(name: str, mode: str, make_step: Callable[[int], Callable[[], None]], frames: list[int], setup: Setup,
-          clock: Clock, timer: VisionTimer, budget: Budget, point_cap_s: float, record: Callable[[dict], None],
-          flops: Callable[[int], float] | None, rate_tflops: float, warmup: Callable[[int], Callable[[], None]],
-          growth: float, reps: int = 3) -> float:
-    """Measure ``frames`` in increasing order; stop after an OOM, skip what the budget or the cap cannot fit
-    (the next point's time is predicted as the last one's times (frames ratio) ** ``growth``). Returns the
-    warm-up's seconds (kernel compilation included)."""
-    warm = min(frames)
-    warm_started = time.monotonic()
-    try:
-        warmup(warm)()  # NOTE: compiles/autotunes the Triton kernels and warms the allocator before timing
-        clock.sync()
-    except Exception as e:  # noqa: BLE001 - the timed run of that point will record what goes wrong
-        print(f"{name} {mode}: warm-up failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
-    free(setup.device)
-    warmup_s = round(time.monotonic() - warm_started, 1)
-    last: tuple[int, float] | None = None
-    stopped: str | None = None
-    for n in sorted(frames):
-        row: dict[str, Any] = {"model": name, "mode": mode, "frames": n, "video_tokens": setup.video_tokens(n)}
-        if stopped:
-            row["status"] = stopped
-            record(row)
-            continue
-        if last is not None:
-            # Cost grows at least linearly in frames (up to quadratically for full attention): predict, then skip.
-            predicted = last[1] * (n / last[0]) ** growth * 1.1
-            if predicted > point_cap_s or predicted > budget.left(f"{name}_{mode}"):
-                stopped = "skipped: time budget"
-                row["status"] = stopped
-                record(row)
-                continue
-        started = time.monotonic()
+@dataclass
+class Sweeper:
+    """What every sweep shares: inputs, clock, the current model's vision timer, budget, limits, the recorder."""
+
+    setup: Setup
+    clock: Clock
+    budget: Budget
+    point_cap_s: float
+    reps: int
+    rate_tflops: float
+    record: Callable[[dict], None]
+    timer: VisionTimer | None = None
+
+    def run(self, name: str, mode: str, make_step: Callable[[int], Callable[[], None]],
+            warmup: Callable[[int], Callable[[], None]], frames: list[int], flops: Callable[[int], float],
+            growth: float) -> float:
+        """Measure ``frames`` in increasing order; stop after an OOM or error, skip what the budget or the cap
+        cannot fit (the next point's time is predicted as the last one's times (frames ratio) ** ``growth``).
+        Returns the warm-up's seconds (kernel compilation included)."""
+        setup, clock, timer = self.setup, self.clock, self.timer
+        warm = min(frames)
+        warm_started = time.monotonic()
         try:
-            step = make_step(n)
-        except Exception as e:  # noqa: BLE001 - inputs that do not fit are an OOM of this point
-            if not is_oom(e):
-                raise
-            step = None
-        result = measure(step, setup.device, clock, timer, reps) if step is not None else {"status": "oom"}
-        # NOTE: errors are recorded, not raised: one failing point (say a kernel limit at some size) must not cost
-        # the other model's and the other modes' measurements.
-        del step
+            warmup(warm)()  # NOTE: compiles/autotunes the Triton kernels and warms the allocator before timing
+            clock.sync()
+        except Exception as e:  # noqa: BLE001 - the timed run of that point will record what goes wrong
+            print(f"{name} {mode}: warm-up failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
         free(setup.device)
-        row.update(result)
-        if result["status"] == "ok":
-            row["seconds_incl_setup"] = round(time.monotonic() - started, 2)
-            if flops is not None:
+        warmup_s = round(time.monotonic() - warm_started, 1)
+        last: tuple[int, float] | None = None
+        stopped: str | None = None
+        for n in sorted(frames):
+            row: dict[str, Any] = {"model": name, "mode": mode, "frames": n, "video_tokens": setup.video_tokens(n)}
+            if stopped:
+                row["status"] = stopped
+                self.record(row)
+                continue
+            if last is not None:
+                # Cost grows at least linearly in frames (up to quadratically with full attention): predict, skip.
+                predicted = last[1] * (n / last[0]) ** growth * 1.1
+                if predicted > self.point_cap_s or predicted > self.budget.left(f"{name}_{mode}"):
+                    stopped = "skipped: time budget"
+                    row["status"] = stopped
+                    self.record(row)
+                    continue
+            started = time.monotonic()
+            try:
+                step = make_step(n)
+            except Exception as e:  # noqa: BLE001 - inputs that do not fit are an OOM of this point
+                if not is_oom(e):
+                    raise
+                step = None
+            # NOTE: errors are recorded, not raised: one failing point (say a kernel limit at some size) must not
+            # cost the other model's and the other modes' measurements.
+            result = {"status": "oom"} if step is None else measure(step, setup.device, clock, timer, self.reps)
+            del step
+            free(setup.device)
+            row.update(result)
+            if result["status"] == "ok":
+                row["seconds_incl_setup"] = round(time.monotonic() - started, 2)
                 model_flops = flops(n)
                 row["llm_tflop"] = round(model_flops / 1e12, 3)
-                row["llm_mfu"] = round(model_flops / (row["llm_ms"] / 1e3) / (rate_tflops * 1e12), 4) \
-                    if row["llm_ms"] > 0 else None
-            last = (n, row["total_ms"] / 1e3)
-        else:
-            stopped = f"not run: smaller point {'out of memory' if result['status'] == 'oom' else 'failed'}"
-        record(row)
-        print(_row_line(row), flush=True)
-    return warmup_s
+                seconds = row["llm_ms"] / 1e3
+                row["llm_mfu"] = round(model_flops / seconds / (self.rate_tflops * 1e12), 4) if seconds > 0 else None
+                last = (n, row["total_ms"] / 1e3)
+            else:
+                stopped = f"not run: smaller point {'out of memory' if result['status'] == 'oom' else 'failed'}"
+            self.record(row)
+            print(_row_line(row), flush=True)
+        return warmup_s
 
 
 def _row_line(row: dict) -> str:
@@ -777,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
                "vamba_train_shared": 0.7, "stage1": 0.3}
     active = {f"{m}_{mode}" for m in args.models for mode in args.modes} | {"stage1"}
     budget = Budget(args.budget_s, {k: w for k, w in weights.items() if k in active})
+    sweeper = Sweeper(setup, clock, budget, args.point_cap_s, args.reps, result["matmul_tflops"], record)
 
     for name in args.models:
         cls, config = ((VambaForConditionalGeneration, vcfg) if name == "vamba"
@@ -791,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
             "class": cls.__name__, "parameters": sum(p.numel() for p in model.parameters()),
             "vision": sum(p.numel() for p in tower.parameters()), "build_s": round(time.monotonic() - started, 1),
             "trainable": {}, "warmup_s": {}}
-        timer = VisionTimer(tower, clock)
+        timer = sweeper.timer = VisionTimer(tower, clock)
         steps = vamba_steps(model, setup) if name == "vamba" else qwen_steps(model, setup)
         for mode in args.modes:
             if mode == "train_shared" and name != "vamba":
@@ -800,10 +813,8 @@ def main(argv: list[str] | None = None) -> int:
             points = frames + ([HOUR_FRAMES] if name == "vamba" and mode == "prefill" and args.hour_point
                                and args.scale != "tiny" else [])
             flops = functools.partial(llm_flops, name, config, setup, mode)
-            info["warmup_s"][mode] = sweep(
-                name, mode, steps[mode], sorted(set(points)), setup, clock, timer, budget, args.point_cap_s, record,
-                flops, result["matmul_tflops"], steps[f"{mode}_warmup"], growth=1.0 if name == "vamba" else 1.6,
-                reps=args.reps)
+            info["warmup_s"][mode] = sweeper.run(name, mode, steps[mode], steps[f"{mode}_warmup"],
+                                                 sorted(set(points)), flops, growth=1.0 if name == "vamba" else 1.6)
         if name == "vamba" and args.stage1_frames:
             info["trainable"]["stage1"] = set_trainable(model, name, "stage1")
             stage1(model, setup, clock, timer, args, result, out_dir / f"efficiency_stage1_{tag}.json")
