@@ -34,6 +34,7 @@ import datetime
 import functools
 import gc
 import json
+import re
 import sys
 import time
 import warnings
@@ -634,6 +635,15 @@ def summary_markdown(result: dict) -> str:
             cells.append(f"{100 * mfu:.0f}%" if mfu is not None else "-")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    mfu = []
+    for mode in ("prefill", "train", "train_shared"):
+        best = max((r for r in ok_rows(rows, "vamba", mode) if r.get("llm_mfu") is not None),
+                   key=lambda r: r["frames"], default=None)
+        if best is not None:
+            mfu.append(f"{mode} {100 * best['llm_mfu']:.1f}% at {best['frames']} frames")
+    if mfu:
+        lines += [f"VAMBA LLM model FLOPs utilisation at the largest measured point: {'; '.join(mfu)} "
+                  f"(of the measured {result['matmul_tflops']:.3g} TFLOP/s).", ""]
     lines += ["## Goals (issue 7)", "", "| goal | measured | |", "|---|---|---|"]
     lines += [f"| {g} | {m} | {v} |" for g, m, v in goals(result)]
     lines += ["", "Time ratio = Qwen2-VL time / VAMBA time (higher: VAMBA faster); memory ratio = VAMBA peak / "
@@ -754,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 2 or n % 2 for n in frames):
         raise SystemExit("vamba bench: frame counts must be even and >= 2")
     device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    tag = args.tag or ("".join(c for c in device_name.lower().split()[-1] if c.isalnum()) if cuda else "cpu")
+    model_name = re.search(r"\b([A-Z]+\d{2,4})\b", device_name)  # "NVIDIA H100 80GB HBM3" -> h100
+    tag = args.tag or (model_name.group(1).lower() if model_name else device.type)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
