@@ -15,18 +15,27 @@ python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" 2>
 
 # The sweeps stop themselves inside BUDGET_S (points predicted not to fit are recorded as skipped); the timeout
 # is the hard stop. The JSON is rewritten after every point, so a cut-short run keeps what it measured.
-timeout ${BENCH_TIMEOUT:-450} python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag h100 \
-  --budget-s ${BUDGET_S:-370} > "$OUT/bench_efficiency.log" 2>&1
+# Autotuned kernels (what users run); the Triton autotuning of the first VAMBA calls is part of the budget and is
+# recorded per sweep as warmup_s.
+timeout ${BENCH_TIMEOUT:-440} python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag h100 \
+  --budget-s ${BUDGET_S:-380} > "$OUT/bench_efficiency.log" 2>&1
 echo "bench rc=$?"
 if [ ! -f "$OUT/efficiency_h100.md" ] && [ -f "$OUT/efficiency_h100.json" ]; then
   python3 scripts/bench_efficiency.py --report-only "$OUT/efficiency_h100.json" >> "$OUT/bench_efficiency.log" 2>&1
 fi
 grep -vE "INFO|Warning|warn" "$OUT/bench_efficiency.log" | tail -45
 
-# The GPU image may lack pytest: install the carried wheels only if it is missing.
-python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site \
-  .whl/pytest-*.whl .whl/pluggy-*.whl .whl/iniconfig-*.whl 2>/dev/null
-timeout ${TEST_TIMEOUT:-90} python3 -m pytest -q -p no:cacheprovider -rfE tests/gpu/test_inference_gpu.py -m gpu \
-  > "$OUT/gpu_tests.log" 2>&1
-echo "gpu tests rc=$?"
-tail -3 "$OUT/gpu_tests.log"
+# The streaming GPU test with what is left of the 10 minutes (SECONDS counts from this script's start; the
+# install before it took about a minute). NOTE: MAMBA_DETERMINISTIC=1 compiles one config per Triton kernel
+# instead of autotuning ~10: same math, minutes less compilation for the test's own shapes.
+left=$(( ${CALL_LIMIT_S:-520} - SECONDS ))
+if [ "$left" -gt 45 ]; then
+  python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site \
+    .whl/pytest-*.whl .whl/pluggy-*.whl .whl/iniconfig-*.whl 2>/dev/null
+  MAMBA_DETERMINISTIC=1 timeout $left python3 -m pytest -q -p no:cacheprovider -rfE tests/gpu/test_inference_gpu.py \
+    -m gpu > "$OUT/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"
+  tail -3 "$OUT/gpu_tests.log"
+else
+  echo "gpu tests not run: ${left}s left" | tee "$OUT/gpu_tests.log"
+fi
