@@ -97,3 +97,12 @@ def test_bad_checkpoints_are_clear_errors(tmp_path: Path, checkpoint: Path) -> N
         VambaChat.from_pretrained(no_tok)
     with pytest.raises(ValueError, match="unknown dtype"):
         VambaChat.from_pretrained(checkpoint, dtype="int8")
+
+
+def test_auto_device(monkeypatch) -> None:
+    from vamba.inference.chat import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("LOCAL_RANK", "3")
+        assert resolve_device("auto") == torch.device("cpu")

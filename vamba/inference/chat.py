@@ -36,8 +36,11 @@ DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.f
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``: this process's GPU (``LOCAL_RANK`` under torchrun, so data-parallel ranks spread out), else CPU."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(device)
 
 
