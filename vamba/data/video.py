@@ -258,7 +258,7 @@ def _run_with_timeout(fn, timeout_s: float | None):
     def target() -> None:
         try:
             result["value"] = fn()
-        except BaseException as e:  # re-raised in the caller's thread
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
             result["error"] = e
 
     thread = threading.Thread(target=target, name="vamba-decode", daemon=True)
