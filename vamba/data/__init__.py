@@ -1,1 +1,8 @@
-"""Video/image decoding, frame sampling, processing, dataset formats, packing, synthetic data."""
+"""Video/image decoding, frame sampling, processing, dataset formats, packing, synthetic data.
+
+Modules, in data-flow order: ``video`` (readers, timeout, fallback) and ``sampling`` (which frames),
+``vision`` (resize + Qwen2-VL patches), ``chat`` (template, labels), ``formats`` (record readers),
+``mixture`` (YAML mixtures), ``dataset`` (processing with counted skips), ``packing`` (token-budget rows),
+``collate`` (the batch of docs/batch.md), ``synth`` (synthetic data), ``tiny_tokenizer``. See docs/data.md.
+This package imports neither ``vamba.models`` nor ``vamba.ops``.
+"""

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vamba.data.sampling import FrameSampling, uniform_indices
+from vamba.data.synth import write_mp4
+from vamba.data.video import (
+    FrameFolderReader,
+    VideoDecodeError,
+    VideoReadConfig,
+    _run_with_timeout,
+    open_video,
+    read_video,
+    video_info,
+)
+
+
+def _gradient_video(num_frames: int = 20, h: int = 48, w: int = 64) -> np.ndarray:
+    """Frames whose brightness encodes their index, so a wrong index is visible."""
+    frames = np.zeros((num_frames, h, w, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        frames[i] = 10 * i + 5
+    return frames
+
+
+@pytest.fixture(scope="module")
+def indexed_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "indexed.mp4"
+    write_mp4(path, _gradient_video(), fps=10)
+    return path
+
+
+def test_decord_and_pyav_agree_on_generated_video(video_path: Path) -> None:
+    dec, pyav = open_video(video_path, "decord"), open_video(video_path, "pyav")
+    assert dec.info() == pyav.info()
+    info = dec.info()
+    assert info.num_frames >= 16 and info.fps == 8.0 and (info.height, info.width) == (64, 64)
+    idx = uniform_indices(info.num_frames, 7)
+    a, b = dec.get_frames(idx), pyav.get_frames(idx)
+    assert a.shape == (7, 64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_frames_come_back_in_requested_order(indexed_video: Path, backend: str) -> None:
+    frames = open_video(indexed_video, backend).get_frames([7, 2, 2, 15])
+    brightness = frames.reshape(4, -1).mean(1)
+    np.testing.assert_allclose(brightness, [75, 25, 25, 155], atol=3)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_bytes_source(video_path: Path, backend: str) -> None:
+    from_bytes = open_video(video_path.read_bytes(), backend).get_frames([0, 5])
+    np.testing.assert_array_equal(from_bytes, open_video(video_path, backend).get_frames([0, 5]))
+
+
+def test_frame_folder_reader(tmp_path: Path, indexed_video: Path) -> None:
+    frames = open_video(indexed_video, "pyav").get_frames(range(12))
+    for i, f in enumerate(frames):  # numbers are not zero-padded: order must be numeric, not lexical
+        Image.fromarray(f).save(tmp_path / f"frame_{i}.png")
+    reader = open_video(tmp_path)
+    assert isinstance(reader, FrameFolderReader) and reader.info().num_frames == 12 and reader.info().fps == 25.0
+    np.testing.assert_array_equal(reader.get_frames([2, 10, 11]), frames[[2, 10, 11]])
+    out = read_video(tmp_path, FrameSampling("uniform", 4))
+    assert out.sampled.indices == uniform_indices(12, 4) and out.backend == "folder"
+
+
+def test_read_video_returns_indices_and_timestamps(video_path: Path) -> None:
+    out = read_video(video_path, FrameSampling("uniform", 4), VideoReadConfig(backend="pyav"))
+    assert out.frames.shape[0] == 4 and out.backend == "pyav"
+    assert out.sampled.timestamps == [i / 8.0 for i in out.sampled.indices]
+
+
+def test_random_sampling_is_reproducible_across_backends(video_path: Path) -> None:
+    import torch
+
+    cfg = FrameSampling("random", 5)
+    a = read_video(video_path, cfg, VideoReadConfig(backend="decord"), torch.Generator().manual_seed(3))
+    b = read_video(video_path, cfg, VideoReadConfig(backend="pyav"), torch.Generator().manual_seed(3))
+    assert a.sampled.indices == b.sampled.indices
+    np.testing.assert_array_equal(a.frames, b.frames)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_bad_files_raise_clear_errors(tmp_path: Path, video_path: Path, backend: str) -> None:
+    with pytest.raises(VideoDecodeError, match="does not exist"):
+        open_video(tmp_path / "missing.mp4", backend)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match="empty file"):
+        open_video(tmp_path / "empty.mp4", backend)
+    (tmp_path / "garbage.mp4").write_bytes(b"this is not a video" * 100)
+    with pytest.raises(VideoDecodeError):
+        open_video(tmp_path / "garbage.mp4", backend)
+    with pytest.raises(VideoDecodeError, match="out of range"):
+        open_video(video_path, backend).get_frames([0, 10_000])
+
+
+def test_truncated_video_fails_with_every_backend(tmp_path: Path, video_path: Path) -> None:
+    data = video_path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
+    with pytest.raises(VideoDecodeError, match="cannot read"):
+        read_video(tmp_path / "cut.mp4", FrameSampling("uniform", 8), VideoReadConfig(backend="decord"))
+
+
+def test_truncated_streamed_video_is_detected_not_padded(tmp_path: Path) -> None:
+    # With the index first, a cut file still opens and announces all its frames; the missing ones must be an
+    # error, never silently fewer frames.
+    write_mp4(tmp_path / "full.mp4", np.random.default_rng(0).integers(0, 255, (40, 64, 64, 3), np.uint8), 8,
+              faststart=True)
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    reader = open_video(tmp_path / "cut.mp4", "pyav")
+    assert reader.info().num_frames == 40
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        reader.get_frames(range(40))
+    with pytest.raises(VideoDecodeError, match="decord: .*pyav: .*truncated"):
+        read_video(tmp_path / "cut.mp4", FrameSampling("uniform", 40), VideoReadConfig(backend="decord"))
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_zero_frame_video(tmp_path: Path, backend: str) -> None:
+    import av
+
+    container = av.open(str(tmp_path / "zero.mp4"), "w", format="mp4")  # a valid mp4 with no frame
+    stream = container.add_stream("libx264", rate=8)
+    stream.width = stream.height = 64
+    stream.options = {"threads": "1"}  # NOTE: no encoder threads alive when later tests fork workers
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    with pytest.raises(VideoDecodeError):
+        open_video(tmp_path / "zero.mp4", backend)
+
+
+def test_empty_frame_folder(tmp_path: Path) -> None:
+    with pytest.raises(VideoDecodeError, match="holds no images"):
+        open_video(tmp_path)
+
+
+def test_timeout_turns_a_hang_into_an_error() -> None:
+    start = time.monotonic()
+    with pytest.raises(VideoDecodeError, match="longer than 0.2 s"):
+        _run_with_timeout(lambda: time.sleep(0.6), 0.2)
+    assert time.monotonic() - start < 0.5
+    time.sleep(0.6)  # let the abandoned thread end before other tests run
+    assert _run_with_timeout(lambda: 42, 1.0) == 42  # later reads are not stuck behind the hung one
+    with pytest.raises(ZeroDivisionError):  # errors surface in the caller
+        _run_with_timeout(lambda: 1 / 0, 1.0)
+
+
+def test_video_info_falls_back(video_path: Path) -> None:
+    info = video_info(video_path, VideoReadConfig(backend="decord", fallback="pyav"))
+    assert info.num_frames == open_video(video_path, "pyav").info().num_frames

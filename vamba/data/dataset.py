@@ -1,0 +1,254 @@
+"""Samples the model can consume: decode -> sample frames -> resize/patchify -> chat tokens and labels.
+
+``SampleProcessor`` turns one ``RawSample`` into a ``ProcessedSample``; ``VambaDataset`` wraps a mixture (or one
+source) as a torch ``Dataset`` that skips bad samples with a count (or raises, ``on_error="raise"``) and
+``PackedDataset`` serves whole packed rows (see ``vamba.data.packing``). Batches come from
+``vamba.data.collate``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, SampleError, encode_chat, insert_vision_markers
+from vamba.data.formats import Media, RawSample, Source
+from vamba.data.mixture import Mixture
+from vamba.data.sampling import FrameSampling, frames_for_token_budget, sample_frames
+from vamba.data.skips import SkipLog
+from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, read_video, video_info
+from vamba.data.vision import VisionConfig, load_image, num_video_tokens, process_frames, processed_size
+
+# What a bad sample may raise; anything else is a bug and propagates.
+BAD_SAMPLE_ERRORS = (SampleError, VideoDecodeError)
+
+
+@dataclass
+class DataConfig:
+    """Everything that turns records into samples.
+
+    ``max_text_tokens`` / ``max_video_tokens``: a sample over either limit is skipped (counted), never cut,
+    since a cut reply or a cut video would be a silently wrong sample. ``on_error``: ``skip`` (count, warn,
+    take the next sample) or ``raise``. ``skip_log``: JSONL file that collects skips of all workers.
+    """
+
+    sampling: FrameSampling = field(default_factory=FrameSampling)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    video: VideoReadConfig = field(default_factory=VideoReadConfig)
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    max_text_tokens: int | None = None
+    max_video_tokens: int | None = None
+    on_error: Literal["skip", "raise"] = "skip"
+    max_consecutive_skips: int = 32
+    seed: int = 0
+    skip_log: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+
+
+@dataclass
+class ProcessedSample:
+    """One sample. ``input_ids``/``labels``: ``[n]`` long; ``pixel_values``: ``[P, 1176]`` (all its visual
+    items, in order); ``grid_thw``: ``[V, 3]``."""
+
+    key: str
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    pixel_values: torch.Tensor
+    grid_thw: torch.Tensor
+
+    @property
+    def num_text_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+    @property
+    def num_video_tokens(self) -> int:
+        return int(self.grid_thw.prod(-1).sum()) // 4
+
+
+def _image_frames(source) -> np.ndarray:
+    try:
+        return load_image(source)
+    except (OSError, UnidentifiedImageError, ValueError) as e:  # missing, truncated, not an image
+        raise SampleError(f"cannot read image: {e}") from e
+
+
+def _image_size(source) -> tuple[int, int]:
+    if isinstance(source, Image.Image):
+        return source.height, source.width
+    import io
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            return im.height, im.width
+    except (OSError, UnidentifiedImageError) as e:
+        raise SampleError(f"cannot read image: {e}") from e
+
+
+class SampleProcessor:
+    """``RawSample`` -> ``ProcessedSample`` with a tokenizer that has the Qwen2 special tokens."""
+
+    def __init__(self, tokenizer, config: DataConfig | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.config = config or DataConfig()
+        missing = [t for t in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")
+                   if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        if missing:
+            raise ValueError(f"tokenizer lacks the Qwen2 special tokens {missing}")
+
+    def encode_text(self, raw: RawSample) -> tuple[list[int], list[int]]:
+        messages = insert_vision_markers(raw.messages, len(raw.media))
+        encoded = encode_chat(messages, self.tokenizer, self.config.system_prompt)
+        limit = self.config.max_text_tokens
+        if limit is not None and len(encoded.input_ids) > limit:
+            raise SampleError(f"{len(encoded.input_ids)} text tokens > max_text_tokens={limit}")
+        return encoded.input_ids, encoded.labels
+
+    def _check_video_tokens(self, tokens: int) -> None:
+        limit = self.config.max_video_tokens
+        if limit is not None and tokens > limit:
+            raise SampleError(f"{tokens} video tokens > max_video_tokens={limit}")
+
+    def sampling_for(self, info: VideoInfo) -> FrameSampling:
+        """The frame sampling of one video: ``sampling.video_tokens`` (if set) fixes its frame count."""
+        sampling = self.config.sampling
+        if sampling.video_tokens is None:
+            return sampling
+        h, w = processed_size(info.height, info.width, self.config.vision)
+        try:
+            num_frames = frames_for_token_budget(sampling.video_tokens, h, w)
+        except ValueError as e:
+            raise SampleError(str(e)) from None
+        return dataclasses.replace(sampling, num_frames=num_frames)
+
+    def lengths(self, raw: RawSample) -> tuple[int, int]:
+        """``(text tokens, video tokens)`` of a sample from headers only (no frame is decoded beyond the
+        first), exactly what ``__call__`` will produce; used to plan packing."""
+        input_ids, _ = self.encode_text(raw)
+        tokens = 0
+        for media in raw.media:
+            if media.kind == "image":
+                h, w = _image_size(media.source)
+                tokens += num_video_tokens(1, h, w, self.config.vision)
+            else:
+                info = video_info(media.source, self.config.video)
+                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info),
+                                          torch.Generator()).indices)
+                tokens += num_video_tokens(count, info.height, info.width, self.config.vision)
+        self._check_video_tokens(tokens)
+        return len(input_ids), tokens
+
+    def _frames(self, media: Media, generator: torch.Generator) -> np.ndarray:
+        if media.kind == "image":
+            return _image_frames(media.source)
+        sampling = self.config.sampling
+        if sampling.video_tokens is not None:
+            sampling = self.sampling_for(video_info(media.source, self.config.video))
+        return read_video(media.source, sampling, self.config.video, generator).frames
+
+    def __call__(self, raw: RawSample, generator: torch.Generator | None = None) -> ProcessedSample:
+        generator = generator or torch.Generator().manual_seed(self.config.seed)
+        input_ids, labels = self.encode_text(raw)
+        pixel_values, grids = [], []
+        for media in raw.media:
+            frames = self._frames(media, generator)
+            h, w = frames.shape[1:3]
+            if max(h, w) / max(1, min(h, w)) > 200:
+                raise SampleError(f"aspect ratio of a {h}x{w} frame exceeds 200")
+            pv, grid = process_frames(frames, self.config.vision)
+            pixel_values.append(pv)
+            grids.append(grid)
+        grid_thw = torch.cat(grids) if grids else torch.zeros(0, 3, dtype=torch.long)
+        pixel_values = torch.cat(pixel_values) if pixel_values else torch.zeros(0, 1176)
+        sample = ProcessedSample(raw.key, torch.tensor(input_ids, dtype=torch.long),
+                                 torch.tensor(labels, dtype=torch.long), pixel_values, grid_thw)
+        self._check_video_tokens(sample.num_video_tokens)
+        return sample
+
+
+class VambaDataset(torch.utils.data.Dataset):
+    """Processed samples of a mixture or a single source.
+
+    A bad sample (see ``BAD_SAMPLE_ERRORS``) is counted in ``skips`` with a rate-limited warning and replaced
+    by the next index (deterministic); ``max_consecutive_skips`` bad samples in a row is an error, since
+    that means a broken source, not a bad file. Random frame sampling is seeded by (seed, epoch, index).
+    """
+
+    def __init__(self, data: Mixture | Source, tokenizer, config: DataConfig | None = None) -> None:
+        self.data = data
+        self.config = config or DataConfig()
+        self.processor = SampleProcessor(tokenizer, self.config)
+        self.skips = SkipLog(self.config.skip_log)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.config.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+
+    def try_get(self, index: int) -> ProcessedSample | None:
+        """Sample ``index``, or None after counting it as skipped (``on_error="skip"``)."""
+        key = f"#{index}"
+        try:
+            raw = self.data.get(index)
+            key = raw.key
+            return self.processor(raw, self.generator(index))
+        except BAD_SAMPLE_ERRORS as e:
+            if self.config.on_error == "raise":
+                raise
+            self.skips.record(type(e).__name__, key, str(e))
+            return None
+
+    def __getitem__(self, index: int) -> ProcessedSample:
+        for attempt in range(self.config.max_consecutive_skips):
+            sample = self.try_get((index + attempt) % len(self))
+            if sample is not None:
+                return sample
+        raise RuntimeError(f"{self.config.max_consecutive_skips} consecutive bad samples from index {index}: "
+                           f"{self.skips.report()}")
+
+    def measure(self) -> list[tuple[int, int] | None]:
+        """``(text tokens, video tokens)`` per sample from headers; None (and a counted skip) when bad."""
+        out: list[tuple[int, int] | None] = []
+        for i in range(len(self)):
+            key = f"#{i}"
+            try:
+                raw = self.data.get(i)
+                key = raw.key
+                out.append(self.processor.lengths(raw))
+            except BAD_SAMPLE_ERRORS as e:
+                if self.config.on_error == "raise":
+                    raise
+                self.skips.record(type(e).__name__, key, str(e))
+                out.append(None)
+        return out
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Rows of a packing plan: item ``r`` is the list of processed samples of row ``r`` (bad ones dropped and
+    counted). A row whose samples all fail is replaced by the next row."""
+
+    def __init__(self, dataset: VambaDataset, rows: list[list[int]]) -> None:
+        self.dataset = dataset
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, row: int) -> list[ProcessedSample]:
+        for attempt in range(self.dataset.config.max_consecutive_skips):
+            samples = [s for i in self.rows[(row + attempt) % len(self.rows)]
+                       if (s := self.dataset.try_get(i)) is not None]
+            if samples:
+                return samples
+        raise RuntimeError(f"{self.dataset.config.max_consecutive_skips} consecutive empty rows from row {row}")
