@@ -455,6 +455,7 @@ class Sweeper:
             print(f"{name} {mode}: warm-up failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
         free(setup.device)
         warmup_s = round(time.monotonic() - warm_started, 1)
+        print(f"{name} {mode}: warm-up at {warm} frames took {warmup_s} s", flush=True)
         last: tuple[int, float] | None = None
         stopped: str | None = None
         for n in sorted(frames):
@@ -835,7 +836,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(json_path, result)
 
     summary = write_report(json_path)
-    print("\n" + summary[summary.index("## Goals"):])
+    print("\n" + summary[summary.find("VAMBA LLM model FLOPs") if "VAMBA LLM model FLOPs" in summary
+                          else summary.index("## Goals"):])
     return 0
 
 
