@@ -833,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         timer.remove()
         del model, steps
         free(device)
+        if cuda:  # should be ~0: anything left would shrink the next model's room
+            info["allocated_after_gib"] = round(torch.cuda.memory_allocated() / GIB, 3)
         atomic_write_json(json_path, result)
 
     summary = write_report(json_path)
