@@ -44,6 +44,8 @@ def test_repeat_mode_and_explicit_indices(synth_dir: Path) -> None:
     assert plan.indices == [0, 3, 5, 5]
     plan = VideoPlan.create(path, indices=[0, 3, 5])
     assert plan.indices == [0, 3]
+    with pytest.raises(ValueError, match="time order"):
+        VideoPlan.create(path, indices=[3, 0])
 
 
 def test_frame_folder(tmp_path: Path) -> None:

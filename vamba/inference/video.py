@@ -70,6 +70,8 @@ class VideoPlan:
         indices = [int(i) for i in indices]
         if not indices:
             raise VideoDecodeError(f"{source}: no frames to read")
+        if any(a > b for a, b in zip(indices, indices[1:])):
+            raise ValueError(f"{source}: frame indices must be in time order (non-decreasing)")
         if len(indices) == 1:
             indices = indices * 2  # an image: one temporal patch of a repeated frame
         elif len(indices) % 2:
