@@ -21,6 +21,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_every_point_is_measured_with_its_parts(run: Path) -> None:
     result = json.loads((run / "efficiency_t.json").read_text())
     assert result["device"] == "cpu" and result["environment"]["versions"]["torch"] and result["date"]
@@ -47,6 +48,7 @@ def test_every_point_is_measured_with_its_parts(run: Path) -> None:
     assert trained["stage1"] + trained["train_shared"] == trained["train"]
 
 
+@pytest.mark.slow
 def test_stage1_summary_and_plots(run: Path) -> None:
     stage1 = json.loads((run / "efficiency_stage1_t.json").read_text())
     assert stage1["status"] == "ok" and stage1["frames"] == 4 and stage1["total_ms"] > 0
