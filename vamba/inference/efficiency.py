@@ -636,6 +636,17 @@ def summary_markdown(result: dict) -> str:
             cells.append(f"{100 * mfu:.0f}%" if mfu is not None else "-")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if meta["scale"] == "7b":
+        ref, seen = result.get("issue_reference_qwen2_vl_7b_h100", ISSUE_REFERENCE), []
+        for mode, n in (("prefill", 1024), ("train", 512)):
+            r = at(rows, "qwen2_vl", mode, n)
+            if r is not None:
+                issue = ref[f"{mode}_{n}"]
+                seen.append(f"{mode} {n} frames: LLM part {r['llm_ms'] / 1e3:.1f} s, peak {r.get('peak_gib', 0):.1f} "
+                            f"GiB (issue: {issue['s']} s, {issue['gib']} GiB)")
+        if seen:
+            lines += ["Baseline check against the issue's own Qwen2-VL-7B measurement (H100): " + "; ".join(seen)
+                      + ".", ""]
     mfu = []
     for mode in ("prefill", "train", "train_shared"):
         best = max((r for r in ok_rows(rows, "vamba", mode) if r.get("llm_mfu") is not None),
