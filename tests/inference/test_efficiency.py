@@ -108,3 +108,35 @@ def test_benchmark_imports_nothing_the_gpu_image_lacks() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
+
+
+def _row(model: str, mode: str, frames: int, status: str = "ok", total: float = 1.0, llm: float = 0.5,
+         peak: float = 10.0) -> dict:
+    row = {"model": model, "mode": mode, "frames": frames, "video_tokens": frames // 2 * 299, "status": status}
+    if status == "ok":
+        row.update(total_ms=1e3 * total, vision_ms=1e3 * (total - llm), llm_ms=1e3 * llm, peak_gib=peak,
+                   peak_above_start_gib=peak / 2, llm_mfu=0.3)
+    return row
+
+
+def test_goal_verdicts() -> None:
+    """The summary's goal lines (inputs built by hand; the benchmark's rows have exactly these fields)."""
+    from vamba.inference.efficiency import goals
+
+    rows = [_row("qwen2_vl", "prefill", 1024, total=12.0, llm=10.0), _row("qwen2_vl", "prefill", 2048, "oom"),
+            _row("vamba", "prefill", 1024, total=2.0, llm=0.5), _row("vamba", "prefill", 3600, total=7.0),
+            _row("vamba", "prefill", 4096, total=8.0), _row("vamba", "prefill", 8192, "oom"),
+            _row("qwen2_vl", "train", 512, peak=50.0), _row("qwen2_vl", "train", 1024, "oom"),
+            _row("vamba", "train", 512, peak=60.0), _row("vamba", "train", 1024, "oom"),
+            _row("vamba", "train_shared", 512, peak=24.0), _row("vamba", "train_shared", 1024, peak=30.0)]
+    verdicts = {goal: (measured, verdict) for goal, measured, verdict in goals({"rows": rows})}
+    assert verdicts["prefill at 1024 frames >= 5x faster"] == ("6.00x (LLM part 20.00x)", "met")
+    assert verdicts["training-step memory at 512 frames <= 1/2 (train)"][1] == "NOT met"
+    assert verdicts["training-step memory at 512 frames <= 1/2 (train_shared)"][1] == "met"
+    assert verdicts[">= 4x more frames fit (prefill)"] == ("VAMBA 4096 vs Qwen2-VL 1024 frames (4.0x)", "met")
+    assert verdicts[">= 4x more frames fit (train)"][1] == "NOT met"
+    # train_shared never ran out of memory below 4x: the sweep did not go far enough to tell.
+    assert verdicts[">= 4x more frames fit (train_shared)"] == ("VAMBA 1024+ vs Qwen2-VL 512 frames (2.0x)",
+                                                                 "not measured")
+    assert verdicts["an hour at 1 fps (3600 frames) prefilled on one GPU"][1] == "met"
+    assert goals({"rows": []})[0][2] == "not measured"
