@@ -17,7 +17,8 @@ TINY = ["bench", "--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    assert vamba_main([*TINY, "--frames", "2", "4", "--stage1-frames", "4", "--out-dir", str(out), "--tag", "t"]) == 0
+    assert vamba_main([*TINY, "--frames", "2", "4", "--stage1-frames", "4", "--answer-frames", "4", "--answer-tokens",
+                       "3", "--out-dir", str(out), "--tag", "t"]) == 0
     return out
 
 
@@ -29,12 +30,15 @@ def test_every_point_is_measured_with_its_parts(run: Path) -> None:
     rows = result["rows"]
     assert sorted((r["model"], r["mode"], r["frames"]) for r in rows) == sorted(
         [(m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4)]
-        + [("vamba", "train_shared", n) for n in (2, 4)])
+        + [("vamba", "train_shared", n) for n in (2, 4)] + [("vamba", "answer", 4)])
     for r in rows:
         assert r["status"] == "ok" and r["total_ms"] > 0 and r["vision_ms"] > 0, r
         assert 0 < r["vision_ms"] < r["total_ms"]
         assert r["llm_ms"] == pytest.approx(r["total_ms"] - r["vision_ms"], abs=0.02)
         assert r["video_tokens"] == r["frames"] // 2 * 6
+        if r["mode"] == "answer":  # streamed, prefilled and 3 tokens decoded: more than the prefill alone
+            assert r["answer_tokens"] == 3 and r["decode_tokens_per_s"] > 0
+            continue
         assert r["llm_mfu"] > 0 and r["llm_tflop"] >= 0
     vamba, qwen = result["models"]["vamba"], result["models"]["qwen2_vl"]
     assert vamba["parameters"] > qwen["parameters"] and vamba["vision"] == qwen["vision"]
@@ -138,5 +142,5 @@ def test_goal_verdicts() -> None:
     # train_shared never ran out of memory below 4x: the sweep did not go far enough to tell.
     assert verdicts[">= 4x more frames fit (train_shared)"] == ("VAMBA 1024+ vs Qwen2-VL 512 frames (2.0x)",
                                                                  "not measured")
-    assert verdicts["an hour at 1 fps (3600 frames) prefilled on one GPU"][1] == "met"
+    assert verdicts["an hour at 1 fps (3600 frames) answered on one GPU"][1] == "met"
     assert goals({"rows": []})[0][2] == "not measured"

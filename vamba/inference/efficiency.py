@@ -330,7 +330,8 @@ def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], N
     """prefill: streaming video prefill + the question. train (and train_shared, stage-1): forward+backward."""
     vocab = model.config.text_config.vocab_size
 
-    def prefill(frames: int, piece_frames: int | None = None) -> Callable[[], None]:
+    def prefill(frames: int, piece_frames: int | None = None, answer_tokens: int = 0) -> Callable[[], None]:
+        """Streaming prefill + question; with ``answer_tokens``, also greedy-decode that many tokens."""
         piece = max(2, min(piece_frames or setup.piece_frames, frames))
         piece_pixels, piece_grid = setup.pixels(piece)  # the same piece content each time: timing only
         question = setup.text(setup.question_tokens, vocab)
@@ -345,7 +346,12 @@ def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], N
                     t = min(piece // 2, frames // 2 - done)
                     stream.push(piece_pixels[:t * h * w], piece_grid.new_tensor([[t, h, w]]))
                     done += t
-                model(input_ids=question, video_cache=stream.finish(), use_cache=True, logits_to_keep=1)
+                if answer_tokens:
+                    model.generate(input_ids=question, attention_mask=torch.ones_like(question),
+                                   video_cache=stream.finish(), max_new_tokens=answer_tokens,
+                                   min_new_tokens=answer_tokens, do_sample=False, pad_token_id=0)
+                else:
+                    model(input_ids=question, video_cache=stream.finish(), use_cache=True, logits_to_keep=1)
 
         return run
 
@@ -363,7 +369,7 @@ def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], N
         return run
 
     # Warm-up in two pieces: the second piece runs the kernels' continue-from-state variants (own compilation).
-    return {"prefill": prefill, "train": train, "train_shared": train, "stage1": train,
+    return {"prefill": prefill, "train": train, "train_shared": train, "stage1": train, "answer": prefill,
             "prefill_warmup": lambda n: prefill(n, piece_frames=max(2, n // 2 // 2 * 2)), "train_warmup": train,
             "train_shared_warmup": train}
 
@@ -567,8 +573,12 @@ def goals(result: dict) -> list[tuple[str, str, str]]:
             out.append((f">= 4x more frames fit ({mode})", "-", verdict(None)))
     hour = at(rows, "vamba", "prefill", HOUR_FRAMES)
     tried = any(r["model"] == "vamba" and r["mode"] == "prefill" and r["frames"] == HOUR_FRAMES for r in rows)
-    measured = f"{hour['total_ms'] / 1e3:.1f} s, {hour.get('peak_gib', float('nan')):.1f} GiB" if hour else "-"
-    out.append((f"an hour at 1 fps ({HOUR_FRAMES} frames) prefilled on one GPU", measured,
+    measured = f"prefill {hour['total_ms'] / 1e3:.1f} s, {hour.get('peak_gib', float('nan')):.1f} GiB" if hour else "-"
+    reply = at(rows, "vamba", "answer", HOUR_FRAMES)
+    if hour and reply:
+        measured += (f"; with a {reply['answer_tokens']}-token answer {reply['total_ms'] / 1e3:.1f} s "
+                     f"({reply['decode_tokens_per_s']:.0f} tokens/s), {reply.get('peak_gib', float('nan')):.1f} GiB")
+    out.append((f"an hour at 1 fps ({HOUR_FRAMES} frames) answered on one GPU", measured,
                 verdict(bool(hour) if tried else None)))
     return out
 
@@ -737,6 +747,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--question-tokens", type=int, default=32)
     p.add_argument("--train-tokens", type=int, default=128)
     p.add_argument("--piece-frames", type=int, default=128, help="VAMBA streaming prefill: frames per piece")
+    p.add_argument("--answer-frames", type=int, default=HOUR_FRAMES,
+                   help="VAMBA: decode --answer-tokens after streaming this many frames (a prefill point)")
+    p.add_argument("--answer-tokens", type=int, default=32, help="0: no answer point")
     p.add_argument("--stage1-frames", type=int, default=256, help="0: no stage-1 point")
     p.add_argument("--reps", type=int, default=3, help="runs per point (median) when one run takes under 1 s")
     p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all sweeps")
@@ -838,6 +851,8 @@ def main(argv: list[str] | None = None) -> int:
             flops = functools.partial(llm_flops, name, config, setup, mode)
             info["warmup_s"][mode] = sweeper.run(name, mode, steps[mode], steps[f"{mode}_warmup"],
                                                  sorted(set(points)), flops, growth=1.0 if name == "vamba" else 1.6)
+        if name == "vamba" and "prefill" in args.modes and args.answer_tokens:
+            answer(steps["answer"], sweeper, args, result)
         if name == "vamba" and args.stage1_frames:
             info["trainable"]["stage1"] = set_trainable(model, name, "stage1")
             stage1(model, setup, clock, timer, args, result, out_dir / f"efficiency_stage1_{tag}.json")
@@ -852,6 +867,30 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + summary[summary.find("VAMBA LLM model FLOPs") if "VAMBA LLM model FLOPs" in summary
                           else summary.index("## Goals"):])
     return 0
+
+
+def answer(prefill: Callable[..., Callable[[], None]], sweeper: Sweeper, args: argparse.Namespace,
+           result: dict) -> None:
+    """The issue's target end to end: ``--answer-frames`` (an hour at 1 fps) streamed, the question prefilled and
+    ``--answer-tokens`` greedy tokens decoded against the video cache; one row of mode ``answer``."""
+    setup, n = sweeper.setup, args.answer_frames
+    if not any(r["model"] == "vamba" and r["mode"] == "prefill" and r["frames"] == n for r in result["rows"]):
+        return  # not a point of the prefill sweep
+    row: dict[str, Any] = {"model": "vamba", "mode": "answer", "frames": n, "video_tokens": setup.video_tokens(n),
+                           "answer_tokens": args.answer_tokens}
+    done = at(result["rows"], "vamba", "prefill", n)
+    if done is None:
+        row["status"] = "not run: the prefill at this frame count did not run"
+    elif done["total_ms"] / 1e3 * 1.5 > sweeper.budget.left("vamba_prefill") + sweeper.budget.left("vamba_train"):
+        row["status"] = "skipped: time budget"
+    else:
+        row.update(measure(prefill(n, answer_tokens=args.answer_tokens), setup.device, sweeper.clock,
+                           sweeper.timer, reps=1))
+        if row["status"] == "ok":
+            row["decode_ms"] = round(row["total_ms"] - done["total_ms"], 2)
+            row["decode_tokens_per_s"] = round(args.answer_tokens / max(row["decode_ms"] / 1e3, 1e-9), 2)
+    sweeper.record(row)
+    print(_row_line(row), flush=True)
 
 
 def stage1(model, setup: Setup, clock: Clock, timer: VisionTimer, args: argparse.Namespace, result: dict,
