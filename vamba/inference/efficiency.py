@@ -726,6 +726,18 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
     return paths
 
 
+def code_commit() -> str | None:
+    """The checkout's commit, when this runs from a git checkout (the lent GPU gets a copy without .git)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 # -- main ---------------------------------------------------------------------------------------------------
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="vamba bench", description=__doc__.splitlines()[0],
@@ -802,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     result: dict[str, Any] = {
         "what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "device": device_name, "environment": environment(),
+        "device": device_name, "environment": environment(), "code_commit": code_commit(),
         "device_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 1) if cuda else None,
         "setup": {"scale": args.scale, "dtype": str(dtype).removeprefix("torch."), "frame_size": args.frame_size,
                   "patch_grid_per_frame": list(grid_hw), "tokens_per_2_frames": setup.video_tokens(2),
