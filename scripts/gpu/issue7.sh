@@ -5,6 +5,7 @@
 #   efficiency_h100.{json,md}, efficiency_h100_{memory,time}.png, efficiency_stage1_h100.json,
 #   bench_efficiency.log, gpu_tests.log, nvidia_smi.txt
 # Run from the project root, with the wheels folder (shared/device-wheels) carried as .whl/:
+#   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issue7.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}

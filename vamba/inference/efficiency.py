@@ -727,8 +727,12 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
 
 
 def code_commit() -> str | None:
-    """The checkout's commit, when this runs from a git checkout (the lent GPU gets a copy without .git)."""
+    """The checkout's commit: ``VAMBA_CODE_COMMIT`` if set (the lent GPU gets a copy without .git), else git's."""
+    import os
     import subprocess
+
+    if os.environ.get("VAMBA_CODE_COMMIT"):
+        return os.environ["VAMBA_CODE_COMMIT"]
 
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
