@@ -125,7 +125,7 @@ def _row(model: str, mode: str, frames: int, status: str = "ok", total: float = 
 
 def test_goal_verdicts() -> None:
     """The summary's goal lines (inputs built by hand; the benchmark's rows have exactly these fields)."""
-    from vamba.inference.efficiency import goals
+    from vamba.inference.efficiency_report import goals
 
     rows = [_row("qwen2_vl", "prefill", 1024, total=12.0, llm=10.0), _row("qwen2_vl", "prefill", 2048, "oom"),
             _row("vamba", "prefill", 1024, total=2.0, llm=0.5), _row("vamba", "prefill", 3600, total=7.0),
