@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
 from vamba.ops._backend import BACKENDS
+from vamba.models.zero import gathered
 
 
 @dataclass
@@ -170,7 +171,7 @@ class Mamba2Mixer(nn.Module):
         inverse softplus; A ~ U(A_init_range) stored as log; D = 1; norm 1; PyTorch default linears/conv,
         out_proj then scaled by 1/sqrt(num_layers)."""
         c = self.config
-        with torch.no_grad():
+        with torch.no_grad(), gathered(self.parameters()):  # ZeRO-3: children are already partitioned
             log_dt = torch.rand(c.nheads) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min)
             dt = torch.exp(log_dt).clamp(min=c.dt_init_floor)
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
@@ -241,7 +242,8 @@ class Mamba2Block(nn.Module):
         self.mixer = Mamba2Mixer(config)
 
     def reset_parameters(self) -> None:
-        self.norm.reset_parameters()
+        with gathered(self.norm.parameters()):  # ZeRO-3: the norm is already partitioned here
+            self.norm.reset_parameters()
         self.mixer.reset_parameters()
 
     def forward(self, hidden_states: Tensor, seq_idx: Tensor | None = None, state: Mamba2State | None = None,

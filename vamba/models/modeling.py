@@ -31,7 +31,8 @@ from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
 from vamba.models.decoder import LayerInputs, VambaDecoderLayer
 from vamba.models.loss import chunked_lm_loss
-from vamba.models.mamba2 import Mamba2Block, Mamba2Mixer, Mamba2State
+from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
+from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 
 
@@ -65,7 +66,11 @@ class VambaPreTrainedModel(PreTrainedModel):
         # hangs on the mixer (it owns A_log, D, dt_bias and re-initialises its children the released way).
         if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
             module.alpha.fill_(0.5)
-        elif isinstance(module, (Mamba2Mixer, Mamba2Block)):
+        elif isinstance(module, Mamba2Mixer):
+            # NOTE: a mixer and its direct children only: under ZeRO-3 transformers gathers exactly those
+            # parameters and runs this on rank 0 alone, so nothing here may need another collective.
+            module.reset_parameters()
+        elif isinstance(module, Mamba2RMSNorm):
             module.reset_parameters()
 
 
