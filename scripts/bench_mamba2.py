@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,45 +25,10 @@ from vamba.doctor import environment  # noqa: E402
 from vamba.models.mamba2 import Mamba2Block, Mamba2Config  # noqa: E402
 from vamba.ops import ssd_scan  # noqa: E402
 from vamba.ops.ssd import ssd_flops  # noqa: E402
+from vamba.utils.cuda_timing import ceilings, median_ms, peak_gib  # noqa: E402
 from vamba.utils.io import atomic_write_json  # noqa: E402
 
 D_MODEL, HEADS, HEADDIM, D_STATE, CHUNK = 3584, 112, 64, 128, 256
-
-
-def median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def peak_gib(fn: Callable[[], None]) -> float:
-    """Peak memory allocated while fn runs, above what was allocated before (inputs, weights)."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**30
-
-
-def ceilings() -> dict:
-    n = 8192
-    a, b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16), torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    mm = median_ms(lambda: torch.matmul(a, b), 3, 20)
-    src = torch.randn(2**29, device="cuda", dtype=torch.float32)  # 2 GiB
-    dst = torch.empty_like(src)
-    cp = median_ms(lambda: dst.copy_(src), 3, 20)
-    return {"bf16_matmul_tflops": 2 * n**3 / mm / 1e9, "copy_gbps": 2 * src.numel() * 4 / cp / 1e6,
-            "matmul": f"bf16 {n}x{n}x{n} torch.matmul", "copy": "fp32 2 GiB device-to-device, read + write bytes"}
 
 
 def measure(name: str, tokens: int, forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor],
