@@ -7,13 +7,12 @@ TFLOP/s (matmul FLOPs; forward+backward counted as 3x forward) and GB/s (fewest 
 once, each output written once) against this device's measured ceilings (a bf16 8192^3 matmul; a
 device-to-device copy counting bytes read plus written).
 
-    python scripts/bench_mamba2.py --out docs/results/mamba2_bench.json [--tokens 38250 153000 612000]
+    python scripts/bench_mamba2.py --out docs/results/mamba2_bench.json [--tokens 38250 153000 612000] [--what scan block]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,45 +25,10 @@ from vamba.doctor import environment  # noqa: E402
 from vamba.models.mamba2 import Mamba2Block, Mamba2Config  # noqa: E402
 from vamba.ops import ssd_scan  # noqa: E402
 from vamba.ops.ssd import ssd_flops  # noqa: E402
+from vamba.utils.cuda_timing import ceilings, median_ms, peak_gib  # noqa: E402
 from vamba.utils.io import atomic_write_json  # noqa: E402
 
 D_MODEL, HEADS, HEADDIM, D_STATE, CHUNK = 3584, 112, 64, 128, 256
-
-
-def median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def peak_gib(fn: Callable[[], None]) -> float:
-    """Peak memory allocated while fn runs, above what was allocated before (inputs, weights)."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**30
-
-
-def ceilings() -> dict:
-    n = 8192
-    a, b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16), torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    mm = median_ms(lambda: torch.matmul(a, b), 3, 20)
-    src = torch.randn(2**29, device="cuda", dtype=torch.float32)  # 2 GiB
-    dst = torch.empty_like(src)
-    cp = median_ms(lambda: dst.copy_(src), 3, 20)
-    return {"bf16_matmul_tflops": 2 * n**3 / mm / 1e9, "copy_gbps": 2 * src.numel() * 4 / cp / 1e6,
-            "matmul": f"bf16 {n}x{n}x{n} torch.matmul", "copy": "fp32 2 GiB device-to-device, read + write bytes"}
 
 
 def measure(name: str, tokens: int, forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor],
@@ -131,9 +95,7 @@ def bench_block(tokens: int, backend: str, ceil: dict, reps: int) -> dict:
     nbytes = 2 * (2 * hidden.numel() + sum(p.numel() for p in block.parameters()))  # hidden in/out, weights
     row = measure(f"mamba2_block[{backend}]", tokens, lambda: block(hidden), [hidden, *block.parameters()],
                   flops, nbytes, ceil, reps)
-    del block, hidden
-    torch.cuda.empty_cache()
-    return row
+    return row  # block and hidden are freed here; main() empties the cache between rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write (atomically, after every row)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[38_250, 153_000, 612_000])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--what", nargs="+", choices=["scan", "block"], default=["scan", "block"])
     parser.add_argument("--reference-tokens", type=int, default=38_250,
                         help="also time the PyTorch reference scan (forward) at this size; 0 to skip")
     args = parser.parse_args(argv)
@@ -155,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                        "peak_gib is above the inputs and weights", "ceilings": ceilings(), "rows": []}
     ceil = result["ceilings"]
     print(f"ceilings: {ceil['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matmul, {ceil['copy_gbps']:.0f} GB/s copy", flush=True)
-    jobs = [(bench_scan, t, "fast") for t in args.tokens] + [(bench_block, t, "fast") for t in args.tokens]
-    if args.reference_tokens:
+    jobs = [(bench_scan, t, "fast") for t in args.tokens if "scan" in args.what]
+    jobs += [(bench_block, t, "fast") for t in args.tokens if "block" in args.what]
+    if args.reference_tokens and "scan" in args.what:
         jobs.append((bench_scan, args.reference_tokens, "reference"))
     for bench, tokens, backend in jobs:
         row = bench(tokens, backend, ceil, args.reps)

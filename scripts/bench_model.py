@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,25 +33,11 @@ from vamba.doctor import environment  # noqa: E402
 from vamba.models import VambaForConditionalGeneration  # noqa: E402
 from vamba.models.attention import flash_attn_available, torch_varlen_available  # noqa: E402
 from vamba.models.presets import vamba_config_for  # noqa: E402
+from vamba.utils.cuda_timing import median_ms  # noqa: E402
 from vamba.utils.io import atomic_write_json  # noqa: E402
 
 SIZE = 224
 VIDEO_PAD = 151656
-
-
-def median_ms(fn: Callable[[], None], warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def measure(fn: Callable[[], None], warmup: int, reps: int) -> dict:

@@ -12,8 +12,10 @@ import sys
 # dependency only affects the command that needs it.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("vamba.doctor:main", "versions, devices and which kernel backends are available"),
-    "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
     "data": ("vamba.data.cli:main", "data tools: synth (write the synthetic data set), stats (check a mixture)"),
+    "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
+    "chat": ("vamba.inference.cli:main", "ask a model about a video (streaming prefill; interactive follow-ups)"),
+    "bench": ("vamba.inference.efficiency:main", "efficiency benchmark: VAMBA vs Qwen2-VL, memory and time vs frames"),
     "train": ("vamba.training.cli:main", "train a stage (Hydra: key=value overrides, -m sweeps); experiment=demo runs the CPU demo"),
     "distill-cache": ("vamba.training.cli:distill_cache_main", "write the teacher's top-k logits for distillation without it"),
 }

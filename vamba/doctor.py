@@ -11,7 +11,7 @@ PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "mamba-ssm", "ca
             "triton", "decord", "av", "hydra-core", "datasets", "wandb")
 
 
-def environment() -> dict:
+def environment(kernels: bool = False) -> dict:
     """Versions and devices; used by every benchmark JSON and run directory so results name their setup."""
     versions = {}
     for name in PACKAGES:
@@ -21,6 +21,10 @@ def environment() -> dict:
             versions[name] = None
     info = {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "cuda": torch.version.cuda, "devices": []}
+    if kernels:
+        from vamba.ops import available
+
+        info["kernels"] = available()
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
         info["devices"].append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
@@ -29,5 +33,5 @@ def environment() -> dict:
 
 
 def main(argv: list[str]) -> int:
-    print(json.dumps(environment(), indent=2))
+    print(json.dumps(environment(kernels=True), indent=2))
     return 0

@@ -69,6 +69,7 @@ def test_text_only_batch_has_empty_visual_tensors(tmp_path: Path, tokenizer) -> 
 
 
 def test_packed_rows_through_a_dataloader(synth_dir: Path, tokenizer, tmp_path: Path) -> None:
+    # Forked workers after the parent has decoded (measure): every read in them runs under the decode timeout.
     cfg = DataConfig(sampling=FrameSampling("uniform", 8), skip_log=str(tmp_path / "skips.jsonl"))
     ds = VambaDataset(Mixture.from_yaml(synth_dir / "mixture.yaml"), tokenizer, cfg)
     lengths = ds.measure()
@@ -96,6 +97,16 @@ def test_packed_rows_through_a_dataloader(synth_dir: Path, tokenizer, tmp_path: 
         seen += sum(len(plan.rows[2 * n_batch + b]) for b in range(batch["input_ids"].shape[0]))
     assert seen == len(ds)
     assert ds.skips.summary() == {}
+
+
+def test_dataset_pickles_for_spawned_workers(synth_dir: Path, tokenizer) -> None:
+    import pickle
+
+    ds = VambaDataset(Mixture.from_yaml(synth_dir / "mixture.yaml"), tokenizer,
+                      DataConfig(sampling=FrameSampling("uniform", 4)))
+    copy = pickle.loads(pickle.dumps(ds))
+    a, b = ds[3], copy[3]
+    assert a.key == b.key and torch.equal(a.input_ids, b.input_ids) and torch.equal(a.pixel_values, b.pixel_values)
 
 
 def test_skips_of_worker_processes_are_summed(tmp_path: Path, synth_dir: Path, tokenizer) -> None:

@@ -102,6 +102,12 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "synth", f"out_dir={tmp_path}", "num_videos=2", "num_images=1", "num_bench_videos=1",
                  "min_frames=8", "max_frames=8", "tokenizer=false"]) == 0
     assert (tmp_path / "manifest.json").exists() and "wrote" in capsys.readouterr().out
+    assert main(["data", "synth", f"out_dir={tmp_path}", "num_videos=1", "num_images=1", "num_bench_videos=1",
+                 "min_frames=8", "max_frames=8", "tokenizer=false"]) == 0
+    assert not (tmp_path / "videos" / "video_00001.mp4").exists()  # files of the previous run are replaced
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert all((tmp_path / f).exists() for f in manifest["files"]) and manifest["counts"]["videos"] == 1
+    capsys.readouterr()
     assert main(["data", "synth", "num_vidoes=2"]) == 2
     assert "unknown option 'num_vidoes'" in capsys.readouterr().err
     assert main(["data", "synth", "size=33"]) == 2

@@ -32,8 +32,12 @@ def test_bad_arguments_fail_fast(argv: list[str], message: str, capsys: pytest.C
 
 def test_model_path_without_adapter_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = WRITERS["lvbench"](tmp_path / "LV")
-    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/vamba"]) == 2
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/vamba",
+                       "model.adapter=vamba.no_such_module:load"]) == 2
     assert "cannot load model adapter" in capsys.readouterr().err
+    # The default adapter (vamba.inference.video_qa) names a missing checkpoint.
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/vamba"]) == 2
+    assert "checkpoint directory /ckpt/vamba does not exist" in capsys.readouterr().err
 
 
 def test_replay_run_then_rescore(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

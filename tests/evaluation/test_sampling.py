@@ -4,17 +4,19 @@ from __future__ import annotations
 import pytest
 
 from vamba.evaluation.interface import FrameSettings, VideoRequest
-from vamba.evaluation.sampling import frame_indices, mvbench_segment_indices, resize_size, uniform_midpoint_indices
+from vamba.data.sampling import uniform_indices
+from vamba.data.vision import vamba_resize_size as resize_size
+from vamba.evaluation.sampling import frame_indices, mvbench_segment_indices
 
 
 def test_uniform_midpoints() -> None:
     # integer linspace(0, 10, 5) = [0, 2, 5, 7, 10] -> floor midpoints
-    assert uniform_midpoint_indices(4, 10) == [1, 3, 6, 8]
-    assert uniform_midpoint_indices(1, 10) == [5]
-    assert uniform_midpoint_indices(3, 3) == [0, 1, 2]
-    assert uniform_midpoint_indices(512, 3) == [0, 1, 2]  # fewer frames than asked: every frame once
+    assert uniform_indices(10, 4) == [1, 3, 6, 8]
+    assert uniform_indices(10, 1) == [5]
+    assert uniform_indices(3, 3) == [0, 1, 2]
+    assert uniform_indices(3, 512) == [0, 1, 2]  # fewer frames than asked: every frame once
     with pytest.raises(ValueError):
-        uniform_midpoint_indices(0, 10)
+        uniform_indices(10, 0)
 
 
 def test_mvbench_segments() -> None:

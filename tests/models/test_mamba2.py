@@ -52,12 +52,15 @@ def test_released_initialisation():
 @pytest.mark.parametrize("ngroups", [1, 2])
 def test_mixer_matches_transformers_mamba2(ngroups):
     """transformers' Mamba2Mixer has the same (mamba-ssm) layout: same weights must give the same output."""
+    import importlib.util
     import inspect
 
     from transformers import Mamba2Config as HFConfig
     from transformers.models.mamba2 import modeling_mamba2
     from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer as HFMixer
 
+    if importlib.util.find_spec("causal_conv1d") is not None:
+        pytest.skip("with causal-conv1d installed, this transformers calls its CUDA kernel on CPU tensors")
     if ngroups > 1 and "group_size" not in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters:
         pytest.skip("this transformers normalises over all groups at once (fixed in later 5.x); mamba-ssm does not")
     config = Mamba2Config(d_model=32, d_state=8, headdim=8, ngroups=ngroups, chunk_size=8)
@@ -168,3 +171,24 @@ def test_empty_input_passes_state_through():
     assert out.shape == (2, 0, 32) and same is state
     out.sum().backward()  # every parameter stays in the graph (ZeRO-3 needs each rank to run each module)
     assert block.mixer.in_proj.weight.grad is not None
+
+
+RELEASED_MIXER_CONFIG = {  # the released vision_mamba_mixer_config fields and defaults, plus HF bookkeeping
+    "enable": True, "hidden_dim": 3584, "norm_type": "rmsnorm", "residual_in_fp32": False, "d_state": 128,
+    "d_conv": 4, "conv_init": None, "expand": 2, "headdim": 64, "d_ssm": None, "ngroups": 1, "A_init_range": [1, 16],
+    "D_has_hdim": False, "rmsnorm": True, "norm_before_gate": False, "dt_min": 0.001, "dt_max": 0.1,
+    "dt_init_floor": 0.0001, "dt_limit": [0.0, float("inf")], "bias": False, "conv_bias": True, "chunk_size": 256,
+    "use_mem_eff_path": True, "process_group": None, "sequence_parallel": True, "rescale_prenorm_residual": True,
+    "model_type": "qwen2_vl", "transformers_version": "4.44.0", "return_dict": True, "_name_or_path": "",
+}
+
+
+def test_config_from_released_mixer_config():
+    config = Mamba2Config.from_released(RELEASED_MIXER_CONFIG, num_layers=28)
+    assert config == Mamba2Config(d_model=3584, num_layers=28)
+    with pytest.raises(ValueError, match="D_has_hdim"):
+        Mamba2Config.from_released({**RELEASED_MIXER_CONFIG, "D_has_hdim": True})
+    with pytest.raises(ValueError, match="unknown key 'd_stat'"):
+        Mamba2Config.from_released({**RELEASED_MIXER_CONFIG, "d_stat": 64})
+    with pytest.raises(ValueError, match="hidden_dim"):
+        Mamba2Config.from_released({k: v for k, v in RELEASED_MIXER_CONFIG.items() if k != "hidden_dim"})

@@ -73,7 +73,7 @@ def test_reference_matches_recurrence_with_gradients(b, l, h, p, g, n, chunk, sa
     g_ref = grads((y * w).sum() + (s * ws).sum(), [leaves[k] for k in names])
     g_rec = grads((y0 * w).sum() + (s0 * ws).sum(), [leaves[k] for k in names])
     for name, a, e in zip(names, g_ref, g_rec):
-        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9, msg=lambda m: f"grad of {name}: {m}")
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9, msg=lambda m, name=name: f"grad of {name}: {m}")
 
 
 def test_dt_limit_and_hdim_skip():

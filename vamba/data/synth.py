@@ -245,7 +245,11 @@ def generate(config: SynthConfig) -> dict:
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # absent until the set is complete
+    previous = out / "manifest.json"
+    if previous.exists():  # a re-run replaces the files of the previous set (and only those)
+        for name in json.loads(previous.read_text()).get("files", []):
+            (out / name).unlink(missing_ok=True)
+    previous.unlink(missing_ok=True)  # absent until the new set is complete
     rng = random.Random(config.seed)
     texts: list[str] = []
 

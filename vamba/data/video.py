@@ -6,10 +6,10 @@ timeout and a fallback backend, and turns every decoder failure into a ``VideoDe
 """
 from __future__ import annotations
 
-import concurrent.futures
 import io
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,35 +243,32 @@ class VideoReadConfig:
     folder_fps: float = 25.0
 
 
-# NOTE: one shared pool per process: a decoder stuck in C code cannot be killed from Python, so a timed-out
-# read leaves its thread behind and the caller moves on (the sample is skipped and counted); the pool is
-# replaced so later reads never queue behind the stuck one.
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _forget_pool_after_fork() -> None:
-    # NOTE: a forked DataLoader worker inherits the pool object but not its thread; work submitted to it
-    # would wait forever (until the timeout), so every child starts with a fresh pool.
-    global _pool
-    _pool = None
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
 def _run_with_timeout(fn, timeout_s: float | None):
-    global _pool
+    """``fn()`` in a daemon thread, abandoned after ``timeout_s`` seconds.
+
+    NOTE: a decoder stuck in C code cannot be killed from Python, so a timed-out read leaves its thread
+    behind and the caller moves on (the sample is skipped and counted). A daemon thread per read (not a
+    pool) so that a stuck one neither blocks later reads nor the interpreter's exit, and nothing stale is
+    inherited by forked DataLoader workers.
+    """
     if timeout_s is None:
         return fn()
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vamba-decode")
-    future = _pool.submit(fn)
-    try:
-        return future.result(timeout=timeout_s)
-    except concurrent.futures.TimeoutError:
-        _pool.shutdown(wait=False, cancel_futures=True)
-        _pool = None
-        raise VideoDecodeError(f"decoding took longer than {timeout_s} s") from None
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="vamba-decode", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise VideoDecodeError(f"decoding took longer than {timeout_s} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, config: VideoReadConfig | None = None,

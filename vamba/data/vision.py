@@ -21,7 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+try:  # the PIL image processor module needs no torchvision (transformers >= 5.x with PIL backends)
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+except ImportError:  # older transformers: the same function in the torchvision-backed module
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2

@@ -1,29 +1,13 @@
-"""Frame indices and pre-resize sizes exactly as the released VAMBA evaluation computes them.
+"""Frame indices exactly as the released VAMBA evaluation computes them, per benchmark protocol.
 
 These are protocol facts, not decoding: a model adapter decodes the returned indices with whatever
-reader it uses (decord, PyAV) and resizes to the returned size (bicubic) before the Qwen2-VL processor.
+reader it uses (decord, PyAV). The uniform sampler and the pre-resize rule live in ``vamba.data``
+(``sampling.uniform_indices``, ``vision.vamba_resize_size``), shared with training.
 """
 from __future__ import annotations
 
-import torch
-
+from vamba.data.sampling import uniform_indices
 from vamba.evaluation.interface import VideoRequest
-
-
-def uniform_midpoint_indices(num_frames: int, total_frames: int) -> list[int]:
-    """VAMBA's ``uniform_indices`` (benchmarks.md sec. 1.2).
-
-    Segment boundaries are an *integer* ``torch.linspace(0, total, n + 1)``; frame i is the floor
-    midpoint of segment i. With ``num_frames >= total_frames`` every frame is taken once.
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_frames >= total_frames:
-        return list(range(total_frames))
-    # NOTE: torch's integer linspace (not numpy's) is what the official code uses; keep torch so the
-    # truncation of fractional boundaries is bit-identical.
-    bounds = torch.linspace(0, total_frames, num_frames + 1, dtype=torch.int64)
-    return ((bounds[:-1] + bounds[1:]) // 2).tolist()
 
 
 def mvbench_segment_indices(num_frames: int, fps: float, max_frame: int, start: float | None = None,
@@ -48,32 +32,9 @@ def frame_indices(request: VideoRequest, total_frames: int, fps: float) -> list[
     """Indices to decode for ``request`` from a source with ``total_frames`` frames at ``fps``."""
     settings = request.frames
     if settings.sampling == "uniform_midpoint":
-        return uniform_midpoint_indices(settings.num_frames, total_frames)
+        return uniform_indices(total_frames, settings.num_frames)
     if settings.sampling == "mvbench_segments":
         max_frame = total_frames if request.is_frame_folder else total_frames - 1
         return mvbench_segment_indices(settings.num_frames, fps, max_frame, request.start, request.end,
                                        request.first_frame_index)
     raise ValueError(f"unknown sampling mode {settings.sampling!r}")
-
-
-def resize_size(height: int, width: int, shortest_edge: int | None, longest_edge: int | None) -> tuple[int, int]:
-    """(height, width) after VAMBA's pre-resize (``get_resize_output_image_size``, sec. 1.3).
-
-    The longer side is capped at ``longest_edge`` (the other scaled by the aspect ratio, truncated),
-    then each side is raised to at least ``shortest_edge`` - which can distort the aspect ratio
-    (640x360 with longest 360 becomes 360x256): reproduced on purpose.
-    """
-    if shortest_edge is None and longest_edge is None:
-        return height, width
-    h, w = float(height), float(width)
-    aspect = w / h
-    if longest_edge is not None:
-        if w >= h and w > longest_edge:
-            w = longest_edge
-            h = int(w / aspect)
-        elif h > w and h > longest_edge:
-            h = longest_edge
-            w = int(h * aspect)
-    if shortest_edge is not None:
-        h, w = max(h, shortest_edge), max(w, shortest_edge)
-    return int(h), int(w)

@@ -27,7 +27,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 
 from vamba.models.attention import attention
 from vamba.models.configuration import VambaConfig
-from vamba.models.mamba2 import Mamba2Block
+from vamba.models.mamba2 import Mamba2Block, Mamba2State
 
 
 @dataclass
@@ -138,19 +138,26 @@ class VambaDecoderLayer(nn.Module):
         # The last layer's updated video states would feed nothing: its Mamba-2 block is skipped.
         self.is_last = layer_idx == text.num_hidden_layers - 1
 
-    def video_step(self, video: torch.Tensor, inputs: LayerInputs
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def video_step(self, video: torch.Tensor, inputs: LayerInputs, state: Mamba2State | None = None,
+                   return_state: bool = False) -> tuple[torch.Tensor, ...]:
         """Video stream of this layer: cross-attention K/V of the entering states, then the Mamba-2 update.
 
         video [B, M, D] -> (k, v [B, Hkv, M, head_dim], next video [B, M, D]).
+        Streaming (``return_state``): the Mamba-2 block continues from ``state`` (None = the video's start) and
+        its state after this piece comes back as a fourth element (None where the layer has no Mamba-2 update).
         """
         if self.cross_attn_use_layer_norm:
             # As released: the normed states also replace the stream that goes on to the Mamba-2 block.
             video = self.input_layernorm(video)
         k, v = self.cross_attn.project_kv(video, inputs.video_rope)
         if self.vision_mixer is not None and not self.is_last:
-            video = self.vision_mixer(video, seq_idx=inputs.video_seq_idx)
-        return k, v, video
+            if return_state:
+                video, state = self.vision_mixer(video, seq_idx=inputs.video_seq_idx, state=state, return_state=True)
+            else:
+                video = self.vision_mixer(video, seq_idx=inputs.video_seq_idx)
+        elif return_state:
+            state = None
+        return (k, v, video, state) if return_state else (k, v, video)
 
     def forward(self, text: torch.Tensor, video: torch.Tensor | None, inputs: LayerInputs,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None

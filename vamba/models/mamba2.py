@@ -3,7 +3,7 @@
 Parameter names, shapes, defaults and initialisation follow mamba-ssm's ``Mamba2`` as used by the
 released VAMBA checkpoint, so ``vision_mixer.norm.weight`` and
 ``vision_mixer.mixer.{in_proj.weight, conv1d.weight, conv1d.bias, dt_bias, A_log, D, norm.weight,
-out_proj.weight}`` load unchanged. The mixer (paper symbols in brackets):
+out_proj.weight}`` load unchanged. The mixer:
 
     [z, xBC, dt] = in_proj(u)                      z, x: d_inner; B, C: ngroups * d_state; dt: nheads
     xBC = silu(causal_conv1d(xBC))                 depthwise, width d_conv
@@ -19,11 +19,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
 from vamba.ops._backend import BACKENDS
+from vamba.models.zero import gathered
 
 
 @dataclass
@@ -65,6 +65,34 @@ class Mamba2Config:
         self.A_init_range = tuple(self.A_init_range)
         self.dt_limit = tuple(self.dt_limit)
 
+    @classmethod
+    def from_released(cls, mixer_config: dict, num_layers: int = 1, backend: str = "auto") -> Mamba2Config:
+        """The config of a released checkpoint's ``vision_mamba_mixer_config`` (a dict from its config.json).
+
+        Maps ``hidden_dim`` to d_model and checks that every setting this block does not implement has the
+        released value; anything else raises a ValueError naming the key. Hugging Face bookkeeping keys
+        (``model_type``, ``transformers_version``...) and runtime-only keys (``use_mem_eff_path``,
+        ``process_group``...) are ignored.
+        """
+        # key: the only value this implementation supports
+        fixed = {"norm_type": "rmsnorm", "residual_in_fp32": False, "d_ssm": None, "D_has_hdim": False,
+                 "rmsnorm": True, "norm_before_gate": False, "conv_init": None}
+        runtime = {"enable", "use_mem_eff_path", "process_group", "sequence_parallel"}
+        renamed = {"hidden_dim": "d_model"}
+        fields = {f for f in cls.__dataclass_fields__ if f not in ("d_model", "num_layers", "backend", "norm_eps")}
+        kwargs: dict = {"num_layers": num_layers, "backend": backend}
+        for key, value in mixer_config.items():
+            if key in fixed:
+                if value != fixed[key]:
+                    raise ValueError(f"vision_mamba_mixer_config.{key}={value!r} is not supported (only {fixed[key]!r})")
+            elif key in renamed or key in fields:
+                kwargs[renamed.get(key, key)] = tuple(value) if isinstance(value, list) else value
+            elif key not in runtime and not _is_hf_bookkeeping(key):
+                raise ValueError(f"vision_mamba_mixer_config has an unknown key {key!r}")
+        if "d_model" not in kwargs:
+            raise ValueError("vision_mamba_mixer_config lacks 'hidden_dim' (the video stream's width)")
+        return cls(**kwargs)
+
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model
@@ -76,6 +104,13 @@ class Mamba2Config:
     @property
     def conv_dim(self) -> int:
         return self.d_inner + 2 * self.ngroups * self.d_state
+
+
+def _is_hf_bookkeeping(key: str) -> bool:
+    """Keys every transformers ``PretrainedConfig.to_dict()`` writes (nested configs carry them too)."""
+    from transformers import PretrainedConfig
+
+    return key.startswith("_") or key in PretrainedConfig().to_dict() or key in ("model_type", "transformers_version")
 
 
 @dataclass
@@ -136,7 +171,7 @@ class Mamba2Mixer(nn.Module):
         inverse softplus; A ~ U(A_init_range) stored as log; D = 1; norm 1; PyTorch default linears/conv,
         out_proj then scaled by 1/sqrt(num_layers)."""
         c = self.config
-        with torch.no_grad():
+        with torch.no_grad(), gathered(self.parameters()):  # ZeRO-3: children are already partitioned
             log_dt = torch.rand(c.nheads) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min)
             dt = torch.exp(log_dt).clamp(min=c.dt_init_floor)
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
@@ -207,7 +242,8 @@ class Mamba2Block(nn.Module):
         self.mixer = Mamba2Mixer(config)
 
     def reset_parameters(self) -> None:
-        self.norm.reset_parameters()
+        with gathered(self.norm.parameters()):  # ZeRO-3: the norm is already partitioned here
+            self.norm.reset_parameters()
         self.mixer.reset_parameters()
 
     def forward(self, hidden_states: Tensor, seq_idx: Tensor | None = None, state: Mamba2State | None = None,

@@ -31,7 +31,8 @@ from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
 from vamba.models.decoder import LayerInputs, VambaDecoderLayer
 from vamba.models.loss import chunked_lm_loss
-from vamba.models.mamba2 import Mamba2Block, Mamba2Mixer
+from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
+from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 
 
@@ -65,7 +66,11 @@ class VambaPreTrainedModel(PreTrainedModel):
         # hangs on the mixer (it owns A_log, D, dt_bias and re-initialises its children the released way).
         if isinstance(module, VambaDecoderLayer) and module.alpha is not None:
             module.alpha.fill_(0.5)
-        elif isinstance(module, (Mamba2Mixer, Mamba2Block)):
+        elif isinstance(module, Mamba2Mixer):
+            # NOTE: a mixer and its direct children only: under ZeRO-3 transformers gathers exactly those
+            # parameters and runs this on rank 0 alone, so nothing here may need another collective.
+            module.reset_parameters()
+        elif isinstance(module, Mamba2RMSNorm):
             module.reset_parameters()
 
 
@@ -213,6 +218,34 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             keys.append(k)
             values.append(v)
         return VideoCache(keys, values, layout.segments)
+
+    @torch.no_grad()
+    def encode_video_piece(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
+                           states: list[Mamba2State | None] | None = None, t_offset: int = 0
+                           ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Mamba2State | None]]:
+        """Streaming hook: one piece of ONE video through the vision tower and every layer's video step.
+
+        pixel_values [P, 1176] and grid_thw [1, 3] hold a whole number of temporal patches (the vision tower
+        attends within each temporal patch only, so pieces encode exactly as the whole video would).
+        ``states``: each layer's Mamba-2 state after the previous piece (None: this piece starts the video);
+        ``t_offset``: temporal patches before this piece (its 3-D positions continue from there).
+        Returns this piece's keys and values per layer ([1, Hkv, m, head_dim]) and the new states; appending
+        the pieces' K/V in order gives ``encode_video`` of the whole video (vamba.inference.streaming).
+        """
+        if grid_thw.shape != (1, 3):
+            raise ValueError(f"encode_video_piece takes one visual item (grid_thw [1, 3]), got {tuple(grid_thw.shape)}")
+        video, layout = self._video_stream(pixel_values, grid_thw, None, None, 1, packed=False,
+                                           dtype=self.lm_head.weight.dtype)
+        layout.positions[0] += t_offset
+        inputs = self._video_only_inputs(video, layout)
+        states = states if states is not None else [None] * len(self.model.layers)
+        keys, values, new_states = [], [], []
+        for layer, state in zip(self.model.layers, states):
+            k, v, video, state = layer.video_step(video, inputs, state=state, return_state=True)
+            keys.append(k)
+            values.append(v)
+            new_states.append(state)
+        return keys, values, new_states
 
     def _video_only_inputs(self, video: torch.Tensor, layout: VideoLayout) -> LayerInputs:
         video_rope = None

@@ -108,7 +108,9 @@ def causal_conv1d(
     kernel needs that layout for ``seq_idx`` and states.
     """
     kernel = resolve("causal_conv1d", backend, "causal_conv1d", x)
-    if kernel is None:
+    # NOTE: with one token the [b, d, 1] gradient is both channel-first and channel-last to causal-conv1d's
+    # backward, which then rejects its strides (seen on an H100, causal-conv1d 1.7.0); one token costs nothing.
+    if kernel is None or x.shape[-1] == 1:
         return causal_conv1d_ref(x, weight, bias, seq_idx, initial_state, return_final_state, activation)
     _check(x, weight, seq_idx, initial_state, activation)
     pieces = token_pieces(x.shape[-1], x.shape[0] * x.shape[1], extra_tokens=weight.shape[1] - 1)

@@ -151,8 +151,8 @@ def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, 
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
     from vamba.evaluation.runner import evaluate
-    from vamba.models import VambaForConditionalGeneration
-    from vamba.training.video_qa import Qwen2VLVideoQA, VambaVideoQA
+    from vamba.inference.video_qa import load_video_qa_model
+    from vamba.training.video_qa import Qwen2VLVideoQA
 
     benchmark, spec = _protocol(cfg.demo.frames, max_new_tokens=16 if cfg.demo.explain else 4)
     questions = benchmark.load(data["bench"], {})
@@ -160,8 +160,7 @@ def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, 
     models = {
         "Qwen2-VL teacher (transformer)": lambda: Qwen2VLVideoQA(
             Qwen2VLForConditionalGeneration.from_pretrained(str(teacher_dir)), tok),
-        "VAMBA (after pretrain + sft)": lambda: VambaVideoQA(
-            VambaForConditionalGeneration.from_pretrained(str(vamba_dir)), tok),
+        "VAMBA (after pretrain + sft)": lambda: load_video_qa_model(str(vamba_dir), device="cpu", dtype="float32"),
     }
     results = {}
     for (name, make), folder in zip(models.items(), ("teacher", "vamba")):

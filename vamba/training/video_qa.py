@@ -1,12 +1,9 @@
-"""Evaluation adapters (``vamba.evaluation.interface.VideoQAModel``) for the models a training run produces.
+"""Evaluation adapter (``vamba.evaluation.interface.VideoQAModel``) for the Qwen2-VL teacher of a training run.
 
-Both read frames and patches exactly as training does (``vamba.data``: uniform sampling, the request's
-resize edges, Qwen2-VL patchify) and prompt with the training chat template:
-
-- ``VambaVideoQA``: ``encode_video`` runs the video stream once (per-layer cross-attention K/V, the
-  ``VideoCache``); every question of that video reuses it.
-- ``Qwen2VLVideoQA``: the transformer teacher; the video is re-read with each question (full attention
-  over video + text has nothing to cache across questions).
+It reads frames and patches exactly as training does (``vamba.data``: uniform sampling, the request's resize
+edges, Qwen2-VL patchify), prompts with the training chat template and inserts the ``<|video_pad|>`` tokens
+Qwen2-VL expects (``vamba.training.teacher``). The video is re-read with each question: full attention over
+video + text has nothing to cache across questions. VAMBA checkpoints use ``vamba.inference.video_qa``.
 """
 from __future__ import annotations
 
@@ -57,26 +54,6 @@ def _generate_kwargs(tokenizer, generation: GenerationSettings) -> dict:
         if generation.seed is not None:
             torch.manual_seed(generation.seed)
     return kwargs
-
-
-class VambaVideoQA:
-    def __init__(self, model, tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 224 * 224) -> None:
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.pixels = (min_pixels, max_pixels)
-        self.device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def encode_video(self, video: VideoRequest) -> EncodedVideo:
-        enc = read_patches(video, *self.pixels)
-        enc.cache = self.model.encode_video(enc.pixel_values.to(self.device), enc.grid_thw.to(self.device))
-        return enc
-
-    @torch.no_grad()
-    def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
-        ids = prompt_ids(self.tokenizer, prompt).to(self.device)
-        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_cache=encoded.cache,
-                                  **_generate_kwargs(self.tokenizer, generation))
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
 class Qwen2VLVideoQA:

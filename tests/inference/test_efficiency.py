@@ -1,0 +1,146 @@
+"""The efficiency benchmark's logic at tiny scale on the CPU (same code path as the GPU run), through `vamba bench`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vamba.cli import main as vamba_main
+from vamba.inference.efficiency import frame_grid, qwen_llm_flops, vamba_config, vamba_llm_flops
+from vamba.models.mamba2 import Mamba2Block
+
+TINY = ["bench", "--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", "--piece-frames", "2", "--reps", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    assert vamba_main([*TINY, "--frames", "2", "4", "--stage1-frames", "4", "--answer-frames", "4", "--answer-tokens",
+                       "3", "--out-dir", str(out), "--tag", "t"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_every_point_is_measured_with_its_parts(run: Path) -> None:
+    result = json.loads((run / "efficiency_t.json").read_text())
+    assert result["device"] == "cpu" and result["environment"]["versions"]["torch"] and result["date"]
+    assert result["setup"]["tokens_per_2_frames"] == 6  # 56x84 -> 4x6 patches -> 2x3 merged tokens
+    rows = result["rows"]
+    assert sorted((r["model"], r["mode"], r["frames"]) for r in rows) == sorted(
+        [(m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4)]
+        + [("vamba", "train_shared", n) for n in (2, 4)] + [("vamba", "answer", 4)])
+    for r in rows:
+        assert r["status"] == "ok" and r["total_ms"] > 0 and r["vision_ms"] > 0, r
+        assert 0 < r["vision_ms"] < r["total_ms"]
+        assert r["llm_ms"] == pytest.approx(r["total_ms"] - r["vision_ms"], abs=0.02)
+        assert r["video_tokens"] == r["frames"] // 2 * 6
+        if r["mode"] == "answer":  # streamed, prefilled and 3 tokens decoded: more than the prefill alone
+            assert r["answer_tokens"] == 3 and r["decode_tokens_per_s"] > 0
+            continue
+        assert r["llm_mfu"] > 0 and r["llm_tflop"] >= 0
+    vamba, qwen = result["models"]["vamba"], result["models"]["qwen2_vl"]
+    assert vamba["parameters"] > qwen["parameters"] and vamba["vision"] == qwen["vision"]
+    assert qwen["trainable"] == {"prefill": 0, "train": qwen["parameters"] - qwen["vision"]}
+    # Frozen in VAMBA's LLM: exactly the last layer's Mamba-2 block (its output feeds nothing).
+    last_mixer = sum(p.numel() for p in Mamba2Block(vamba_config("tiny", "reference").mamba_config()).parameters())
+    trained = vamba["trainable"]
+    assert vamba["parameters"] - vamba["vision"] - trained["train"] == last_mixer
+    # train_shared: exactly as many weights as Qwen2-VL's LLM; stage 1: the new modules; together: the LLM.
+    assert trained["train_shared"] == qwen["trainable"]["train"]
+    assert trained["stage1"] + trained["train_shared"] == trained["train"]
+
+
+@pytest.mark.slow
+def test_stage1_summary_and_plots(run: Path) -> None:
+    stage1 = json.loads((run / "efficiency_stage1_t.json").read_text())
+    assert stage1["status"] == "ok" and stage1["frames"] == 4 and stage1["total_ms"] > 0
+    assert stage1["trainable_parameters"] == json.loads((run / "efficiency_t.json").read_text())[
+        "models"]["vamba"]["trainable"]["stage1"] > 0
+    summary = (run / "efficiency_t.md").read_text()
+    assert "## Prefill" in summary and "## Training step" in summary and "## Goals (issue 7)" in summary
+    assert summary.count("\n| 2 | 6 |") == 3 and summary.count("\n| 4 | 12 |") == 3
+    for name in ("memory", "time"):
+        assert (run / f"efficiency_t_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        (run / f"efficiency_t_{name}.png").unlink()
+    (run / "efficiency_t.md").unlink()
+    assert vamba_main(["bench", "--report-only", str(run / "efficiency_t.json")]) == 0  # e.g. after a cut-short run
+    assert (run / "efficiency_t.md").read_text() == summary and (run / "efficiency_t_time.png").exists()
+
+
+def test_out_of_memory_stops_the_sweep_and_the_budget_skips(tmp_path: Path) -> None:
+    # 2^34 frames cannot be allocated: a real allocator refusal, recorded as "oom"; larger points are not run.
+    assert vamba_main([*TINY, "--models", "vamba", "--modes", "prefill", "--frames", "2", str(2**34), str(2**35),
+                       "--stage1-frames", "0", "--point-cap-s", "1e30", "--budget-s", "1e30",
+                       "--out-dir", str(tmp_path), "--tag", "oom"]) == 0
+    rows = json.loads((tmp_path / "efficiency_oom.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "oom", "not run: smaller point out of memory"]
+    assert vamba_main([*TINY, "--models", "qwen2_vl", "--modes", "train", "--frames", "2", "4",
+                       "--point-cap-s", "1e-9", "--stage1-frames", "0", "--out-dir", str(tmp_path),
+                       "--tag", "cap"]) == 0
+    rows = json.loads((tmp_path / "efficiency_cap.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "skipped: time budget"]
+
+
+def test_frame_grid_and_flop_counts() -> None:
+    assert frame_grid(640, 360) == (26, 46)  # 644x364: 1196 patches per frame pair, 299 merged tokens
+    config = vamba_config("2b", "reference")
+    with torch.device("meta"):
+        from vamba.models import VambaForConditionalGeneration
+
+        model = VambaForConditionalGeneration(config)
+    dead = set(model.parameters_without_effect())
+    video_params = sum(p.numel() for n, p in model.named_parameters() if n not in dead and (
+        ".vision_mixer." in n or ".cross_attn.k_proj.weight" in n or ".cross_attn.v_proj.weight" in n))
+    # Per video token: 2 FLOPs per weight it meets, plus the scan's own work (a few percent).
+    assert 1.0 < vamba_llm_flops(config, 1000, 0, 0) / (2 * video_params * 1000) < 1.1
+    text_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.layers.")
+                      and ("self_attn" in n or "mlp" in n or "cross_attn.q_proj" in n or "cross_attn.o_proj" in n)
+                      and n.endswith("weight"))
+    assert vamba_llm_flops(config, 0, 1, 0) == pytest.approx(2 * text_params, rel=1e-3)
+    assert qwen_llm_flops(config, 1000, 0, 0) > 7 * vamba_llm_flops(config, 1000, 0, 0) / 10  # same order at 1k tokens
+
+
+def test_benchmark_imports_nothing_the_gpu_image_lacks() -> None:
+    """The GPU image has torch, transformers, triton, matplotlib, but no hydra/omegaconf/wandb/decord/av."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vamba.inference.efficiency; "
+            "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'decord', 'av', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
+
+
+def _row(model: str, mode: str, frames: int, status: str = "ok", total: float = 1.0, llm: float = 0.5,
+         peak: float = 10.0) -> dict:
+    row = {"model": model, "mode": mode, "frames": frames, "video_tokens": frames // 2 * 299, "status": status}
+    if status == "ok":
+        row.update(total_ms=1e3 * total, vision_ms=1e3 * (total - llm), llm_ms=1e3 * llm, peak_gib=peak,
+                   peak_above_start_gib=peak / 2, llm_mfu=0.3)
+    return row
+
+
+def test_goal_verdicts() -> None:
+    """The summary's goal lines (inputs built by hand; the benchmark's rows have exactly these fields)."""
+    from vamba.inference.efficiency_report import goals
+
+    rows = [_row("qwen2_vl", "prefill", 1024, total=12.0, llm=10.0), _row("qwen2_vl", "prefill", 2048, "oom"),
+            _row("vamba", "prefill", 1024, total=2.0, llm=0.5), _row("vamba", "prefill", 3600, total=7.0),
+            _row("vamba", "prefill", 4096, total=8.0), _row("vamba", "prefill", 8192, "oom"),
+            _row("qwen2_vl", "train", 512, peak=50.0), _row("qwen2_vl", "train", 1024, "oom"),
+            _row("vamba", "train", 512, peak=60.0), _row("vamba", "train", 1024, "oom"),
+            _row("vamba", "train_shared", 512, peak=24.0), _row("vamba", "train_shared", 1024, peak=30.0)]
+    verdicts = {goal: (measured, verdict) for goal, measured, verdict in goals({"rows": rows})}
+    assert verdicts["prefill at 1024 frames >= 5x faster"] == ("6.00x (LLM part 20.00x)", "met")
+    assert verdicts["training-step memory at 512 frames <= 1/2 (train)"][1] == "NOT met"
+    assert verdicts["training-step memory at 512 frames <= 1/2 (train_shared)"][1] == "met"
+    assert verdicts[">= 4x more frames fit (prefill)"] == ("VAMBA 4096 vs Qwen2-VL 1024 frames (4.0x)", "met")
+    assert verdicts[">= 4x more frames fit (train)"][1] == "NOT met"
+    # train_shared never ran out of memory below 4x: the sweep did not go far enough to tell.
+    assert verdicts[">= 4x more frames fit (train_shared)"] == ("VAMBA 1024+ vs Qwen2-VL 512 frames (2.0x)",
+                                                                 "not measured")
+    assert verdicts["an hour at 1 fps (3600 frames) answered on one GPU"][1] == "met"
+    assert goals({"rows": []})[0][2] == "not measured"

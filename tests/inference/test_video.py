@@ -1,0 +1,74 @@
+"""Piecewise decoding (decord, PyAV single pass, frame folders) gives the patches of the whole read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vamba.data.sampling import FrameSampling, sample_frames
+from vamba.data.video import VideoDecodeError, decord_available, open_video
+from vamba.data.vision import VisionConfig, process_frames
+from vamba.inference.video import VideoPlan, open_reader
+
+BACKENDS = ["pyav"] + (["decord"] if decord_available() else [])
+
+
+def bench_video(synth_dir: Path) -> Path:
+    return synth_dir / "lvbench" / "videos" / "synth0000.mp4"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_frames, piece", [(8, 2), (9, 4), (1, 4), (12, 12)])
+def test_pieces_equal_the_whole_read(synth_dir: Path, backend: str, num_frames: int, piece: int) -> None:
+    path = bench_video(synth_dir)
+    vision = VisionConfig(shortest_edge=56, longest_edge=84)
+    plan = VideoPlan.create(path, sampling=FrameSampling("uniform", num_frames), vision=vision,
+                                        reader=open_video(path, backend))
+    reader = open_video(path, "pyav")
+    indices = sample_frames(reader.info().num_frames, reader.info().fps, FrameSampling("uniform", num_frames)).indices
+    want_pixels, want_grid = process_frames(reader.get_frames(indices), vision)
+    pieces = list(plan.pieces(piece))
+    assert plan.grid == tuple(want_grid[0].tolist())
+    assert sum(int(g[0, 0]) for _, g in pieces) == int(want_grid[0, 0])
+    assert all(g[0, 1:].tolist() == want_grid[0, 1:].tolist() for _, g in pieces)
+    assert torch.equal(torch.cat([p for p, _ in pieces]), want_pixels)
+    assert len(plan.timestamps) == 2 * plan.grid[0]
+
+
+def test_repeat_mode_and_explicit_indices(synth_dir: Path) -> None:
+    path = bench_video(synth_dir)
+    plan = VideoPlan.create(path, indices=[0, 3, 5], vision=VisionConfig(odd_frames="repeat"))
+    assert plan.indices == [0, 3, 5, 5]
+    plan = VideoPlan.create(path, indices=[0, 3, 5])
+    assert plan.indices == [0, 3]
+    with pytest.raises(ValueError, match="time order"):
+        VideoPlan.create(path, indices=[3, 0])
+
+
+def test_frame_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (6, 56, 84, 3), dtype=np.uint8)
+    for i, f in enumerate(frames, start=1):
+        Image.fromarray(f).save(tmp_path / f"{i:05d}.png")
+    plan = VideoPlan.create(tmp_path, indices=[0, 2, 4, 5])
+    got = torch.cat([p for p, _ in plan.pieces(2, prefetch=False)])
+    assert torch.equal(got, process_frames(frames[[0, 2, 4, 5]], VisionConfig())[0])
+
+
+def test_truncated_and_missing_videos_are_decode_errors(synth_dir: Path, tmp_path: Path) -> None:
+    data = bench_video(synth_dir).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError):
+        plan = VideoPlan.create(cut, indices=list(range(16)), reader=open_video(bench_video(synth_dir), "pyav"))
+        plan.source = str(cut)  # header of the full file, bytes of the cut one: decoding must notice
+        list(plan.pieces(4))
+    with pytest.raises(VideoDecodeError, match="does not exist"):
+        open_reader(tmp_path / "nope.mp4")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(VideoDecodeError, match="cannot open"):
+        VideoPlan.create(garbage)

@@ -1,0 +1,222 @@
+"""Ask a VAMBA model about a video: load once, encode a video once, ask any number of questions.
+
+    chat = VambaChat.from_pretrained("path/to/checkpoint")          # model + tokenizer (+ device, dtype)
+    video = chat.encode("movie.mp4", sampling=FrameSampling("fps", num_frames=3600, fps=1.0))
+    print(chat.ask(video, "What happens at the end?"))
+    conversation = chat.conversation(video)                           # keeps the turns
+    conversation.ask("Who is in the first scene?"); conversation.ask("And what do they wear?")
+
+Encoding streams the video through the model in pieces of frames (``vamba.inference.streaming``): peak
+memory is the weights + the cross-attention K/V cache + one piece, so an hour of video at 1 fps fits
+where a one-shot prefill would not. Every question then runs the text stream alone against the cached
+K/V (paper Sec. 3): follow-up questions never re-encode the video.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, VISION_MARKER, Message, encode_chat
+from vamba.data.sampling import FrameSampling
+from vamba.data.video import VideoReader
+from vamba.data.vision import VisionConfig, process_frames
+from vamba.inference.streaming import VideoStream, split_patches
+from vamba.inference.video import VideoPlan
+from vamba.models.cache import VideoCache
+
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+          "float32": torch.float32, "fp32": torch.float32}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``: this process's GPU (``LOCAL_RANK`` under torchrun, so data-parallel ranks spread out), else CPU."""
+    if device in (None, "auto"):
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class EncodedVideo:
+    """A video as the model keeps it: per-layer cross-attention K/V (``cache``) and where it came from.
+
+    grid: (t, h, w) patches; frames: frames read (after making the count even); timestamps: seconds of each;
+    seconds: time the encoding took.
+    """
+
+    cache: VideoCache
+    source: str
+    grid: tuple[int, int, int]
+    frames: int
+    timestamps: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.cache.keys[0].shape[2]
+
+
+class VambaChat:
+    """A loaded model + tokenizer that encodes videos and answers questions about them.
+
+    piece_frames: frames per piece of the streaming prefill (memory vs speed); vision: resize settings
+    (default: Qwen2-VL's smart resize alone); system_prompt: the chat's system turn.
+    """
+
+    def __init__(self, model, tokenizer, vision: VisionConfig | None = None, piece_frames: int = 128,
+                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.vision = vision or VisionConfig()
+        self.piece_frames = piece_frames
+        self.system_prompt = system_prompt
+        stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+        self.eos_token_ids = [i for i in stops if i is not None and i != tokenizer.unk_token_id]
+        if not self.eos_token_ids:
+            raise ValueError("the tokenizer has neither <|im_end|> nor <|endoftext|>: not a Qwen2 chat tokenizer")
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[-1]
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = "auto",
+                        dtype: str | torch.dtype = "bfloat16", **kwargs: Any) -> VambaChat:
+        """Load model and tokenizer from one checkpoint directory (ours, or the released VAMBA layout)."""
+        from transformers import AutoTokenizer
+
+        from vamba.models import VambaForConditionalGeneration
+
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"{path} has no usable tokenizer (tokenizer.json / tokenizer_config.json): {e}"
+                                    ) from e
+        model = VambaForConditionalGeneration.from_pretrained(path, dtype=resolve_dtype(dtype))
+        return cls(model.to(resolve_device(device)), tokenizer, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    # -- encoding -------------------------------------------------------------------------------------
+    def encode(self, video: str | os.PathLike, sampling: FrameSampling | None = None,
+               indices: Sequence[int] | None = None, reader: VideoReader | None = None,
+               vision: VisionConfig | None = None,
+               progress: bool | Callable[[int, int], None] = False) -> EncodedVideo:
+        """Decode, vision-encode and stream a video file (or frame folder) through the model, piece by piece.
+
+        ``sampling`` (default 16 uniform frames) or explicit source frame ``indices`` pick the frames;
+        ``vision`` overrides the chat's resize settings for this video. ``progress``: True for a tqdm bar, or a
+        callback ``(frames_done, frames_total)``.
+        """
+        started = time.perf_counter()
+        plan = VideoPlan.create(video, indices=indices, sampling=sampling, vision=vision or self.vision,
+                                reader=reader)
+        stream = VideoStream(self.model, plan.grid)
+        with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
+            for pixel_values, grid_thw in plan.pieces(self.piece_frames):
+                stream.push(pixel_values, grid_thw)
+                update(2 * int(grid_thw[0, 0]))
+        return EncodedVideo(stream.finish(), plan.source, plan.grid, len(plan.indices), plan.timestamps,
+                            time.perf_counter() - started)
+
+    def encode_frames(self, frames: np.ndarray, source: str = "<frames>") -> EncodedVideo:
+        """Encode frames already in memory: uint8 [T, H, W, 3] (T = 1: an image)."""
+        started = time.perf_counter()
+        pixel_values, grid_thw = process_frames(frames, self.vision)
+        grid = tuple(int(x) for x in grid_thw[0].tolist())
+        stream = VideoStream(self.model, grid)
+        for piece in split_patches(pixel_values, grid_thw, max(1, self.piece_frames // 2)):
+            stream.push(*piece)
+        return EncodedVideo(stream.finish(), source, grid, 2 * grid[0], [], time.perf_counter() - started)
+
+    # -- asking ---------------------------------------------------------------------------------------
+    def prompt_ids(self, turns: Sequence[tuple[str, str | None]]) -> list[int]:
+        """Token ids of a chat about one video: ``turns`` = (question, answer or None for the last one).
+
+        The video marker goes before the first question (as the released model was trained)."""
+        messages = []
+        for i, (question, answer) in enumerate(turns):
+            messages.append(Message("user", (VISION_MARKER if i == 0 else "") + question))
+            if answer is not None:
+                messages.append(Message("assistant", answer))
+        return encode_chat(messages, self.tokenizer, self.system_prompt, add_generation_prompt=True,
+                           require_target=False).input_ids
+
+    @torch.no_grad()
+    def ask(self, video: EncodedVideo, question: str, history: Sequence[tuple[str, str]] = (),
+            max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+            seed: int | None = None, streamer: Any = None) -> str:
+        """Answer ``question`` about an encoded video (after the earlier ``history`` turns); returns the reply
+        without special tokens. ``streamer``: a transformers streamer (e.g. ``TextStreamer``) that gets each
+        new token as it is generated. ``seed`` makes sampled decoding reproducible."""
+        ids = torch.tensor([self.prompt_ids([*history, (question, None)])], device=self.device)
+        options: dict[str, Any] = {"do_sample": do_sample}
+        if do_sample:
+            options.update(temperature=temperature, top_p=top_p)
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)
+        cache = video.cache if video.cache.keys[0].device == self.device else video.cache.to(self.device)
+        rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with rng if seed is not None else contextlib.nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_cache=cache,
+                                      max_new_tokens=max_new_tokens, eos_token_id=self.eos_token_ids,
+                                      pad_token_id=self.pad_token_id, streamer=streamer, **options)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    def conversation(self, video: EncodedVideo) -> Conversation:
+        return Conversation(self, video)
+
+
+class Conversation:
+    """A multi-turn chat about one encoded video: each ``ask`` sees the earlier questions and answers."""
+
+    def __init__(self, chat: VambaChat, video: EncodedVideo) -> None:
+        self.chat = chat
+        self.video = video
+        self.turns: list[tuple[str, str]] = []
+
+    def ask(self, question: str, **options: Any) -> str:
+        answer = self.chat.ask(self.video, question, history=self.turns, **options)
+        self.turns.append((question, answer))
+        return answer
+
+
+@contextlib.contextmanager
+def _progress(progress: bool | Callable[[int, int], None], total: int, desc: str):
+    """Yields ``update(n)``: a tqdm bar (progress=True), a user callback, or nothing."""
+    if callable(progress):
+        done = 0
+
+        def update(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(done, total)
+
+        yield update
+    elif progress:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, leave=False) as bar:
+            yield bar.update
+    else:
+        yield lambda n: None

@@ -1,0 +1,238 @@
+"""The efficiency benchmark's report: summary tables, the issue's goals, plots (``vamba bench --report-only``).
+
+Reads only the results JSON that ``vamba.inference.efficiency`` writes, so a cut-short run can be reported and
+the committed JSON re-rendered without a GPU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vamba.utils.io import atomic_write_text
+
+HOUR_FRAMES = 3600  # one hour at 1 fps (the issue's target), added to VAMBA's prefill sweep
+# The reference figures of the issue (H100, transformers' Qwen2-VL-7B, SDPA, bf16, LLM part only).
+ISSUE_REFERENCE = {"prefill_1024": {"s": 12.6, "gib": 44.0}, "prefill_oom": 2048,
+                   "train_512": {"s": 17.0, "gib": 52.5}, "train_oom": 1024}
+
+
+def ok_rows(rows: list[dict], model: str, mode: str) -> list[dict]:
+    return [r for r in rows if r["model"] == model and r["mode"] == mode and r.get("status") == "ok"]
+
+
+def max_fit(rows: list[dict], model: str, mode: str) -> int | None:
+    fits = [r["frames"] for r in ok_rows(rows, model, mode)]
+    return max(fits) if fits else None
+
+
+def first_oom(rows: list[dict], model: str, mode: str) -> int | None:
+    ooms = [r["frames"] for r in rows if r["model"] == model and r["mode"] == mode and r.get("status") == "oom"]
+    return min(ooms) if ooms else None
+
+
+def at(rows: list[dict], model: str, mode: str, frames: int) -> dict | None:
+    return next((r for r in ok_rows(rows, model, mode) if r["frames"] == frames), None)
+
+
+def goals(result: dict) -> list[tuple[str, str, str]]:
+    """(goal, measured, verdict) for the issue's targets."""
+    rows = result["rows"]
+    out = []
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+    v, q = at(rows, "vamba", "prefill", 1024), at(rows, "qwen2_vl", "prefill", 1024)
+    if v and q:
+        ratio, llm = q["total_ms"] / v["total_ms"], q["llm_ms"] / max(v["llm_ms"], 1e-9)
+        out.append(("prefill at 1024 frames >= 5x faster", f"{ratio:.2f}x (LLM part {llm:.2f}x)", verdict(ratio >= 5)))
+    elif v and first_oom(rows, "qwen2_vl", "prefill") == 1024:
+        out.append(("prefill at 1024 frames >= 5x faster", "Qwen2-VL out of memory at 1024", verdict(True)))
+    else:
+        out.append(("prefill at 1024 frames >= 5x faster", "-", verdict(None)))
+    for mode in ("train", "train_shared"):
+        v, q = at(rows, "vamba", mode, 512), at(rows, "qwen2_vl", "train", 512)
+        goal = f"training-step memory at 512 frames <= 1/2 ({mode})"
+        if v and q and "peak_gib" in v:
+            total = v["peak_gib"] / q["peak_gib"]
+            act = v["peak_above_start_gib"] / max(q["peak_above_start_gib"], 1e-9)
+            out.append((goal, f"total peak {total:.2f}x, above weights+inputs {act:.2f}x", verdict(total <= 0.5)))
+        elif any(r["mode"] == mode for r in rows):
+            out.append((goal, "-", verdict(None)))
+    for mode in ("prefill", "train", "train_shared"):
+        if not any(r["mode"] == mode for r in rows):
+            continue
+        base = baseline_mode(mode)
+        fv, fq = max_fit(rows, "vamba", mode), max_fit(rows, "qwen2_vl", base)
+        v_bounded, q_bounded = first_oom(rows, "vamba", mode) is not None, first_oom(rows, "qwen2_vl", base) is not None
+        if fv and fq:
+            # A model that never ran out of memory fits at least its largest measured point ("+").
+            text = (f"VAMBA {fv}{'' if v_bounded else '+'} vs Qwen2-VL {fq}{'' if q_bounded else '+'} frames "
+                    f"({fv / fq:.1f}x)")
+            conclusive = q_bounded and (v_bounded or fv >= 4 * fq)
+            out.append((f">= 4x more frames fit ({mode})", text, verdict(fv >= 4 * fq if conclusive else None)))
+        else:
+            out.append((f">= 4x more frames fit ({mode})", "-", verdict(None)))
+    hour = at(rows, "vamba", "prefill", HOUR_FRAMES)
+    tried = any(r["model"] == "vamba" and r["mode"] == "prefill" and r["frames"] == HOUR_FRAMES for r in rows)
+    measured = f"prefill {hour['total_ms'] / 1e3:.1f} s, {hour.get('peak_gib', float('nan')):.1f} GiB" if hour else "-"
+    reply = at(rows, "vamba", "answer", HOUR_FRAMES)
+    if hour and reply:
+        measured += (f"; with a {reply['answer_tokens']}-token answer {reply['total_ms'] / 1e3:.1f} s "
+                     f"({reply['decode_tokens_per_s']:.0f} tokens/s), {reply.get('peak_gib', float('nan')):.1f} GiB")
+    out.append((f"an hour at 1 fps ({HOUR_FRAMES} frames) answered on one GPU", measured,
+                verdict(bool(hour) if tried else None)))
+    return out
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+MODES = {"prefill": "Prefill (video + question)",
+         "train": "Training step (fwd+bwd, checkpointing; trainable: each model's LLM)",
+         "train_shared": "Training step, VAMBA training only the weights it shares with Qwen2-VL's LLM "
+                         "(baseline: Qwen2-VL's training step)"}
+
+
+def baseline_mode(mode: str) -> str:
+    return "train" if mode == "train_shared" else mode
+
+
+def summary_markdown(result: dict) -> str:
+    rows = result["rows"]
+    meta = result["setup"]
+    models = result.get("models", {})
+    lines = [f"# Efficiency: VAMBA vs Qwen2-VL ({meta['scale']}, {result['device']})", "",
+             f"{result['date']}; {meta['frame_size']} frames -> {meta['tokens_per_2_frames']} merged tokens per 2 "
+             f"frames; dtype {meta['dtype']}; question {meta['question_tokens']} tokens, training text "
+             f"{meta['train_tokens']} tokens (loss on the text); VAMBA prefill streams {meta['piece_frames']} frames "
+             f"per piece; vision tower frozen in training. Times: whole step (vision tower / LLM), seconds. "
+             f"Memory: peak allocated, GiB (weights included). Measured {meta['dtype']} matmul rate: "
+             f"{result['matmul_tflops']:.3g} TFLOP/s.", ""]
+    if models:
+        lines += ["| model | parameters | vision tower | trainable (train / train_shared / stage1) |",
+                  "|---|---|---|---|"]
+        for name, info in models.items():
+            t = info.get("trainable", {})
+            lines.append(f"| {name} | {_count(info['parameters'])} | {_count(info['vision'])} | "
+                         + " / ".join(_count(t[k]) if k in t else "-" for k in ("train", "train_shared", "stage1"))
+                         + " |")
+        lines.append("")
+    for mode, title in MODES.items():
+        if not any(r["mode"] == mode for r in rows):
+            continue
+        lines += [f"## {title}", "",
+                  "| frames | video tokens | VAMBA s (vision/LLM) | VAMBA GiB | Qwen2-VL s (vision/LLM) | Qwen2-VL GiB "
+                  "| time ratio | memory ratio | VAMBA LLM MFU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        frames = sorted({r["frames"] for r in rows if r["mode"] in (mode, baseline_mode(mode))})
+        for n in frames:
+            cells = [str(n), str(next(r["video_tokens"] for r in rows if r["frames"] == n))]
+            pair = []
+            for model, m in (("vamba", mode), ("qwen2_vl", baseline_mode(mode))):
+                r = next((r for r in rows if r["model"] == model and r["mode"] == m and r["frames"] == n), None)
+                pair.append(r)
+                if r is None:
+                    cells += ["-", "-"]
+                elif r.get("status") != "ok":
+                    cells += [r.get("status", "-"), "-"]
+                else:
+                    cells += [f"{r['total_ms'] / 1e3:.3f} ({r['vision_ms'] / 1e3:.3f}/{r['llm_ms'] / 1e3:.3f})",
+                              f"{r['peak_gib']:.1f}" if "peak_gib" in r else "-"]
+            v, q = pair
+            both = v is not None and q is not None and v.get("status") == q.get("status") == "ok"
+            cells.append(f"{q['total_ms'] / v['total_ms']:.2f}x" if both else "-")
+            cells.append(f"{v['peak_gib'] / q['peak_gib']:.2f}" if both and "peak_gib" in v else "-")
+            mfu = v.get("llm_mfu") if v is not None and v.get("status") == "ok" else None
+            cells.append(f"{100 * mfu:.0f}%" if mfu is not None else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if meta["scale"] == "7b":
+        ref, seen = result.get("issue_reference_qwen2_vl_7b_h100", ISSUE_REFERENCE), []
+        for mode, n in (("prefill", 1024), ("train", 512)):
+            r = at(rows, "qwen2_vl", mode, n)
+            if r is not None:
+                issue = ref[f"{mode}_{n}"]
+                seen.append(f"{mode} {n} frames: LLM part {r['llm_ms'] / 1e3:.1f} s, peak {r.get('peak_gib', 0):.1f} "
+                            f"GiB (issue: {issue['s']} s, {issue['gib']} GiB)")
+        if seen:
+            lines += ["Baseline check against the issue's own Qwen2-VL-7B measurement (H100): " + "; ".join(seen)
+                      + ".", ""]
+    mfu = []
+    for mode in ("prefill", "train", "train_shared"):
+        best = max((r for r in ok_rows(rows, "vamba", mode) if r.get("llm_mfu") is not None),
+                   key=lambda r: r["frames"], default=None)
+        if best is not None:
+            mfu.append(f"{mode} {100 * best['llm_mfu']:.1f}% at {best['frames']} frames")
+    if mfu:
+        lines += [f"VAMBA LLM model FLOPs utilisation at the largest measured point: {'; '.join(mfu)} "
+                  f"(of the measured {result['matmul_tflops']:.3g} TFLOP/s).", ""]
+    lines += ["## Goals (issue 7)", "", "| goal | measured | |", "|---|---|---|"]
+    lines += [f"| {g} | {m} | {v} |" for g, m, v in goals(result)]
+    lines += ["", "Time ratio = Qwen2-VL time / VAMBA time (higher: VAMBA faster); memory ratio = VAMBA peak / "
+              "Qwen2-VL peak (lower: VAMBA smaller); MFU = the VAMBA LLM part's model FLOPs / its time / the measured "
+              "matmul rate. Random weights; every field is in the JSON.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    paths = []
+    panels = {"prefill": [("vamba", "prefill", "tab:blue", "-", "VAMBA (streaming)"),
+                          ("qwen2_vl", "prefill", "tab:red", "-", "Qwen2-VL")],
+              "train": [("vamba", "train", "tab:blue", "-", "VAMBA"),
+                        ("vamba", "train_shared", "tab:cyan", "-.", "VAMBA, shared weights trained"),
+                        ("qwen2_vl", "train", "tab:red", "-", "Qwen2-VL")]}
+    for quantity, ylabel in (("memory", "peak memory (GiB)"), ("time", "time (s)")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, (panel, series) in zip(axes, panels.items()):
+            ooms = []
+            for model, mode, colour, style, label in series:
+                good = ok_rows(rows, model, mode)
+                if quantity == "memory":
+                    good = [r for r in good if "peak_gib" in r]
+                ys = [r["peak_gib"] if quantity == "memory" else r["total_ms"] / 1e3 for r in good]
+                xs = [r["frames"] for r in good]
+                if xs:
+                    ax.plot(xs, ys, "o" + style, color=colour, label=label)
+                    if quantity == "time":
+                        ax.plot(xs, [max(r["llm_ms"], 1e-3) / 1e3 for r in good], ":", color=colour, alpha=0.7,
+                                label=f"{label}: LLM part")
+                if (oom := first_oom(rows, model, mode)) is not None:
+                    ooms.append((oom, colour, label))
+            for oom, colour, label in ooms:
+                ax.axvline(oom, color=colour, linestyle="--", alpha=0.5, linewidth=1)
+                ax.text(oom, ax.get_ylim()[1], f" {label}: out of memory", color=colour, rotation=90, va="top",
+                        fontsize=7)
+            if quantity == "memory" and result.get("device_memory_gib"):
+                ax.axhline(result["device_memory_gib"], color="grey", linestyle="--", linewidth=1)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("frames")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{panel} ({result['setup']['scale']}, {result['device']})", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"efficiency_{tag}_{quantity}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(json_path: Path) -> str:
+    """Summary markdown and plots next to a results JSON (also for a run that was cut short)."""
+    result = json.loads(Path(json_path).read_text())
+    tag = Path(json_path).stem.removeprefix("efficiency_")
+    summary = summary_markdown(result)
+    atomic_write_text(Path(json_path).with_suffix(".md"), summary)
+    plot(result, Path(json_path).parent, tag)
+    return summary

@@ -1,0 +1,49 @@
+"""The VAMBA model behind the evaluation harness (``vamba eval ... model.path=<checkpoint>``).
+
+Implements ``vamba.evaluation.interface.VideoQAModel`` on ``VambaChat``: ``encode_video`` reads exactly the
+frames and size the benchmark protocol fixes (``vamba.evaluation.sampling``: the released sampler and
+pre-resize), streams them through the model once, and ``answer`` asks each question against the cached
+cross-attention K/V with the protocol's decoding settings.
+"""
+from __future__ import annotations
+
+import os
+
+from vamba.data.vision import VisionConfig
+from vamba.evaluation.interface import GenerationSettings, VideoRequest
+from vamba.evaluation.sampling import frame_indices
+from vamba.inference.chat import EncodedVideo, VambaChat
+from vamba.inference.video import folder_reader, open_reader
+
+
+class VambaVideoQA:
+    """``VideoQAModel`` for VAMBA checkpoints (see module docstring)."""
+
+    def __init__(self, chat: VambaChat) -> None:
+        self.chat = chat
+
+    def encode_video(self, video: VideoRequest) -> EncodedVideo:
+        if video.is_frame_folder:
+            reader = folder_reader(video.path, video.frame_folder_fps or 25.0)
+        else:
+            reader = open_reader(video.path)
+        info = reader.info()
+        indices = frame_indices(video, info.num_frames, info.fps)
+        if video.is_frame_folder:
+            # Frame-folder samplers count from the first file's number (MVBench: 1); the reader from 0.
+            indices = [min(max(i - video.first_frame_index, 0), info.num_frames - 1) for i in indices]
+        vision = VisionConfig(shortest_edge=video.frames.shortest_edge, longest_edge=video.frames.longest_edge)
+        return self.chat.encode(video.path, indices=indices, reader=reader, vision=vision)
+
+    def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
+        return self.chat.ask(encoded, prompt, max_new_tokens=generation.max_new_tokens,
+                             do_sample=generation.do_sample, temperature=generation.temperature,
+                             top_p=generation.top_p, seed=generation.seed)
+
+
+def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",
+                        piece_frames: int = 128) -> VambaVideoQA:
+    """Factory named by ``vamba eval``'s default ``model.adapter``."""
+    if path is None:
+        raise ValueError("model.path=<checkpoint directory> is required")
+    return VambaVideoQA(VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames))
