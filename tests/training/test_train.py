@@ -35,7 +35,7 @@ def test_loss_falls_when_overfitting_one_batch(train_overrides) -> None:
     saved = json.loads((result.final_dir / "config.json").read_text())
     assert saved["model_type"] == "vamba" and (result.final_dir / "tokenizer_config.json").exists()
     info = json.loads((result.output_dir / "run_info.json").read_text())
-    assert info["environment"]["versions"]["torch"] == torch.__version__.split("+")[0] or info["environment"]["versions"]["torch"]
+    assert info["environment"]["versions"]["torch"] and info["argv"] and info["world_size"] == 1
     assert "git_commit" in info and (result.output_dir / "config.yaml").read_text().count("stage:") == 1
 
 
