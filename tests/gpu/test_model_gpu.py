@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from tests.models.vamba_tiny import pack, row, video_batch
+from tests.models.vamba_tiny import pack, row, segments, video_batch
 from vamba.models import VambaConfig, VambaForConditionalGeneration
 from vamba.models.presets import vamba_config_for
 from vamba.models.attention import attention, attention_ref, flash_attn_available, torch_varlen_available
@@ -37,16 +37,6 @@ def _check(name: str, err: float, base: float) -> None:
     assert err <= 2 * base + EPS, f"{name}: {err:.3g} > 2 * {base:.3g} + {EPS:.3g}"
 
 
-def _segments(rows: list[list[int]], n: int) -> torch.Tensor:
-    seg = torch.full((len(rows), n), -1, dtype=torch.long)
-    for b, lengths in enumerate(rows):
-        pos = 0
-        for s, length in enumerate(lengths):
-            seg[b, pos:pos + length] = s
-            pos += length
-    return seg.cuda()
-
-
 ATTN_CASES = {
     "self, packed + padded": (True, 512, 512, [[200, 312], [100, 150, 50], [512]], [[200, 312], [100, 150, 50], [512]]),
     "cross, packed, one text-only sample": (False, 256, 2048, [[64, 64, 128], [256], [100, 100]],
@@ -59,8 +49,8 @@ ATTN_CASES = {
 @pytest.mark.parametrize("case", list(ATTN_CASES))
 def test_attention_backends_bf16(case, backend):
     causal, nq, nk, q_rows, k_rows = ATTN_CASES[case]
-    q_seg = _segments(q_rows, nq) if q_rows else None
-    k_seg = _segments(k_rows, nk) if k_rows else None
+    q_seg = segments(q_rows, nq).cuda() if q_rows else None
+    k_seg = segments(k_rows, nk).cuda() if k_rows else None
     g = torch.Generator(device="cuda").manual_seed(0)
     master = [torch.randn(3, h, n, 128, device="cuda", generator=g) for h, n in ((12, nq), (2, nk), (2, nk))]
     w = torch.randn(3, nq, 12, 128, device="cuda", generator=g, dtype=torch.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.models.vamba_tiny import segments
 from vamba.models.attention import attention, attention_ref, attention_unpadded, resolve_backend, varlen_ref
 
 B, HQ, HKV, D = 3, 4, 2, 8
@@ -15,17 +16,6 @@ def _qkv(nq, nk, seed=0):
     k = torch.randn(B, HKV, nk, D, generator=g, dtype=torch.float64)
     v = torch.randn(B, HKV, nk, D, generator=g, dtype=torch.float64)
     return [t.requires_grad_() for t in (q, k, v)]
-
-
-def _segments(rows, n):
-    """rows: per row a list of segment lengths (segment ids 0, 1, ...; a length-0 segment is absent); rest -1."""
-    seg = torch.full((len(rows), n), -1, dtype=torch.long)
-    for b, lengths in enumerate(rows):
-        pos = 0
-        for s, length in enumerate(lengths):
-            seg[b, pos:pos + length] = s
-            pos += length
-    return seg
 
 
 # (name, causal, nq, nk, q segments per row, k segments per row)
@@ -43,8 +33,8 @@ CASES = [
 @pytest.mark.parametrize("path", ["sdpa", "unpadded"])
 def test_backends_match_reference_forward_and_backward(case, path):
     _, causal, nq, nk, q_rows, k_rows = case
-    q_seg = _segments(q_rows, nq) if q_rows else None
-    k_seg = _segments(k_rows, nk) if k_rows else None
+    q_seg = segments(q_rows, nq) if q_rows else None
+    k_seg = segments(k_rows, nk) if k_rows else None
     q, k, v = _qkv(nq, nk)
     ref = attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg)
     ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
@@ -63,7 +53,7 @@ def test_backends_match_reference_forward_and_backward(case, path):
 
 def test_reference_matches_explicit_softmax_per_segment():
     q, k, v = _qkv(4, 6)
-    q_seg, k_seg = _segments([[2, 2]] * B, 4), _segments([[3, 3]] * B, 6)
+    q_seg, k_seg = segments([[2, 2]] * B, 4), segments([[3, 3]] * B, 6)
     out = attention_ref(q, k, v, causal=False, q_seg=q_seg, k_seg=k_seg)
     b, i = 1, 3  # query 3 (segment 1) of head 2 reads keys 3..5 only, through kv head 1
     kv = 2 // (HQ // HKV)

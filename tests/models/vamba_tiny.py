@@ -127,3 +127,15 @@ def row(batch: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
             "labels": batch["labels"][b:b + 1, :n], "pixel_values": pixels, "grid_thw": batch["grid_thw"][items],
             "visual_row": torch.zeros(int(items.sum()), dtype=torch.long),
             "visual_seq_idx": torch.zeros(int(items.sum()), dtype=torch.long)}
+
+
+def segments(rows: list[list[int]], n: int) -> torch.Tensor:
+    """Segment ids [len(rows), n]: per row a list of segment lengths (ids 0, 1, ...; a length-0 segment is
+    absent); the rest of the row is -1."""
+    seg = torch.full((len(rows), n), -1, dtype=torch.long)
+    for b, lengths in enumerate(rows):
+        pos = 0
+        for s, length in enumerate(lengths):
+            seg[b, pos:pos + length] = s
+            pos += length
+    return seg
