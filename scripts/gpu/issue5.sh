@@ -15,10 +15,11 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALL
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia_smi.txt" 2>&1
 NGPU=$(nvidia-smi -L | wc -l)
 
-# 1. one GPU, 7B scale, 256 frames (8192 video tokens) + 512 text tokens
-timeout 420 python3 scripts/bench_train.py --size 7b --frames 256 --out "$OUT/train_step_7b_256f.json" \
+# 1. one GPU, 7B scale, 256 frames (8192 video tokens) + 512 text tokens (SKIP_1GPU=1: already measured, e.g.
+#    by scripts/gpu/issue7.sh's stage-1 point)
+[ "${SKIP_1GPU:-0}" = 1 ] || timeout 420 python3 scripts/bench_train.py --size 7b --frames 256 --out "$OUT/train_step_7b_256f.json" \
   > "$OUT/train_step_7b_256f.log" 2>&1; echo "7b step rc=$?"
-timeout 420 python3 scripts/bench_train.py --size 7b --frames 256 --distill --out "$OUT/train_step_7b_256f_distill.json" \
+[ "${SKIP_1GPU:-0}" = 1 ] || timeout 420 python3 scripts/bench_train.py --size 7b --frames 256 --distill --out "$OUT/train_step_7b_256f_distill.json" \
   > "$OUT/train_step_7b_256f_distill.log" 2>&1; echo "7b step + teacher rc=$?"
 
 # 2. two GPUs, ZeRO-2 / ZeRO-3, 2B scale, mixed batches, save + resume
@@ -44,7 +45,7 @@ PY
     common=(model=vamba_qwen2vl_2b model.allow_random_init=true deepspeed=$z "data.mixture=$D/mixed.yaml" "data.tokenizer=$D/tokenizer"
             data.num_frames=32 optim.per_device_batch_size=2 optim.global_batch_size=4 optim.max_steps=6
             logging.save_steps=3 logging.logging_steps=1 optim.lr=1e-5 optim.bf16=true "output_dir=$RUNS/$z"
-            logging.progress=false)
+            logging=none logging.progress=false)
     timeout 560 torchrun --standalone --nproc_per_node 2 -m vamba.cli train "${common[@]}" debug.stop_after_steps=3 \
       > "$OUT/$z.part1.log" 2>&1; echo "$z part 1 rc=$?"
     timeout 560 torchrun --standalone --nproc_per_node 2 -m vamba.cli train "${common[@]}" \

@@ -37,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from vamba.utils.io import atomic_write_json, atomic_write_text
+from vamba.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
@@ -338,8 +341,11 @@ def generate(config: SynthConfig) -> dict:
 
 
 def _write_hf(path: Path, captions: list[dict]) -> None:
-    import datasets
-
+    try:
+        import datasets
+    except ImportError:  # an optional format: the GPU image has no `datasets`; everything else still works
+        logger.warning("synth: `datasets` is not installed; %s (the HF-dataset copy of the captions) not written", path)
+        return
     shutil.rmtree(path, ignore_errors=True)
     # Media paths stay relative to the output folder: an hf source's default media root is its parent folder.
     rows = [{"media": c.get("video") or c["image"], "caption": c["caption"]} for c in captions]
