@@ -55,17 +55,21 @@ def _protocol(frames: int, max_new_tokens: int = 4):
 
 
 def _reply(question, explain: bool) -> str:
-    """The training reply: the letter, or (``demo.explain``) the option's text first, then "The answer is X."
-    (the LVBench/VAMBA extractor reads the letter after "the answer is"): the model then names what it saw
-    before it has to find that option's letter."""
+    """The training reply: the letter, or (``demo.explain``) the option's text first, verbatim (the same
+    tokens as in the prompt, so the letter is found by matching them), then "The answer is X." (the
+    LVBench/VAMBA extractor reads the letter after "the answer is"): the model names what it saw before it
+    has to find that option's letter."""
     if not explain:
         return question.answer
-    line = next(x for x in question.question.split("\n") if x.startswith(f"({question.answer})"))
-    return f"{line[4:].strip().capitalize()}. The answer is {question.answer}."
+    return f"{_option_text(question)}. The answer is {question.answer}."
+
+
+def _option_text(question) -> str:
+    return next(x for x in question.question.split("\n") if x.startswith(f"({question.answer})"))[4:].strip()
 
 
 def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
-    """Synthetic training data, the multiple-choice instruction file and the two mixtures the stages use."""
+    """Synthetic training data, the multiple-choice instruction files and the mixtures the stages use."""
     d = cfg.demo
     train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos)
     bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos)
@@ -76,15 +80,25 @@ def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
         {"from": "human", "value": "<video>\n" + spec.prompt(q)}, {"from": "gpt", "value": _reply(q, d.explain)}]}
         for q in benchmark.load(train / "lvbench", {})]
     atomic_write_json(train / "llava_video_mc.json", mc)
+    # The same questions without their videos, the correct option's text given in the question: they teach
+    # the option -> letter lookup that a pretrained LLM brings and a tiny model trained from scratch lacks
+    # (without them both models learn to name what they saw but answer one fixed letter).
+    text_mc = [{"id": f"text_mc_{q.qid}", "conversations": [
+        {"from": "human", "value": spec.prompt(dataclasses.replace(
+            q, question=f'The correct option is "{_option_text(q)}". ' + q.question))},
+        {"from": "gpt", "value": _reply(q, d.explain)}]} for q in benchmark.load(train / "lvbench", {})]
+    atomic_write_json(train / "llava_text_mc.json", text_mc)
     atomic_write_text(train / "pretrain.yaml", "seed: 0\nsources:\n"
                       "  - {name: captions, format: caption, path: captions.jsonl}\n")
     atomic_write_text(train / "sft.yaml", "seed: 0\nsources:\n"
                       "  - {name: video_mc, format: llava, path: llava_video_mc.json, weight: 2.0}\n"
+                      "  - {name: text_mc, format: llava, path: llava_text_mc.json, weight: 2.0}\n"
                       "  - {name: video_qa, format: llava, path: llava_video.json}\n"
                       "  - {name: image_qa, format: llava, path: llava_image.json, weight: 0.5}\n")
     atomic_write_text(train / "all.yaml", "seed: 0\nsources:\n"
                       "  - {name: captions, format: caption, path: captions.jsonl}\n"
                       "  - {name: video_mc, format: llava, path: llava_video_mc.json, weight: 2.0}\n"
+                      "  - {name: text_mc, format: llava, path: llava_text_mc.json, weight: 2.0}\n"
                       "  - {name: video_qa, format: llava, path: llava_video.json}\n"
                       "  - {name: image_qa, format: llava, path: llava_image.json, weight: 0.5}\n")
     return {"train": train, "bench": bench / "lvbench", "tokenizer": train / "tokenizer"}
