@@ -52,6 +52,20 @@ def test_the_answer_is_in_the_decoded_video(tmp_path: Path, task: str) -> None:
         assert len(set(spec.options)) == 4
 
 
+def test_fixed_option_order_changes_only_the_order() -> None:
+    """shuffle_options=False: colour options in COLOURS order, the same events, question and answer text."""
+    for seed in range(12):
+        task = TASKS[seed % len(TASKS)]
+        shuffled = make_video_spec(random.Random(seed), "v", task, 32)
+        fixed = make_video_spec(random.Random(seed), "v", task, 32, shuffle_options=False)
+        assert (fixed.events, fixed.question, fixed.options[fixed.answer]) == (
+            shuffled.events, shuffled.question, shuffled.options[shuffled.answer])
+        if task == "needle":
+            assert fixed.options == list(COLOURS)
+        else:
+            assert fixed.options == shuffled.options
+
+
 def test_benchmark_files_follow_official_layouts(synth_dir: Path) -> None:
     meta = [json.loads(line) for line in (synth_dir / "lvbench" / "video_info.meta.jsonl").read_text().splitlines()]
     assert len(meta) == 3

@@ -66,6 +66,9 @@ class SynthConfig:
     fps: int = 8
     seed: int = 0
     tokenizer: bool = True
+    # False: a question whose options are a whole closed set (the four colours) lists them in one fixed
+    # order, as the counting options 1-4 always are; the letter then names the answer by itself.
+    shuffle_options: bool = True
 
     def __post_init__(self) -> None:
         if self.size % 2 or self.size < 32:
@@ -122,7 +125,8 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[st
     return options, options.index(correct)
 
 
-def make_video_spec(rng: random.Random, key: str, task: str, num_frames: int) -> VideoSpec:
+def make_video_spec(rng: random.Random, key: str, task: str, num_frames: int,
+                    shuffle_options: bool = True) -> VideoSpec:
     """Draw the events and the question of one video."""
     all_names = [f"{c} {s}" for s in SHAPES for c in COLOURS]
     if task == "needle":
@@ -134,6 +138,8 @@ def make_video_spec(rng: random.Random, key: str, task: str, num_frames: int) ->
             events = [Event(e.shape, e.colour, *s) for e, s in zip(reversed(events), spans)]
         question = f"What colour was the {needle}?"
         options, answer = _options(rng, colour, list(COLOURS))
+        if not shuffle_options:
+            options, answer = list(COLOURS), list(COLOURS).index(colour)
         short = f"{colour.capitalize()}."
     elif task == "order":
         first, second = rng.sample(SHAPES, 2)
@@ -260,7 +266,7 @@ def generate(config: SynthConfig) -> dict:
     specs = []
     for i in range(config.num_videos):
         spec = make_video_spec(rng, f"video_{i:05d}", TASKS[i % len(TASKS)],
-                               rng.randint(config.min_frames, config.max_frames))
+                               rng.randint(config.min_frames, config.max_frames), config.shuffle_options)
         _write_video(out / "videos" / f"{spec.key}.mp4", spec, config.size, config.fps, rng.randint(0, 2**31))
         specs.append(spec)
     images = []
@@ -300,7 +306,8 @@ def generate(config: SynthConfig) -> dict:
 
     # Held-out benchmark videos, in the official LVBench and Video-MME layouts.
     bench = [make_video_spec(rng, f"synth{i:04d}", TASKS[i % len(TASKS)],
-                             rng.randint(config.min_frames, config.max_frames)) for i in range(config.num_bench_videos)]
+                             rng.randint(config.min_frames, config.max_frames), config.shuffle_options)
+             for i in range(config.num_bench_videos)]
     lv_meta, lv_flat, vmme_rows = [], [], []
     for i, spec in enumerate(bench):
         seed = rng.randint(0, 2**31)

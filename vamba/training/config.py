@@ -154,15 +154,17 @@ class DebugConfig:
 class DemoConfig:
     """The end-to-end CPU demo (vamba.training.demo); sizes chosen to finish in minutes on 2 cores."""
 
-    num_videos: int = 240  # caption + open-question videos
-    num_images: int = 64
-    num_mc_videos: int = 800  # multiple-choice training videos (the training set's benchmark split)
-    num_bench_videos: int = 60  # held-out benchmark (another seed)
+    num_videos: int = 600  # caption + open-question videos
+    num_images: int = 1000  # single-frame shape/colour questions: the cheapest perception signal
+    num_mc_videos: int = 1600  # multiple-choice training videos (the training set's benchmark split)
+    num_bench_videos: int = 120  # held-out benchmark (another seed)
     frames: int = 8
+    frame_size: int = 112  # frames are frame_size^2 pixels: (frame_size / 28)^2 = 16 tokens per 2 frames
+    shuffle_options: bool = False  # colour options in one fixed order (vamba.data.synth.SynthConfig)
     explain: bool = True  # multiple-choice replies name the option before its letter (see demo._reply)
     threads: int = 1
-    teacher_steps: int = 1200
-    teacher_lr: float = 2e-3
+    teacher_steps: int = 800
+    teacher_lr: float = 1e-3
     pretrain_steps: int = 200
     pretrain_lr: float = 2e-3
     sft_steps: int = 400

@@ -34,12 +34,12 @@ logger = get_logger(__name__)
 CHANCE = 25.0  # four options
 
 
-def _synth(out: Path, seed: int, videos: int, images: int, bench: int) -> Path:
+def _synth(out: Path, seed: int, videos: int, images: int, bench: int, size: int, shuffle: bool) -> Path:
     from vamba.data.synth import SynthConfig, generate
 
     if not (out / "manifest.json").exists():
         generate(SynthConfig(out_dir=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
-                             min_frames=32, max_frames=64, seed=seed))
+                             size=size, min_frames=32, max_frames=64, seed=seed, shuffle_options=shuffle))
     return out
 
 
@@ -71,8 +71,8 @@ def _option_text(question) -> str:
 def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
     """Synthetic training data, the multiple-choice instruction files and the mixtures the stages use."""
     d = cfg.demo
-    train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos)
-    bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos)
+    train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos, d.frame_size, d.shuffle_options)
+    bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos, d.frame_size, d.shuffle_options)
     # Multiple-choice training questions: the training set's own benchmark split, phrased exactly as the
     # evaluation prompts (the held-out benchmark uses other videos: seed 1).
     benchmark, spec = _protocol(d.frames)
@@ -97,7 +97,7 @@ def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
                       "  - {name: image_qa, format: llava, path: llava_image.json, weight: 0.5}\n")
     atomic_write_text(train / "all.yaml", "seed: 0\nsources:\n"
                       "  - {name: captions, format: caption, path: captions.jsonl}\n"
-                      "  - {name: video_mc, format: llava, path: llava_video_mc.json, weight: 2.0}\n"
+                      "  - {name: video_mc, format: llava, path: llava_video_mc.json}\n"
                       "  - {name: text_mc, format: llava, path: llava_text_mc.json, weight: 2.0}\n"
                       "  - {name: video_qa, format: llava, path: llava_video.json}\n"
                       "  - {name: image_qa, format: llava, path: llava_image.json, weight: 0.5}\n")
