@@ -123,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference_tokens and "scan" in args.what:
         jobs.append((bench_scan, args.reference_tokens, "reference"))
     for bench, tokens, backend in jobs:
-        row = bench(tokens, backend, ceil, args.reps)
+        try:
+            row = bench(tokens, backend, ceil, args.reps)
+        except RuntimeError as e:  # a failed point is recorded and the sweep goes on (OOM is handled inside)
+            row = {"what": f"{bench.__name__.removeprefix('bench_')}[{backend}]", "tokens": tokens,
+                   "error": str(e).splitlines()[0][:300], "fwd": {}, "fwd_bwd": {}}
         result["rows"].append(row)
         atomic_write_json(args.out, result)
         torch.cuda.empty_cache()
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'what':<26}{'tokens':>9}{'fwd ms':>9}{'fwd+bwd ms':>12}{'peak GiB':>10}{'TFLOP/s':>9}{'of peak':>9}")
     for row in result["rows"]:
         f, fb = row["fwd"], row["fwd_bwd"]
-        cell = lambda r, k, fmt: format(r[k], fmt) if k in r else "OOM"  # noqa: E731
+        missing = "ERROR" if "error" in row else "OOM"
+        cell = lambda r, k, fmt: format(r[k], fmt) if k in r else missing  # noqa: E731
         print(f"{row['what']:<26}{row['tokens']:>9}{cell(f, 'ms', '9.1f')}{cell(fb, 'ms', '12.1f')}"
               f"{cell(fb, 'peak_gib', '10.1f')}{cell(fb, 'tflops', '9.0f')}{cell(fb, 'tflops_frac', '9.0%')}")
     return 0

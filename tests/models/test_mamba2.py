@@ -142,6 +142,25 @@ def test_right_padding_leaves_real_tokens_unchanged(pad_as_new_sample):
     torch.testing.assert_close(block(padded, seq_idx=seq)[1, :12], block(x[1:, :12])[0])
 
 
+def test_projections_cut_into_pieces_equal_one_matmul(monkeypatch):
+    """Over-long inputs go through in_proj/out_proj in token pieces (cuBLAS fails past 2^31 elements on
+    GPU); forced here with a tiny limit: same outputs and gradients as one matmul."""
+    torch.manual_seed(0)
+    block = Mamba2Block(Mamba2Config(d_model=32, d_state=8, headdim=8, chunk_size=8)).double()
+    x = torch.randn(2, 37, 32, dtype=torch.float64, requires_grad=True)
+    ref_out = block(x)
+    ref_grads = torch.autograd.grad(ref_out.sum(), [x, *block.parameters()])
+    monkeypatch.setattr("vamba.ops._backend.MAX_KERNEL_ELEMENTS", 8 * block.mixer.in_proj.out_features)
+    calls = []
+    block.mixer.in_proj.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    out = block(x)
+    grads = torch.autograd.grad(out.sum(), [x, *block.parameters()])
+    assert len(calls) > 1 and sum(calls) == 2 * 37  # really cut: 8-token pieces of the 74 tokens
+    torch.testing.assert_close(out, ref_out)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
 def test_bfloat16_block_runs_and_keeps_dtype():
     block = Mamba2Block(Mamba2Config(**TINY)).to(torch.bfloat16)
     x = torch.randn(2, 13, 32, dtype=torch.bfloat16)

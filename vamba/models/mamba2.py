@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
+from vamba.ops import _backend
 from vamba.ops._backend import BACKENDS
 from vamba.models.zero import gathered
 
@@ -211,7 +212,7 @@ class Mamba2Mixer(nn.Module):
             same = (seq_idx[:, 0] == state.seq_idx)[:, None, None]  # rows that continue their last sample
             state = Mamba2State(state.conv_state * same.to(state.conv_state.dtype),
                                 state.ssm_state * same[..., None].to(state.ssm_state.dtype))
-        z, xbc, dt = self.in_proj(x).split([c.d_inner, c.conv_dim, c.nheads], dim=-1)
+        z, xbc, dt = project(self.in_proj, x).split([c.d_inner, c.conv_dim, c.nheads], dim=-1)
         conv = causal_conv1d(
             xbc.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx=seq_idx,
             initial_state=None if state is None else state.conv_state, return_final_state=return_state,
@@ -225,11 +226,23 @@ class Mamba2Mixer(nn.Module):
             initial_state=None if state is None else state.ssm_state, return_final_state=return_state,
             backend=c.backend)
         y, ssm_state = scan if return_state else (scan, None)
-        out = self.out_proj(self.norm(y.flatten(-2), z))
+        out = project(self.out_proj, self.norm(y.flatten(-2), z))
         if return_state:
             last = None if seq_idx is None else seq_idx[:, -1].clone()
             return out, Mamba2State(conv_state=conv_state, ssm_state=ssm_state, seq_idx=last)
         return out
+
+
+def project(linear: nn.Linear, x: Tensor) -> Tensor:
+    """``linear(x)`` for x: [..., in_features], cut along the tokens so that no single matmul operand or
+    output passes ``MAX_KERNEL_ELEMENTS``. NOTE: in_proj at 153k tokens x 16.6k outputs (VAMBA-7B, bf16)
+    failed with CUBLAS_STATUS_EXECUTION_FAILED on an H100 (2026-11-23); the pieces are exact (a row's
+    output depends on that row only) and autograd accumulates the weight gradient over them."""
+    flat = x.reshape(-1, x.shape[-1])
+    pieces = _backend.token_pieces(flat.shape[0], max(linear.in_features, linear.out_features))
+    if len(pieces) == 1:
+        return linear(x)
+    return torch.cat([linear(flat[p]) for p in pieces]).view(*x.shape[:-1], linear.out_features)
 
 
 class Mamba2Block(nn.Module):
