@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["rows"]:
         f, fb = row["fwd"], row["fwd_bwd"]
         missing = "ERROR" if "error" in row else "OOM"
-        cell = lambda r, k, fmt: format(r[k], fmt) if k in r else missing  # noqa: E731
+        cell = lambda r, k, fmt: format(r[k], fmt) if k in r else missing.rjust(int(fmt[:-3]))  # noqa: E731
         print(f"{row['what']:<26}{row['tokens']:>9}{cell(f, 'ms', '9.1f')}{cell(fb, 'ms', '12.1f')}"
               f"{cell(fb, 'peak_gib', '10.1f')}{cell(fb, 'tflops', '9.0f')}{cell(fb, 'tflops_frac', '9.0%')}")
     return 0

@@ -27,7 +27,7 @@ TF32_EPS = 2.0**-10  # float32 tensors come from TF32 dots (10 mantissa bits) in
 # NOTE: the float32 SSD floor is 4 TF32 eps. mamba-ssm's scan rounds through TF32 at more points than the
 # PyTorch run (scores, chunk states, the dA/dt reductions in its backward); on an H100 (2026-11-23) its float32
 # errors were 0.8-3.1e-3, 2.1-9x the TF32 PyTorch run's, which the 2x + 1 eps rule rejected. This floor was set
-# after that measurement (docs/results/mamba2_gpu_compare_h100.json). bf16 meets the plain rule.
+# after that measurement (docs/results/mamba2_gpu_compare_h100.jsonl). bf16 meets the plain rule.
 
 
 def rel_err(t: torch.Tensor, truth: torch.Tensor) -> float:

@@ -14,6 +14,7 @@ import types
 from typing import Literal
 
 import torch
+from torch import Tensor
 
 from vamba.utils.logging import get_logger, log_once
 
@@ -111,6 +112,19 @@ def token_pieces(length: int, elements_per_token: int, multiple: int = 1, extra_
     tokens = MAX_KERNEL_ELEMENTS // max(elements_per_token, 1) - extra_tokens
     step = max(multiple, tokens // multiple * multiple)
     return [slice(start, min(start + step, length)) for start in range(0, length, step)] or [slice(0, 0)]
+
+
+def span(t: Tensor) -> int:
+    """Elements between the first and the last element of ``t`` in memory (its strides, not its size)."""
+    return 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+
+
+def compact(t: Tensor) -> Tensor:
+    """``t``, copied to a dense layout of the same dimension order when its memory span passes
+    MAX_KERNEL_ELEMENTS. NOTE: a piece cut from a wide projection (dt is a 112-column slice of VAMBA-7B's
+    16.6k-column in_proj output) spans its row stride per token, not its own width; the kernels' 32-bit
+    offsets overflowed on such a view at 153k tokens (illegal memory access, H100, 2026-11-23)."""
+    return t.contiguous() if span(t) > MAX_KERNEL_ELEMENTS else t
 
 
 def available() -> dict[str, str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vamba.ops._backend import resolve, token_pieces
+from vamba.ops._backend import compact, resolve, token_pieces
 
 
 def _check(x: Tensor, weight: Tensor, z: Tensor | None, group_size: int | None) -> None:
@@ -71,7 +71,8 @@ def gated_rms_norm(
         return gated_rms_norm_ref(x, weight, z, eps, group_size, norm_before_gate)
     _check(x, weight, z, group_size)
     rows_x, rows_z = x.reshape(-1, x.shape[-1]), None if z is None else z.reshape(-1, z.shape[-1])
-    outs = [kernel.rmsnorm_fn(rows_x[piece], weight, None, z=None if rows_z is None else rows_z[piece], eps=eps,
-                              group_size=group_size, norm_before_gate=norm_before_gate)
+    outs = [kernel.rmsnorm_fn(compact(rows_x[piece]), weight, None,
+                              z=None if rows_z is None else compact(rows_z[piece]), eps=eps, group_size=group_size,
+                              norm_before_gate=norm_before_gate)
             for piece in token_pieces(rows_x.shape[0], rows_x.shape[1])]
     return (outs[0] if len(outs) == 1 else torch.cat(outs)).view(x.shape)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vamba.ops._backend import resolve, token_pieces
+from vamba.ops._backend import compact, resolve, token_pieces
 
 _INF = float("inf")
 
@@ -190,7 +190,8 @@ def ssd_scan(
         if piece.start and seq is not None and state is not None:  # a sample starting right at the cut
             state = state * (seq_idx[:, piece.start] == seq_idx[:, piece.start - 1]).to(state.dtype)[:, None, None, None]
         out = kernel.mamba_chunk_scan_combined(
-            x[:, piece], dt[:, piece], A, B[:, piece], C[:, piece], chunk_size, D=D, dt_bias=dt_bias,
+            compact(x[:, piece]), compact(dt[:, piece]), A, compact(B[:, piece]), compact(C[:, piece]), chunk_size,
+            D=D, dt_bias=dt_bias,
             initial_states=state, seq_idx=None if seq is None else _row_relative(seq), dt_softplus=dt_softplus,
             dt_limit=dt_limit, return_final_states=return_final_state or len(pieces) > 1)
         if isinstance(out, tuple):
