@@ -142,3 +142,13 @@ def test_mamba_ssm_other_import_errors_are_not_hidden(tmp_path, monkeypatch):
     with pytest.raises(ModuleNotFoundError, match="some_missing_dependency"):
         backend._import_mamba_ssm_submodule("ops.triton.ssd_combined")
     _forget_mamba_ssm(monkeypatch)
+
+
+def test_compact_copies_only_views_whose_memory_span_passes_the_limit(monkeypatch):
+    wide = torch.randn(1, 50, 40)
+    dt = wide[..., -3:]  # a 3-column slice of a 40-column projection: 150 elements spread over 1963
+    assert backend.span(dt) == 49 * 40 + 3 and backend.span(wide) == wide.numel()
+    assert backend.compact(dt) is dt  # under the limit: the view itself, no copy
+    monkeypatch.setattr(backend, "MAX_KERNEL_ELEMENTS", 1000)
+    dense = backend.compact(dt)
+    assert dense.is_contiguous() and backend.span(dense) == 150 and torch.equal(dense, dt)
