@@ -1,6 +1,7 @@
 """``vamba train`` (the Hydra entry point) and ``vamba distill-cache``.
 
     vamba train experiment=demo                                  # end-to-end CPU demo
+    vamba train experiment=mini_ablations                        # the paper's ablations in miniature (CPU)
     vamba train model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml stage=pretrain \\
         stage.distill.weight=1 stage.distill.teacher=/ckpt/Qwen2-VL-7B-Instruct deepspeed=zero3
     torchrun --nproc_per_node 8 -m vamba.cli train experiment=paper_pretrain model.path=... data.mixture=...
@@ -59,6 +60,10 @@ def _train_task(cfg) -> None:
             from vamba.training.demo import run_demo
 
             run_demo(config)
+        elif config.task == "ablate":
+            from vamba.training.ablation import run_ablation
+
+            run_ablation(config)
         else:
             from vamba.training.run import train
 

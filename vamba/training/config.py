@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import MISSING
 
 STAGES = ("pretrain", "sft")
-TASKS = ("train", "demo")
+TASKS = ("train", "demo", "ablate")
 SIZES = ("tiny", "2b", "7b")
 REPORTERS = ("wandb", "tensorboard")
 DISTILL_SOURCES = ("online", "cache")
@@ -174,8 +174,18 @@ class DemoConfig:
 
 
 @dataclass
+class AblationConfig:
+    """Miniature ablations (vamba.training.ablation): demo runs that differ from this config by a few
+    overrides, all sharing the demo's data and its teacher, each repeated over ``seeds``."""
+
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> key=value overrides ([] = as is)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    workers: int = 2  # runs in parallel (one process and one torch thread each)
+
+
+@dataclass
 class TrainConfig:
-    task: str = "train"  # train | demo
+    task: str = "train"  # train | demo | ablate
     output_dir: str = MISSING
     resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | never | <checkpoint dir>
     seed: int = 0
@@ -188,6 +198,7 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
 
 def register() -> None:

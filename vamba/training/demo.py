@@ -22,7 +22,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -32,6 +32,7 @@ from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
 CHANCE = 25.0  # four options
+TEACHER, VAMBA = "Qwen2-VL teacher (transformer)", "VAMBA (after pretrain + sft)"
 
 
 def _synth(out: Path, seed: int, videos: int, images: int, bench: int, size: int, shuffle: bool) -> Path:
@@ -160,8 +161,9 @@ def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Pat
     return c
 
 
-def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, vamba_dir: Path,
-                    out: Path) -> dict[str, Any]:
+def evaluate_model(cfg: TrainConfig, data: dict[str, Path], model_dir: Path, out: Path, *,
+                   teacher: bool = False) -> dict[str, Any]:
+    """Accuracy of one checkpoint (the Qwen2-VL teacher or a VAMBA run) on the held-out benchmark."""
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
     from vamba.evaluation.runner import evaluate
@@ -169,31 +171,67 @@ def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, 
     from vamba.training.video_qa import Qwen2VLVideoQA
 
     benchmark, spec = _protocol(cfg.demo.frames, max_new_tokens=16 if cfg.demo.explain else 4)
-    questions = benchmark.load(data["bench"], {})
-    tok = AutoTokenizer.from_pretrained(data["tokenizer"])
-    models = {
-        "Qwen2-VL teacher (transformer)": lambda: Qwen2VLVideoQA(
-            Qwen2VLForConditionalGeneration.from_pretrained(str(teacher_dir)), tok),
-        "VAMBA (after pretrain + sft)": lambda: load_video_qa_model(str(vamba_dir), device="cpu", dtype="float32"),
-    }
-    results = {}
-    for (name, make), folder in zip(models.items(), ("teacher", "vamba")):
-        summary = evaluate(benchmark, questions, make(), out / folder, spec=spec, progress=cfg.logging.progress,
-                           extra={"model": str(teacher_dir if folder == "teacher" else vamba_dir)})
-        results[name] = {"accuracy": summary["score"], "answered": summary["answered"],
-                         "by_question_type": summary["metrics"].get("by_question_type")}
-    return results
+    if teacher:
+        tok = AutoTokenizer.from_pretrained(data["tokenizer"])
+        model = Qwen2VLVideoQA(Qwen2VLForConditionalGeneration.from_pretrained(str(model_dir)), tok)
+    else:
+        model = load_video_qa_model(str(model_dir), device="cpu", dtype="float32")
+    summary = evaluate(benchmark, benchmark.load(data["bench"], {}), model, out, spec=spec,
+                       progress=cfg.logging.progress, extra={"model": str(model_dir)})
+    return {"accuracy": summary["score"], "answered": summary["answered"],
+            "by_question_type": summary["metrics"].get("by_question_type")}
+
+
+def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, vamba_dir: Path,
+                    out: Path) -> dict[str, Any]:
+    return {TEACHER: evaluate_model(cfg, data, teacher_dir, out / "teacher", teacher=True),
+            VAMBA: evaluate_model(cfg, data, vamba_dir, out / "vamba")}
+
+
+def task_accuracy(result: dict[str, Any]) -> dict[str, float]:
+    """Accuracy per synthetic task (needle / order / count) from the LVBench category breakdown."""
+    from vamba.data.synth import LVBENCH_TYPES
+
+    by_type = result.get("by_question_type") or {}
+    return {task: by_type[types[0]]["acc"] for task, types in LVBENCH_TYPES.items() if types[0] in by_type}
 
 
 def render_table(results: dict[str, Any], questions: int, seconds: dict[str, float]) -> str:
-    lines = [f"| model | accuracy (%) on {questions} held-out questions | chance (%) |", "|---|---|---|"]
-    lines += [f"| {name} | {r['accuracy']:.1f} | {CHANCE:.1f} |" for name, r in results.items()]
+    lines = [f"| model | accuracy (%) on {questions} held-out questions | needle colour | event order | counting "
+             "| chance (%) |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        tasks = task_accuracy(r)
+        lines.append(f"| {name} | {r['accuracy']:.1f} | " + " | ".join(
+            f"{tasks[t]:.1f}" if t in tasks else "-" for t in ("needle", "order", "count")) + f" | {CHANCE:.1f} |")
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())]
     return "\n".join(lines)
 
 
+def train_vamba(cfg: TrainConfig, data: dict[str, Path], teacher: Path, out: Path,
+                lap: Callable[[str], None] | None = None) -> Path:
+    """Convert the teacher, run stage 1 (distillation weight ``demo.distill_weight``) and stage 2 in ``out``;
+    a stage whose final checkpoint exists is skipped. Returns the final checkpoint."""
+    from vamba.training.run import train
+
+    d = cfg.demo
+    pre = stage_config(cfg, stage="pretrain", model_path=teacher, mixture=data["train"] / "pretrain.yaml",
+                       tokenizer=data["tokenizer"], out=out / "pretrain", steps=d.pretrain_steps, lr=d.pretrain_lr,
+                       distill_weight=d.distill_weight, teacher=teacher)
+    if not (out / "pretrain" / "final" / "config.json").exists():
+        train(pre)
+    if lap:
+        lap("pretrain")
+    sft = stage_config(cfg, stage="sft", model_path=out / "pretrain" / "final", mixture=data["train"] / "sft.yaml",
+                       tokenizer=data["tokenizer"], out=out / "sft", steps=d.sft_steps, lr=d.sft_lr)
+    if not (out / "sft" / "final" / "config.json").exists():
+        train(sft)
+    if lap:
+        lap("sft")
+    return out / "sft" / "final"
+
+
 def run_demo(cfg: TrainConfig) -> dict[str, Any]:
-    from vamba.training.run import train, write_run_info
+    from vamba.training.run import write_run_info
 
     # NOTE: one thread: the tiny model's ops are too small to split, and two threads on two busy cores
     # were 10x slower per step than one (OpenMP workers waiting on each other).
@@ -211,23 +249,12 @@ def run_demo(cfg: TrainConfig) -> dict[str, Any]:
         clock = now
         logger.info("demo: %s done in %.0f s", name, seconds[name])
 
-    d = cfg.demo
     data = write_data(cfg, out / "data")
     lap("data")
     teacher = train_teacher(cfg, data, out / "teacher")
     lap("teacher")
-    pre = stage_config(cfg, stage="pretrain", model_path=teacher, mixture=data["train"] / "pretrain.yaml",
-                       tokenizer=data["tokenizer"], out=out / "pretrain", steps=d.pretrain_steps, lr=d.pretrain_lr,
-                       distill_weight=d.distill_weight, teacher=teacher)
-    if not (out / "pretrain" / "final" / "config.json").exists():
-        train(pre)
-    lap("pretrain")
-    sft = stage_config(cfg, stage="sft", model_path=out / "pretrain" / "final", mixture=data["train"] / "sft.yaml",
-                       tokenizer=data["tokenizer"], out=out / "sft", steps=d.sft_steps, lr=d.sft_lr)
-    if not (out / "sft" / "final" / "config.json").exists():
-        train(sft)
-    lap("sft")
-    results = evaluate_models(cfg, data, teacher, out / "sft" / "final", out / "eval")
+    vamba = train_vamba(cfg, data, teacher, out, lap)
+    results = evaluate_models(cfg, data, teacher, vamba, out / "eval")
     lap("eval")
     seconds["total"] = sum(seconds.values())
     n = len(list((data["bench"] / "videos").glob("*.mp4")))
