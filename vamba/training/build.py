@@ -68,9 +68,10 @@ def tiny_qwen2vl(tok, dims: TinyDims, seed: int = 0):
 
 
 def _mamba(m: ModelConfig) -> dict[str, Any]:
-    if m.size != "tiny":
-        return {}  # released Mamba-2 settings
-    return dict(d_state=m.tiny.mamba_d_state, headdim=m.tiny.mamba_headdim, chunk_size=m.tiny.mamba_chunk_size)
+    """The per-layer video block settings: released Mamba-2 ones, tiny ones, or none at all (``enable``)."""
+    mixer = {} if m.size != "tiny" else dict(d_state=m.tiny.mamba_d_state, headdim=m.tiny.mamba_headdim,
+                                             chunk_size=m.tiny.mamba_chunk_size)
+    return {**mixer, "enable": m.vision_mixer == "mamba2"}
 
 
 def build_model(cfg: TrainConfig, tok) -> nn.Module:
@@ -84,7 +85,8 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
                    cross_attn_init=m.cross_attn_init)
     torch.manual_seed(cfg.seed)  # new modules of a converted checkpoint are drawn from this seed
     if m.path:
-        if m.size == "tiny":  # a converted tiny Qwen2-VL gets the tiny Mamba-2 blocks, not the 7B ones
+        # a converted tiny Qwen2-VL gets the tiny Mamba-2 blocks, not the 7B ones
+        if m.size == "tiny" or m.vision_mixer != "mamba2":
             options["vision_mamba_mixer_config"] = _mamba(m)
         model = VambaForConditionalGeneration.from_pretrained(m.path, dtype=dtype, **options)
     else:

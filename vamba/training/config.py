@@ -20,6 +20,7 @@ TASKS = ("train", "demo", "ablate")
 SIZES = ("tiny", "2b", "7b")
 REPORTERS = ("wandb", "tensorboard")
 DISTILL_SOURCES = ("online", "cache")
+VISION_MIXERS = ("mamba2", "none")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,7 @@ class ModelConfig:
     attention_backend: str = "auto"
     cross_attn_init: str = "self_attn"
     use_alpha_balancing: bool = True
+    vision_mixer: str = "mamba2"  # mamba2 | none (video tokens reach every layer as the merger made them)
     gradient_checkpointing: bool = False
     allow_random_init: bool = False  # 2b/7b without a path: random weights (benchmarks, GPU tests) only if set
 
@@ -235,6 +237,7 @@ def validate(cfg: TrainConfig) -> None:
         return  # the demo writes its own data and checkpoints, then validates each stage's config
     _one_of(cfg.stage.name, STAGES, "stage.name")
     _one_of(cfg.model.size, SIZES, "model.size")
+    _one_of(cfg.model.vision_mixer, VISION_MIXERS, "model.vision_mixer")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     for reporter in cfg.logging.report_to:
         _one_of(reporter, REPORTERS, "logging.report_to")
