@@ -165,6 +165,9 @@ def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
                                                                    teacher=True))
     teacher_result = json.loads(teacher_result_path.read_text())
 
+    # seed-major order: a sweep stopped early has every variant at the first seeds
+    configs = dict(sorted(configs.items(), key=lambda kv: (cfg.ablation.seeds.index(kv[0][1]),
+                                                           list(cfg.ablation.variants).index(kv[0][0]))))
     jobs = [(c, data, teacher, out / "runs" / name / f"seed{seed}") for (name, seed), c in configs.items()]
     if cfg.ablation.workers > 1:
         # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
