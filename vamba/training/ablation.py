@@ -69,6 +69,17 @@ def variant_configs(cfg: TrainConfig) -> dict[tuple[str, int], TrainConfig]:
     return configs
 
 
+def _shared(cfg: TrainConfig, shared: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The data set, the teacher and the teacher's accuracy, each made once (skipped when present)."""
+    torch.set_num_threads(cfg.demo.threads)
+    data = demo.write_data(cfg, shared / "data")
+    teacher = demo.train_teacher(cfg, data, shared / "teacher")
+    if not (shared / "teacher_result.json").exists():
+        atomic_write_json(shared / "teacher_result.json",
+                          demo.evaluate_model(cfg, data, teacher, shared / "teacher_eval", teacher=True))
+    return data, json.loads((shared / "teacher_result.json").read_text())
+
+
 def _run_one(job: tuple[TrainConfig, dict[str, Path], Path, Path]) -> dict[str, Any]:
     """One (variant, seed): stage 1 + stage 2 from the shared teacher, then the held-out benchmark."""
     cfg, data, teacher, out = job
@@ -155,26 +166,19 @@ def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(cfg, out)
-    torch.set_num_threads(cfg.demo.threads)
-    shared = out / "shared"
-    data = demo.write_data(cfg, shared / "data")
-    teacher = demo.train_teacher(cfg, data, shared / "teacher")
-    teacher_result_path = shared / "teacher_result.json"
-    if not teacher_result_path.exists():
-        atomic_write_json(teacher_result_path, demo.evaluate_model(cfg, data, teacher, shared / "teacher_eval",
-                                                                   teacher=True))
-    teacher_result = json.loads(teacher_result_path.read_text())
+    # The teacher trains in a child process: its in-memory sample cache (GBs at the demo's sizes) then dies
+    # with it instead of staying in this process beside the workers'.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        data, teacher_result = pool.apply(_shared, (cfg, out / "shared"))
+    teacher = out / "shared" / "teacher"
 
     # seed-major order: a sweep stopped early has every variant at the first seeds
     configs = dict(sorted(configs.items(), key=lambda kv: (cfg.ablation.seeds.index(kv[0][1]),
                                                            list(cfg.ablation.variants).index(kv[0][0]))))
     jobs = [(c, data, teacher, out / "runs" / name / f"seed{seed}") for (name, seed), c in configs.items()]
-    if cfg.ablation.workers > 1:
-        # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
-        with multiprocessing.get_context("spawn").Pool(cfg.ablation.workers) as pool:
-            outputs = pool.map(_run_one, jobs, chunksize=1)
-    else:
-        outputs = [_run_one(job) for job in jobs]
+    # spawn: a fresh interpreter per run (no forked torch/OpenMP state; each run's data cache freed with it)
+    with multiprocessing.get_context("spawn").Pool(cfg.ablation.workers, maxtasksperchild=1) as pool:
+        outputs = pool.map(_run_one, jobs, chunksize=1)
     results = dict(zip(configs, outputs))
 
     table = aggregate(results, cfg.ablation.variants)
