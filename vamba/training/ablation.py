@@ -124,15 +124,17 @@ def aggregate(results: dict[tuple[str, int], dict[str, Any]], variants: dict[str
 
 
 def render(table: dict[str, Any], teacher: dict[str, Any], questions: int, title: str) -> str:
-    cell = lambda ms: f"{ms[0]:.1f} ± {ms[1]:.1f}"  # noqa: E731
+    def cell(ms: tuple[float, float], n: int) -> str:  # one seed has no spread to show
+        return f"{ms[0]:.1f} ± {ms[1]:.1f}" if n > 1 else f"{ms[0]:.1f}"
+
     lines = [f"## {title}", "", f"Accuracy (%) on {questions} held-out synthetic questions, mean ± std over seeds; "
              f"chance {demo.CHANCE:.0f}%.", "",
              "| variant | overrides | seeds | overall | needle colour | event order | counting |",
              "|---|---|---|---|---|---|---|"]
     for name, row in table.items():
-        tasks = " | ".join(cell(row["tasks"][t]) if t in row["tasks"] else "-" for t in TASKS)
+        tasks = " | ".join(cell(row["tasks"][t], row["seeds"]) if t in row["tasks"] else "-" for t in TASKS)
         lines.append(f"| {name} | {' '.join(row['overrides']) or '(the demo)'} | {row['seeds']} | "
-                     f"{cell(row['accuracy'])} | {tasks} |")
+                     f"{cell(row['accuracy'], row['seeds'])} | {tasks} |")
     t = demo.task_accuracy(teacher)
     lines.append(f"| teacher (Qwen2-VL, shared) | - | 1 | {teacher['accuracy']:.1f} | "
                  + " | ".join(f"{t[k]:.1f}" if k in t else "-" for k in TASKS) + " |")
