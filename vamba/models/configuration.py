@@ -77,7 +77,7 @@ class VambaConfig(Qwen2VLConfig):
     vision_mamba_mixer_config: dict | None = None
     # Tokens per chunk of the chunked cross-entropy (no [B, N, V] float32 logits when only the loss is needed).
     loss_chunk_size: int = 1024
-    # vamba.models.attention backend for both attentions: auto | eager | sdpa | flash_attention_2 | varlen.
+    # vamba.models.attention backend for both attentions: auto | eager | eager_fused | sdpa | flash_attention_2 | varlen.
     attention_backend: str = "auto"
 
     def __post_init__(self, **kwargs: Any) -> None:
