@@ -6,11 +6,12 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, TrainerCallback
 
 from tests.training.conftest import TINY, compose_config
 from vamba.training.build import build_model, tiny_qwen2vl
@@ -70,6 +71,24 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(train_overrides, tmp_pa
     for step in a:
         assert a[step]["loss"] == b[step]["loss"], (step, a[step]["loss"], b[step]["loss"])
         assert a[step]["learning_rate"] == b[step]["learning_rate"]
+
+
+class _SlowSave(TrainerCallback):
+    """Stands in for a stuck collective: the first step's end (where logging and saving follow) blocks 1.5 s."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            time.sleep(1.5)
+
+
+def test_stall_dump_prints_every_threads_stack_when_a_step_stalls(train_overrides, capfd) -> None:
+    cfg = compose_config(*train_overrides, "optim.max_steps=2", "debug.stall_dump_s=0.5")
+    train(cfg, callbacks=[_SlowSave()])
+    err = capfd.readouterr().err
+    assert "Thread 0x" in err and "in on_step_end" in err, err[-2000:]
+    capfd.readouterr()
+    time.sleep(0.8)  # the watchdog is disarmed once training ends
+    assert "Thread 0x" not in capfd.readouterr().err
 
 
 def test_lambda_zero_never_builds_a_teacher(train_overrides) -> None:

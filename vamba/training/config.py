@@ -145,11 +145,15 @@ class LoggingConfig:
 @dataclass
 class DebugConfig:
     """``overfit_batches`` > 0: train on the first N batches over and over (loss must go to ~0).
-    ``stop_after_steps`` > 0: stop there with a checkpoint, as an interruption would (resume tests)."""
+    ``stop_after_steps`` > 0: stop there with a checkpoint, as an interruption would (resume tests).
+    ``stall_dump_s`` > 0: when a step (with its logging and saving) runs longer than this, every process prints
+    all its threads' Python stacks to stderr, and again every ``stall_dump_s`` while it stays stuck: a hang
+    under torchrun/DeepSpeed shows where each rank waits."""
 
     overfit_batches: int = 0
     stop_after_steps: int = 0
     detect_anomaly: bool = False
+    stall_dump_s: float = 0.0
 
 
 @dataclass

@@ -11,6 +11,7 @@ Run directory (``output_dir``)::
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import subprocess
 import sys
@@ -64,6 +65,29 @@ class StopAfter(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class StallDump(TrainerCallback):
+    """``debug.stall_dump_s``: a watchdog (``faulthandler``) re-armed at every step's start and end, so that a step,
+    or the logging and saving after it, that runs past ``seconds`` prints every thread's stack to stderr."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def _arm(self) -> None:
+        faulthandler.dump_traceback_later(self.seconds, repeat=True, file=sys.stderr)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._arm()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._arm()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._arm()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        faulthandler.cancel_dump_traceback_later()
 
 
 def git_commit() -> str | None:
@@ -167,7 +191,12 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.debug.stop_after_steps > 0:
         trainer.add_callback(StopAfter(cfg.debug.stop_after_steps))
-    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, out))
+    if cfg.debug.stall_dump_s > 0:
+        trainer.add_callback(StallDump(cfg.debug.stall_dump_s))
+    try:
+        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, out))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
     final = out / "final"
     if cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps:
