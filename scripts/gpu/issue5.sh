@@ -40,15 +40,18 @@ text = [{"id": f"text_{i}", "conversations": [{"from": "human", "value": f"Count
                               "  - {name: image_qa, format: llava, path: llava_image.json}\n"
                               "  - {name: text_only, format: llava, path: text_only.json}\n")
 PY
-  for z in zero2 zero3; do
+  # a stalled step prints every rank's Python stacks (debug.stall_dump_s); NCCL reports its own warnings
+  export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+  PART_S=${PART_S:-140}
+  for z in ${ZERO_STAGES:-zero3 zero2}; do
     rm -rf "$RUNS/$z"
     common=(model=vamba_qwen2vl_2b model.allow_random_init=true deepspeed=$z "data.mixture=$D/mixed.yaml" "data.tokenizer=$D/tokenizer"
             data.num_frames=32 optim.per_device_batch_size=2 optim.global_batch_size=4 optim.max_steps=6
             logging.save_steps=3 logging.logging_steps=1 optim.lr=1e-5 optim.bf16=true "output_dir=$RUNS/$z"
-            logging=none logging.progress=false)
-    timeout 560 torchrun --standalone --nproc_per_node 2 -m vamba.cli train "${common[@]}" debug.stop_after_steps=3 \
+            logging=none logging.progress=false debug.stall_dump_s=${STALL_S:-40})
+    timeout "$PART_S" torchrun --standalone --nproc_per_node 2 -m vamba.cli train "${common[@]}" debug.stop_after_steps=3 \
       > "$OUT/$z.part1.log" 2>&1; echo "$z part 1 rc=$?"
-    timeout 560 torchrun --standalone --nproc_per_node 2 -m vamba.cli train "${common[@]}" \
+    timeout "$PART_S" torchrun --standalone --nproc_per_node 2 -m vamba.cli train "${common[@]}" \
       > "$OUT/$z.part2.log" 2>&1; echo "$z part 2 (resumed) rc=$?"
     mkdir -p "$OUT/$z"
     cp "$RUNS/$z"/{log.jsonl,run_info.json,config.yaml} "$OUT/$z/" 2>/dev/null
