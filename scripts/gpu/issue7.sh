@@ -2,8 +2,10 @@
 # One call on the lent H100 for issue 7 (about 10 minutes): the efficiency benchmark at 7B scale (VAMBA vs
 # transformers' Qwen2-VL, prefill and training step vs frames, plus the issue-5 stage-1 point), then the
 # streaming-prefill GPU test. Everything worth keeping goes to $OUT (at most 8 files come back):
-#   efficiency_h100.{json,md}, efficiency_h100_{memory,time}.png, efficiency_stage1_h100.json,
+#   efficiency_$TAG.{json,md}, efficiency_${TAG}_{memory,time}.png, efficiency_stage1_$TAG.json,
 #   bench_efficiency.log, gpu_tests.log, nvidia_smi.txt
+# TAG (default h100) names the files; MEM_GIB caps the GPU memory (e.g. MEM_GIB=79.2 TAG=h200_cap80: an 80 GB
+# H100's room on an H200, so what fits matches the issue's device).
 # Run from the project root, with the wheels folder (shared/device-wheels) carried as .whl/:
 #   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issue7.sh
@@ -18,11 +20,12 @@ python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" 2>
 # is the hard stop. The JSON is rewritten after every point, so a cut-short run keeps what it measured.
 # Autotuned kernels (what users run); the Triton autotuning of the first VAMBA calls is part of the budget and is
 # recorded per sweep as warmup_s.
-timeout ${BENCH_TIMEOUT:-440} python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag h100 \
-  --budget-s ${BUDGET_S:-380} > "$OUT/bench_efficiency.log" 2>&1
+TAG=${TAG:-h100}
+timeout ${BENCH_TIMEOUT:-440} python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag "$TAG" \
+  --budget-s ${BUDGET_S:-380} ${MEM_GIB:+--memory-gib $MEM_GIB} > "$OUT/bench_efficiency.log" 2>&1
 echo "bench rc=$?"
-if [ ! -f "$OUT/efficiency_h100.md" ] && [ -f "$OUT/efficiency_h100.json" ]; then
-  python3 scripts/bench_efficiency.py --report-only "$OUT/efficiency_h100.json" >> "$OUT/bench_efficiency.log" 2>&1
+if [ ! -f "$OUT/efficiency_$TAG.md" ] && [ -f "$OUT/efficiency_$TAG.json" ]; then
+  python3 scripts/bench_efficiency.py --report-only "$OUT/efficiency_$TAG.json" >> "$OUT/bench_efficiency.log" 2>&1
 fi
 grep -vE "INFO|Warning|warn" "$OUT/bench_efficiency.log" | tail -45
 

@@ -6,6 +6,7 @@ import torch
 
 from tests.models.vamba_tiny import row, vamba_config, video_batch
 from vamba.models import VambaForConditionalGeneration, VideoCache
+from vamba.models.modeling import CACHE_NAME
 
 NEW = 6
 VISION_KEYS = ("pixel_values", "grid_thw", "visual_row", "visual_seq_idx")
@@ -95,7 +96,7 @@ def test_forward_returns_the_caches_and_decoding_uses_only_them(model):
         out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=True)
         nxt = out.logits[:, -1:].argmax(-1)
         step = model(input_ids=nxt, attention_mask=torch.ones(1, 7, dtype=torch.long),
-                     past_key_values=out.past_key_values, video_cache=out.video_cache).logits
+                     cache=out[CACHE_NAME], video_cache=out.video_cache).logits
         full = model(input_ids=torch.cat([batch["input_ids"], nxt], 1),
                      **{k: batch[k] for k in VISION_KEYS}).logits
     torch.testing.assert_close(step[:, -1], full[:, -1], rtol=1e-4, atol=1e-5)

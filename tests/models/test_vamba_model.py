@@ -91,20 +91,33 @@ def test_text_only_sample_reads_no_video():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
+    """Checkpointed layers, and checkpointed layers whose inputs wait in host memory (HostOffload), give the
+    plain gradients; with offload, exactly the two streams entering each layer go through the host hooks."""
     batch = video_batch([6, 8], [[(2, 4, 4)], [(1, 2, 2)]])
     grads = []
-    for checkpointing in (False, True):
+    for checkpointing, offload in ((False, False), (True, False), (True, True)):
         model = _model().train()
         if checkpointing:
             # transformers >= 5.23 renames the switch; 5.17 only has the old name.
             enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
             enable()
             assert model.model.gradient_checkpointing
+        model.model.offload_checkpoints = offload
         model(**batch).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if offload:
+            cfg = model.config.text_config
+            b, n = batch["input_ids"].shape
+            m = 2 * 4 * 4 // 4  # the longest row's merged video tokens: [B, M, D] is padded to it
+            stream_bytes = cfg.num_hidden_layers * cfg.hidden_size * 4 * b * (n + m)  # float32, both streams
+            assert stream_bytes <= model.model.offloaded_bytes <= stream_bytes * 1.05
+        else:
+            assert model.model.offloaded_bytes == 0
     assert len(grads[0]) == len(grads[1]) == len(list(model.parameters())) - len(model.parameters_without_effect())
-    for name, g in grads[0].items():
-        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    for other in grads[1:]:
+        assert other.keys() == grads[0].keys()
+        for name, g in grads[0].items():
+            torch.testing.assert_close(other[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_alpha_is_clamped_to_unit_interval_with_straight_through_gradient():

@@ -12,6 +12,8 @@ frame counts (64, 128, 256, ... until out of memory), per model:
 - ``train``: one forward+backward with gradient checkpointing; trainable: the LLM (every parameter outside
   the vision tower; VAMBA's LLM includes its cross-attention, Mamba-2 blocks and alpha), the vision tower
   frozen; loss on the text tokens only for both (Qwen2-VL's logits are taken for the text positions only).
+- ``train_offload``: VAMBA's ``train`` with each checkpointed layer's inputs kept in pinned host memory until
+  backward (``model.offload_checkpoints``; ``host_bytes`` per step in the JSON); compared with Qwen2-VL's ``train``.
 - one VAMBA *stage-1* step (trainable: cross-attention, Mamba-2 blocks, alpha) at ``--stage1-frames`` frames.
 
 Per point: wall time (CUDA events; the first run of a point under 15 s only warms, then the median of 3 more
@@ -270,7 +272,7 @@ def llm_flops(name: str, config, setup: Setup, mode: str, frames: int) -> float:
     if mode == "prefill":
         return count(config, video, setup.question_tokens, 1)
     forward = count(config, video, setup.train_tokens, setup.train_tokens)
-    if mode == "train":
+    if mode in ("train", "train_offload"):
         return 3 * forward
     return forward + 2 * (forward - count(config, video, 0, 0))
 
@@ -358,23 +360,30 @@ def vamba_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], N
 
         return run
 
-    def train(frames: int) -> Callable[[], None]:
+    def train(frames: int, offload: bool = False) -> Callable[[], None]:
         pixels, grid = setup.pixels(frames)
         ids = setup.text(setup.train_tokens, vocab)
 
         def run() -> None:
             model.train()
+            model.model.offload_checkpoints = offload
             try:
                 model(input_ids=ids, labels=ids, pixel_values=pixels, grid_thw=grid).loss.backward()
+                if offload:
+                    run.extra = {"host_bytes": model.model.offloaded_bytes}
             finally:
+                model.model.offload_checkpoints = False
                 model.zero_grad(set_to_none=True)
 
+        run.extra = {}
         return run
 
+    offload = functools.partial(train, offload=True)
+
     # Warm-up in two pieces: the second piece runs the kernels' continue-from-state variants (own compilation).
-    return {"prefill": prefill, "train": train, "train_shared": train, "stage1": train, "answer": prefill,
-            "prefill_warmup": lambda n: prefill(n, piece_frames=max(2, n // 2 // 2 * 2)), "train_warmup": train,
-            "train_shared_warmup": train}
+    return {"prefill": prefill, "train": train, "train_shared": train, "train_offload": offload, "stage1": train,
+            "answer": prefill, "prefill_warmup": lambda n: prefill(n, piece_frames=max(2, n // 2 // 2 * 2)),
+            "train_warmup": train, "train_shared_warmup": train, "train_offload_warmup": offload}
 
 
 def qwen_steps(model, setup: Setup) -> dict[str, Callable[[int], Callable[[], None]]]:
@@ -491,6 +500,8 @@ class Sweeper:
             # NOTE: errors are recorded, not raised: one failing point (say a kernel limit at some size) must not
             # cost the other model's and the other modes' measurements.
             result = {"status": "oom"} if step is None else measure(step, setup.device, clock, timer, self.reps)
+            if result["status"] == "ok":
+                result.update(getattr(step, "extra", {}))  # e.g. host_bytes of an offloading step
             del step
             free(setup.device)
             row.update(result)
@@ -547,9 +558,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frame-size", default="640x360", help="WIDTHxHEIGHT of the source frames")
     p.add_argument("--models", nargs="+", default=["qwen2_vl", "vamba"], choices=["vamba", "qwen2_vl"],
                    help="measured in this order (the baseline first: it is bounded by memory early)")
-    p.add_argument("--modes", nargs="+", default=["prefill", "train", "train_shared"],
-                   choices=["prefill", "train", "train_shared"],
-                   help="train_shared: VAMBA training only the weights it shares with Qwen2-VL's LLM")
+    p.add_argument("--modes", nargs="+", default=["prefill", "train", "train_shared", "train_offload"],
+                   choices=["prefill", "train", "train_shared", "train_offload"],
+                   help="train_shared: VAMBA training only the weights it shares with Qwen2-VL's LLM; "
+                        "train_offload: VAMBA's train with checkpointed layer inputs in host memory")
     p.add_argument("--question-tokens", type=int, default=32)
     p.add_argument("--train-tokens", type=int, default=128)
     p.add_argument("--piece-frames", type=int, default=128, help="VAMBA streaming prefill: frames per piece")
@@ -560,6 +572,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="runs per point (median) when one run takes under 1 s")
     p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all sweeps")
     p.add_argument("--point-cap-s", type=float, default=120.0, help="skip a point predicted to take longer")
+    p.add_argument("--memory-gib", type=float, default=None,
+                   help="cap this process's GPU memory (e.g. 79.1: an 80 GB H100's room on a larger GPU)")
     p.add_argument("--report-only", metavar="JSON", help="only (re)write the summary and plots of a results JSON")
     p.add_argument("--mamba-backend", default=None, help="default: fast on CUDA (fail loudly), reference on CPU")
     return p.parse_args(argv)
@@ -594,12 +608,16 @@ def main(argv: list[str] | None = None) -> int:
     mamba_backend = args.mamba_backend or ("fast" if cuda else "reference")
     vcfg = vamba_config(args.scale, mamba_backend)
     qcfg = qwen_config(vcfg)
+    if args.memory_gib and cuda:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * GIB / total), device)
     clock = Clock(device)
     rows: list[dict] = []
     result: dict[str, Any] = {
         "what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "device": device_name, "environment": environment(), "code_commit": code_commit(),
         "device_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 1) if cuda else None,
+        "memory_cap_gib": args.memory_gib,
         "setup": {"scale": args.scale, "dtype": str(dtype).removeprefix("torch."), "frame_size": args.frame_size,
                   "patch_grid_per_frame": list(grid_hw), "tokens_per_2_frames": setup.video_tokens(2),
                   "question_tokens": args.question_tokens, "train_tokens": args.train_tokens,
@@ -618,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(json_path, result)
 
     weights = {"qwen2_vl_prefill": 1.0, "qwen2_vl_train": 1.3, "vamba_prefill": 1.3, "vamba_train": 1.0,
-               "vamba_train_shared": 0.7, "stage1": 0.3}
+               "vamba_train_shared": 0.7, "vamba_train_offload": 1.0, "stage1": 0.3}
     active = {f"{m}_{mode}" for m in args.models for mode in args.modes} | {"stage1"}
     budget = Budget(args.budget_s, {k: w for k, w in weights.items() if k in active})
     sweeper = Sweeper(setup, clock, budget, args.point_cap_s, args.reps, result["matmul_tflops"], record)
@@ -639,8 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         timer = sweeper.timer = VisionTimer(tower, clock)
         steps = vamba_steps(model, setup) if name == "vamba" else qwen_steps(model, setup)
         for mode in args.modes:
-            if mode == "train_shared" and name != "vamba":
-                continue  # Qwen2-VL's "train" already trains exactly its LLM
+            if mode in ("train_shared", "train_offload") and name != "vamba":
+                continue  # VAMBA-only variants, compared with Qwen2-VL's "train"
             info["trainable"][mode] = set_trainable(model, name, mode)
             points = frames + ([HOUR_FRAMES] if name == "vamba" and mode == "prefill" and args.hour_point
                                and args.scale != "tiny" else [])

@@ -50,7 +50,7 @@ def goals(result: dict) -> list[tuple[str, str, str]]:
         out.append(("prefill at 1024 frames >= 5x faster", "Qwen2-VL out of memory at 1024", verdict(True)))
     else:
         out.append(("prefill at 1024 frames >= 5x faster", "-", verdict(None)))
-    for mode in ("train", "train_shared"):
+    for mode in ("train", "train_shared", "train_offload"):
         v, q = at(rows, "vamba", mode, 512), at(rows, "qwen2_vl", "train", 512)
         goal = f"training-step memory at 512 frames <= 1/2 ({mode})"
         if v and q and "peak_gib" in v:
@@ -59,7 +59,7 @@ def goals(result: dict) -> list[tuple[str, str, str]]:
             out.append((goal, f"total peak {total:.2f}x, above weights+inputs {act:.2f}x", verdict(total <= 0.5)))
         elif any(r["mode"] == mode for r in rows):
             out.append((goal, "-", verdict(None)))
-    for mode in ("prefill", "train", "train_shared"):
+    for mode in ("prefill", "train", "train_shared", "train_offload"):
         if not any(r["mode"] == mode for r in rows):
             continue
         base = baseline_mode(mode)
@@ -92,11 +92,14 @@ def _count(n: int) -> str:
 MODES = {"prefill": "Prefill (video + question)",
          "train": "Training step (fwd+bwd, checkpointing; trainable: each model's LLM)",
          "train_shared": "Training step, VAMBA training only the weights it shares with Qwen2-VL's LLM "
-                         "(baseline: Qwen2-VL's training step)"}
+                         "(baseline: Qwen2-VL's training step)",
+         "train_offload": "Training step, VAMBA with each checkpointed layer's inputs in host memory "
+                          "(model.offload_checkpoints; baseline: Qwen2-VL's training step)"}
+TRAIN_MODES = ("train", "train_shared", "train_offload", "stage1")
 
 
 def baseline_mode(mode: str) -> str:
-    return "train" if mode == "train_shared" else mode
+    return "train" if mode in ("train_shared", "train_offload") else mode
 
 
 def summary_markdown(result: dict) -> str:
@@ -109,14 +112,17 @@ def summary_markdown(result: dict) -> str:
              f"{meta['train_tokens']} tokens (loss on the text); VAMBA prefill streams {meta['piece_frames']} frames "
              f"per piece; vision tower frozen in training. Times: whole step (vision tower / LLM), seconds. "
              f"Memory: peak allocated, GiB (weights included). Measured {meta['dtype']} matmul rate: "
-             f"{result['matmul_tflops']:.3g} TFLOP/s.", ""]
+             f"{result['matmul_tflops']:.3g} TFLOP/s."
+             + (f" GPU memory capped at {result['memory_cap_gib']} GiB of {result['device_memory_gib']} GiB "
+                f"(torch.cuda.set_per_process_memory_fraction), so what fits is what fits on that smaller device."
+                if result.get("memory_cap_gib") else ""), ""]
     if models:
-        lines += ["| model | parameters | vision tower | trainable (train / train_shared / stage1) |",
+        lines += ["| model | parameters | vision tower | trainable (" + " / ".join(TRAIN_MODES) + ") |",
                   "|---|---|---|---|"]
         for name, info in models.items():
             t = info.get("trainable", {})
             lines.append(f"| {name} | {_count(info['parameters'])} | {_count(info['vision'])} | "
-                         + " / ".join(_count(t[k]) if k in t else "-" for k in ("train", "train_shared", "stage1"))
+                         + " / ".join(_count(t[k]) if k in t else "-" for k in TRAIN_MODES)
                          + " |")
         lines.append("")
     for mode, title in MODES.items():
@@ -148,6 +154,10 @@ def summary_markdown(result: dict) -> str:
             cells.append(f"{100 * mfu:.0f}%" if mfu is not None else "-")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    offloaded = [r for r in ok_rows(rows, "vamba", "train_offload") if "host_bytes" in r]
+    if offloaded:
+        lines += ["Host memory per offloading step (the checkpointed layers' inputs): "
+                  + ", ".join(f"{r['host_bytes'] / 2**30:.1f} GiB at {r['frames']} frames" for r in offloaded) + ".", ""]
     if meta["scale"] == "7b":
         ref, seen = result.get("issue_reference_qwen2_vl_7b_h100", ISSUE_REFERENCE), []
         for mode, n in (("prefill", 1024), ("train", 512)):
@@ -160,7 +170,7 @@ def summary_markdown(result: dict) -> str:
             lines += ["Baseline check against the issue's own Qwen2-VL-7B measurement (H100): " + "; ".join(seen)
                       + ".", ""]
     mfu = []
-    for mode in ("prefill", "train", "train_shared"):
+    for mode in ("prefill", "train", "train_shared", "train_offload"):
         best = max((r for r in ok_rows(rows, "vamba", mode) if r.get("llm_mfu") is not None),
                    key=lambda r: r["frames"], default=None)
         if best is not None:
@@ -188,6 +198,7 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
                           ("qwen2_vl", "prefill", "tab:red", "-", "Qwen2-VL")],
               "train": [("vamba", "train", "tab:blue", "-", "VAMBA"),
                         ("vamba", "train_shared", "tab:cyan", "-.", "VAMBA, shared weights trained"),
+                        ("vamba", "train_offload", "tab:green", "--", "VAMBA, layer inputs in host memory"),
                         ("qwen2_vl", "train", "tab:red", "-", "Qwen2-VL")]}
     for quantity, ylabel in (("memory", "peak memory (GiB)"), ("time", "time (s)")):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -210,8 +221,9 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
                 ax.axvline(oom, color=colour, linestyle="--", alpha=0.5, linewidth=1)
                 ax.text(oom, ax.get_ylim()[1], f" {label}: out of memory", color=colour, rotation=90, va="top",
                         fontsize=7)
-            if quantity == "memory" and result.get("device_memory_gib"):
-                ax.axhline(result["device_memory_gib"], color="grey", linestyle="--", linewidth=1)
+            room = result.get("memory_cap_gib") or result.get("device_memory_gib")
+            if quantity == "memory" and room:
+                ax.axhline(room, color="grey", linestyle="--", linewidth=1)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("frames")

@@ -13,6 +13,7 @@ the cross-attention K/V of every layer (``VideoCache``), so decoding never touch
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers.generation import utils as generation_utils
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.qwen2_vl.modeling_qwen2_vl import (
     Qwen2VisionTransformerPretrainedModel,
@@ -36,13 +38,20 @@ from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 
 
+# transformers 5.24 renamed the text KV cache, as argument and as output field, from ``past_key_values`` to
+# ``cache``; 5.17 (the GPU image) knows only the old name. forward takes both; outputs and generation use this one.
+CACHE_NAME = "cache" if "cache" in generation_utils.ALL_CACHE_NAMES else "past_key_values"
+
+
 @dataclass
 class VambaOutput(ModelOutput):
     """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
-    past_key_values: text KV cache; video_cache: cross-attention K/V per layer; last_hidden_state: [B, N, D]."""
+    cache / past_key_values: the text KV cache (the field named ``CACHE_NAME`` is set);
+    video_cache: cross-attention K/V per layer; last_hidden_state: [B, N, D]."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    cache: Any = None
     past_key_values: Any = None
     video_cache: VideoCache | None = None
     last_hidden_state: torch.Tensor | None = None
@@ -56,7 +65,7 @@ class VambaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["VambaDecoderLayer", "Qwen2VLVisionBlock"]
     _supports_sdpa = True
     _supports_flash_attn = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -74,6 +83,34 @@ class VambaPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
+class HostOffload(torch.autograd.graph.saved_tensors_hooks):
+    """Keep the tensors autograd saves in this context in host memory (pinned on CUDA) until backward.
+
+    Around a non-reentrant ``checkpoint`` call the only tensors saved under these hooks are the checkpointed
+    layer's inputs (the ops inside the layer save placeholders: they are recomputed), i.e. the two streams
+    entering each layer: [B, M, D] video + [B, N, D] text per layer, 200 KB per video token at 7B in bf16
+    (28 x 3584 x 2 B), which otherwise stay on the GPU from forward to backward. ``bytes`` counts what
+    went to the host (the benchmark reports it). Copies are synchronous: the cost is PCIe time, ~2 x that
+    volume per step."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        super().__init__(self._pack, self._unpack)
+
+    def _pack(self, t: torch.Tensor) -> tuple[torch.device, torch.Tensor]:
+        self.bytes += t.numel() * t.element_size()
+        if t.device.type == "cpu":  # already in host memory
+            return t.device, t
+        host = torch.empty(t.size(), dtype=t.dtype, layout=t.layout, pin_memory=True)
+        host.copy_(t)
+        return t.device, host
+
+    @staticmethod
+    def _unpack(packed: tuple[torch.device, torch.Tensor]) -> torch.Tensor:
+        device, t = packed
+        return t.to(device, non_blocking=True)
+
+
 class VambaTextModel(nn.Module):
     """The decoder stack (``model.*`` keys). Runs text and video streams layer by layer."""
 
@@ -85,6 +122,8 @@ class VambaTextModel(nn.Module):
         self.norm = Qwen2VLRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.rotary_emb = Qwen2VLRotaryEmbedding(config=text)
         self.gradient_checkpointing = False
+        self.offload_checkpoints = False  # checkpointed layers' inputs wait in host memory (HostOffload)
+        self.offloaded_bytes = 0  # of the last forward
 
     def forward(self, text: torch.Tensor, video: torch.Tensor | None, inputs: LayerInputs,
                 video_cache: VideoCache | None, collect_cache: bool
@@ -92,15 +131,18 @@ class VambaTextModel(nn.Module):
         """text [B, N, D] embeddings, video [B, M, D] merged vision tokens (None with a video_cache).
         Returns final-norm text states [B, N, D] and, if ``collect_cache``, each layer's (k, v)."""
         kvs = []
+        offload = HostOffload()
         for i, layer in enumerate(self.layers):
             kv = (video_cache.keys[i], video_cache.values[i]) if video_cache is not None else None
             if self.gradient_checkpointing and self.training and kv is None:
                 # Both streams are recomputed in backward: the layer is the checkpoint unit.
-                text, video, k, v = checkpoint(layer, text, video, inputs, use_reentrant=False)
+                with offload if self.offload_checkpoints else contextlib.nullcontext():
+                    text, video, k, v = checkpoint(layer, text, video, inputs, use_reentrant=False)
             else:
                 text, video, k, v = layer(text, video, inputs, kv)
             if collect_cache:
                 kvs.append((k, v))
+        self.offloaded_bytes = offload.bytes
         return self.norm(text), kvs
 
 
@@ -260,14 +302,15 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 text_seq_idx: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 grid_thw: torch.Tensor | None = None, visual_row: torch.Tensor | None = None,
                 visual_seq_idx: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                past_key_values=None, video_cache: VideoCache | None = None, use_cache: bool | None = None,
+                cache=None, video_cache: VideoCache | None = None, use_cache: bool | None = None,
                 logits_to_keep: int = 0, return_logits: bool | None = None,
-                num_items_in_batch: int | torch.Tensor | None = None, **kwargs: Any) -> VambaOutput:
+                num_items_in_batch: int | torch.Tensor | None = None, past_key_values=None,
+                **kwargs: Any) -> VambaOutput:
         """Batch keys as docs/batch.md, plus generation state.
 
         input_ids / attention_mask / labels / position_ids / text_seq_idx: [B, N]; pixel_values [P, 1176],
-        grid_thw [V, 3], visual_row / visual_seq_idx [V]. ``past_key_values``: text KV cache (with
-        ``attention_mask`` over cached + new tokens). ``video_cache``: cross-attention K/V from an earlier call
+        grid_thw [V, 3], visual_row / visual_seq_idx [V]. ``cache`` (or its old name ``past_key_values``):
+        text KV cache (with ``attention_mask`` over cached + new tokens). ``video_cache``: cross-attention K/V from an earlier call
         (the vision inputs are then ignored). ``use_cache``: return both caches. Logits are computed only when
         no labels are given or ``return_logits`` is set (``logits_to_keep`` > 0 keeps the last positions);
         the loss never materialises full float32 logits (``config.loss_chunk_size``).
@@ -277,14 +320,17 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 raise TypeError(f"VambaForConditionalGeneration.forward got an unexpected argument {key!r}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if cache is not None and past_key_values is not None:
+            raise ValueError("pass the text KV cache once, as cache or as past_key_values")
+        cache = cache if cache is not None else past_key_values
         text = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, n = text.shape[:2]
         if attention_mask is None:
             attention_mask = torch.ones(b, n, dtype=torch.long, device=text.device)
         use_cache = bool(use_cache) and not (self.model.gradient_checkpointing and self.training)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        past_len = cache.get_seq_length() if cache is not None else 0
         packed = text_seq_idx is not None
 
         video, layout = None, None
@@ -297,7 +343,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 raise ValueError(f"video_cache holds {video_cache.batch_size} rows, the text batch has {b}")
             video_segments, video_positions, video_seq_idx = video_cache.segments, None, None
         inputs = self._layer_inputs(text, attention_mask, position_ids, text_seq_idx, past_len,
-                                    past_key_values, video_segments, video_positions,
+                                    cache, video_segments, video_positions,
                                     video_seq_idx)
         collect = use_cache and video_cache is None
         hidden, kvs = self.model(text, video, inputs, video_cache, collect_cache=collect)
@@ -311,19 +357,20 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         logits = None
         if return_logits or (return_logits is None and labels is None):
             logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        keep = use_cache or past_key_values is not None
-        return VambaOutput(loss=loss, logits=logits, past_key_values=past_key_values,
-                           video_cache=video_cache if keep else None, last_hidden_state=hidden)
+        keep = use_cache or cache is not None
+        return VambaOutput(loss=loss, logits=logits, video_cache=video_cache if keep else None,
+                           last_hidden_state=hidden, **{CACHE_NAME: cache})
 
     # -- generation -----------------------------------------------------------------------------------
-    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, past_key_values=None,
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, cache=None,
                                       attention_mask: torch.Tensor | None = None,
                                       video_cache: VideoCache | None = None, use_cache: bool = True,
-                                      **kwargs: Any) -> dict[str, Any]:
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+                                      past_key_values=None, **kwargs: Any) -> dict[str, Any]:
+        cache = cache if cache is not None else past_key_values
+        past_len = cache.get_seq_length() if cache is not None else 0
         inputs: dict[str, Any] = {
             "input_ids": input_ids[:, past_len:], "attention_mask": attention_mask,
-            "past_key_values": past_key_values, "use_cache": use_cache, "video_cache": video_cache,
+            CACHE_NAME: cache, "use_cache": use_cache, "video_cache": video_cache,
             "logits_to_keep": 1,
         }
         if video_cache is None:

@@ -100,8 +100,12 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
     if model.config.text_config.vocab_size < len(tok):
         raise ConfigError(f"the model's vocabulary ({model.config.text_config.vocab_size}) is smaller than the "
                           f"tokenizer's ({len(tok)}): wrong tokenizer for this checkpoint?")
+    if m.offload_checkpoints and not m.gradient_checkpointing:
+        raise ConfigError("model.offload_checkpoints=true needs model.gradient_checkpointing=true (it offloads "
+                          "the checkpointed layers' inputs)")
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    model.model.offload_checkpoints = m.offload_checkpoints
     return model
 
 

@@ -59,6 +59,7 @@ class ModelConfig:
     use_alpha_balancing: bool = True
     vision_mixer: str = "mamba2"  # mamba2 | none (video tokens reach every layer as the merger made them)
     gradient_checkpointing: bool = False
+    offload_checkpoints: bool = False  # with checkpointing: each layer's inputs wait in host memory (docs/model.md)
     allow_random_init: bool = False  # 2b/7b without a path: random weights (benchmarks, GPU tests) only if set
 
 
