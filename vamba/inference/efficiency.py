@@ -610,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     qcfg = qwen_config(vcfg)
     if args.memory_gib and cuda:
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * GIB / total), device)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * GIB / total),
+                                                   torch.cuda.current_device() if device.index is None else device)
     clock = Clock(device)
     rows: list[dict] = []
     result: dict[str, Any] = {
