@@ -51,7 +51,7 @@ def main() -> int:
             start = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
             step = steps[mode](n)
-            torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
+            torch.cuda.memory._record_memory_history(context="alloc", stacks="python", max_entries=2_000_000)
             step()
             torch.cuda.synchronize()
             trace = torch.cuda.memory._snapshot()["device_traces"][0]
