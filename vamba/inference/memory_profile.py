@@ -22,13 +22,14 @@ def _site(frames: list[dict]) -> str:
         for marker in SITES:
             if marker in name:
                 return f"{name[name.index(marker) + 1:]}:{f.get('line')} {f.get('name')}"
-    return "(no Python frame of ours: autograd engine)"
+    return "(no Python frame of ours)"
 
 
 def _phase(frames: list[dict]) -> str:
-    for f in frames:
-        if f.get("name") in ("backward", "_engine_run_backward") and "torch/" in f.get("filename", ""):
-            return "backward"
+    """Allocations in backward run on the autograd engine's thread: no Python frames at all (C++ backward
+    formulas, gradient accumulation), or a custom Function's ``backward``, or checkpoint's ``recompute_fn``."""
+    if not frames or any(f.get("name") in ("backward", "recompute_fn") for f in frames):
+        return "backward"
     return "forward"
 
 
@@ -36,8 +37,8 @@ def peak_breakdown(events: list[dict[str, Any]], grad_sizes: Counter | None = No
     """Replay allocator ``events`` (``torch.cuda.memory._snapshot()["device_traces"][i]``): bytes allocated above
     the start at the peak, and the live blocks then, grouped by (phase, site), largest first.
 
-    ``grad_sizes``: the byte sizes of the trainable parameters' gradients; a backward allocation with no frame
-    of ours and such a size is counted as ``parameter gradients`` (each size matched as often as it occurs)."""
+    ``grad_sizes``: the byte sizes of the trainable parameters' gradients; an allocation without Python frames
+    (the autograd engine) of such a size is counted as ``parameter gradients`` (each size as often as it occurs)."""
     live: dict[int, tuple[int, str]] = {}
     total = peak = 0
     peak_at = -1
@@ -66,7 +67,7 @@ def peak_breakdown(events: list[dict[str, Any]], grad_sizes: Counter | None = No
     for size, i in live.values():
         frames = events[i].get("frames", [])
         phase, site = _phase(frames), _site(frames)
-        if phase == "backward" and site.startswith("(no Python") and unmatched[size] > 0:
+        if not frames and unmatched[size] > 0:
             unmatched[size] -= 1
             phase, site = "backward", "parameter gradients"
         groups[(phase, site)] += size

@@ -208,7 +208,13 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             got = None if pixel_values is None else pixel_values.shape[0]
             raise ValueError(f"grid_thw implies {n_patches} patches, pixel_values has {got}: "
                              f"pixel_values and grid_thw disagree")
-        out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=grid_thw)
+        # A frozen tower runs without autograd: nothing it computes is kept for a backward that cannot reach it.
+        # NOTE: with transformers' checkpointing switched on (its vision blocks are GradientCheckpointingLayers),
+        # a frozen tower run with grad enabled kept every block's output until the step ended, measured at 400 KB
+        # per merged video token at 7B (scripts/profile_train_memory.py, H200, 2026-12-01).
+        tower_grad = pixel_values.requires_grad or any(p.requires_grad for p in self.visual.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and tower_grad):
+            out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=grid_thw)
         merged = getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
         video = layout.scatter(merged.to(dtype))
         if dummy:
