@@ -17,6 +17,9 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
   how many tokens each chunk of the cross-entropy holds.
 - ``vision_mamba_mixer_config``: the Mamba-2 block settings, stored under the released key names
   (``enable``, ``d_state``, ``d_conv``, ``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ...).
+- ``vision_mixer_kind`` (ours): the per-layer video block when enabled: ``"mamba2"`` (as released) or
+  ``"selective_scan"``, the Mamba-1-style ablation arm (``vamba.models.selective_scan``, pure PyTorch; its
+  d_state, d_conv, expand and dt range come from ``vision_mamba_mixer_config``).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from transformers import Qwen2VLConfig
 from vamba.models.attention import BACKENDS
 
 CROSS_ATTN_INITS = ("self_attn", "random")
+VISION_MIXER_KINDS = ("mamba2", "selective_scan")
 
 # Released defaults (official configuration + mamba_ssm's Mamba2 defaults); "backend" is ours
 # (vamba.ops: auto | fast | reference).
@@ -75,6 +79,7 @@ class VambaConfig(Qwen2VLConfig):
     cross_attn_use_position_embeddings: bool = False
     cross_attn_init: str = "self_attn"
     vision_mamba_mixer_config: dict | None = None
+    vision_mixer_kind: str = "mamba2"
     # Tokens per chunk of the chunked cross-entropy (no [B, N, V] float32 logits when only the loss is needed).
     loss_chunk_size: int = 1024
     # vamba.models.attention backend for both attentions: auto | eager | eager_fused | sdpa | flash_attention_2 | varlen.
@@ -87,6 +92,9 @@ class VambaConfig(Qwen2VLConfig):
         if self.cross_attn_init not in CROSS_ATTN_INITS:
             raise ValueError(f"VambaConfig.cross_attn_init must be one of {CROSS_ATTN_INITS}, "
                              f"got {self.cross_attn_init!r}")
+        if self.vision_mixer_kind not in VISION_MIXER_KINDS:
+            raise ValueError(f"VambaConfig.vision_mixer_kind must be one of {VISION_MIXER_KINDS}, "
+                             f"got {self.vision_mixer_kind!r}")
         if self.attention_backend not in BACKENDS:
             raise ValueError(f"VambaConfig.attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
         if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 1:
@@ -101,6 +109,15 @@ class VambaConfig(Qwen2VLConfig):
     @property
     def mamba_enabled(self) -> bool:
         return bool(self.vision_mamba_mixer_config["enable"])
+
+    def selective_scan_config(self):
+        """The ``vamba.models.selective_scan.SelectiveScanConfig`` of the ablation's Mamba-1-style video blocks."""
+        from vamba.models.selective_scan import SelectiveScanConfig
+
+        m = self.vision_mamba_mixer_config
+        return SelectiveScanConfig(d_model=self.text_config.hidden_size, d_state=m["d_state"], d_conv=m["d_conv"],
+                                   expand=m["expand"], dt_min=m["dt_min"], dt_max=m["dt_max"],
+                                   dt_init_floor=m["dt_init_floor"], norm_eps=m["norm_eps"])
 
     def mamba_config(self):
         """The ``vamba.models.mamba2.Mamba2Config`` of the per-layer video blocks (d_model = text hidden size)."""

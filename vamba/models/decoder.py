@@ -28,6 +28,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from vamba.models.attention import attention
 from vamba.models.configuration import VambaConfig
 from vamba.models.mamba2 import Mamba2Block, Mamba2State
+from vamba.models.selective_scan import SelectiveScanBlock
 
 
 @dataclass
@@ -133,7 +134,10 @@ class VambaDecoderLayer(nn.Module):
         self.input_layernorm = Qwen2VLRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.post_attention_layernorm = Qwen2VLRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.alpha = nn.Parameter(torch.full((1,), 0.5)) if config.use_alpha_balancing else None
-        self.vision_mixer = Mamba2Block(config.mamba_config()) if config.mamba_enabled else None
+        self.vision_mixer: Mamba2Block | SelectiveScanBlock | None = None
+        if config.mamba_enabled:
+            self.vision_mixer = (Mamba2Block(config.mamba_config()) if config.vision_mixer_kind == "mamba2"
+                                 else SelectiveScanBlock(config.selective_scan_config()))
         self.cross_attn_use_layer_norm = config.cross_attn_use_layer_norm
         # The last layer's updated video states would feed nothing: its Mamba-2 block is skipped.
         self.is_last = layer_idx == text.num_hidden_layers - 1

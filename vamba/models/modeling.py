@@ -35,6 +35,7 @@ from vamba.models.decoder import LayerInputs, VambaDecoderLayer
 from vamba.models.loss import chunked_lm_loss
 from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
 from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
+from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 
 
@@ -79,7 +80,7 @@ class VambaPreTrainedModel(PreTrainedModel):
             # NOTE: a mixer and its direct children only: under ZeRO-3 transformers gathers exactly those
             # parameters and runs this on rank 0 alone, so nothing here may need another collective.
             module.reset_parameters()
-        elif isinstance(module, Mamba2RMSNorm):
+        elif isinstance(module, (Mamba2RMSNorm, SelectiveScanBlock)):
             module.reset_parameters()
 
 

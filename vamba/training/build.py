@@ -71,7 +71,7 @@ def _mamba(m: ModelConfig) -> dict[str, Any]:
     """The per-layer video block settings: released Mamba-2 ones, tiny ones, or none at all (``enable``)."""
     mixer = {} if m.size != "tiny" else dict(d_state=m.tiny.mamba_d_state, headdim=m.tiny.mamba_headdim,
                                              chunk_size=m.tiny.mamba_chunk_size)
-    return {**mixer, "enable": m.vision_mixer == "mamba2"}
+    return {**mixer, "enable": m.vision_mixer != "none"}
 
 
 def build_model(cfg: TrainConfig, tok) -> nn.Module:
@@ -82,7 +82,8 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
     m = cfg.model
     dtype = getattr(torch, m.dtype)
     options = dict(attention_backend=m.attention_backend, use_alpha_balancing=m.use_alpha_balancing,
-                   cross_attn_init=m.cross_attn_init)
+                   cross_attn_init=m.cross_attn_init,
+                   vision_mixer_kind="selective_scan" if m.vision_mixer == "selective_scan" else "mamba2")
     torch.manual_seed(cfg.seed)  # new modules of a converted checkpoint are drawn from this seed
     if m.path:
         # a converted tiny Qwen2-VL gets the tiny Mamba-2 blocks, not the 7B ones

@@ -20,7 +20,7 @@ TASKS = ("train", "demo", "ablate")
 SIZES = ("tiny", "2b", "7b")
 REPORTERS = ("wandb", "tensorboard")
 DISTILL_SOURCES = ("online", "cache")
-VISION_MIXERS = ("mamba2", "none")
+VISION_MIXERS = ("mamba2", "selective_scan", "none")
 
 
 class ConfigError(ValueError):
@@ -57,7 +57,9 @@ class ModelConfig:
     attention_backend: str = "auto"
     cross_attn_init: str = "self_attn"
     use_alpha_balancing: bool = True
-    vision_mixer: str = "mamba2"  # mamba2 | none (video tokens reach every layer as the merger made them)
+    # mamba2 | selective_scan (Mamba-1-style, pure PyTorch: the ablation) | none (video tokens reach every
+    # layer as the merger made them)
+    vision_mixer: str = "mamba2"
     gradient_checkpointing: bool = False
     offload_checkpoints: bool = False  # with checkpointing: each layer's inputs wait in host memory (docs/model.md)
     allow_random_init: bool = False  # 2b/7b without a path: random weights (benchmarks, GPU tests) only if set

@@ -149,7 +149,7 @@ def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Pat
     c.data.mixture, c.data.tokenizer, c.data.num_frames = str(mixture), str(tokenizer), cfg.demo.frames
     c.data.sampling, c.data.cache_in_memory, c.data.num_workers = "uniform", True, 0
     c.stage.name = stage
-    mixer = ["*.vision_mixer.*"] if cfg.model.vision_mixer == "mamba2" else []
+    mixer = ["*.vision_mixer.*"] if cfg.model.vision_mixer != "none" else []
     c.stage.trainable = (["*.cross_attn.*", *mixer, "*.alpha"] if stage == "pretrain"
                          else ["visual.merger.*", "model.*", "lm_head.*"])
     c.stage.distill.weight = distill_weight
