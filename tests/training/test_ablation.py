@@ -20,11 +20,12 @@ TOY = ["demo.num_videos=6", "demo.num_images=4", "demo.num_mc_videos=6", "demo.n
 def test_sweep_runs_aggregates_and_resumes(tmp_path) -> None:
     cfg = compose_config("experiment=mini_ablation_cross_attn_init", f"output_dir={tmp_path / 'abl'}",
                          "+ablation.variants.mixer_none=['model.vision_mixer=none']",
+                         "+ablation.variants.mixer_selective_scan=['model.vision_mixer=selective_scan']",
                          "ablation.seeds=[0,1]", "ablation.workers=2", *TOY)
     summary = run_ablation(cfg)
     out = tmp_path / "abl"
     runs = {name: [json.loads((out / "runs" / name / f"seed{s}" / "result.json").read_text()) for s in (0, 1)]
-            for name in ("demo", "cross_attn_random", "mixer_none")}
+            for name in ("demo", "cross_attn_random", "mixer_none", "mixer_selective_scan")}
     for name, results in runs.items():
         accs = [r["accuracy"] for r in results]
         mean, std = summary["variants"][name]["accuracy"]
@@ -35,6 +36,8 @@ def test_sweep_runs_aggregates_and_resumes(tmp_path) -> None:
         assert "seed: " + str(s) in (out / "runs" / "cross_attn_random" / f"seed{s}" / "pretrain" / "config.yaml").read_text()
     final = json.loads((out / "runs" / "mixer_none" / "seed0" / "sft" / "final" / "config.json").read_text())
     assert final["vision_mamba_mixer_config"]["enable"] is False  # no Mamba-2 blocks at all in that variant
+    final = json.loads((out / "runs" / "mixer_selective_scan" / "seed0" / "sft" / "final" / "config.json").read_text())
+    assert final["vision_mamba_mixer_config"]["enable"] is True and final["vision_mixer_kind"] == "selective_scan"
     assert (out / "ablation.md").read_text().count("| cross_attn_random |") == 1 and (out / "loss.png").exists()
     assert json.loads((out / "shared" / "teacher_result.json").read_text())["answered"] == 3
 
@@ -53,7 +56,8 @@ def test_bad_variant_overrides_fail_before_any_work(tmp_path, override) -> None:
 def test_variant_configs_apply_overrides_and_seeds(tmp_path) -> None:
     cfg = compose_config("experiment=mini_ablations", f"output_dir={tmp_path}")
     configs = variant_configs(cfg)
-    assert len(configs) == 7 * 3
+    assert len(configs) == 8 * 3
     assert configs[("cross_attn_random", 2)].model.cross_attn_init == "random"
     assert configs[("cross_attn_random", 2)].seed == 2 and configs[("demo", 0)].model.cross_attn_init == "self_attn"
     assert configs[("lambda_0p1", 1)].demo.distill_weight == 0.1 and configs[("alpha_off", 0)].model.use_alpha_balancing is False
+    assert configs[("mixer_selective_scan", 0)].model.vision_mixer == "selective_scan"
