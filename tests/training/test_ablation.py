@@ -38,7 +38,9 @@ def test_sweep_runs_aggregates_and_resumes(tmp_path) -> None:
     assert final["vision_mamba_mixer_config"]["enable"] is False  # no Mamba-2 blocks at all in that variant
     final = json.loads((out / "runs" / "mixer_selective_scan" / "seed0" / "sft" / "final" / "config.json").read_text())
     assert final["vision_mamba_mixer_config"]["enable"] is True and final["vision_mixer_kind"] == "selective_scan"
-    assert (out / "ablation.md").read_text().count("| cross_attn_random |") == 1 and (out / "loss.png").exists()
+    assert (out / "ablation.md").read_text().count("| cross_attn_random |") == 1
+    for plot in ("loss.png", "accuracy.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "shared" / "teacher_result.json").read_text())["answered"] == 3
 
     stamp = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/result.json")}

@@ -7,7 +7,7 @@ and the data order). All runs share one data set and one teacher, made once in `
 
     output_dir/shared/{data,teacher,teacher_eval}    the demo's data and teacher, its accuracy
     output_dir/runs/<variant>/seed<k>/               one run: pretrain/, sft/, eval/, result.json
-    output_dir/ablation.json, ablation.md, loss.png  mean +- std over seeds per variant, per task
+    output_dir/ablation.json, ablation.md, loss.png, accuracy.png  mean +- std over seeds per variant, per task
 
 A run whose ``result.json`` exists is not run again, so an interrupted sweep continues where it stopped.
 Scaling up: the same variants apply to ``vamba train`` runs on real models and data (model=vamba_qwen2vl_7b,
@@ -160,6 +160,32 @@ def plot_losses(table: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_accuracy(table: dict[str, Any], teacher: dict[str, Any], path: Path) -> None:
+    """Bars: accuracy per variant, overall and per task, mean over seeds with the seeds' std as error bars;
+    dashed: chance; dotted: the shared teacher (overall)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = ("overall", *TASKS)
+    names = list(table)
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4))
+    for i, group in enumerate(groups):
+        cells = [table[n]["accuracy"] if group == "overall" else table[n]["tasks"].get(group, (0.0, 0.0)) for n in names]
+        ax.bar([j + (i - (len(groups) - 1) / 2) * width for j in range(len(names))], [m for m, _ in cells], width,
+               yerr=[sd for _, sd in cells], capsize=2, label=group)
+    ax.axhline(demo.CHANCE, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.axhline(teacher["accuracy"], color="black", linestyle=":", linewidth=1, label="teacher (overall)")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="accuracy per variant (mean ± std over seeds)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
     from vamba.doctor import environment
     from vamba.training.run import git_commit, write_run_info
@@ -193,5 +219,6 @@ def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
     markdown = render(table, teacher_result, questions, f"Miniature ablations ({out.name})")
     atomic_write_text(out / "ablation.md", markdown + "\n")
     plot_losses(table, out / "loss.png")
+    plot_accuracy(table, teacher_result, out / "accuracy.png")
     print("\n" + markdown + f"\n\nrun directory: {out}")
     return summary
