@@ -120,23 +120,31 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             torch.testing.assert_close(other[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("tower_trains", [False, True])
-def test_a_frozen_vision_tower_builds_no_autograd_graph(tower_trains: bool):
-    """Frozen (the paper's recipe), the tower runs without autograd even in a checkpointed training step, so
-    none of its activations outlive it; trainable, it gets gradients as before."""
-    model = _model().train()
-    model.gradient_checkpointing_enable()
-    model.visual.requires_grad_(tower_trains)
-    graphs = []
-    handles = [block.register_forward_hook(lambda m, i, out: graphs.append(out.grad_fn is not None))
-               for block in model.visual.blocks]
-    model(**video_batch([6, 8], [[(2, 4, 4)], [(1, 2, 2)]])).loss.backward()
-    for h in handles:
-        h.remove()
-    assert graphs == [tower_trains] * len(model.visual.blocks)
-    tower_grads = [p.grad for p in model.visual.parameters()]
-    assert all(g is not None for g in tower_grads) if tower_trains else all(g is None for g in tower_grads)
-    assert all(p.grad is not None for p in model.model.layers[0].cross_attn.parameters())
+def test_frozen_vision_blocks_build_no_autograd_graph():
+    """Frozen ViT blocks (the paper's recipe) run without autograd even in a checkpointed training step, so
+    none of their activations outlive them; a trainable merger (stage 2) or tower gets the same gradients."""
+    batch = video_batch([6, 8], [[(2, 4, 4)], [(1, 2, 2)]])
+    merger_grads = []
+    for trains in ("nothing", "merger", "everything"):
+        model = _model().train()
+        model.gradient_checkpointing_enable()
+        model.visual.requires_grad_(trains == "everything")
+        model.visual.merger.requires_grad_(trains != "nothing")
+        graphs = []
+        handles = [block.register_forward_hook(lambda m, i, out: graphs.append(out.grad_fn is not None))
+                   for block in model.visual.blocks]
+        model(**batch).loss.backward()
+        for h in handles:
+            h.remove()
+        assert graphs == [trains == "everything"] * len(model.visual.blocks), trains
+        block_grads = [p.grad for p in model.visual.blocks.parameters()]
+        assert all(g is not None for g in block_grads) if trains == "everything" else all(g is None for g in block_grads)
+        if trains != "nothing":
+            merger_grads.append([p.grad for p in model.visual.merger.parameters()])
+            assert all(g is not None and g.abs().sum() > 0 for g in merger_grads[-1])
+        assert all(p.grad is not None for p in model.model.layers[0].cross_attn.parameters())
+    for a, b in zip(*merger_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_alpha_is_clamped_to_unit_interval_with_straight_through_gradient():

@@ -209,14 +209,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             got = None if pixel_values is None else pixel_values.shape[0]
             raise ValueError(f"grid_thw implies {n_patches} patches, pixel_values has {got}: "
                              f"pixel_values and grid_thw disagree")
-        # A frozen tower runs without autograd: nothing it computes is kept for a backward that cannot reach it.
-        # NOTE: with transformers' checkpointing switched on (its vision blocks are GradientCheckpointingLayers),
-        # a frozen tower run with grad enabled kept every block's output until the step ended, measured at 400 KB
-        # per merged video token at 7B (scripts/profile_train_memory.py, H200, 2026-12-01).
-        tower_grad = pixel_values.requires_grad or any(p.requires_grad for p in self.visual.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and tower_grad):
-            out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=grid_thw)
-        merged = getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
+        merged = self._vision_tower(pixel_values.to(self.visual.dtype), grid_thw)
         video = layout.scatter(merged.to(dtype))
         if dummy:
             layout.segments.fill_(-1)
@@ -249,6 +242,26 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             video_rope = self.model.rotary_emb(text, video_positions)
         backend = self.config.attention_backend
         return LayerInputs(rope, video_rope, self_q, self_k, cross_q, cross_k, video_seq_idx, text_cache, backend)
+
+    def _vision_tower(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """pixel_values [P, 1176] -> merged vision tokens [P / 4, D], with autograd only where something trains.
+
+        Frozen ViT blocks run without autograd, and a trainable merger (stage 2) then re-runs on their output
+        with it. NOTE: with transformers' checkpointing switched on (its vision blocks are
+        GradientCheckpointingLayers), frozen blocks run with grad enabled kept every block's output to the end
+        of the step: 15 GiB at 256 frames at 7B (scripts/profile_train_memory.py, H200, 2026-12-01)."""
+        blocks_train = pixel_values.requires_grad or any(
+            p.requires_grad for name, p in self.visual.named_parameters() if not name.startswith("merger."))
+        merger_trains = any(p.requires_grad for p in self.visual.merger.parameters())
+        if blocks_train or not torch.is_grad_enabled():
+            out = self.visual(pixel_values, grid_thw=grid_thw)
+            return getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
+        with torch.no_grad():
+            out = self.visual(pixel_values, grid_thw=grid_thw)
+        merged = getattr(out, "pooler_output", out)
+        if merger_trains:
+            merged = self.visual.merger(out.last_hidden_state)  # 5.x: the blocks' output, before the merger
+        return merged
 
     @torch.no_grad()
     def encode_video(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, visual_row: torch.Tensor | None = None,
