@@ -63,3 +63,17 @@ def test_variant_configs_apply_overrides_and_seeds(tmp_path) -> None:
     assert configs[("cross_attn_random", 2)].seed == 2 and configs[("demo", 0)].model.cross_attn_init == "self_attn"
     assert configs[("lambda_0p1", 1)].demo.distill_weight == 0.1 and configs[("alpha_off", 0)].model.use_alpha_balancing is False
     assert configs[("mixer_selective_scan", 0)].model.vision_mixer == "selective_scan"
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_recorded_and_the_others_aggregated(tmp_path) -> None:
+    # headdim 7 does not divide the toy d_inner (64): the variant passes validation and fails inside its run
+    cfg = compose_config("experiment=mini_ablation_alpha", f"output_dir={tmp_path}",
+                         "+ablation.variants.broken=['model.tiny.mamba_headdim=7']", "ablation.seeds=[0]", *TOY)
+    with pytest.raises(RuntimeError, match="1 of 3 ablation runs failed: broken/seed0"):
+        run_ablation(cfg)
+    summary = json.loads((tmp_path / "ablation.json").read_text())
+    assert set(summary["variants"]) == {"demo", "alpha_off"} and "headdim" in summary["failed"]["broken/seed0"]
+    broken = tmp_path / "runs" / "broken" / "seed0"
+    assert "Traceback" in (broken / "error.txt").read_text() and not (broken / "result.json").exists()
+    assert "broken/seed0" in (tmp_path / "ablation.md").read_text()

@@ -20,6 +20,7 @@ import datetime
 import json
 import multiprocessing
 import statistics
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,22 @@ def _shared(cfg: TrainConfig, shared: Path) -> tuple[dict[str, Path], dict[str, 
 
 
 def _run_one(job: tuple[TrainConfig, dict[str, Path], Path, Path]) -> dict[str, Any]:
-    """One (variant, seed): stage 1 + stage 2 from the shared teacher, then the held-out benchmark."""
+    """One (variant, seed): stage 1 + stage 2 from the shared teacher, then the held-out benchmark.
+
+    A run that fails returns {"error": ...} (and leaves error.txt, no result.json, so a re-run retries it):
+    one broken variant must not stop the others."""
     cfg, data, teacher, out = job
     if (out / "result.json").exists():
         return json.loads((out / "result.json").read_text())
+    try:
+        return _train_and_evaluate(cfg, data, teacher, out)
+    except Exception as e:  # noqa: BLE001 - recorded per run, reported by run_ablation
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "error.txt", traceback.format_exc())
+        return {"error": f"{type(e).__name__}: {e}"[:500]}
+
+
+def _train_and_evaluate(cfg: TrainConfig, data: dict[str, Path], teacher: Path, out: Path) -> dict[str, Any]:
     torch.set_num_threads(cfg.demo.threads)
     final = demo.train_vamba(cfg, data, teacher, out)
     result = demo.evaluate_model(cfg, data, final, out / "eval")
@@ -207,18 +220,25 @@ def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
     # spawn: a fresh interpreter per run (no forked torch/OpenMP state; each run's data cache freed with it)
     with multiprocessing.get_context("spawn").Pool(cfg.ablation.workers, maxtasksperchild=1) as pool:
         outputs = pool.map(_run_one, jobs, chunksize=1)
-    results = dict(zip(configs, outputs))
+    results = {key: r for key, r in zip(configs, outputs) if "error" not in r}
+    failed = {f"{name}/seed{seed}": r["error"] for (name, seed), r in zip(configs, outputs) if "error" in r}
 
     table = aggregate(results, cfg.ablation.variants)
     questions = len(list((data["bench"] / "videos").glob("*.mp4")))
     summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "environment": environment(), "git_commit": git_commit(), "questions": questions,
                "chance": demo.CHANCE, "teacher": teacher_result, "variants": table,
-               "runs": {f"{name}/seed{seed}": r for (name, seed), r in results.items()}}
+               "runs": {f"{name}/seed{seed}": r for (name, seed), r in results.items()}, "failed": failed}
     atomic_write_json(out / "ablation.json", summary)
     markdown = render(table, teacher_result, questions, f"Miniature ablations ({out.name})")
+    if failed:
+        markdown += "\n\nFailed runs (error.txt in each run directory; a re-run retries them):\n" + "\n".join(
+            f"- {run}: {error}" for run, error in failed.items())
     atomic_write_text(out / "ablation.md", markdown + "\n")
     plot_losses(table, out / "loss.png")
     plot_accuracy(table, teacher_result, out / "accuracy.png")
     print("\n" + markdown + f"\n\nrun directory: {out}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(configs)} ablation runs failed: {', '.join(failed)} "
+                           f"(the others are aggregated in {out / 'ablation.md'})")
     return summary

@@ -150,7 +150,8 @@ def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Pat
     c.data.sampling, c.data.cache_in_memory, c.data.num_workers = "uniform", True, 0
     c.stage.name = stage
     mixer = ["*.vision_mixer.*"] if cfg.model.vision_mixer != "none" else []
-    c.stage.trainable = (["*.cross_attn.*", *mixer, "*.alpha"] if stage == "pretrain"
+    alpha = ["*.alpha"] if cfg.model.use_alpha_balancing else []
+    c.stage.trainable = (["*.cross_attn.*", *mixer, *alpha] if stage == "pretrain"
                          else ["visual.merger.*", "model.*", "lm_head.*"])
     c.stage.distill.weight = distill_weight
     c.stage.distill.teacher = str(teacher) if teacher else None
