@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from tests.models.vamba_tiny import row, vamba_config, video_batch
 from vamba.inference.streaming import VideoStream
 from vamba.models import VambaForConditionalGeneration
-from vamba.models.selective_scan import (SelectiveScanBlock, SelectiveScanConfig, causal_conv_ref,
-                                         selective_scan_ref)
+from vamba.models.selective_scan import SelectiveScanBlock, SelectiveScanConfig, selective_scan_ref
 
 
 def scan_quadratic(x, dt, A, B, C, D, seq_idx=None):
@@ -50,17 +49,6 @@ def test_scan_equals_the_unrolled_form_forward_and_backward(packed: bool) -> Non
     expected = torch.autograd.grad(want, inputs, grad)
     for name, a, b in zip("x dt A B C D".split(), got, expected):
         torch.testing.assert_close(a, b, msg=name)
-
-
-def test_causal_conv_equals_torch_conv1d_and_restarts_per_sample() -> None:
-    g = torch.Generator().manual_seed(1)
-    x, w, b = torch.randn(2, 7, 5, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, generator=g)
-    torch_out = F.conv1d(x.transpose(1, 2), w[:, None], b, padding=3, groups=5)[..., :7].transpose(1, 2)
-    torch.testing.assert_close(causal_conv_ref(x, w, b, None), torch_out)
-    seq_idx = torch.tensor([[0, 0, 0, 1, 1, 1, 1]] * 2)
-    packed = causal_conv_ref(x, w, b, seq_idx)
-    torch.testing.assert_close(packed[:, :3], causal_conv_ref(x[:, :3], w, b, None))
-    torch.testing.assert_close(packed[:, 3:], causal_conv_ref(x[:, 3:], w, b, None))
 
 
 def test_block_packed_rows_and_streaming_pieces_equal_one_shot() -> None:

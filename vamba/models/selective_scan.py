@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from vamba.models.mamba2 import RMSNorm
 from vamba.models.zero import gathered
+from vamba.ops import causal_conv1d
 
 
 @dataclass
@@ -52,27 +53,11 @@ class SelectiveScanConfig:
 
 @dataclass
 class SelectiveScanState:
-    """Streaming state of one block: conv_state [B, d_conv - 1, d_inner] (the last conv inputs, in the
-    activations' dtype), ssm_state [B, d_inner, d_state] (h, float32)."""
+    """Streaming state of one block: conv_state [B, d_inner, d_conv - 1] (the last conv inputs, in the
+    activations' dtype, as ``vamba.ops.causal_conv1d`` keeps them), ssm_state [B, d_inner, d_state] (h, float32)."""
 
     conv_state: Tensor
     ssm_state: Tensor
-
-
-def causal_conv_ref(x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx: Tensor | None) -> Tensor:
-    """Depthwise causal conv over tokens. x [B, L, C], weight [C, K], bias [C]; tap k reads token t - k, and
-    only from the same packed sample (seq_idx [B, L])."""
-    length, taps = x.shape[1], weight.shape[1]
-    out = x * weight[:, -1]
-    for k in range(1, taps):
-        if k >= length:
-            break
-        shifted = F.pad(x[:, :-k], (0, 0, k, 0))
-        if seq_idx is not None:
-            same = F.pad(seq_idx[:, :-k], (k, 0), value=-1) == seq_idx
-            shifted = shifted * same[..., None].to(x.dtype)
-        out = out + shifted * weight[:, -1 - k]
-    return out if bias is None else out + bias
 
 
 def selective_scan_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -137,9 +122,11 @@ class SelectiveScanBlock(nn.Module):
             raise NotImplementedError("SelectiveScanBlock: streaming state with packed rows (seq_idx) is not supported")
         c = self.config
         x, z = self.in_proj(self.norm(hidden)).chunk(2, dim=-1)
-        past = 0 if state is None else state.conv_state.shape[1]
-        x_in = x if state is None else torch.cat([state.conv_state.to(x.dtype), x], dim=1)
-        x = F.silu(causal_conv_ref(x_in, self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx)[:, past:])
+        conv = causal_conv1d(x.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, seq_idx=seq_idx,
+                             initial_state=None if state is None else state.conv_state,
+                             return_final_state=return_state, activation="silu", backend="reference")
+        x, conv_state = conv if return_state else (conv, None)
+        x = x.transpose(1, 2)
         dt_low, B, C = self.x_proj(x).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt_low))
         y, h = selective_scan_ref(x, dt, -torch.exp(self.A_log.float()), B, C, self.D, seq_idx,
@@ -147,6 +134,4 @@ class SelectiveScanBlock(nn.Module):
         out = hidden + self.out_proj(y * F.silu(z))
         if not return_state:
             return out
-        keep = c.d_conv - 1  # conv inputs the next piece's first tokens read (zeros before the video)
-        padded = F.pad(x_in, (0, 0, max(0, keep - x_in.shape[1]), 0))
-        return out, SelectiveScanState(conv_state=padded[:, padded.shape[1] - keep:], ssm_state=h)
+        return out, SelectiveScanState(conv_state=conv_state, ssm_state=h)
