@@ -16,6 +16,7 @@ import torch.distributed as dist
 from transformers.integrations import HfDeepSpeedConfig
 
 from vamba.models import VambaForConditionalGeneration
+from vamba.utils.distributed import close_process_group
 
 sys.path.insert(0, sys.argv[2])
 from vamba_tiny import vamba_config  # noqa: E402  (tests/models helper, passed as a path)
@@ -39,8 +40,7 @@ def main(out: str) -> None:
     if dist.get_rank() == 0:
         with open(out, "w") as f:
             json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    close_process_group()
 
 
 if __name__ == "__main__":

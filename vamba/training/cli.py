@@ -76,11 +76,9 @@ def _train_task(cfg) -> None:
 
 
 def _close_process_group() -> None:
-    # An open gloo/NCCL group at exit can abort the process (deepspeed launcher, cpu_env.md 4f).
-    import torch.distributed as dist
+    from vamba.utils.distributed import close_process_group
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    close_process_group()
 
 
 def main(argv: list[str]) -> int:
