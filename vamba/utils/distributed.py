@@ -20,7 +20,8 @@ def close_process_group() -> None:
     dump shows ``~AsyncBarrierWork -> ~AsyncAllgatherWork -> decref_pyobject -> take_gil`` on the worker
     thread, ``Py_FinalizeEx`` on the main one). A blocking all-reduce on a tensor we keep alive releases the
     GIL for a round trip between the ranks, by which time the worker threads have finished the work they had,
-    and leaves none behind that owns a Python object. NCCL's work objects hold no Python-owned tensors.
+    and leaves none behind that owns a Python object. Only gloo is drained: the abort was seen with gloo, and
+    a CPU tensor cannot go through NCCL.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
