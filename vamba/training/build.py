@@ -97,7 +97,10 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
                                  **special_ids(tok), **options)
         else:
             config = vamba_config_for(m.size, vision_mamba_mixer_config=_mamba(m), **options)
-        model = VambaForConditionalGeneration(config).to(dtype)
+        # _from_config, not the constructor: under ZeRO-3 it builds inside deepspeed.zero.Init, so parameters
+        # are partitioned as they are made and buffers (rotary inv_freq) are created on the GPU
+        model = VambaForConditionalGeneration._from_config(config, dtype=dtype)
+    _check_zero3_partitioned(model)
     if model.config.text_config.vocab_size < len(tok):
         raise ConfigError(f"the model's vocabulary ({model.config.text_config.vocab_size}) is smaller than the "
                           f"tokenizer's ({len(tok)}): wrong tokenizer for this checkpoint?")
@@ -108,6 +111,20 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
         model.gradient_checkpointing_enable()
     model.model.offload_checkpoints = m.offload_checkpoints
     return model
+
+
+def _check_zero3_partitioned(model: nn.Module) -> None:
+    """Under ZeRO-3 every parameter must come out of ``deepspeed.zero.Init``. A module built outside it keeps
+    its buffers on the CPU (DeepSpeed later moves only parameters), which failed the first GPU step
+    (rotary inv_freq on cpu, 2B, H200, 2026-12-01)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return
+    missed = [name for name, p in model.named_parameters() if not hasattr(p, "ds_id")]
+    if missed:
+        raise RuntimeError(f"ZeRO-3: {len(missed)} parameters were built outside deepspeed.zero.Init "
+                           f"(e.g. {missed[:3]}); build the model with from_pretrained or _from_config")
 
 
 def apply_stage(model: nn.Module, stage: StageConfig) -> TrainableSummary:

@@ -43,13 +43,14 @@ def select_trainable(model: nn.Module, patterns: list[str]) -> TrainableSummary:
     trainable = frozen = 0
     for name, param in model.named_parameters():
         hit = [p for p in patterns if fnmatchcase(name, p)]
+        numel = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3: the full size, not the empty shard
         for p in hit:
-            per_pattern[p] += param.numel()
+            per_pattern[p] += numel
         param.requires_grad_(bool(hit))
         if hit:
-            trainable += param.numel()
+            trainable += numel
         else:
-            frozen += param.numel()
+            frozen += numel
     unused = [p for p, n in per_pattern.items() if n == 0]
     if unused:
         names = [n for n, _ in model.named_parameters()]

@@ -68,7 +68,7 @@ class VambaTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self._sums: dict[str, float] = defaultdict(float)
         self._last_log, self._last_step = time.perf_counter(), 0
-        self._n_params = sum(p.numel() for p in self.model.parameters())
+        self._n_params = sum(getattr(p, "ds_numel", None) or p.numel() for p in self.model.parameters())
         if teacher is not None:
             teacher.to(self.args.device)
 
