@@ -159,6 +159,18 @@ def test_model_backends_bf16_padded_and_packed(backend):
     assert not any(failures), [f for f in failures if f]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_only_batch_gives_every_parameter_a_gradient(backend):
+    """ZeRO-2 safety on the GPU attention paths: a batch without video (the model's dummy item, cross-attention
+    that reads nothing) still gives every parameter a gradient; otherwise ranks reduce different gradients
+    and hang. (The varlen path once returned detached zeros here, leaving cross_attn.q_proj without one.)"""
+    torch.manual_seed(0)
+    model = VambaForConditionalGeneration(_mid_config(backend)).cuda().to(torch.bfloat16).train()
+    batch = {k: v.cuda() for k, v in video_batch([7, 4], [[], []]).items()}
+    model(**batch).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == model.parameters_without_effect()
+
+
 def test_model_sdpa_equals_eager_in_float32():
     """A logic check apart from bf16 rounding: in float32 (TF32 off) the sdpa model equals the eager one on
     padded and packed batches, logits and every attention/Mamba gradient, to float32 accuracy."""

@@ -28,6 +28,9 @@ CASES = [
     ("cross, no mask", False, 5, 9, None, None),
     ("cross, padded video and text", False, 5, 9, [[5], [3], [4]], [[9], [6], [0]]),
     ("cross, packed with a text-only sample", False, 6, 9, [[2, 2, 2], [6], [3, 3]], [[4, 0, 5], [9], [2, 7]]),
+    # a batch without any video (the model's dummy item, no key readable): every input must still get a
+    # gradient, or ZeRO-2 ranks disagree on which gradients to reduce
+    ("cross, no video in the batch", False, 5, 4, [[5], [3], [4]], [[0], [0], [0]]),
 ]
 
 
