@@ -69,12 +69,15 @@ class SynthConfig:
     # False: a question whose options are a whole closed set (the four colours) lists them in one fixed
     # order, as the counting options 1-4 always are; the letter then names the answer by itself.
     shuffle_options: bool = True
+    workers: int = 1  # processes encoding videos (the files do not depend on it)
 
     def __post_init__(self) -> None:
         if self.size % 2 or self.size < 32:
             raise ValueError(f"size must be even and >= 32 (H.264 4:2:0), got {self.size}")
         if not 8 <= self.min_frames <= self.max_frames:
             raise ValueError(f"need 8 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass
@@ -223,6 +226,23 @@ def _write_video(path: Path, spec: VideoSpec, size: int, fps: int, seed: int) ->
     tmp.replace(path)
 
 
+def _write_videos(jobs: list[tuple[Path, VideoSpec, int]], size: int, fps: int, workers: int) -> None:
+    """Encode ``(path, spec, seed)`` jobs, in ``workers`` processes when > 1. Each file is a function of its own
+    job (x264 runs single-threaded), so the result does not depend on the process count."""
+    if workers <= 1:
+        for path, spec, seed in jobs:
+            _write_video(path, spec, size, fps, seed)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may hold torch's OpenMP threads, which a forked child can deadlock on
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        paths, specs, seeds = zip(*jobs) if jobs else ((), (), ())
+        list(pool.map(_write_video, paths, specs, [size] * len(jobs), [fps] * len(jobs), seeds,
+                      chunksize=max(1, len(jobs) // (8 * workers))))
+
+
 def _image(rng: random.Random, size: int) -> tuple[np.ndarray, str, str, str]:
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     frame = render_video(VideoSpec("", "", 1, rng.randint(50, 110), [Event(shape, colour, 0, 1)], "", [], 0, "", ""),
@@ -263,12 +283,13 @@ def generate(config: SynthConfig) -> dict:
     texts: list[str] = []
 
     # Training videos and their annotations.
-    specs = []
+    specs, jobs = [], []
     for i in range(config.num_videos):
         spec = make_video_spec(rng, f"video_{i:05d}", TASKS[i % len(TASKS)],
                                rng.randint(config.min_frames, config.max_frames), config.shuffle_options)
-        _write_video(out / "videos" / f"{spec.key}.mp4", spec, config.size, config.fps, rng.randint(0, 2**31))
+        jobs.append((out / "videos" / f"{spec.key}.mp4", spec, rng.randint(0, 2**31)))
         specs.append(spec)
+    _write_videos(jobs, config.size, config.fps, config.workers)
     images = []
     for i in range(config.num_images):
         frame, shape, colour, caption = _image(rng, config.size)
@@ -309,9 +330,9 @@ def generate(config: SynthConfig) -> dict:
                              rng.randint(config.min_frames, config.max_frames), config.shuffle_options)
              for i in range(config.num_bench_videos)]
     lv_meta, lv_flat, vmme_rows = [], [], []
+    jobs = [(out / "lvbench" / "videos" / f"{spec.key}.mp4", spec, rng.randint(0, 2**31)) for spec in bench]
+    _write_videos(jobs, config.size, config.fps, config.workers)
     for i, spec in enumerate(bench):
-        seed = rng.randint(0, 2**31)
-        _write_video(out / "lvbench" / "videos" / f"{spec.key}.mp4", spec, config.size, config.fps, seed)
         video_id = f"{i + 1:03d}"
         (out / "videomme" / "data").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "lvbench" / "videos" / f"{spec.key}.mp4", out / "videomme" / "data" / f"{spec.key}.mp4")

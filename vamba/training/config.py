@@ -171,7 +171,8 @@ class DemoConfig:
     frame_size: int = 112  # frames are frame_size^2 pixels: (frame_size / 28)^2 = 16 tokens per 2 frames
     shuffle_options: bool = False  # colour options in one fixed order (vamba.data.synth.SynthConfig)
     explain: bool = True  # multiple-choice replies name the option before its letter (see demo._reply)
-    threads: int = 1
+    threads: int = 1  # torch threads of every training stage
+    data_workers: int = 2  # processes encoding the synthetic videos (the same files for any number)
     teacher_steps: int = 800
     teacher_lr: float = 1e-3
     pretrain_steps: int = 200

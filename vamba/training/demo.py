@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from vamba.training.config import TrainConfig
+from vamba.training.config import DemoConfig, TrainConfig
 from vamba.utils.io import atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
@@ -35,12 +35,13 @@ CHANCE = 25.0  # four options
 TEACHER, VAMBA = "Qwen2-VL teacher (transformer)", "VAMBA (after pretrain + sft)"
 
 
-def _synth(out: Path, seed: int, videos: int, images: int, bench: int, size: int, shuffle: bool) -> Path:
+def _synth(out: Path, seed: int, videos: int, images: int, bench: int, d: DemoConfig) -> Path:
     from vamba.data.synth import SynthConfig, generate
 
     if not (out / "manifest.json").exists():
         generate(SynthConfig(out_dir=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
-                             size=size, min_frames=32, max_frames=64, seed=seed, shuffle_options=shuffle))
+                             size=d.frame_size, min_frames=32, max_frames=64, seed=seed,
+                             shuffle_options=d.shuffle_options, workers=d.data_workers))
     return out
 
 
@@ -72,8 +73,8 @@ def _option_text(question) -> str:
 def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
     """Synthetic training data, the multiple-choice instruction files and the mixtures the stages use."""
     d = cfg.demo
-    train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos, d.frame_size, d.shuffle_options)
-    bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos, d.frame_size, d.shuffle_options)
+    train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos, d)
+    bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos, d)
     # Multiple-choice training questions: the training set's own benchmark split, phrased exactly as the
     # evaluation prompts (the held-out benchmark uses other videos: seed 1).
     benchmark, spec = _protocol(d.frames)
