@@ -229,11 +229,12 @@ def _write_video(path: Path, spec: VideoSpec, size: int, fps: int, seed: int) ->
 def _write_videos(jobs: list[tuple[Path, VideoSpec, int]], size: int, fps: int, workers: int) -> None:
     """Encode ``(path, spec, seed)`` jobs, in ``workers`` processes when > 1. Each file is a function of its own
     job (x264 runs single-threaded), so the result does not depend on the process count."""
-    if workers <= 1:
+    import multiprocessing
+
+    if workers <= 1 or multiprocessing.current_process().daemon:  # a Pool worker may not start processes
         for path, spec, seed in jobs:
             _write_video(path, spec, size, fps, seed)
         return
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the caller may hold torch's OpenMP threads, which a forked child can deadlock on
