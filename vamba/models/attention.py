@@ -283,7 +283,7 @@ def attention_unpadded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cau
     vu = v.transpose(1, 2).reshape(-1, v.shape[1], d)[k_idx]
     if max_k == 0:
         # Nothing to read (a batch without video): zeros that keep q, k and v in the graph. Every parameter must
-        # get a gradient on every rank, or ZeRO-2's gradient reductions differ between ranks and hang.
+        # get a gradient on every rank, or ZeRO's gradient reductions differ between ranks and hang.
         out_u = qu * 0 + 0 * (ku.sum() + vu.sum())
     else:
         out_u = kernel(qu, ku, vu, cu_q, cu_k, max_q, max_k, causal, scale)
