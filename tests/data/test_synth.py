@@ -66,6 +66,20 @@ def test_fixed_option_order_changes_only_the_order() -> None:
             assert fixed.options == shuffled.options
 
 
+def test_order_by_colour_asks_for_the_first_shapes_colour() -> None:
+    """order_question="colour": the two shapes differ in colour and the answer is the first one's colour."""
+    for seed in range(8):
+        for shuffle in (True, False):
+            spec = make_video_spec(random.Random(seed), "v", "order", 32, shuffle_options=shuffle,
+                                   order_question="colour")
+            first, second = spec.events
+            assert first.end <= second.start and first.colour != second.colour
+            assert spec.options[spec.answer] == first.colour and sorted(spec.options) == sorted(COLOURS)
+            assert spec.options == list(COLOURS) or shuffle
+    with pytest.raises(ValueError, match="order_question"):
+        SynthConfig(order_question="when")
+
+
 def test_benchmark_files_follow_official_layouts(synth_dir: Path) -> None:
     meta = [json.loads(line) for line in (synth_dir / "lvbench" / "video_info.meta.jsonl").read_text().splitlines()]
     assert len(meta) == 3

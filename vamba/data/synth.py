@@ -4,7 +4,9 @@ Each video shows coloured shapes (circle, square, triangle) one at a time on a n
 carries one task that needs the whole video:
 
 - ``needle``: a shape appears once, briefly; *what colour was it?*
-- ``order``: two different shapes appear; *which came first?*
+- ``order``: two different shapes appear; *which came first?* (``order_question="shapes"``: the two named
+  shapes among four shape options) or *what colour was the shape that appeared first?* (``"colour"``: the
+  two shapes differ in colour, the four colours are the options)
 - ``count``: a shape flashes 1-4 times among distractors; *how many times did it appear?*
 
 Events last at least ``num_frames / 8`` frames, so 8 or more uniformly sampled frames always see each one.
@@ -44,6 +46,7 @@ logger = get_logger(__name__)
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
 TASKS = ("needle", "order", "count")
+ORDER_QUESTIONS = ("shapes", "colour")
 NUMBER_WORDS = {1: "once", 2: "twice", 3: "three times", 4: "four times"}
 LETTERS = "ABCD"
 # Benchmark categories for each task, in each benchmark's own vocabulary (benchmarks.md sections 3-4).
@@ -69,6 +72,7 @@ class SynthConfig:
     # False: a question whose options are a whole closed set (the four colours) lists them in one fixed
     # order, as the counting options 1-4 always are; the letter then names the answer by itself.
     shuffle_options: bool = True
+    order_question: str = "shapes"  # "shapes" or "colour" (module docstring)
     workers: int = 1  # processes encoding videos (the files do not depend on it)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,8 @@ class SynthConfig:
             raise ValueError(f"size must be even and >= 32 (H.264 4:2:0), got {self.size}")
         if not 8 <= self.min_frames <= self.max_frames:
             raise ValueError(f"need 8 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if self.order_question not in ORDER_QUESTIONS:
+            raise ValueError(f"order_question must be one of {ORDER_QUESTIONS}, got {self.order_question!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
@@ -129,7 +135,7 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[st
 
 
 def make_video_spec(rng: random.Random, key: str, task: str, num_frames: int,
-                    shuffle_options: bool = True) -> VideoSpec:
+                    shuffle_options: bool = True, order_question: str = "shapes") -> VideoSpec:
     """Draw the events and the question of one video."""
     all_names = [f"{c} {s}" for s in SHAPES for c in COLOURS]
     if task == "needle":
@@ -144,6 +150,16 @@ def make_video_spec(rng: random.Random, key: str, task: str, num_frames: int,
         if not shuffle_options:
             options, answer = list(COLOURS), list(COLOURS).index(colour)
         short = f"{colour.capitalize()}."
+    elif task == "order" and order_question == "colour":
+        first, second = rng.sample(SHAPES, 2)
+        c1, c2 = rng.sample(list(COLOURS), 2)  # different colours: the colour names which shape came first
+        spans = _schedule(rng, num_frames, 2)
+        events = [Event(first, c1, *spans[0]), Event(second, c2, *spans[1])]
+        question = "What colour was the shape that appeared first?"
+        options, answer = _options(rng, c1, list(COLOURS))
+        if not shuffle_options:
+            options, answer = list(COLOURS), list(COLOURS).index(c1)
+        short = f"{c1.capitalize()}."
     elif task == "order":
         first, second = rng.sample(SHAPES, 2)
         c1, c2 = rng.choice(list(COLOURS)), rng.choice(list(COLOURS))
@@ -287,7 +303,8 @@ def generate(config: SynthConfig) -> dict:
     specs, jobs = [], []
     for i in range(config.num_videos):
         spec = make_video_spec(rng, f"video_{i:05d}", TASKS[i % len(TASKS)],
-                               rng.randint(config.min_frames, config.max_frames), config.shuffle_options)
+                               rng.randint(config.min_frames, config.max_frames), config.shuffle_options,
+                             config.order_question)
         jobs.append((out / "videos" / f"{spec.key}.mp4", spec, rng.randint(0, 2**31)))
         specs.append(spec)
     _write_videos(jobs, config.size, config.fps, config.workers)
@@ -328,7 +345,8 @@ def generate(config: SynthConfig) -> dict:
 
     # Held-out benchmark videos, in the official LVBench and Video-MME layouts.
     bench = [make_video_spec(rng, f"synth{i:04d}", TASKS[i % len(TASKS)],
-                             rng.randint(config.min_frames, config.max_frames), config.shuffle_options)
+                             rng.randint(config.min_frames, config.max_frames), config.shuffle_options,
+                             config.order_question)
              for i in range(config.num_bench_videos)]
     lv_meta, lv_flat, vmme_rows = [], [], []
     jobs = [(out / "lvbench" / "videos" / f"{spec.key}.mp4", spec, rng.randint(0, 2**31)) for spec in bench]

@@ -170,6 +170,9 @@ class DemoConfig:
     frames: int = 8
     frame_size: int = 112  # frames are frame_size^2 pixels: (frame_size / 28)^2 = 16 tokens per 2 frames
     shuffle_options: bool = False  # colour options in one fixed order (vamba.data.synth.SynthConfig)
+    # event order asked as "what colour was the shape that appeared first?" (closed colour options) rather
+    # than "which appeared first, the A or the B?" among 4 shuffled shapes (vamba.data.synth)
+    order_question: str = "colour"
     explain: bool = True  # multiple-choice replies name the option before its letter (see demo._reply)
     threads: int = 1  # torch threads of every training stage
     data_workers: int = 2  # processes encoding the synthetic videos (the same files for any number)
@@ -241,6 +244,10 @@ def _exists(path: str | None, key: str) -> None:
 def validate(cfg: TrainConfig) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
     _one_of(cfg.task, TASKS, "task")
+    if cfg.task in ("demo", "ablate"):
+        from vamba.data.synth import ORDER_QUESTIONS
+
+        _one_of(cfg.demo.order_question, ORDER_QUESTIONS, "demo.order_question")
     if cfg.task == "demo":
         return  # the demo writes its own data and checkpoints, then validates each stage's config
     _one_of(cfg.stage.name, STAGES, "stage.name")

@@ -41,7 +41,8 @@ def _synth(out: Path, seed: int, videos: int, images: int, bench: int, d: DemoCo
     if not (out / "manifest.json").exists():
         generate(SynthConfig(out_dir=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
                              size=d.frame_size, min_frames=32, max_frames=64, seed=seed,
-                             shuffle_options=d.shuffle_options, workers=d.data_workers))
+                             shuffle_options=d.shuffle_options, order_question=d.order_question,
+                             workers=d.data_workers))
     return out
 
 
