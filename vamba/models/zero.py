@@ -24,6 +24,11 @@ def is_partitioned(param: nn.Parameter) -> bool:
     return param.ds_status != ZeroParamStatus.AVAILABLE
 
 
+def full_numel(param: nn.Parameter) -> int:
+    """Elements of the whole parameter; a ZeRO-3 parameter's local tensor is an empty placeholder."""
+    return getattr(param, "ds_numel", None) or param.numel()
+
+
 @contextmanager
 def gathered(params: Iterable[nn.Parameter], modifier_rank: int | None = 0) -> Iterator[None]:
     params = [p for p in params if is_partitioned(p)]

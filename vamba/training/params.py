@@ -11,6 +11,8 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from vamba.models.zero import full_numel
+
 # Parameters without weight decay: SSM dynamics (A_log, D, dt_bias), every norm weight, biases and the
 # alpha balance. Decaying A_log or dt_bias pulls the state-space dynamics towards arbitrary values.
 NO_DECAY_PATTERNS: tuple[str, ...] = ("*.A_log", "*.D", "*.dt_bias", "*norm*.weight", "*.bias", "*alpha")
@@ -43,7 +45,7 @@ def select_trainable(model: nn.Module, patterns: list[str]) -> TrainableSummary:
     trainable = frozen = 0
     for name, param in model.named_parameters():
         hit = [p for p in patterns if fnmatchcase(name, p)]
-        numel = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3: the full size, not the empty shard
+        numel = full_numel(param)
         for p in hit:
             per_pattern[p] += numel
         param.requires_grad_(bool(hit))

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from transformers import Trainer
 
+from vamba.models.zero import full_numel
 from vamba.training.distill import distillation_loss, supervised_positions
 from vamba.training.params import NO_DECAY_PATTERNS, matches_any
 from vamba.training.teacher import build_teacher_view, teacher_logits_at
@@ -68,7 +69,7 @@ class VambaTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self._sums: dict[str, float] = defaultdict(float)
         self._last_log, self._last_step = time.perf_counter(), 0
-        self._n_params = sum(getattr(p, "ds_numel", None) or p.numel() for p in self.model.parameters())
+        self._n_params = sum(full_numel(p) for p in self.model.parameters())
         if teacher is not None:
             teacher.to(self.args.device)
 
