@@ -497,6 +497,9 @@ class VambaProcessor(ProcessorMixin):
         if bare and n_images and n_videos:
             raise ValueError(f"{bare} bare {VISION_MARKER} mark(s) with both images and videos given: write "
                              f"{VISION_START}{IMAGE_PAD}{VISION_END} or ...{VIDEO_PAD}... to say which item sits where")
+        if bare and not (n_images or n_videos):
+            raise ValueError(f"the text marks {bare} visual item(s) with {VISION_MARKER} but no image or video was "
+                             "given")
         fill = IMAGE_TYPE if n_images else VIDEO_TYPE
         kinds_per_text = [[fill if k is None else k for k in kinds] for kinds in kinds_per_text]
         counts = {kind: sum(k == kind for ks in kinds_per_text for k in ks) for kind in (IMAGE_TYPE, VIDEO_TYPE)}
