@@ -13,7 +13,10 @@ kind          how it is recognised                                   what happen
                                                                      alpha freshly initialised
 ============  =====================================================  ====================================
 
-Checkpoint keys in the transformers 5.x layout (``model.language_model.*``, ``model.visual.*``) are
+``path`` is a directory or a hub model id; an id resolves through the local Hugging Face cache as transformers
+resolves it (``cache_dir=``, ``HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` the cache alone). Both config forms load:
+``save_pretrained``'s diff form and the full form (``to_dict()``), whose generic PretrainedConfig keys are
+dropped (vamba.models.configuration). Checkpoint keys in the transformers 5.x layout (``model.language_model.*``, ``model.visual.*``) are
 renamed to ours (the 4.x / released layout: ``model.*``, ``visual.*``); sharded safetensors with an
 index work through transformers' loader. Any missing key other than the new VAMBA modules of a
 ``qwen2_vl`` checkpoint, any unexpected key and any shape mismatch is an error naming the keys:
@@ -101,7 +104,13 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
     config_dict = _read_json(str(path), "config.json", hub_kwargs)
     if config_dict is None:
-        raise FileNotFoundError(f"{path}: no config.json (not a checkpoint directory or hub model id)")
+        if os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no config.json (not a checkpoint directory)")
+        from huggingface_hub import constants
+
+        offline = " (offline: HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""
+        raise FileNotFoundError(f"{path}: no config.json: not a directory, nor a hub model id found in the Hugging "
+                                f"Face cache {hub_kwargs.get('cache_dir') or constants.HF_HUB_CACHE}{offline}")
     kind = checkpoint_kind(config_dict)
     overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
     config = kwargs.pop("config", None)
