@@ -41,6 +41,10 @@ CONFIG_OVERRIDES = ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_a
                     "loss_chunk_size")
 
 
+# Weights only a VAMBA checkpoint has (any key layout).
+VAMBA_WEIGHT_KEYS = re.compile(r"\.layers\.\d+\.(cross_attn|vision_mixer)\.")
+
+
 class IncompatibleCheckpointError(ValueError):
     """The checkpoint's weights do not match the model its config describes."""
 
@@ -149,3 +153,37 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
         if new_cross and config.cross_attn_init == "self_attn":
             model.init_cross_attn_from_self_attn()
     return (model, info) if want_info else model
+
+
+def ensure_plain_qwen2_vl(path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> None:
+    """Refuse a VAMBA checkpoint where a plain Qwen2-VL is expected (e.g. the distillation teacher).
+
+    A released VAMBA checkpoint says ``model_type: qwen2_vl``, so transformers' ``Qwen2VLForConditionalGeneration``
+    or ``AutoModelForImageTextToText`` would build plain Qwen2-VL from it and drop every cross-attention and
+    Mamba-2 weight with only a warning. Recognised by ``model_type: vamba``, ``vision_mamba_mixer_config`` in
+    config.json, or cross_attn / vision_mixer weights. Nothing is checked when config.json is absent (the
+    caller's loader reports that)."""
+    path = str(path)
+    hub_kwargs = hub_kwargs or {}
+    config = _read_json(path, "config.json", hub_kwargs)
+    if config is None:
+        return
+    reasons = []
+    if config.get("model_type") == VambaConfig.model_type:
+        reasons.append("config.json has model_type 'vamba'")
+    if "vision_mamba_mixer_config" in config:
+        reasons.append("config.json has vision_mamba_mixer_config")
+    if not reasons:
+        try:
+            keys = checkpoint_keys(path, hub_kwargs)
+        except (IncompatibleCheckpointError, OSError):  # not safetensors (e.g. pytorch_model.bin): config only
+            keys = []
+        vamba_keys = [k for k in keys if VAMBA_WEIGHT_KEYS.search(k)]
+        if vamba_keys:
+            reasons.append(f"it holds VAMBA weights ({_describe(vamba_keys, 3)})")
+    if reasons:
+        raise IncompatibleCheckpointError(
+            f"{path} is a VAMBA checkpoint ({'; '.join(reasons)}), not the plain Qwen2-VL expected here: loading it "
+            f"as Qwen2-VL would drop its cross-attention and Mamba-2 weights. Load it with "
+            f"VambaForConditionalGeneration.from_pretrained, or write a vamba-typed copy with `vamba convert` so the "
+            f"Auto classes build the right model (docs/model.md)")
