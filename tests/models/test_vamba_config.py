@@ -1,7 +1,11 @@
 """VambaConfig: defaults, round trip, the released config.json, errors."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from transformers import PretrainedConfig
 
 from tests.models.test_vamba_loading import _released_config
 from tests.models.vamba_tiny import MAMBA, TEXT, vamba_config
@@ -49,3 +53,27 @@ def test_released_config_translates():
 def test_bad_options_are_clear_errors(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         vamba_config(**bad)
+
+
+def _official_full_form() -> dict:
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "official_tiny" / "config.full.json"
+    return json.loads(path.read_text())
+
+
+def test_full_form_ignores_every_generic_key_wherever_nested():
+    full = _official_full_form()
+    assert "add_cross_attention" in full["vision_mamba_mixer_config"]  # the official code's 4.44 full form
+    # The generic keys of the installed transformers too (e.g. ones 4.44 did not have), nested in the Mamba config.
+    generic = {k: v for k, v in PretrainedConfig().to_dict().items() if k not in ("transformers_version",)}
+    full["vision_mamba_mixer_config"].update(generic)
+    config = VambaConfig.from_qwen2_vl_dict(full)
+    official = VambaConfig.from_qwen2_vl_dict(_official_full_form())
+    assert config.vision_mamba_mixer_config == official.vision_mamba_mixer_config
+    assert config.vision_mamba_mixer_config["d_state"] == 128
+
+
+def test_unknown_mamba_key_in_the_full_form_still_fails_naming_it():
+    full = _official_full_form()
+    full["vision_mamba_mixer_config"]["d_stat"] = 16
+    with pytest.raises(ValueError, match=r"vision_mamba_mixer_config: unknown key\(s\) \['d_stat'\]"):
+        VambaConfig.from_qwen2_vl_dict(full)

@@ -182,5 +182,7 @@ def test_bad_batches_are_clear_errors():
         model(**dict(batch, visual_row=torch.tensor([0, 5])))
     with pytest.raises(ValueError, match="not divisible by spatial_merge_size"):
         model(**dict(batch, grid_thw=torch.tensor([[2, 2, 2], [1, 1, 4]])))
-    with pytest.raises(TypeError, match="unexpected argument 'pixel_values_videos'"):
-        model(**batch, pixel_values_videos=batch["pixel_values"])
+    with pytest.raises(TypeError, match="unexpected argument 'video_grid'"):
+        model(**batch, video_grid=batch["grid_thw"])
+    with pytest.raises(ValueError, match="pixel_values needs grid_thw"):  # never silently without its video
+        model(**{k: v for k, v in batch.items() if k != "grid_thw"})

@@ -27,7 +27,7 @@ import copy
 import math
 from typing import Any
 
-from transformers import Qwen2VLConfig
+from transformers import PretrainedConfig, Qwen2VLConfig
 
 from vamba.models.attention import BACKENDS
 
@@ -54,13 +54,35 @@ MAMBA_DEFAULTS: dict[str, Any] = {
     "rescale_prenorm_residual": True,
     "backend": "auto",
 }
+# Keys every configuration carries whatever its model: those of the installed transformers (the keys of a bare
+# PretrainedConfig().to_dict()) plus those transformers 4.x also wrote into every full-form config (to_dict(),
+# to_json_string(use_diff=False)) and 5.x dropped: generation and tokenizer settings, pruning, TorchScript, ...
+# (the list is that of the official checkpoint's full form, transformers 4.44, and two bookkeeping keys of
+# other 4.x versions).
+LEGACY_GENERIC_CONFIG_KEYS = frozenset({
+    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "torch_dtype", "use_bfloat16",
+    "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward", "is_encoder_decoder",
+    "is_decoder", "cross_attention_hidden_size", "add_cross_attention", "tie_encoder_decoder", "max_length",
+    "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature",
+    "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "architectures",
+    "finetuning_task", "id2label", "label2id", "tokenizer_class", "prefix", "bos_token_id", "pad_token_id",
+    "eos_token_id", "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type",
+    "_name_or_path", "transformers_version", "model_type", "_commit_hash", "_attn_implementation_autoset",
+})
+GENERIC_CONFIG_KEYS = frozenset(PretrainedConfig().to_dict()) | LEGACY_GENERIC_CONFIG_KEYS
+# Generic keys that do describe the whole model (token ids, tied embeddings, weight dtype): kept at the top level
+# (and in a nested text_config); everywhere else every generic key is dropped.
+MODEL_LEVEL_GENERIC_KEYS = frozenset({"tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+                                      "dtype", "torch_dtype"})
 # Keys the released config.json carries that do not change what we compute (mamba_ssm implementation
 # switches, distributed options); dt_limit is checked to be the released (0, inf) and not stored
 # (JSON has no infinity).
 MAMBA_IGNORED_KEYS = frozenset({
     "hidden_dim", "norm_type", "residual_in_fp32", "conv_init", "d_ssm", "D_has_hdim", "rmsnorm",
-    "norm_before_gate", "dt_limit", "use_mem_eff_path", "process_group", "sequence_parallel", "model_type",
-    "transformers_version", "layer_norm_epsilon",
+    "norm_before_gate", "dt_limit", "use_mem_eff_path", "process_group", "sequence_parallel", "layer_norm_epsilon",
 })
 # Keys that would change the math: refuse values other than the released ones instead of ignoring them.
 MAMBA_FIXED_VALUES: dict[str, Any] = {
@@ -137,17 +159,27 @@ class VambaConfig(Qwen2VLConfig):
         """Build from a Qwen2-VL ``config.json`` dict: a stock Qwen2-VL one (transformers 4.x flat text keys
         or 5.x ``text_config``) or the released VAMBA one (``model_type: qwen2_vl`` plus
         ``vision_mamba_mixer_config`` and the cross-attention flags). ``overrides`` set VambaConfig fields."""
-        d = copy.deepcopy(config_dict)
-        d.pop("model_type", None)
-        d.pop("architectures", None)
-        d.pop("transformers_version", None)
+        d = drop_generic_keys(copy.deepcopy(config_dict), keep=MODEL_LEVEL_GENERIC_KEYS)
+        if str(config_dict.get("transformers_version", "")).startswith("4.") and "text_config" not in d:
+            # A 4.x diff-form config leaves out what equals 4.x's defaults, and there the token ids default to
+            # None (5.x's Qwen2VLConfig defaults bos_token_id to Qwen2's 151643).
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                d.setdefault(key, None)
         d.pop("auto_map", None)
-        if isinstance(d.get("vision_config"), dict):
-            d["vision_config"].pop("model_type", None)  # 4.x saves "qwen2_vl" there
+        if isinstance(d.get("vision_config"), dict):  # 4.x also saves model_type "qwen2_vl" there
+            d["vision_config"] = drop_generic_keys(d["vision_config"])
+        if isinstance(d.get("text_config"), dict):
+            d["text_config"] = drop_generic_keys(d["text_config"], keep=MODEL_LEVEL_GENERIC_KEYS)
         # The released checkpoint saves its training-only distillation weight; it is not a model option.
         d.pop("distill_coeff", None)
         d.update(overrides)
         return cls(**d)
+
+
+def drop_generic_keys(d: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``d`` without the keys of ``GENERIC_CONFIG_KEYS`` (other than ``keep``): what a full-form config of any
+    transformers version adds to the model's own keys."""
+    return {k: v for k, v in d.items() if k not in GENERIC_CONFIG_KEYS or k in keep}
 
 
 def _normalise_mamba(raw: dict | None) -> dict[str, Any]:
@@ -158,7 +190,7 @@ def _normalise_mamba(raw: dict | None) -> dict[str, Any]:
         raw = raw.to_dict()
     if not isinstance(raw, dict):
         raise TypeError(f"vision_mamba_mixer_config must be a dict, got {type(raw).__name__}")
-    raw = dict(raw)
+    raw = drop_generic_keys(raw)  # the official code keeps this config as a PretrainedConfig: full form
     if "layer_norm_epsilon" in raw and "norm_eps" not in raw:
         raw["norm_eps"] = raw["layer_norm_epsilon"]
     unknown = set(raw) - set(MAMBA_DEFAULTS) - MAMBA_IGNORED_KEYS

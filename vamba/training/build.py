@@ -153,9 +153,13 @@ def apply_lora(model: nn.Module, stage: StageConfig) -> nn.Module:
 
 
 def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The frozen distillation teacher: the source Qwen2-VL (full self-attention over video + text)."""
+    """The frozen distillation teacher: the source Qwen2-VL (full self-attention over video + text). A VAMBA
+    checkpoint here is an error (transformers would build plain Qwen2-VL from it, dropping weights)."""
     from transformers import Qwen2VLForConditionalGeneration
 
+    from vamba.models.loading import ensure_plain_qwen2_vl
+
+    ensure_plain_qwen2_vl(path)
     teacher = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
     teacher.requires_grad_(False)
     return teacher
