@@ -281,3 +281,25 @@ def test_two_process_zero_with_mixed_batches_saves_and_resumes(train_overrides, 
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(_losses(out)) == [1, 2, 3, 4]
     assert (out / "final" / "config.json").exists()
+
+
+def test_checkpoints_carry_the_processor(train_overrides) -> None:
+    """final/ and every checkpoint-N/ load with AutoProcessor as a VambaProcessor holding the run's frames and
+    resize settings (and the model with AutoModelForImageTextToText)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vamba.data.processor import VambaProcessor
+    from vamba.data.sampling import FrameSampling
+    from vamba.models import VambaForConditionalGeneration
+
+    cfg = compose_config(*train_overrides, "optim.max_steps=2", "logging.save_steps=1", "data.sampling=random",
+                         "data.max_pixels=40000", "stage=sft")
+    result = train(cfg)
+    for folder in (result.output_dir / "checkpoint-1", result.output_dir / "checkpoint-2", result.final_dir):
+        processor = AutoProcessor.from_pretrained(folder)
+        assert isinstance(processor, VambaProcessor), folder
+        assert processor.frame_sampling() == FrameSampling("uniform", 4)
+        assert (processor.vision_config().min_pixels, processor.vision_config().max_pixels) == (56 * 56, 40000)
+        assert processor.image_processor.size.longest_edge == 40000
+        assert not list(folder.parent.glob(f".{folder.name}.processor.*"))  # the temporary folder is gone
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(result.final_dir), VambaForConditionalGeneration)

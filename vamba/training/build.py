@@ -176,6 +176,20 @@ def data_config(d: DataConfig, skip_log: str | None):
                           skip_log=skip_log)
 
 
+def training_processor(cfg: TrainConfig, tok):
+    """The processor saved beside every checkpoint of a run (``VambaProcessor``): the run's tokenizer and the
+    frames and resize its data used (random sampling becomes uniform at inference)."""
+    import dataclasses
+
+    from vamba.data.processor import build_processor
+
+    pipeline = data_config(cfg.data, None)
+    sampling = pipeline.sampling
+    if sampling.mode == "random":
+        sampling = dataclasses.replace(sampling, mode="uniform")
+    return build_processor(tok, pipeline.vision, sampling)
+
+
 class MemoryCache(torch.utils.data.Dataset):
     """Processed samples kept after their first read (decoding is the cost of a small CPU run). Only for
     deterministic frame sampling: every epoch would otherwise see other frames."""
