@@ -89,3 +89,36 @@ def test_image_generate_equals_vamba_chat(ckpt: Path, synth_dir: Path, tmp_path:
         {"type": "image", "path": str(image)}, {"type": "text", "text": question}]}])
     assert inputs["image_grid_thw"].shape == (1, 3) and int(inputs["mm_token_type_ids"].max()) == 1
     assert reply == chat.ask(chat.encode_frames(load_image(str(image))), question, max_new_tokens=8)
+
+
+def test_vamba_chat_cli_gives_the_same_reply(ckpt: Path, synth_dir: Path, capsys) -> None:
+    """`vamba chat` without --frames reads the checkpoint's frame count and resize settings (its processor files)
+    and answers as generate does on the processor's inputs."""
+    from vamba.cli import main as vamba_main
+
+    processor = AutoProcessor.from_pretrained(ckpt)
+    model = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
+    video = synth_dir / "videos" / "video_00000.mp4"
+    reply, inputs = _generate(model, processor, [{"role": "user", "content": [
+        {"type": "video", "path": str(video)}, {"type": "text", "text": "What shape?"}]}])  # the processor's 6 frames
+    assert vamba_main(["chat", "--model", str(ckpt), "--video", str(video), "--device", "cpu", "--dtype", "float32",
+                       "--max-new-tokens", "8", "What shape?"]) == 0
+    captured = capsys.readouterr()
+    tokens = int(inputs["video_grid_thw"].prod()) // 4
+    assert f"[6 frames, {tokens} video tokens" in captured.err
+    assert captured.out.strip() == reply
+
+
+def test_eval_adapter_takes_the_checkpoint_pixel_limits(ckpt: Path, synth_dir: Path) -> None:
+    """`vamba eval`'s VAMBA adapter: pixel limits from the checkpoint (model.max_pixels wins), edges from the
+    benchmark protocol."""
+    from vamba.evaluation.interface import FrameSettings, VideoRequest
+    from vamba.inference.video_qa import load_video_qa_model
+
+    request = VideoRequest(str(synth_dir / "lvbench" / "videos" / "synth0002.mp4"),
+                           FrameSettings(4, shortest_edge=None, longest_edge=None))
+    adapter = load_video_qa_model(str(ckpt), device="cpu", dtype="float32")
+    assert adapter.chat.vision == VisionConfig(min_pixels=28 * 28, max_pixels=112 * 112)
+    assert adapter.encode_video(request).grid[1:] == (4, 4)  # 64x64 frames -> 56x56 within the checkpoint's limits
+    capped = load_video_qa_model(str(ckpt), device="cpu", dtype="float32", max_pixels=28 * 28)
+    assert capped.encode_video(request).grid[1:] == (2, 2)
