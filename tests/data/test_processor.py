@@ -25,7 +25,7 @@ from vamba.data.processor import (
 )
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoDecodeError, read_video
-from vamba.data.vision import VisionConfig, process_frames
+from vamba.data.vision import VisionConfig, process_frames, processed_size
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,14 @@ def test_frames_arrays_and_bare_marks(processor) -> None:
         processor(text=text, videos=[frames], images=[frames[0]])
     with pytest.raises(ValueError, match="fps sampling needs a video file"):
         processor(text=text, videos=[frames, frames], fps=2.0)
+    with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['num_frame'\]"):
+        processor(text=text, videos=[frames, frames], num_frame=2)
+    h, w = processed_size(60, 80, VisionConfig(min_pixels=28 * 28, max_pixels=28 * 28 * 4))
+    assert (h, w) == (28, 56)  # call kwargs reach images and videos (the processor's own limit is 56*56*4)
+    small = processor(text=f"{VISION_MARKER}x", images=[frames[0]], max_pixels=28 * 28 * 4, min_pixels=28 * 28)
+    assert small["image_grid_thw"].tolist() == [[1, 2, 4]]
+    small = processor(text=text, videos=[frames, frames], num_frames=2, max_pixels=28 * 28 * 4, min_pixels=28 * 28)
+    assert small["video_grid_thw"].tolist() == [[1, 2, 4]] * 2
 
 
 def test_nothing_is_dropped(processor, video_path: Path, image_path: Path, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
+from transformers.processing_utils import TextKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, VISION_MARKER
@@ -250,7 +251,7 @@ class VambaVideoProcessor(BaseVideoProcessor):
         try:
             return cls.from_dict(settings, **kwargs)
         except ValueError as e:
-            raise ValueError(f"{source}: {e}") from e
+            raise ValueError(f"{source or pretrained_model_name_or_path}: {e}") from e
 
     # -- processing ---------------------------------------------------------------------------------------------
     def __call__(self, videos: Any, **kwargs: Any) -> BatchFeature:
@@ -354,7 +355,9 @@ def load_image(image: Any) -> Any:
 
 
 # -- the processor ------------------------------------------------------------------------------------------------
-_VIDEO_KWARGS = {"num_frames", "fps", "do_sample_frames"}
+_VIDEO_KWARGS = {"num_frames", "fps", "do_sample_frames", "shortest_edge", "longest_edge", "odd_frames"}
+_PIXEL_KWARGS = {"min_pixels", "max_pixels"}  # both images and videos
+# transformers' bookkeeping that has no effect here (offsets are returned in the given text's characters).
 _IGNORED_KWARGS = {"return_text_replacement_offsets", "sanitize_control_tokens", "return_metadata", "device"}
 
 
@@ -415,9 +418,11 @@ class VambaProcessor(ProcessorMixin):
     def __call__(self, images: Any = None, text: str | list[str] | None = None, videos: Any = None,
                  audio: Any = None, **kwargs: Any) -> BatchFeature:
         """``text`` (one string or a batch) with one mark per item (module doc); ``images`` / ``videos`` in order of
-        appearance (flat or one list per sample). Keyword arguments: ``num_frames``, ``fps``, ``do_sample_frames``
-        (videos), ``images_kwargs`` / ``videos_kwargs`` / ``text_kwargs`` (transformers' nested form),
-        ``return_tensors``, ``return_mm_token_type_ids`` (default True); the rest goes to the tokenizer."""
+        appearance (flat or one list per sample). Keyword arguments: ``num_frames``, ``fps``, ``do_sample_frames``,
+        ``shortest_edge`` / ``longest_edge``, ``odd_frames`` (videos), ``min_pixels`` / ``max_pixels`` (images and
+        videos), ``images_kwargs`` / ``videos_kwargs`` / ``text_kwargs`` (transformers' nested form),
+        ``return_tensors``, ``return_mm_token_type_ids`` (default True), transformers' text keywords (padding,
+        truncation, ...) for the tokenizer; anything else is an error."""
         if audio is not None:
             raise ValueError("VAMBA takes no audio")
         if text is None:
@@ -427,12 +432,21 @@ class VambaProcessor(ProcessorMixin):
             raise TypeError("text must be a string or a list of strings")
         return_tensors = kwargs.pop("return_tensors", None)
         with_types = kwargs.pop("return_mm_token_type_ids", True)
-        video_kwargs = {**kwargs.pop("videos_kwargs", {}), **{k: kwargs.pop(k) for k in _VIDEO_KWARGS if k in kwargs}}
+        pixels = {k: kwargs.pop(k) for k in _PIXEL_KWARGS if k in kwargs}
+        video_kwargs = {**kwargs.pop("videos_kwargs", {}), **pixels,
+                        **{k: kwargs.pop(k) for k in _VIDEO_KWARGS if k in kwargs}}
         image_kwargs = kwargs.pop("images_kwargs", {})
+        if pixels:
+            limits = {**_image_limits(self.image_processor), **pixels}
+            image_kwargs = {"size": {"shortest_edge": limits["min_pixels"], "longest_edge": limits["max_pixels"]},
+                            **image_kwargs}
         text_kwargs = {**kwargs.pop("text_kwargs", {}), **kwargs}
-        for key in _IGNORED_KWARGS:
+        for key in (*_IGNORED_KWARGS, "return_tensors", "return_mm_token_type_ids"):
             text_kwargs.pop(key, None)
-        text_kwargs.pop("return_tensors", None)
+        unknown = sorted(set(text_kwargs) - set(TextKwargs.__annotations__))
+        if unknown:
+            raise TypeError(f"VambaProcessor: unexpected argument(s) {unknown}; videos take {sorted(_VIDEO_KWARGS)}, "
+                            f"images and videos {sorted(_PIXEL_KWARGS)}, the tokenizer transformers' text kwargs")
 
         image_list = [load_image(i) for i in flatten_images(images)]
         video_list = flatten_videos(videos)
