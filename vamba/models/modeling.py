@@ -14,7 +14,7 @@ the cross-attention K/V of every layer (``VideoCache``), so decoding never touch
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 from typing import Any
 
 import torch
@@ -45,18 +45,19 @@ from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_vi
 CACHE_NAME = "cache" if "cache" in generation_utils.ALL_CACHE_NAMES else "past_key_values"
 
 
-@dataclass
-class VambaOutput(ModelOutput):
-    """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
-    cache / past_key_values: the text KV cache (the field named ``CACHE_NAME`` is set);
+# The output's text-cache field has the current name only: under 5.24 a field named ``past_key_values`` is itself
+# deprecated (every output construction, and every read of it, logs transformers' deprecation warning).
+VambaOutput = make_dataclass("VambaOutput", [
+    ("loss", "torch.Tensor | None", field(default=None)),
+    ("logits", "torch.Tensor | None", field(default=None)),
+    (CACHE_NAME, Any, field(default=None)),
+    ("video_cache", "VideoCache | None", field(default=None)),
+    ("last_hidden_state", "torch.Tensor | None", field(default=None)),
+], bases=(ModelOutput,))
+VambaOutput.__module__ = __name__  # (make_dataclass's module= needs Python 3.12)
+VambaOutput.__doc__ = """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
+    cache (``past_key_values`` before transformers 5.24; the field is named ``CACHE_NAME``): the text KV cache;
     video_cache: cross-attention K/V per layer; last_hidden_state: [B, N, D]."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    cache: Any = None
-    past_key_values: Any = None
-    video_cache: VideoCache | None = None
-    last_hidden_state: torch.Tensor | None = None
 
 
 class VambaPreTrainedModel(PreTrainedModel):
