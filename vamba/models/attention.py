@@ -55,6 +55,14 @@ def torch_varlen_available() -> bool:
     return True
 
 
+def varlen_kernel():
+    """The variable-length attention kernel this machine has, ``(q [Tq, Hq, d], k, v [Tk, Hkv, d], cu_q, cu_k,
+    max_q, max_k, causal, scale) -> [Tq, Hq, d]`` (CUDA, fp16/bf16): flash-attn's, else torch's, else None."""
+    if flash_attn_available():
+        return _flash_varlen
+    return _torch_varlen if torch_varlen_available() else None
+
+
 @functools.cache
 def _sdpa_has_gqa() -> bool:
     # SDPA is a builtin (no inspectable signature); enable_gqa arrived in torch 2.5.
