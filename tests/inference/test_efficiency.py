@@ -88,6 +88,17 @@ def test_out_of_memory_stops_the_sweep_and_the_budget_skips(tmp_path: Path) -> N
     assert [r["status"] for r in rows] == ["ok", "skipped: time budget"]
 
 
+def test_answer_row_with_some_modes_only(tmp_path: Path) -> None:
+    """The answer row's time budget reads only the phases of the modes asked for (issue 18: ``--modes prefill
+    train_shared`` crashed there with KeyError 'vamba_train')."""
+    assert vamba_main([*TINY, "--models", "vamba", "--modes", "prefill", "train_shared", "--frames", "2",
+                       "--answer-frames", "2", "--answer-tokens", "2", "--stage1-frames", "0",
+                       "--out-dir", str(tmp_path), "--tag", "modes"]) == 0
+    rows = json.loads((tmp_path / "efficiency_modes.json").read_text())["rows"]
+    assert [(r["mode"], r["status"]) for r in rows] == [("prefill", "ok"), ("train_shared", "ok"), ("answer", "ok")]
+    assert rows[-1]["decode_tokens_per_s"] > 0
+
+
 def test_frame_grid_and_flop_counts() -> None:
     assert frame_grid(640, 360) == (26, 46)  # 644x364: 1196 patches per frame pair, 299 merged tokens
     config = vamba_config("2b", "reference")
