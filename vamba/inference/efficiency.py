@@ -144,7 +144,8 @@ class VisionTimer:
                         tower.register_forward_hook(lambda *_: self.spans[-1].__setitem__(1, clock.mark()))]
 
     def take_ms(self) -> float:
-        total = sum(self.clock.ms(a, b) for a, b in self.spans)
+        # A span without an end: the tower raised (the failing point is recorded by ``measure``).
+        total = sum(self.clock.ms(a, b) for a, b in self.spans if b is not None)
         self.spans = []
         return total
 
