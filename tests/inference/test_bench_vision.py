@@ -19,7 +19,8 @@ TINY = ["--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", "--reps",
 
 
 def _script(args: list[str], out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(out / "profiles"), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OUT": str(out / "profiles"), "PYTHONPATH": path}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vision.py"), *TINY, *args,
                            "--out-dir", str(out), "--tag", "t"], capture_output=True, text=True, env=env, timeout=300)
 
@@ -58,3 +59,12 @@ def test_a_failing_mode_stops_the_run_after_recording_it(tmp_path: Path) -> None
     assert run.returncode != 0 and "needs flash-attn or torch.nn.attention.varlen on CUDA" in run.stderr
     rows = json.loads((tmp_path / "vision_t.json").read_text())["rows"]
     assert [(r["mode"], r["status"]) for r in rows] == [("fast", "error")]
+
+
+def test_script_imports_nothing_the_gpu_image_lacks() -> None:
+    """The GPU image has torch, transformers, triton, matplotlib, but no hydra/omegaconf/wandb/decord/av."""
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('bench_vision', "
+            "'scripts/bench_vision.py'); spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
+            "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'decord', 'av', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
