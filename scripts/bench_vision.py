@@ -68,7 +68,8 @@ def vision_flops(config, pieces: int, grid_hw: tuple[int, int]) -> float:
     merged_in = d * config.spatial_merge_size ** 2
     per_block = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * mlp + 4 * length * d
     merger = 2 * merged_in * merged_in + 2 * merged_in * hidden
-    return float(tokens * (2 * patch * d + config.depth * per_block) + tokens // config.spatial_merge_size ** 2 * merger)
+    merged_tokens = tokens // config.spatial_merge_size ** 2
+    return float(tokens * (2 * patch * d + config.depth * per_block) + merged_tokens * merger)
 
 
 def randomise(tower: torch.nn.Module, seed: int = 0) -> None:
@@ -133,7 +134,8 @@ def accuracy(towers: dict[str, torch.nn.Module], modes: list[str], attention: st
             continue
         errs = [rel(o, t)[0] for o, t in zip(run(towers[mode], dtype, forward_kwargs(mode, attention), False), truth)]
         result["forward"][mode] = dict(zip(names, errs))
-        failures += [f"{mode} {n}: {e:.3g} > 2 * {b:.3g} + eps" for n, e, b in zip(names, errs, base) if e > 2 * b + EPS]
+        failures += [f"{mode} {n}: {e:.3g} > 2 * {b:.3g} + eps"
+                     for n, e, b in zip(names, errs, base) if e > 2 * b + EPS]
     if "fast" in modes:
         for tower in (truth_tower, towers["reference"], towers["fast"]):
             tower.train().requires_grad_(True)
@@ -183,9 +185,10 @@ def profile(tower: torch.nn.Module, pixels: torch.Tensor, grid: torch.Tensor, kw
 def _line(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         return row["status"]
+    peak = row.get("peak_above_start_gib", float("nan"))
     return (f"{row['total_ms'] / 1e3:8.3f} s {row['tflops']:7.1f} TFLOP/s ({row['fraction_of_matmul_rate']:.0%} of "
-            f"matmul), first run {row['first_ms'] / 1e3:.1f} s, peak {row.get('peak_above_start_gib', float('nan')):.1f}"
-            f" GiB above start, max rel diff {row.get('max_rel_diff_pooler_output', 0.0):.2g}")
+            f"matmul), first run {row['first_ms'] / 1e3:.1f} s, peak {peak:.1f} GiB above start, "
+            f"max rel diff {row.get('max_rel_diff_pooler_output', 0.0):.2g}")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

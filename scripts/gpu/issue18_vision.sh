@@ -15,14 +15,14 @@ OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"
 export OUT PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia_smi.txt" 2>&1
-python3 -c "import json, torch, transformers, vamba.models.attention as a; print(json.dumps({'torch': torch.__version__,
-'transformers': transformers.__version__, 'flash_attn': a.flash_attn_available(), 'torch_varlen': a.torch_varlen_available()}))" \
-  2>&1 | tee -a "$OUT/nvidia_smi.txt"
+python3 -c "import json, torch, transformers, vamba.models.attention as a; print(json.dumps({
+'torch': torch.__version__, 'transformers': transformers.__version__, 'flash_attn': a.flash_attn_available(),
+'torch_varlen': a.torch_varlen_available()}))" 2>&1 | tee -a "$OUT/nvidia_smi.txt"
 
 TAG=${TAG:-h200}
 # NOTE: the script stops itself at its budget (later frame counts recorded as skipped); the timeout is the hard stop.
-timeout ${BENCH_TIMEOUT:-330} python3 scripts/bench_vision.py --out-dir "$OUT" --tag "$TAG" --budget-s ${BUDGET_S:-170} \
-  ${FRAMES:+--frames $FRAMES} ${BENCH_ARGS:-} > "$OUT/bench_vision.log" 2>&1
+timeout ${BENCH_TIMEOUT:-330} python3 scripts/bench_vision.py --out-dir "$OUT" --tag "$TAG" \
+  --budget-s ${BUDGET_S:-170} ${FRAMES:+--frames $FRAMES} ${BENCH_ARGS:-} > "$OUT/bench_vision.log" 2>&1
 echo "bench rc=$?"
 grep -vE "INFO|Warning|warn" "$OUT/bench_vision.log" | tail -25
 

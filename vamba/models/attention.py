@@ -32,6 +32,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def torch_varlen_available() -> bool:
     return True
 
 
-def varlen_kernel():
+def varlen_kernel() -> Callable | None:
     """The variable-length attention kernel this machine has, ``(q [Tq, Hq, d], k, v [Tk, Hkv, d], cu_q, cu_k,
     max_q, max_k, causal, scale) -> [Tq, Hq, d]`` (CUDA, fp16/bf16): flash-attn's, else torch's, else None."""
     if flash_attn_available():
