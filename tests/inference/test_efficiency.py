@@ -27,6 +27,7 @@ def test_every_point_is_measured_with_its_parts(run: Path) -> None:
     result = json.loads((run / "efficiency_t.json").read_text())
     assert result["device"] == "cpu" and result["environment"]["versions"]["torch"] and result["date"]
     assert result["setup"]["tokens_per_2_frames"] == 6  # 56x84 -> 4x6 patches -> 2x3 merged tokens
+    assert result["setup"]["vamba_vision_attention"] == "auto"  # VAMBA's fast vision forward (the baseline: stock)
     rows = result["rows"]
     assert sorted((r["model"], r["mode"], r["frames"]) for r in rows) == sorted(
         [(m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4)]

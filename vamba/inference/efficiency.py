@@ -624,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
                   "patch_grid_per_frame": list(grid_hw), "tokens_per_2_frames": setup.video_tokens(2),
                   "question_tokens": args.question_tokens, "train_tokens": args.train_tokens,
                   "piece_frames": args.piece_frames, "mamba_backend": mamba_backend,
-                  "qwen2_vl_attention": "sdpa", "vamba_attention": vcfg.attention_backend},
+                  "qwen2_vl_attention": "sdpa", "vamba_attention": vcfg.attention_backend,
+                  "vamba_vision_attention": vcfg.vision_attention, "vamba_vision_compile": vcfg.vision_compile},
         "issue_reference_qwen2_vl_7b_h100": ISSUE_REFERENCE,
         "matmul_tflops": float(f"{matmul_tflops(device, dtype):.4g}"), "models": {}, "rows": rows}
     if cuda:
