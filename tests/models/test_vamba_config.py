@@ -21,10 +21,12 @@ def test_defaults_follow_the_released_model():
             mamba.chunk_size, mamba.bias, mamba.conv_bias, mamba.norm_eps) == (
         config.text_config.hidden_size, 128, 4, 2, 64, 1, 256, False, True, 1e-5)
     assert mamba.num_layers == config.text_config.num_hidden_layers
+    assert config.vision_attention == "auto" and config.vision_compile is False  # fast tower, not compiled
 
 
 def test_round_trip(tmp_path):
-    config = vamba_config(cross_attn_use_layer_norm=True, attention_backend="eager", loss_chunk_size=7)
+    config = vamba_config(cross_attn_use_layer_norm=True, attention_backend="eager", loss_chunk_size=7,
+                          vision_attention="reference", vision_compile=True)
     config.save_pretrained(tmp_path)
     loaded = VambaConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()
@@ -45,6 +47,8 @@ def test_released_config_translates():
     ({"use_alpha_balancing": "yes"}, "must be a bool"),
     ({"attention_backend": "flash"}, "attention_backend"),
     ({"loss_chunk_size": 0}, "loss_chunk_size"),
+    ({"vision_attention": "fast"}, "vision_attention"),
+    ({"vision_compile": "yes"}, "vision_compile"),
     ({"mamba": {"d_stat": 16}}, "unknown key"),
     ({"mamba": {"norm_before_gate": True}}, "not supported"),
     ({"mamba": {"dt_limit": [0.0, 1.0]}}, "dt_limit"),

@@ -56,6 +56,15 @@ def test_pretrain_trains_only_new_modules(train_overrides) -> None:
     assert "alpha/layer_0" in _losses(result.output_dir)[2]
 
 
+def test_vision_tower_options_reach_the_model(train_overrides) -> None:
+    cfg = compose_config(*train_overrides)
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    assert build_model(cfg, tok).config.vision_attention == "auto"  # the fast vision forward by default
+    cfg = compose_config(*train_overrides, "model.vision_attention=reference", "model.vision_compile=true")
+    config = build_model(cfg, tok).config
+    assert config.vision_attention == "reference" and config.vision_compile is True
+
+
 def test_resumed_run_reproduces_the_uninterrupted_losses(train_overrides, tmp_path) -> None:
     common = [*train_overrides, "optim.max_steps=6", "logging.save_steps=3", "data.sampling=random"]
     straight = compose_config(*common, f"output_dir={tmp_path / 'straight'}")

@@ -15,6 +15,9 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
   ``"random"`` (the ablation). Only used when a model is built from a plain Qwen2-VL checkpoint.
 - ``attention_backend`` and ``loss_chunk_size`` (ours): how attention runs (vamba.models.attention) and
   how many tokens each chunk of the cross-entropy holds.
+- ``vision_attention`` and ``vision_compile`` (ours): how the vision tower runs (vamba.models.vision):
+  ``auto`` (the fast forward), ``batched``, ``varlen`` or ``reference`` (transformers' forward); and whether
+  the fast forward's blocks are ``torch.compile``d (off by default).
 - ``vision_mamba_mixer_config``: the Mamba-2 block settings, stored under the released key names
   (``enable``, ``d_state``, ``d_conv``, ``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ...).
 - ``vision_mixer_kind`` (ours): the per-layer video block when enabled: ``"mamba2"`` (as released) or
@@ -30,6 +33,7 @@ from typing import Any
 from transformers import PretrainedConfig, Qwen2VLConfig
 
 from vamba.models.attention import BACKENDS
+from vamba.models.vision import VISION_ATTENTION
 
 CROSS_ATTN_INITS = ("self_attn", "random")
 VISION_MIXER_KINDS = ("mamba2", "selective_scan")
@@ -106,6 +110,9 @@ class VambaConfig(Qwen2VLConfig):
     loss_chunk_size: int = 1024
     # vamba.models.attention backend for both attentions: auto | eager | eager_fused | sdpa | flash_attention_2 | varlen.
     attention_backend: str = "auto"
+    # vamba.models.vision: the vision tower's forward (auto | batched | varlen | reference) and torch.compile of it.
+    vision_attention: str = "auto"
+    vision_compile: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         for name in ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings"):
@@ -119,6 +126,11 @@ class VambaConfig(Qwen2VLConfig):
                              f"got {self.vision_mixer_kind!r}")
         if self.attention_backend not in BACKENDS:
             raise ValueError(f"VambaConfig.attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
+        if self.vision_attention not in VISION_ATTENTION:
+            raise ValueError(f"VambaConfig.vision_attention must be one of {VISION_ATTENTION}, "
+                             f"got {self.vision_attention!r}")
+        if not isinstance(self.vision_compile, bool):
+            raise TypeError(f"VambaConfig.vision_compile must be a bool, got {self.vision_compile!r}")
         if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 1:
             raise ValueError(f"VambaConfig.loss_chunk_size must be a positive int, got {self.loss_chunk_size!r}")
         self.vision_mamba_mixer_config = _normalise_mamba(self.vision_mamba_mixer_config)

@@ -2,7 +2,8 @@
 
 Module tree (= the released checkpoint's key layout, DESIGN.md section 2)::
 
-    visual            transformers' Qwen2VisionTransformerPretrainedModel (ViT + 2x2 patch merger)
+    visual            transformers' Qwen2VisionTransformerPretrainedModel (ViT + 2x2 patch merger), with the
+                      fast forward of vamba.models.vision (VambaVisionTower: same modules and keys)
     model.embed_tokens, model.layers[i] (VambaDecoderLayer), model.norm, model.rotary_emb
     lm_head
 
@@ -23,11 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.generation import utils as generation_utils
 from transformers.modeling_outputs import ModelOutput
-from transformers.models.qwen2_vl.modeling_qwen2_vl import (
-    Qwen2VisionTransformerPretrainedModel,
-    Qwen2VLRMSNorm,
-    Qwen2VLRotaryEmbedding,
-)
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm, Qwen2VLRotaryEmbedding
 
 from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
@@ -37,6 +34,7 @@ from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
 from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
+from vamba.models.vision import VambaVisionTower
 from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_visual_inputs
 
 
@@ -154,7 +152,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: VambaConfig) -> None:
         super().__init__(config)
-        self.visual = Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config)
+        self.visual = VambaVisionTower._from_config(config.vision_config)
         self.model = VambaTextModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
@@ -265,12 +263,12 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         blocks_train = pixel_values.requires_grad or any(
             p.requires_grad for name, p in self.visual.named_parameters() if not name.startswith("merger."))
         merger_trains = any(p.requires_grad for p in self.visual.merger.parameters())
+        how = {"attention": self.config.vision_attention, "compile": self.config.vision_compile}
         if blocks_train or not torch.is_grad_enabled():
-            out = self.visual(pixel_values, grid_thw=grid_thw)
-            return getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
+            return self.visual(pixel_values, grid_thw=grid_thw, **how).pooler_output
         with torch.no_grad():
-            out = self.visual(pixel_values, grid_thw=grid_thw)
-        merged = getattr(out, "pooler_output", out)
+            out = self.visual(pixel_values, grid_thw=grid_thw, **how)
+        merged = out.pooler_output
         if merger_trains:
             merged = self.visual.merger(out.last_hidden_state)  # 5.x: the blocks' output, before the merger
         return merged
