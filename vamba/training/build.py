@@ -5,6 +5,7 @@ checkpoint, tokenizer without the Qwen2 special tokens, a stage pattern that mat
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -156,6 +157,10 @@ def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The frozen distillation teacher: the source Qwen2-VL (full self-attention over video + text)."""
     from transformers import Qwen2VLForConditionalGeneration
 
+    from vamba.models.loading import checkpoint_keys
+
+    if os.path.isdir(path):
+        checkpoint_keys(path, {})  # a truncated weights file: an error naming it, before transformers' loader
     teacher = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
     teacher.requires_grad_(False)
     return teacher
@@ -225,5 +230,9 @@ def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None) -> torch.u
         if cfg.debug.overfit_batches > 0:
             raise ConfigError("debug.overfit_batches and data.packing cannot be combined")
         plan = plan_rows(dataset.measure(), text_budget=d.text_budget, video_budget=d.video_budget, seed=d.seed)
+        if not plan.rows:
+            raise ConfigError(f"data.packing: no sample of {d.mixture} fits a row (data.text_budget={d.text_budget}, "
+                              f"data.video_budget={d.video_budget}; {len(plan.unpackable)} over a budget, "
+                              f"{len(plan.missing)} unreadable)")
         return PackedDataset(dataset, plan.rows)
     return dataset
