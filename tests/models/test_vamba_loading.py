@@ -180,3 +180,13 @@ def test_other_model_types_are_refused(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         VambaForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_truncated_weights_file_is_an_error_naming_it(saved, tmp_path):
+    path = tmp_path / "cut"
+    path.mkdir()
+    (path / "config.json").write_text((saved / "config.json").read_text())
+    data = (saved / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) - 100])  # as a copy or a save cut short leaves it
+    with pytest.raises(ValueError, match=f"{path / 'model.safetensors'} is truncated"):
+        VambaForConditionalGeneration.from_pretrained(path)

@@ -281,3 +281,11 @@ def test_two_process_zero_with_mixed_batches_saves_and_resumes(train_overrides, 
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(_losses(out)) == [1, 2, 3, 4]
     assert (out / "final" / "config.json").exists()
+
+
+def test_an_empty_training_file_is_an_error_naming_it(train_overrides, tmp_path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "mix.yaml").write_text("sources:\n  - {name: caps, format: caption, path: empty.jsonl}\n")
+    cfg = compose_config(*train_overrides, f"data.mixture={tmp_path / 'mix.yaml'}", "optim.max_steps=1")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'empty.jsonl'} has no records"):
+        train(cfg)
