@@ -1,7 +1,7 @@
 """Resume (docs/training.md): exact past epoch boundaries and with packing, checkpoints complete or absent when a
 real `vamba train` process is killed during a save, never a silent partial load, each step once in log.jsonl.
 
-Tiny runs: 6 samples, 3 optimizer steps per epoch, random frame sampling (frames differ per epoch)."""
+Tiny runs: 4 samples, 2 optimizer steps per epoch, random frame sampling (frames differ per epoch)."""
 from __future__ import annotations
 
 import json
@@ -24,15 +24,15 @@ from vamba.training.checkpoints import STAGING, latest_checkpoint
 from vamba.training.run import train
 from vamba.utils.io import read_jsonl
 
-MAX_STEPS = 8
+MAX_STEPS = 5
 
 
 @pytest.fixture
-def six_samples(synth, train_overrides, tmp_path) -> list[str]:
-    """Overrides for 6 video samples, batch 2: 3 steps per epoch, 8 steps in all (epochs 0, 1 and part of 2)."""
-    mix = tmp_path / "six.yaml"
+def four_samples(synth, train_overrides, tmp_path) -> list[str]:
+    """Overrides for 4 video samples, batch 2: 2 steps per epoch, 5 steps in all (epochs 0, 1 and half of 2)."""
+    mix = tmp_path / "four.yaml"
     mix.write_text(f"seed: 0\nsources:\n  - {{name: v, format: llava, path: {synth / 'llava_video.json'}, "
-                   f"num_samples: 6}}\n")
+                   f"num_samples: 4}}\n")
     return [*(o for o in train_overrides if not o.startswith(("data.mixture=", "output_dir="))), f"data.mixture={mix}",
             "data.sampling=random", f"optim.max_steps={MAX_STEPS}", "logging.save_steps=100"]
 
@@ -69,16 +69,16 @@ def _run(overrides: list[str], out: Path, *extra: str) -> EpochProbe:
 
 
 @pytest.mark.parametrize("variant, stops", [
-    ([], (2, 3, 4)),  # inside epoch 0, at its end, inside epoch 1
-    # 3 rows of 2 samples, one row per step, the rows read by a worker process
+    ([], (1, 2, 3)),  # inside epoch 0, at its end, inside epoch 1
+    # 2 rows of 2 samples, one row per step, the rows read by a worker process
     (["data.packing=true", "data.text_budget=200", "data.video_budget=100", "optim.per_device_batch_size=1",
-      "optim.global_batch_size=1", "data.num_workers=1"], (4,)),
+      "optim.global_batch_size=1", "data.num_workers=1"], (3,)),
 ], ids=["samples", "packed_rows_with_a_worker"])
-def test_resume_on_both_sides_of_an_epoch_boundary_reproduces_every_loss(six_samples, tmp_path, variant,
+def test_resume_on_both_sides_of_an_epoch_boundary_reproduces_every_loss(four_samples, tmp_path, variant,
                                                                          stops) -> None:
-    overrides = [*six_samples, *variant]
+    overrides = [*four_samples, *variant]
     straight = _run(overrides, tmp_path / "straight")
-    assert straight.steps_per_epoch == 3 and len(straight.seen) == MAX_STEPS  # the runs cross two boundaries
+    assert straight.steps_per_epoch == 2 and len(straight.seen) == MAX_STEPS  # the runs cross two boundaries
     expected = {r["step"]: r for r in _log(tmp_path / "straight")}
     assert sorted(expected) == list(range(1, MAX_STEPS + 1))
     for stop in stops:
@@ -97,10 +97,10 @@ def test_resume_on_both_sides_of_an_epoch_boundary_reproduces_every_loss(six_sam
         assert not (out / STAGING).exists()
 
 
-def test_resume_with_lora_restores_the_modules_trained_beside_the_adapters(six_samples, tmp_path) -> None:
+def test_resume_with_lora_restores_the_modules_trained_beside_the_adapters(four_samples, tmp_path) -> None:
     # LoRA on the decoder, the merger in full: the Trainer's checkpoint holds the adapters only.
-    overrides = [*six_samples, "stage=sft", "stage.lora.enable=true", "stage.lora.r=4",
-                 "stage.trainable=[visual.merger.*]", "optim.max_steps=4"]
+    overrides = [*four_samples, "stage=sft", "stage.lora.enable=true", "stage.lora.r=4",
+                 "stage.trainable=[visual.merger.*]", "optim.max_steps=3"]
     train(compose_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
     train(compose_config(*overrides, f"output_dir={tmp_path / 'resumed'}", "debug.stop_after_steps=2"))
     assert (tmp_path / "resumed" / "checkpoint-2" / "outside_adapters.safetensors").is_file()
@@ -108,19 +108,19 @@ def test_resume_with_lora_restores_the_modules_trained_beside_the_adapters(six_s
     assert [r["loss"] for r in _log(tmp_path / "resumed")] == [r["loss"] for r in _log(tmp_path / "straight")]
 
 
-def test_resume_from_a_checkpoint_missing_a_tensor_fails_naming_it(six_samples, tmp_path) -> None:
+def test_resume_from_a_checkpoint_missing_a_tensor_fails_naming_it(four_samples, tmp_path) -> None:
     out = tmp_path / "run"
-    train(compose_config(*six_samples, f"output_dir={out}", "debug.stop_after_steps=2"))
-    weights = out / "checkpoint-2" / "model.safetensors"
+    train(compose_config(*four_samples, f"output_dir={out}", "debug.stop_after_steps=1"))
+    weights = out / "checkpoint-1" / "model.safetensors"
     tensors = load_file(weights)
     gone = "model.layers.0.cross_attn.q_proj.weight"
     del tensors[gone]
     save_file(tensors, weights, metadata={"format": "pt"})
-    with pytest.raises(IncompatibleCheckpointError, match=f"checkpoint-2 does not fit .*missing keys: {gone}"):
-        train(compose_config(*six_samples, f"output_dir={out}"))
+    with pytest.raises(IncompatibleCheckpointError, match=f"checkpoint-1 does not fit .*missing keys: {gone}"):
+        train(compose_config(*four_samples, f"output_dir={out}"))
     weights.write_bytes(b"")  # and a file cut to nothing: named, and called truncated
     with pytest.raises(ValueError, match=f"{weights} is truncated"):
-        train(compose_config(*six_samples, f"output_dir={out}"))
+        train(compose_config(*four_samples, f"output_dir={out}"))
 
 
 # -- a real `vamba train` process killed (SIGKILL) during its saves ---------------------------------------------
@@ -167,15 +167,15 @@ def _kill_when_written(ctx, argv: list[str], log: Path, out: Path, checkpoint: s
           else f"killed at {name} of {checkpoint}: already published")
 
 
-def test_a_kill_during_a_save_leaves_a_run_that_the_same_command_resumes(six_samples, tmp_path) -> None:
+def test_a_kill_during_a_save_leaves_a_run_that_the_same_command_resumes(four_samples, tmp_path) -> None:
     out, log = tmp_path / "run", tmp_path / "train.log"
-    argv = [*(o for o in six_samples if o != "logging.save_steps=100"), f"output_dir={out}", "logging.save_steps=2",
+    argv = [*(o for o in four_samples if o != "logging.save_steps=100"), f"output_dir={out}", "logging.save_steps=1",
             "logging.save_total_limit=null"]
     ctx = _cli_processes()
-    # The same command four times: killed as the save of step 2 writes the weights, as step 4's writes the
-    # optimizer state, as step 6's writes the Trainer state (the last file), then left to finish. Each run must
+    # The same command four times: killed as the save of step 1 writes the weights, as step 2's writes the
+    # optimizer state, as step 3's writes the Trainer state (the last file), then left to finish. Each run must
     # resume from the last complete checkpoint the kill left (or start anew) and no checkpoint may be partial.
-    for point in ((2, "model.safetensors"), (4, "optimizer.pt"), (6, "trainer_state.json"), None):
+    for point in ((1, "model.safetensors"), (2, "optimizer.pt"), (3, "trainer_state.json"), None):
         before = latest_checkpoint(out)
         if point is None:
             proc = ctx.Process(target=_vamba_train, args=(argv, str(log)))

@@ -92,40 +92,39 @@ def checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> list[str]:
 
 
 def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of a local safetensors checkpoint directory (one file or shards with an
-    index), read from the headers only."""
-    index_file = os.path.join(path, "model.safetensors.index.json")
-    if os.path.isfile(index_file):
+    """Name -> shape of every tensor of a local safetensors checkpoint: a directory (one ``model.safetensors``
+    or shards with an index) or one file, read from the headers only (a truncated file is an error naming it)."""
+    if not os.path.isdir(path):
+        files = [path]
+    elif os.path.isfile(index_file := os.path.join(path, "model.safetensors.index.json")):
         with open(index_file) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+            files = [os.path.join(path, n) for n in sorted(set(json.load(f)["weight_map"].values()))]
     elif os.path.isfile(os.path.join(path, "model.safetensors")):
-        files = ["model.safetensors"]
+        files = [os.path.join(path, "model.safetensors")]
     else:
         raise IncompatibleCheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
     shapes = {}
-    for name in files:
-        header = safetensors_header(os.path.join(path, name))
+    for file in files:
+        header = safetensors_header(file)
         shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
     return shapes
 
 
-def check_state_dict_file(path: str, model) -> None:
-    """Check that checkpoint directory ``path`` holds every tensor of ``model.state_dict()`` at its shape and
-    nothing else, before a loader that would only warn (the HF Trainer's resume loads with ``strict=False``).
-    Tensors that share storage (tied weights) need one of their names only: ``save_pretrained`` writes one.
-    Raises ``IncompatibleCheckpointError`` naming the keys."""
+def check_checkpoint_tensors(path: str, tensors: dict[str, Any]) -> None:
+    """Check that checkpoint ``path`` (see ``checkpoint_shapes``) holds every tensor of ``tensors`` (a state
+    dict) at its shape and nothing else, before a loader that would only warn (the HF Trainer's resume loads
+    with ``strict=False``). Tensors that share storage (tied weights) need one of their names only:
+    ``save_pretrained`` writes one. Raises ``IncompatibleCheckpointError`` naming the keys."""
     shapes = checkpoint_shapes(path)
-    state = model.state_dict()
     aliases: dict[tuple, list[str]] = {}
-    for name, tensor in state.items():
+    for name, tensor in tensors.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)) \
             if tensor.numel() else (name,)
         aliases.setdefault(key, []).append(name)
-    expected = {name: tuple(state[name].shape) for names in aliases.values() for name in names}
     missing = [names[0] for names in aliases.values() if not any(n in shapes for n in names)]
-    unexpected = set(shapes) - set(expected)
-    mismatched = [f"{k} (checkpoint {list(shapes[k])}, model {list(expected[k])})" for k in sorted(shapes)
-                  if k in expected and shapes[k] != expected[k]]
+    unexpected = set(shapes) - set(tensors)
+    mismatched = [f"{k} (checkpoint {list(shapes[k])}, model {list(tensors[k].shape)})" for k in sorted(shapes)
+                  if k in tensors and shapes[k] != tuple(tensors[k].shape)]
     problems = _problems(missing, unexpected, mismatched)
     if problems:
         raise IncompatibleCheckpointError(f"{path} does not fit the model being trained: {problems}")

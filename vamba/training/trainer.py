@@ -9,7 +9,12 @@ optimizer, scheduler, RNG states, data position), logging back-ends and progress
 - per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``
   (text + video tokens), ``frames_per_s`` (temporal patches x 2; an image counts 2), ``step_s`` and, on CUDA,
   ``mfu`` (model FLOPs utilisation: 6 * parameters * tokens / s / peak bf16 FLOPs) and
-  ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log).
+  ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log);
+- resume that is exact and never partial (docs/training.md): the dataset's epoch (random frame draws) set at
+  every epoch's start, checkpoints staged and published by one rename (``vamba.training.checkpoints``), every
+  weight checked before the Trainer's lenient load, LoRA's fully trained parameters saved beside the adapters.
+  These override the Trainer's ``_run_epoch``, ``_get_output_dir``, ``_save_checkpoint`` and
+  ``_load_from_checkpoint``, which have the same signatures in transformers 5.17 and 5.24.
 """
 from __future__ import annotations
 
@@ -25,13 +30,12 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vamba.data.dataset import set_data_epoch
-from vamba.models.loading import IncompatibleCheckpointError, check_state_dict_file
+from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
 from vamba.models.zero import full_numel
 from vamba.training.checkpoints import STAGING, clean_staging, publish
 from vamba.training.distill import distillation_loss, supervised_positions
 from vamba.training.params import NO_DECAY_PATTERNS, matches_any
 from vamba.training.teacher import build_teacher_view, teacher_logits_at
-from vamba.utils.io import safetensors_header
 
 # Dense bf16 peak of the GPUs we run on (vendor datasheets, no sparsity), for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
@@ -128,7 +132,7 @@ class VambaTrainer(Trainer):
         target = model if model is not None else self.model
         peft = _is_peft(target)
         if not self.is_deepspeed_enabled and not self.is_fsdp_enabled and not peft:
-            check_state_dict_file(resume_from_checkpoint, self.accelerator.unwrap_model(target))
+            check_checkpoint_tensors(resume_from_checkpoint, self.accelerator.unwrap_model(target).state_dict())
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if peft and not self.is_deepspeed_enabled:
             _load_outside_adapters(target, os.path.join(resume_from_checkpoint, OUTSIDE_ADAPTERS))
@@ -226,14 +230,7 @@ def _load_outside_adapters(model: nn.Module, file: str) -> None:
     if not os.path.isfile(file):
         raise IncompatibleCheckpointError(f"{file} is missing: the checkpoint lacks the {len(wanted)} parameters "
                                           f"trained beside the LoRA adapters (e.g. {sorted(wanted)[:3]})")
-    header = safetensors_header(file)
-    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    missing = sorted(set(wanted) - set(shapes))
-    unexpected = sorted(set(shapes) - set(wanted))
-    mismatched = [k for k in sorted(set(wanted) & set(shapes)) if shapes[k] != tuple(wanted[k].shape)]
-    if missing or unexpected or mismatched:
-        raise IncompatibleCheckpointError(f"{file} does not fit the model being trained: missing {missing[:12]}, "
-                                          f"unexpected {unexpected[:12]}, shape mismatches {mismatched[:12]}")
+    check_checkpoint_tensors(file, wanted)
     tensors = load_file(file)
     with torch.no_grad():
         for name, p in wanted.items():
