@@ -6,6 +6,7 @@ checkpoint, tokenizer without the Qwen2 special tokens, a stage pattern that mat
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -157,10 +158,10 @@ def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The frozen distillation teacher: the source Qwen2-VL (full self-attention over video + text)."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    from vamba.models.loading import checkpoint_keys
+    from vamba.utils.io import safetensors_header
 
-    if os.path.isdir(path):
-        checkpoint_keys(path, {})  # a truncated weights file: an error naming it, before transformers' loader
+    for weights in sorted(Path(path).glob("*.safetensors")) if os.path.isdir(path) else []:
+        safetensors_header(weights)  # a truncated file: an error naming it, before transformers' loader
     teacher = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
     teacher.requires_grad_(False)
     return teacher
