@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from tests.training.conftest import compose_config
 from vamba.data.dataset import VambaDataset
 from vamba.models.loading import IncompatibleCheckpointError
-from vamba.training.checkpoints import STAGING, latest_checkpoint
+from vamba.training.checkpoints import STAGING, latest_checkpoint, publish
 from vamba.training.run import train
 from vamba.utils.io import read_jsonl
 
@@ -193,3 +193,26 @@ def test_a_kill_during_a_save_leaves_a_run_that_the_same_command_resumes(four_sa
     log_records = _log(out)
     assert [r["step"] for r in log_records] == list(range(1, MAX_STEPS + 1)), "each step once in log.jsonl"
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log_records)
+
+
+def test_resume_auto_skips_an_incomplete_checkpoint_naming_it(tmp_path, caplog) -> None:
+    # as left by a save before saves were staged, or by a copy cut short
+    for step, files in ((2, ["trainer_state.json", "model.safetensors"]), (4, ["model.safetensors"])):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+    (tmp_path / STAGING / "checkpoint-6").mkdir(parents=True)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert f"skipping incomplete checkpoint {tmp_path / 'checkpoint-4'}" in caplog.text
+
+
+def test_publish_replaces_an_older_checkpoint_of_the_same_step(tmp_path) -> None:
+    # a run resumed from an earlier checkpoint saves step N again
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / "old.txt").write_text("old")
+    staged = tmp_path / STAGING / "checkpoint-4"
+    staged.mkdir(parents=True)
+    (staged / "new.txt").write_text("new")
+    publish(staged, tmp_path / "checkpoint-4")
+    assert [p.name for p in (tmp_path / "checkpoint-4").iterdir()] == ["new.txt"]
+    assert not (tmp_path / STAGING).exists()
