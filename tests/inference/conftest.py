@@ -29,13 +29,17 @@ def tokenizer(synth_dir: Path):
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
-    """A tiny random VAMBA (vocabulary of the synthetic tokenizer) saved by save_pretrained, with the tokenizer."""
+    """A tiny random VAMBA (vocabulary and special-token ids of the synthetic tokenizer) saved by save_pretrained,
+    with the tokenizer."""
     torch.manual_seed(0)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=eos, bos_token_id=eos,
                 pad_token_id=tokenizer.pad_token_id)
+    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(f"<|{name}|>")
+           for name in ("vision_start", "vision_end", "image_pad", "video_pad")}
+    ids["image_token_id"], ids["video_token_id"] = ids.pop("image_pad_token_id"), ids.pop("video_pad_token_id")
     model = VambaForConditionalGeneration(VambaConfig(text_config=text, vision_config=dict(VISION),
-                                                      vision_mamba_mixer_config=dict(MAMBA))).eval()
+                                                      vision_mamba_mixer_config=dict(MAMBA), **ids)).eval()
     path = tmp_path_factory.mktemp("ckpt") / "tiny-vamba"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

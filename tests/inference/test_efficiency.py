@@ -27,6 +27,7 @@ def test_every_point_is_measured_with_its_parts(run: Path) -> None:
     result = json.loads((run / "efficiency_t.json").read_text())
     assert result["device"] == "cpu" and result["environment"]["versions"]["torch"] and result["date"]
     assert result["setup"]["tokens_per_2_frames"] == 6  # 56x84 -> 4x6 patches -> 2x3 merged tokens
+    assert result["setup"]["vamba_vision_attention"] == "auto"  # VAMBA's fast vision forward (the baseline: stock)
     rows = result["rows"]
     assert sorted((r["model"], r["mode"], r["frames"]) for r in rows) == sorted(
         [(m, mode, n) for m in ("vamba", "qwen2_vl") for mode in ("prefill", "train") for n in (2, 4)]
@@ -86,6 +87,17 @@ def test_out_of_memory_stops_the_sweep_and_the_budget_skips(tmp_path: Path) -> N
                        "--tag", "cap"]) == 0
     rows = json.loads((tmp_path / "efficiency_cap.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["ok", "skipped: time budget"]
+
+
+def test_answer_row_with_some_modes_only(tmp_path: Path) -> None:
+    """The answer row's time budget reads only the phases of the modes asked for (issue 18: ``--modes prefill
+    train_shared`` crashed there with KeyError 'vamba_train')."""
+    assert vamba_main([*TINY, "--models", "vamba", "--modes", "prefill", "train_shared", "--frames", "2",
+                       "--answer-frames", "2", "--answer-tokens", "2", "--stage1-frames", "0",
+                       "--out-dir", str(tmp_path), "--tag", "modes"]) == 0
+    rows = json.loads((tmp_path / "efficiency_modes.json").read_text())["rows"]
+    assert [(r["mode"], r["status"]) for r in rows] == [("prefill", "ok"), ("train_shared", "ok"), ("answer", "ok")]
+    assert rows[-1]["decode_tokens_per_s"] > 0
 
 
 def test_frame_grid_and_flop_counts() -> None:

@@ -1,6 +1,9 @@
 """generate() with the text KV cache and the video cache: same tokens as full forwards, reusable video cache."""
 from __future__ import annotations
 
+import logging
+import warnings
+
 import pytest
 import torch
 
@@ -115,3 +118,29 @@ def test_num_return_sequences_and_beams_share_one_encoded_video(model):
     assert torch.equal(expanded, _generate(model, repeated, do_sample=True))
     beams = _generate(model, batch, do_sample=False, num_beams=3)
     assert beams.shape == (2, NEW)
+
+
+def test_no_deprecation_warning_from_forward_or_generate(model):
+    """transformers 5.24 renamed the text cache to ``cache``; an output field or argument under the old name logs
+    its deprecation warning on every `vamba chat` (once per process, hence the cleared once-cache)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    hf_logger = logging.getLogger("transformers")
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-process memo
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batch = _left_padded([5, 7], [[(2, 2, 4)], [(1, 2, 2)]], seed=4)
+            _generate(model, batch, do_sample=False)
+            _generate(model, batch, do_sample=True, num_return_sequences=2)
+            one = row(video_batch([6], [[(2, 4, 4)]]), 0)
+            with torch.no_grad():
+                out = model(**{k: v for k, v in one.items() if k != "labels"}, use_cache=True)
+                model(input_ids=out.logits[:, -1:].argmax(-1), attention_mask=torch.ones(1, 7, dtype=torch.long),
+                      cache=out[CACHE_NAME], video_cache=out.video_cache)
+    finally:
+        hf_logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records] + [str(w.message) for w in caught]
+    assert not [m for m in messages if "deprecated" in m and ("past_key_values" in m or "cache" in m)], messages

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForImageTextToText
+from transformers import AutoModelForImageTextToText, Qwen2VLForConditionalGeneration
 
 from tests.models.vamba_tiny import (MAMBA, TEXT, VISION, qwen2_vl_model, save_qwen2_vl_4x, save_qwen2_vl_5x,
                                      vamba_config, video_batch)
 from vamba.models import IncompatibleCheckpointError, VambaForConditionalGeneration
+from vamba.models.loading import ensure_plain_qwen2_vl
+from vamba.training.build import load_teacher
+
+OFFICIAL_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "official_tiny"
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +195,41 @@ def test_truncated_weights_file_is_an_error_naming_it(saved, tmp_path):
     (path / "model.safetensors").write_bytes(data[: len(data) - 100])  # as a copy or a save cut short leaves it
     with pytest.raises(ValueError, match=f"{path / 'model.safetensors'} is truncated"):
         VambaForConditionalGeneration.from_pretrained(path)
+
+
+def test_transformers_would_build_plain_qwen2_vl_from_a_released_checkpoint():
+    """Why the guard below exists: the released layout says model_type qwen2_vl, and transformers' Auto class
+    builds plain Qwen2-VL from it, dropping every VAMBA weight (the only signal is a load report)."""
+    model, info = AutoModelForImageTextToText.from_pretrained(OFFICIAL_FIXTURE, output_loading_info=True)
+    assert type(model) is Qwen2VLForConditionalGeneration
+    assert any(".cross_attn." in k for k in info["unexpected_keys"])
+
+
+@pytest.mark.parametrize("which", ["released", "ours", "weights only"])
+def test_a_vamba_checkpoint_where_plain_qwen2_vl_is_expected_is_an_error(saved, tmp_path, which):
+    if which == "released":
+        path, reason = OFFICIAL_FIXTURE, "config.json has vision_mamba_mixer_config"
+    elif which == "ours":
+        path, reason = saved, "config.json has model_type 'vamba'"
+    else:  # a qwen2_vl config without the VAMBA section, beside VAMBA weights
+        path = tmp_path
+        config = json.loads((OFFICIAL_FIXTURE / "config.json").read_text())
+        config.pop("vision_mamba_mixer_config")
+        (path / "config.json").write_text(json.dumps(config))
+        (path / "model.safetensors").symlink_to(OFFICIAL_FIXTURE / "model.safetensors")
+        reason = r"it holds VAMBA weights \(model\.layers\.0\.cross_attn\."
+    with pytest.raises(IncompatibleCheckpointError,
+                       match=f"is a VAMBA checkpoint \\({reason}.*VambaForConditionalGeneration.from_pretrained.*"
+                             f"`vamba convert`"):
+        load_teacher(str(path))
+    with pytest.raises(IncompatibleCheckpointError, match="is a VAMBA checkpoint"):
+        ensure_plain_qwen2_vl(path)
+
+
+def test_the_teacher_loader_still_loads_plain_qwen2_vl(qwen):
+    source, root = qwen
+    ensure_plain_qwen2_vl(root / "v4")  # sharded, 4.x keys: checked through the index
+    teacher = load_teacher(str(root / "hf"))
+    assert type(teacher) is Qwen2VLForConditionalGeneration and not teacher.training
+    ids = torch.randint(3, 90, (1, 6))
+    torch.testing.assert_close(_text_logits(teacher, ids), _text_logits(source, ids), rtol=0, atol=0)

@@ -83,6 +83,7 @@ def test_missing_path_fails(train_overrides) -> None:
     (["stage.distill.weight=-1"], "lambda must be >= 0"),
     (["stage.name=finetune"], "stage.name='finetune'"),
     (["model.size=13b"], "model.size='13b'"),
+    (["model.vision_attention=fast"], "model.vision_attention='fast'"),
     (["logging.report_to=[mlflow]"], "logging.report_to='mlflow'"),
     (["stage.trainable=[]"], "nothing would train"),
     (["optim.warmup_ratio=1.5"], "warmup_ratio"),

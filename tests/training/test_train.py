@@ -56,6 +56,15 @@ def test_pretrain_trains_only_new_modules(train_overrides) -> None:
     assert "alpha/layer_0" in _losses(result.output_dir)[2]
 
 
+def test_vision_tower_options_reach_the_model(train_overrides) -> None:
+    cfg = compose_config(*train_overrides)
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    assert build_model(cfg, tok).config.vision_attention == "auto"  # the fast vision forward by default
+    cfg = compose_config(*train_overrides, "model.vision_attention=reference", "model.vision_compile=true")
+    config = build_model(cfg, tok).config
+    assert config.vision_attention == "reference" and config.vision_compile is True
+
+
 class _SlowSave(TrainerCallback):
     """Stands in for a stuck collective: the first step's end (where logging and saving follow) blocks 1.5 s."""
 
@@ -272,3 +281,25 @@ def test_an_empty_training_file_is_an_error_naming_it(train_overrides, tmp_path)
     cfg = compose_config(*train_overrides, f"data.mixture={tmp_path / 'mix.yaml'}", "optim.max_steps=1")
     with pytest.raises(ValueError, match=f"{tmp_path / 'empty.jsonl'} has no records"):
         train(cfg)
+
+
+def test_checkpoints_carry_the_processor(train_overrides) -> None:
+    """final/ and every checkpoint-N/ load with AutoProcessor as a VambaProcessor holding the run's frames and
+    resize settings (and the model with AutoModelForImageTextToText)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vamba.data.processor import VambaProcessor
+    from vamba.data.sampling import FrameSampling
+    from vamba.models import VambaForConditionalGeneration
+
+    cfg = compose_config(*train_overrides, "optim.max_steps=2", "logging.save_steps=1", "data.sampling=random",
+                         "data.max_pixels=40000", "stage=sft")
+    result = train(cfg)
+    for folder in (result.output_dir / "checkpoint-1", result.output_dir / "checkpoint-2", result.final_dir):
+        processor = AutoProcessor.from_pretrained(folder)
+        assert isinstance(processor, VambaProcessor), folder
+        assert processor.frame_sampling() == FrameSampling("uniform", 4)
+        assert (processor.vision_config().min_pixels, processor.vision_config().max_pixels) == (56 * 56, 40000)
+        assert processor.image_processor.size.longest_edge == 40000
+        assert not list(folder.parent.glob(f".{folder.name}.processor.*"))  # the temporary folder is gone
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(result.final_dir), VambaForConditionalGeneration)

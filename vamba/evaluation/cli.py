@@ -36,6 +36,8 @@ class ModelConfig:
     adapter: str = DEFAULT_ADAPTER  # "module:function"(path, device, dtype) -> VideoQAModel
     device: str = "auto"
     dtype: str = "bfloat16"
+    min_pixels: int | None = None  # smart-resize limits; default: the checkpoint's processor files
+    max_pixels: int | None = None
 
 
 @dataclass
@@ -75,7 +77,8 @@ def load_model(cfg: ModelConfig):
         hint = (" (the VAMBA model adapter is not part of this version yet)" if cfg.adapter == DEFAULT_ADAPTER else "")
         raise RuntimeError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
-    return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype)
+    limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
+    return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype, **limits)
 
 
 def run(cfg: EvalConfig) -> tuple[dict, Path]:

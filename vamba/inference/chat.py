@@ -76,14 +76,17 @@ class VambaChat:
     """A loaded model + tokenizer that encodes videos and answers questions about them.
 
     piece_frames: frames per piece of the streaming prefill (memory vs speed); vision: resize settings
-    (default: Qwen2-VL's smart resize alone); system_prompt: the chat's system turn.
+    (default: Qwen2-VL's smart resize alone; ``from_pretrained``: the checkpoint's processor files); sampling: the
+    frames ``encode`` reads by default (16 uniform; ``from_pretrained``: the checkpoint's); system_prompt: the
+    chat's system turn.
     """
 
     def __init__(self, model, tokenizer, vision: VisionConfig | None = None, piece_frames: int = 128,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, sampling: FrameSampling | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.vision = vision or VisionConfig()
+        self.sampling = sampling or FrameSampling()
         self.piece_frames = piece_frames
         self.system_prompt = system_prompt
         stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
@@ -95,9 +98,13 @@ class VambaChat:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = "auto",
                         dtype: str | torch.dtype = "bfloat16", **kwargs: Any) -> VambaChat:
-        """Load model and tokenizer from one checkpoint directory (ours, or the released VAMBA layout)."""
+        """Load model, tokenizer and processor settings from one checkpoint directory (ours, or the released VAMBA
+        layout). Resize settings (``min_pixels`` / ``max_pixels``, edges) and the default frames come from the
+        checkpoint's processor files (``vamba.data.processor.read_processor_dicts``; defaults when it has none);
+        ``vision=`` / ``sampling=`` given here win."""
         from transformers import AutoTokenizer
 
+        from vamba.data.processor import VambaVideoProcessor
         from vamba.models import VambaForConditionalGeneration
 
         path = os.fspath(path)
@@ -108,6 +115,11 @@ class VambaChat:
         except (OSError, ValueError) as e:
             raise FileNotFoundError(f"{path} has no usable tokenizer (tokenizer.json / tokenizer_config.json): {e}"
                                     ) from e
+        settings = VambaVideoProcessor.from_pretrained(path)
+        if kwargs.get("vision") is None:
+            kwargs["vision"] = settings.vision_config()
+        if kwargs.get("sampling") is None:
+            kwargs["sampling"] = settings.frame_sampling()
         model = VambaForConditionalGeneration.from_pretrained(path, dtype=resolve_dtype(dtype))
         return cls(model.to(resolve_device(device)), tokenizer, **kwargs)
 
@@ -122,13 +134,13 @@ class VambaChat:
                progress: bool | Callable[[int, int], None] = False) -> EncodedVideo:
         """Decode, vision-encode and stream a video file (or frame folder) through the model, piece by piece.
 
-        ``sampling`` (default 16 uniform frames) or explicit source frame ``indices`` pick the frames;
+        ``sampling`` (default: the chat's ``sampling``) or explicit source frame ``indices`` pick the frames;
         ``vision`` overrides the chat's resize settings for this video. ``progress``: True for a tqdm bar, or a
         callback ``(frames_done, frames_total)``.
         """
         started = time.perf_counter()
-        plan = VideoPlan.create(video, indices=indices, sampling=sampling, vision=vision or self.vision,
-                                reader=reader)
+        plan = VideoPlan.create(video, indices=indices, sampling=sampling or self.sampling,
+                                vision=vision or self.vision, reader=reader)
         stream = VideoStream(self.model, plan.grid)
         with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
             for pixel_values, grid_thw in plan.pieces(self.piece_frames):

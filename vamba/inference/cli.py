@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoDecodeError
-from vamba.data.vision import VisionConfig
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,10 +25,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?", help="ask this and exit (default: interactive)")
     p.add_argument("--model", required=True, help="checkpoint directory (model + tokenizer)")
     p.add_argument("--video", required=True, help="video file or folder of frames")
-    p.add_argument("--frames", type=int, default=128, help="frames to read (with --fps: the cap); default 128")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to read (with --fps: the cap); default: the checkpoint's processor (128 without one)")
     p.add_argument("--fps", type=float, default=None, help="read frames at this rate instead of uniformly")
     p.add_argument("--shortest-edge", type=int, default=None, help="VAMBA pre-resize: raise sides to this")
     p.add_argument("--longest-edge", type=int, default=None, help="VAMBA pre-resize: cap the long side")
+    p.add_argument("--min-pixels", type=int, default=None, help="smart-resize floor (default: the checkpoint's)")
+    p.add_argument("--max-pixels", type=int, default=None, help="smart-resize cap (default: the checkpoint's)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -47,14 +50,19 @@ def main(argv: list[str]) -> int:
 
     from vamba.inference.chat import VambaChat
 
-    if args.frames < 1:
+    if args.frames is not None and args.frames < 1:
         print("vamba chat: --frames must be >= 1", file=sys.stderr)
         return 2
-    sampling = FrameSampling("fps", args.frames, fps=args.fps) if args.fps else FrameSampling("uniform", args.frames)
-    vision = VisionConfig(shortest_edge=args.shortest_edge, longest_edge=args.longest_edge)
     try:
-        chat = VambaChat.from_pretrained(args.model, device=args.device, dtype=args.dtype, vision=vision,
+        # Resize and frame defaults are the checkpoint's (its processor files); the flags given here win.
+        chat = VambaChat.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                          piece_frames=args.piece_frames)
+        edits = {"shortest_edge": args.shortest_edge, "longest_edge": args.longest_edge,
+                 "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
+        chat.vision = replace(chat.vision, **{k: v for k, v in edits.items() if v is not None})
+        frames = chat.sampling.num_frames if args.frames is None else args.frames
+        fps = args.fps or (chat.sampling.fps if chat.sampling.mode == "fps" and args.frames is None else None)
+        sampling = FrameSampling("fps", frames, fps=fps) if fps else FrameSampling("uniform", frames)
         video = chat.encode(args.video, sampling=sampling, progress=True)
     except (FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"vamba chat: {e}", file=sys.stderr)

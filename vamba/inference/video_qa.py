@@ -8,8 +8,8 @@ cross-attention K/V with the protocol's decoding settings.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
-from vamba.data.vision import VisionConfig
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
 from vamba.evaluation.sampling import frame_indices
 from vamba.inference.chat import EncodedVideo, VambaChat
@@ -32,7 +32,9 @@ class VambaVideoQA:
         if video.is_frame_folder:
             # Frame-folder samplers count from the first file's number (MVBench: 1); the reader from 0.
             indices = [min(max(i - video.first_frame_index, 0), info.num_frames - 1) for i in indices]
-        vision = VisionConfig(shortest_edge=video.frames.shortest_edge, longest_edge=video.frames.longest_edge)
+        # The protocol fixes the edge rule; the pixel limits are the checkpoint's (or model.min/max_pixels).
+        vision = replace(self.chat.vision, shortest_edge=video.frames.shortest_edge,
+                         longest_edge=video.frames.longest_edge)
         return self.chat.encode(video.path, indices=indices, reader=reader, vision=vision)
 
     def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
@@ -42,8 +44,13 @@ class VambaVideoQA:
 
 
 def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",
-                        piece_frames: int = 128) -> VambaVideoQA:
-    """Factory named by ``vamba eval``'s default ``model.adapter``."""
+                        piece_frames: int = 128, min_pixels: int | None = None,
+                        max_pixels: int | None = None) -> VambaVideoQA:
+    """Factory named by ``vamba eval``'s default ``model.adapter``. Pixel limits: the checkpoint's processor files
+    (``VambaChat.from_pretrained``) unless given."""
     if path is None:
         raise ValueError("model.path=<checkpoint directory> is required")
-    return VambaVideoQA(VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames))
+    chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames)
+    limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    chat.vision = replace(chat.vision, **limits)
+    return VambaVideoQA(chat)

@@ -32,6 +32,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,14 @@ def torch_varlen_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def varlen_kernel() -> Callable | None:
+    """The variable-length attention kernel this machine has, ``(q [Tq, Hq, d], k, v [Tk, Hkv, d], cu_q, cu_k,
+    max_q, max_k, causal, scale) -> [Tq, Hq, d]`` (CUDA, fp16/bf16): flash-attn's, else torch's, else None."""
+    if flash_attn_available():
+        return _flash_varlen
+    return _torch_varlen if torch_varlen_available() else None
 
 
 @functools.cache

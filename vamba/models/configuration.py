@@ -15,6 +15,9 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
   ``"random"`` (the ablation). Only used when a model is built from a plain Qwen2-VL checkpoint.
 - ``attention_backend`` and ``loss_chunk_size`` (ours): how attention runs (vamba.models.attention) and
   how many tokens each chunk of the cross-entropy holds.
+- ``vision_attention`` and ``vision_compile`` (ours): how the vision tower runs (vamba.models.vision):
+  ``auto`` (the fast forward), ``batched``, ``varlen`` or ``reference`` (transformers' forward); and whether
+  the fast forward's blocks are ``torch.compile``d (off by default).
 - ``vision_mamba_mixer_config``: the Mamba-2 block settings, stored under the released key names
   (``enable``, ``d_state``, ``d_conv``, ``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ...).
 - ``vision_mixer_kind`` (ours): the per-layer video block when enabled: ``"mamba2"`` (as released) or
@@ -27,9 +30,10 @@ import copy
 import math
 from typing import Any
 
-from transformers import Qwen2VLConfig
+from transformers import PretrainedConfig, Qwen2VLConfig
 
 from vamba.models.attention import BACKENDS
+from vamba.models.vision import VISION_ATTENTION
 
 CROSS_ATTN_INITS = ("self_attn", "random")
 VISION_MIXER_KINDS = ("mamba2", "selective_scan")
@@ -54,13 +58,35 @@ MAMBA_DEFAULTS: dict[str, Any] = {
     "rescale_prenorm_residual": True,
     "backend": "auto",
 }
+# Keys every configuration carries whatever its model: those of the installed transformers (the keys of a bare
+# PretrainedConfig().to_dict()) plus those transformers 4.x also wrote into every full-form config (to_dict(),
+# to_json_string(use_diff=False)) and 5.x dropped: generation and tokenizer settings, pruning, TorchScript, ...
+# (the list is that of the official checkpoint's full form, transformers 4.44, and two bookkeeping keys of
+# other 4.x versions).
+LEGACY_GENERIC_CONFIG_KEYS = frozenset({
+    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "torch_dtype", "use_bfloat16",
+    "tf_legacy_loss", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward", "is_encoder_decoder",
+    "is_decoder", "cross_attention_hidden_size", "add_cross_attention", "tie_encoder_decoder", "max_length",
+    "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature",
+    "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "architectures",
+    "finetuning_task", "id2label", "label2id", "tokenizer_class", "prefix", "bos_token_id", "pad_token_id",
+    "eos_token_id", "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type",
+    "_name_or_path", "transformers_version", "model_type", "_commit_hash", "_attn_implementation_autoset",
+})
+GENERIC_CONFIG_KEYS = frozenset(PretrainedConfig().to_dict()) | LEGACY_GENERIC_CONFIG_KEYS
+# Generic keys that do describe the whole model (token ids, tied embeddings, weight dtype): kept at the top level
+# (and in a nested text_config); everywhere else every generic key is dropped.
+MODEL_LEVEL_GENERIC_KEYS = frozenset({"tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+                                      "dtype", "torch_dtype"})
 # Keys the released config.json carries that do not change what we compute (mamba_ssm implementation
 # switches, distributed options); dt_limit is checked to be the released (0, inf) and not stored
 # (JSON has no infinity).
 MAMBA_IGNORED_KEYS = frozenset({
     "hidden_dim", "norm_type", "residual_in_fp32", "conv_init", "d_ssm", "D_has_hdim", "rmsnorm",
-    "norm_before_gate", "dt_limit", "use_mem_eff_path", "process_group", "sequence_parallel", "model_type",
-    "transformers_version", "layer_norm_epsilon",
+    "norm_before_gate", "dt_limit", "use_mem_eff_path", "process_group", "sequence_parallel", "layer_norm_epsilon",
 })
 # Keys that would change the math: refuse values other than the released ones instead of ignoring them.
 MAMBA_FIXED_VALUES: dict[str, Any] = {
@@ -84,6 +110,9 @@ class VambaConfig(Qwen2VLConfig):
     loss_chunk_size: int = 1024
     # vamba.models.attention backend for both attentions: auto | eager | eager_fused | sdpa | flash_attention_2 | varlen.
     attention_backend: str = "auto"
+    # vamba.models.vision: the vision tower's forward (auto | batched | varlen | reference) and torch.compile of it.
+    vision_attention: str = "auto"
+    vision_compile: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         for name in ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings"):
@@ -97,6 +126,11 @@ class VambaConfig(Qwen2VLConfig):
                              f"got {self.vision_mixer_kind!r}")
         if self.attention_backend not in BACKENDS:
             raise ValueError(f"VambaConfig.attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
+        if self.vision_attention not in VISION_ATTENTION:
+            raise ValueError(f"VambaConfig.vision_attention must be one of {VISION_ATTENTION}, "
+                             f"got {self.vision_attention!r}")
+        if not isinstance(self.vision_compile, bool):
+            raise TypeError(f"VambaConfig.vision_compile must be a bool, got {self.vision_compile!r}")
         if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 1:
             raise ValueError(f"VambaConfig.loss_chunk_size must be a positive int, got {self.loss_chunk_size!r}")
         self.vision_mamba_mixer_config = _normalise_mamba(self.vision_mamba_mixer_config)
@@ -137,17 +171,27 @@ class VambaConfig(Qwen2VLConfig):
         """Build from a Qwen2-VL ``config.json`` dict: a stock Qwen2-VL one (transformers 4.x flat text keys
         or 5.x ``text_config``) or the released VAMBA one (``model_type: qwen2_vl`` plus
         ``vision_mamba_mixer_config`` and the cross-attention flags). ``overrides`` set VambaConfig fields."""
-        d = copy.deepcopy(config_dict)
-        d.pop("model_type", None)
-        d.pop("architectures", None)
-        d.pop("transformers_version", None)
+        d = drop_generic_keys(copy.deepcopy(config_dict), keep=MODEL_LEVEL_GENERIC_KEYS)
+        if str(config_dict.get("transformers_version", "")).startswith("4.") and "text_config" not in d:
+            # A 4.x diff-form config leaves out what equals 4.x's defaults, and there the token ids default to
+            # None (5.x's Qwen2VLConfig defaults bos_token_id to Qwen2's 151643).
+            for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                d.setdefault(key, None)
         d.pop("auto_map", None)
-        if isinstance(d.get("vision_config"), dict):
-            d["vision_config"].pop("model_type", None)  # 4.x saves "qwen2_vl" there
+        if isinstance(d.get("vision_config"), dict):  # 4.x also saves model_type "qwen2_vl" there
+            d["vision_config"] = drop_generic_keys(d["vision_config"])
+        if isinstance(d.get("text_config"), dict):
+            d["text_config"] = drop_generic_keys(d["text_config"], keep=MODEL_LEVEL_GENERIC_KEYS)
         # The released checkpoint saves its training-only distillation weight; it is not a model option.
         d.pop("distill_coeff", None)
         d.update(overrides)
         return cls(**d)
+
+
+def drop_generic_keys(d: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``d`` without the keys of ``GENERIC_CONFIG_KEYS`` (other than ``keep``): what a full-form config of any
+    transformers version adds to the model's own keys."""
+    return {k: v for k, v in d.items() if k not in GENERIC_CONFIG_KEYS or k in keep}
 
 
 def _normalise_mamba(raw: dict | None) -> dict[str, Any]:
@@ -158,7 +202,7 @@ def _normalise_mamba(raw: dict | None) -> dict[str, Any]:
         raw = raw.to_dict()
     if not isinstance(raw, dict):
         raise TypeError(f"vision_mamba_mixer_config must be a dict, got {type(raw).__name__}")
-    raw = dict(raw)
+    raw = drop_generic_keys(raw)  # the official code keeps this config as a PretrainedConfig: full form
     if "layer_norm_epsilon" in raw and "norm_eps" not in raw:
         raw["norm_eps"] = raw["layer_norm_epsilon"]
     unknown = set(raw) - set(MAMBA_DEFAULTS) - MAMBA_IGNORED_KEYS

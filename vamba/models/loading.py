@@ -13,7 +13,10 @@ kind          how it is recognised                                   what happen
                                                                      alpha freshly initialised
 ============  =====================================================  ====================================
 
-Checkpoint keys in the transformers 5.x layout (``model.language_model.*``, ``model.visual.*``) are
+``path`` is a directory or a hub model id; an id resolves through the local Hugging Face cache as transformers
+resolves it (``cache_dir=``, ``HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` the cache alone). Both config forms load:
+``save_pretrained``'s diff form and the full form (``to_dict()``), whose generic PretrainedConfig keys are
+dropped (vamba.models.configuration). Checkpoint keys in the transformers 5.x layout (``model.language_model.*``, ``model.visual.*``) are
 renamed to ours (the 4.x / released layout: ``model.*``, ``visual.*``); sharded safetensors with an
 index work through transformers' loader. Any missing key other than the new VAMBA modules of a
 ``qwen2_vl`` checkpoint, any unexpected key and any shape mismatch is an error naming the keys:
@@ -37,6 +40,10 @@ NEW_MODULE_KEYS = re.compile(r"^model\.layers\.\d+\.(cross_attn\.|vision_mixer\.
 CONFIG_OVERRIDES = ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings",
                     "cross_attn_init", "vision_mamba_mixer_config", "vision_mixer_kind", "attention_backend",
                     "loss_chunk_size")
+
+
+# Weights only a VAMBA checkpoint has (any key layout).
+VAMBA_WEIGHT_KEYS = re.compile(r"\.layers\.\d+\.(cross_attn|vision_mixer)\.")
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -154,7 +161,13 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
     config_dict = _read_json(str(path), "config.json", hub_kwargs)
     if config_dict is None:
-        raise FileNotFoundError(f"{path}: no config.json (not a checkpoint directory or hub model id)")
+        if os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no config.json (not a checkpoint directory)")
+        from huggingface_hub import constants
+
+        offline = " (offline: HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""
+        raise FileNotFoundError(f"{path}: no config.json: not a directory, nor a hub model id found in the Hugging "
+                                f"Face cache {hub_kwargs.get('cache_dir') or constants.HF_HUB_CACHE}{offline}")
     kind = checkpoint_kind(config_dict)
     overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
     config = kwargs.pop("config", None)
@@ -187,3 +200,37 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
         if new_cross and config.cross_attn_init == "self_attn":
             model.init_cross_attn_from_self_attn()
     return (model, info) if want_info else model
+
+
+def ensure_plain_qwen2_vl(path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> None:
+    """Refuse a VAMBA checkpoint where a plain Qwen2-VL is expected (e.g. the distillation teacher).
+
+    A released VAMBA checkpoint says ``model_type: qwen2_vl``, so transformers' ``Qwen2VLForConditionalGeneration``
+    or ``AutoModelForImageTextToText`` would build plain Qwen2-VL from it and drop every cross-attention and
+    Mamba-2 weight with only a warning. Recognised by ``model_type: vamba``, ``vision_mamba_mixer_config`` in
+    config.json, or cross_attn / vision_mixer weights. Nothing is checked when config.json is absent (the
+    caller's loader reports that)."""
+    path = str(path)
+    hub_kwargs = hub_kwargs or {}
+    config = _read_json(path, "config.json", hub_kwargs)
+    if config is None:
+        return
+    reasons = []
+    if config.get("model_type") == VambaConfig.model_type:
+        reasons.append("config.json has model_type 'vamba'")
+    if "vision_mamba_mixer_config" in config:
+        reasons.append("config.json has vision_mamba_mixer_config")
+    if not reasons:
+        try:
+            keys = checkpoint_keys(path, hub_kwargs)
+        except (IncompatibleCheckpointError, OSError):  # not safetensors (e.g. pytorch_model.bin): config only
+            keys = []
+        vamba_keys = [k for k in keys if VAMBA_WEIGHT_KEYS.search(k)]
+        if vamba_keys:
+            reasons.append(f"it holds VAMBA weights ({_describe(vamba_keys, 3)})")
+    if reasons:
+        raise IncompatibleCheckpointError(
+            f"{path} is a VAMBA checkpoint ({'; '.join(reasons)}), not the plain Qwen2-VL expected here: loading it "
+            f"as Qwen2-VL would drop its cross-attention and Mamba-2 weights. Load it with "
+            f"VambaForConditionalGeneration.from_pretrained, or write a vamba-typed copy with `vamba convert` so the "
+            f"Auto classes build the right model (docs/model.md)")

@@ -2,7 +2,8 @@
 
 Module tree (= the released checkpoint's key layout, DESIGN.md section 2)::
 
-    visual            transformers' Qwen2VisionTransformerPretrainedModel (ViT + 2x2 patch merger)
+    visual            transformers' Qwen2VisionTransformerPretrainedModel (ViT + 2x2 patch merger), with the
+                      fast forward of vamba.models.vision (VambaVisionTower: same modules and keys)
     model.embed_tokens, model.layers[i] (VambaDecoderLayer), model.norm, model.rotary_emb
     lm_head
 
@@ -14,7 +15,7 @@ the cross-attention K/V of every layer (``VideoCache``), so decoding never touch
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 from typing import Any
 
 import torch
@@ -23,11 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.generation import utils as generation_utils
 from transformers.modeling_outputs import ModelOutput
-from transformers.models.qwen2_vl.modeling_qwen2_vl import (
-    Qwen2VisionTransformerPretrainedModel,
-    Qwen2VLRMSNorm,
-    Qwen2VLRotaryEmbedding,
-)
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm, Qwen2VLRotaryEmbedding
 
 from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
@@ -37,6 +34,8 @@ from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
 from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
+from vamba.models.vision import VambaVisionTower
+from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_visual_inputs
 
 
 # transformers 5.24 renamed the text KV cache, as argument and as output field, from ``past_key_values`` to
@@ -44,18 +43,19 @@ from vamba.models.positions import VideoLayout, text_positions, text_segments, v
 CACHE_NAME = "cache" if "cache" in generation_utils.ALL_CACHE_NAMES else "past_key_values"
 
 
-@dataclass
-class VambaOutput(ModelOutput):
-    """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
-    cache / past_key_values: the text KV cache (the field named ``CACHE_NAME`` is set);
+# The output's text-cache field has the current name only: under 5.24 a field named ``past_key_values`` is itself
+# deprecated (every output construction, and every read of it, logs transformers' deprecation warning).
+VambaOutput = make_dataclass("VambaOutput", [
+    ("loss", "torch.Tensor | None", field(default=None)),
+    ("logits", "torch.Tensor | None", field(default=None)),
+    (CACHE_NAME, Any, field(default=None)),
+    ("video_cache", "VideoCache | None", field(default=None)),
+    ("last_hidden_state", "torch.Tensor | None", field(default=None)),
+], bases=(ModelOutput,))
+VambaOutput.__module__ = __name__  # (make_dataclass's module= needs Python 3.12)
+VambaOutput.__doc__ = """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
+    cache (``past_key_values`` before transformers 5.24; the field is named ``CACHE_NAME``): the text KV cache;
     video_cache: cross-attention K/V per layer; last_hidden_state: [B, N, D]."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    cache: Any = None
-    past_key_values: Any = None
-    video_cache: VideoCache | None = None
-    last_hidden_state: torch.Tensor | None = None
 
 
 class VambaPreTrainedModel(PreTrainedModel):
@@ -152,7 +152,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: VambaConfig) -> None:
         super().__init__(config)
-        self.visual = Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config)
+        self.visual = VambaVisionTower._from_config(config.vision_config)
         self.model = VambaTextModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
@@ -179,6 +179,16 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         return load_pretrained(cls, super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
 
     # -- video stream ---------------------------------------------------------------------------------
+    def _packed_visual_inputs(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                              text_seq_idx: torch.Tensor | None, **vision: torch.Tensor | None
+                              ) -> dict[str, torch.Tensor | None]:
+        """Either naming of the visual inputs -> the packed keys (vamba.models.visual_inputs)."""
+        config = self.config
+        pads = {"<|image_pad|>": getattr(config, "image_token_id", None),
+                "<|video_pad|>": getattr(config, "video_token_id", None)}
+        return packed_visual_inputs(input_ids, config.vision_start_token_id, attention_mask=attention_mask,
+                                    text_seq_idx=text_seq_idx, pad_token_ids=pads, **vision)
+
     def _video_stream(self, pixel_values: torch.Tensor | None, grid_thw: torch.Tensor | None,
                       visual_row: torch.Tensor | None, visual_seq_idx: torch.Tensor | None, batch_size: int,
                       packed: bool, dtype: torch.dtype) -> tuple[torch.Tensor, VideoLayout]:
@@ -253,12 +263,12 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         blocks_train = pixel_values.requires_grad or any(
             p.requires_grad for name, p in self.visual.named_parameters() if not name.startswith("merger."))
         merger_trains = any(p.requires_grad for p in self.visual.merger.parameters())
+        how = {"attention": self.config.vision_attention, "compile": self.config.vision_compile}
         if blocks_train or not torch.is_grad_enabled():
-            out = self.visual(pixel_values, grid_thw=grid_thw)
-            return getattr(out, "pooler_output", out)  # 5.x returns BaseModelOutputWithPooling, 4.x the tensor
+            return self.visual(pixel_values, grid_thw=grid_thw, **how).pooler_output
         with torch.no_grad():
-            out = self.visual(pixel_values, grid_thw=grid_thw)
-        merged = getattr(out, "pooler_output", out)
+            out = self.visual(pixel_values, grid_thw=grid_thw, **how)
+        merged = out.pooler_output
         if merger_trains:
             merged = self.visual.merger(out.last_hidden_state)  # 5.x: the blocks' output, before the merger
         return merged
@@ -325,11 +335,16 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 cache=None, video_cache: VideoCache | None = None, use_cache: bool | None = None,
                 logits_to_keep: int = 0, return_logits: bool | None = None,
                 num_items_in_batch: int | torch.Tensor | None = None, past_key_values=None,
+                pixel_values_videos: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                video_grid_thw: torch.Tensor | None = None, mm_token_type_ids: torch.Tensor | None = None,
                 **kwargs: Any) -> VambaOutput:
         """Batch keys as docs/batch.md, plus generation state.
 
         input_ids / attention_mask / labels / position_ids / text_seq_idx: [B, N]; pixel_values [P, 1176],
-        grid_thw [V, 3], visual_row / visual_seq_idx [V]. ``cache`` (or its old name ``past_key_values``):
+        grid_thw [V, 3], visual_row / visual_seq_idx [V]. Or, instead of grid_thw / visual_row / visual_seq_idx,
+        transformers' names: pixel_values + image_grid_thw [I, 3] (images), pixel_values_videos [P', 1176] +
+        video_grid_thw [V', 3] (videos), mm_token_type_ids [B, N] (vamba.models.visual_inputs: each item is
+        placed by its ``<|vision_start|>`` token). ``cache`` (or its old name ``past_key_values``):
         text KV cache (with ``attention_mask`` over cached + new tokens). ``video_cache``: cross-attention K/V from an earlier call
         (the vision inputs are then ignored). ``use_cache``: return both caches. Logits are computed only when
         no labels are given or ``return_logits`` is set (``logits_to_keep`` > 0 keeps the last positions);
@@ -355,8 +370,11 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
 
         video, layout = None, None
         if video_cache is None:
-            video, layout = self._video_stream(pixel_values, grid_thw, visual_row, visual_seq_idx, b, packed,
-                                               text.dtype)
+            visual = self._packed_visual_inputs(
+                input_ids, attention_mask, text_seq_idx, pixel_values=pixel_values, grid_thw=grid_thw,
+                visual_row=visual_row, visual_seq_idx=visual_seq_idx, pixel_values_videos=pixel_values_videos,
+                image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids)
+            video, layout = self._video_stream(**visual, batch_size=b, packed=packed, dtype=text.dtype)
             video_segments, video_positions, video_seq_idx = layout.segments, layout.positions, layout.seq_idx
         else:
             if video_cache.batch_size != b:
@@ -393,9 +411,14 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             CACHE_NAME: cache, "use_cache": use_cache, "video_cache": video_cache,
             "logits_to_keep": 1,
         }
-        if video_cache is None:
-            for key in ("pixel_values", "grid_thw", "visual_row", "visual_seq_idx"):
+        if video_cache is None:  # the prefill step (decoding steps read the video cache only)
+            for key in PACKED_KEYS + TRANSFORMERS_KEYS:
                 inputs[key] = kwargs.get(key)
+            types = inputs["mm_token_type_ids"]
+            if types is not None:
+                if types.shape[1] < input_ids.shape[1]:  # older transformers do not extend it over generated tokens
+                    types = torch.cat([types, types.new_zeros(types.shape[0], input_ids.shape[1] - types.shape[1])], 1)
+                inputs["mm_token_type_ids"] = types[:, past_len:]
         return inputs
 
     def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
@@ -405,9 +428,10 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         if expand_size == 1:
             return input_ids, model_kwargs
         video_cache = model_kwargs.pop("video_cache", None)
-        vision = {k: model_kwargs.pop(k, None) for k in ("pixel_values", "grid_thw", "visual_row", "visual_seq_idx")}
+        vision = {k: model_kwargs.pop(k, None) for k in PACKED_KEYS + TRANSFORMERS_KEYS}
         if video_cache is None:
-            video_cache = self.encode_video(**vision, batch_size=input_ids.shape[0])
+            visual = self._packed_visual_inputs(input_ids, model_kwargs.get("attention_mask"), None, **vision)
+            video_cache = self.encode_video(**visual, batch_size=input_ids.shape[0])
         rows = torch.arange(video_cache.batch_size, device=video_cache.segments.device).repeat_interleave(expand_size)
         model_kwargs["video_cache"] = video_cache.select(rows)
         return super()._expand_inputs_for_generation(expand_size=expand_size, is_encoder_decoder=is_encoder_decoder,

@@ -5,8 +5,6 @@ checkpoint, tokenizer without the Qwen2 special tokens, a stage pattern that mat
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,7 +81,8 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
 
     m = cfg.model
     dtype = getattr(torch, m.dtype)
-    options = dict(attention_backend=m.attention_backend, use_alpha_balancing=m.use_alpha_balancing,
+    options = dict(attention_backend=m.attention_backend, vision_attention=m.vision_attention,
+                   vision_compile=m.vision_compile, use_alpha_balancing=m.use_alpha_balancing,
                    cross_attn_init=m.cross_attn_init,
                    vision_mixer_kind="selective_scan" if m.vision_mixer == "selective_scan" else "mamba2")
     torch.manual_seed(cfg.seed)  # new modules of a converted checkpoint are drawn from this seed
@@ -155,13 +154,13 @@ def apply_lora(model: nn.Module, stage: StageConfig) -> nn.Module:
 
 
 def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The frozen distillation teacher: the source Qwen2-VL (full self-attention over video + text)."""
+    """The frozen distillation teacher: the source Qwen2-VL (full self-attention over video + text). A VAMBA
+    checkpoint here is an error (transformers would build plain Qwen2-VL from it, dropping weights)."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    from vamba.utils.io import safetensors_header
+    from vamba.models.loading import ensure_plain_qwen2_vl
 
-    for weights in sorted(Path(path).glob("*.safetensors")) if os.path.isdir(path) else []:
-        safetensors_header(weights)  # a truncated file: an error naming it, before transformers' loader
+    ensure_plain_qwen2_vl(path)
     teacher = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
     teacher.requires_grad_(False)
     return teacher
@@ -176,6 +175,20 @@ def data_config(d: DataConfig, skip_log: str | None):
                           vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
                           max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
                           skip_log=skip_log)
+
+
+def training_processor(cfg: TrainConfig, tok):
+    """The processor saved beside every checkpoint of a run (``VambaProcessor``): the run's tokenizer and the
+    frames and resize its data used (random sampling becomes uniform at inference)."""
+    import dataclasses
+
+    from vamba.data.processor import build_processor
+
+    pipeline = data_config(cfg.data, None)
+    sampling = pipeline.sampling
+    if sampling.mode == "random":
+        sampling = dataclasses.replace(sampling, mode="uniform")
+    return build_processor(tok, pipeline.vision, sampling)
 
 
 class MemoryCache(torch.utils.data.Dataset):

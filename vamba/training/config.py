@@ -55,6 +55,8 @@ class ModelConfig:
     tiny: TinyDims = field(default_factory=TinyDims)
     dtype: str = "float32"  # weights at load; training precision is optim.bf16
     attention_backend: str = "auto"
+    vision_attention: str = "auto"  # the vision tower's forward (vamba.models.vision): auto | batched | varlen | reference
+    vision_compile: bool = False  # torch.compile the fast vision forward's blocks
     cross_attn_init: str = "self_attn"
     use_alpha_balancing: bool = True
     # mamba2 | selective_scan (Mamba-1-style, pure PyTorch: the ablation) | none (video tokens reach every
@@ -279,6 +281,9 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.stage.name, STAGES, "stage.name")
     _one_of(cfg.model.size, SIZES, "model.size")
     _one_of(cfg.model.vision_mixer, VISION_MIXERS, "model.vision_mixer")
+    from vamba.models.vision import VISION_ATTENTION
+
+    _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     for reporter in cfg.logging.report_to:
         _one_of(reporter, REPORTERS, "logging.report_to")

@@ -137,8 +137,13 @@ def train_teacher(cfg: TrainConfig, data: dict[str, Path], out: Path) -> Path:
                              report_to="none", use_cpu=True, seed=cfg.seed, remove_unused_columns=False,
                              disable_tqdm=not cfg.logging.progress)
     Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
-    model.save_pretrained(str(out))
+    # A Qwen2-VL checkpoint as transformers writes one: its image processor's pixel limits (those the demo trains
+    # with) in preprocessor_config.json, which `vamba convert` and VambaProcessor read.
+    from transformers import Qwen2VLImageProcessorPil
+
+    Qwen2VLImageProcessorPil(min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels).save_pretrained(str(out))
     tok.save_pretrained(str(out))
+    model.save_pretrained(str(out))  # last: config.json marks the teacher as done
     return out
 
 

@@ -6,9 +6,10 @@ Run directory (``output_dir``)::
     run_info.json        git commit, command line, versions and devices (vamba.doctor.environment), date
     log.jsonl            every logged step (loss, lm_loss, distill_loss, lr, grad_norm, alpha/layer_i, ...)
     skips.jsonl          samples the data pipeline skipped, with the reason
-    checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position), complete or
-                         absent: written under .staging/ and renamed (vamba.training.checkpoints)
-    final/               the trained model (save_pretrained) and its tokenizer
+    checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
+                         complete or absent: written under .staging/ and renamed (vamba.training.checkpoints)
+    final/               the trained model (save_pretrained) and its processor (VambaProcessor: tokenizer, chat
+                         template, the frames and resize settings training used; docs/model.md)
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
-                                  special_ids)
+                                  special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.config import TrainConfig, gradient_accumulation, validate
 from vamba.training.trainer import KeyedCollator, VambaTrainer
@@ -53,6 +54,24 @@ class JsonlLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             append_jsonl(self.path, [{"step": state.global_step, **logs}])
+
+
+def save_processor(processor, directory: Path) -> None:
+    """``processor.save_pretrained(directory)`` through a temporary folder: no half-written file is ever there."""
+    import shutil
+    import tempfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.processor."))
+    try:
+        processor.save_pretrained(str(tmp))
+        for file in sorted(tmp.rglob("*")):
+            if file.is_file():
+                target = directory / file.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class StopAfter(TrainerCallback):
@@ -180,6 +199,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
         # size by then; on an existing torch process group this only attaches DeepSpeed to it.
         deepspeed.init_distributed()
     tok = load_tokenizer(cfg)
+    processor = training_processor(cfg, tok)
     model = build_model(cfg, tok)
     summary = apply_stage(model, cfg.stage)
     logger.info("stage %s: %s", cfg.stage.name, summary)
@@ -200,7 +220,8 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
     trainer = VambaTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=KeyedCollator(Collator(tok.pad_token_id)),
-        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], teacher=teacher, teacher_cache=cache,
+        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], checkpoint_processor=processor,
+        teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.debug.stop_after_steps > 0:
@@ -223,7 +244,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
             else:
                 trained.save_pretrained(str(final))
         if args.process_index == 0:
-            tok.save_pretrained(str(final))
+            save_processor(processor, final)
     skips = getattr(getattr(dataset, "dataset", dataset), "skips", None)
     if skips is not None and args.process_index == 0:
         logger.info("data: %s", skips.report())

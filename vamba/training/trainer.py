@@ -70,8 +70,11 @@ def _peak_flops(device: torch.device) -> float | None:
 class VambaTrainer(Trainer):
     def __init__(self, *args, teacher: nn.Module | None = None, teacher_cache=None, distill_weight: float = 0.0,
                  distill_top_k: int | None = None, distill_temperature: float = 1.0, token_ids: dict[str, int],
-                 **kwargs) -> None:
+                 checkpoint_processor=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # saved into every checkpoint (its own save_pretrained), not passed as the Trainer's processing_class,
+        # which would also rewrite the model config's special-token ids from the tokenizer
+        self.checkpoint_processor = checkpoint_processor
         if distill_weight > 0 and teacher is None and teacher_cache is None:
             raise ValueError("distill_weight > 0 needs a teacher or a teacher cache")
         self.teacher, self.teacher_cache = teacher, teacher_cache
@@ -106,20 +109,23 @@ class VambaTrainer(Trainer):
         (under DeepSpeed each rank writes its own shards), so that ``checkpoint-<step>/`` is complete or absent."""
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged = run_dir / STAGING / name
         if self.args.should_save:
             clean_staging(run_dir)
         self.accelerator.wait_for_everyone()
         self._staging = True
         try:
             super()._save_checkpoint(model, trial)
+            if self.args.should_save and self.checkpoint_processor is not None:
+                self.checkpoint_processor.save_pretrained(str(staged))  # every checkpoint loads with AutoProcessor
             if self.args.should_save and _is_peft(self.model) and not self.is_deepspeed_enabled:
                 save_file({n: p.detach().cpu().contiguous() for n, p in _outside_adapters(self.model).items()},
-                          str(run_dir / STAGING / name / OUTSIDE_ADAPTERS))
+                          str(staged / OUTSIDE_ADAPTERS))
         finally:
             self._staging = False
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            publish(run_dir / STAGING / name, run_dir / name)
+            publish(staged, run_dir / name)
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()

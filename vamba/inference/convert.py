@@ -1,0 +1,175 @@
+"""``vamba convert SRC DST``: any checkpoint VAMBA loads -> a ``vamba``-typed checkpoint with its processor.
+
+    vamba convert TIGER-Lab/Vamba-Qwen2-VL-7B out/vamba-7b                   # released checkpoint (qwen2_vl-typed)
+    vamba convert path/to/Qwen2-VL-7B-Instruct out/vamba-7b-init             # Qwen2-VL: cross-attn from self-attn
+    vamba convert ckpt/ out/ --tokenizer path/to/Qwen2-VL-7B-Instruct         # SRC without tokenizer files
+
+The released checkpoint says ``model_type: qwen2_vl``, so transformers' Auto classes build plain Qwen2-VL from it
+and drop every VAMBA weight. DST says ``model_type: vamba`` and holds a ``VambaProcessor``, so after
+``import vamba.models``, ``AutoModelForImageTextToText.from_pretrained(DST)`` gives ``VambaForConditionalGeneration``
+and ``AutoProcessor.from_pretrained(DST)`` a ``VambaProcessor`` (docs/model.md).
+
+Processor settings (pixel limits, frames, edges) come from SRC's processor files (a Qwen2-VL or released
+checkpoint's ``preprocessor_config.json``), else from the ``--tokenizer`` folder's, else the defaults (said on
+stderr); options override. DST is written to a temporary folder beside it and renamed when complete; an existing
+DST is refused unless ``--overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vamba.data.processor import VambaVideoProcessor, build_processor, read_processor_dicts
+from vamba.inference.chat import DTYPES
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+class ConversionError(ValueError):
+    """SRC cannot be converted as asked (no tokenizer, tokens that disagree with the model, DST exists, ...)."""
+
+
+@dataclass
+class Converted:
+    path: Path
+    kind: str        # vamba | released | qwen2_vl (vamba.models.loading.checkpoint_kind)
+    settings: str    # where the processor settings came from
+
+
+def _config_dict(src: str) -> dict[str, Any]:
+    if os.path.isdir(src):
+        file = os.path.join(src, "config.json")
+        if not os.path.isfile(file):
+            raise ConversionError(f"{src}: no config.json (not a checkpoint directory)")
+    elif os.path.exists(src) or os.path.isabs(src) or src.startswith("."):
+        raise ConversionError(f"{src}: not a checkpoint directory")
+    else:  # a hub id, from the local Hugging Face cache
+        from transformers.utils import cached_file
+
+        file = cached_file(src, "config.json", _raise_exceptions_for_missing_entries=False)
+        if file is None:
+            raise ConversionError(f"{src}: no config.json: not a directory, nor a model id in the Hugging Face cache")
+    with open(file, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _has_tokenizer(path: str) -> bool:
+    return not os.path.isdir(path) or any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES)
+
+
+def load_tokenizer(src: str, tokenizer: str | None):
+    """SRC's tokenizer, or the one at ``tokenizer``; a clear error when there is none."""
+    from transformers import AutoTokenizer
+
+    path = tokenizer or src
+    if not _has_tokenizer(path):
+        hint = ("; pass --tokenizer PATH (the tokenizer the checkpoint was trained with, e.g. its Qwen2-VL base "
+                "model's folder)") if tokenizer is None else ""
+        raise ConversionError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}){hint}")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"cannot load a tokenizer from {path}: {e}") from e
+
+
+def check_tokens(tokenizer, config, tokenizer_path: str) -> None:
+    """The tokenizer must name the vision tokens with the ids the model's config expects, within its vocabulary:
+    otherwise the model finds no marker in the processor's prompts."""
+    vocab = config.get_text_config().vocab_size
+    if len(tokenizer) > vocab:
+        raise ConversionError(f"tokenizer {tokenizer_path} has {len(tokenizer)} tokens, the model's vocabulary "
+                              f"{vocab}: not this model's tokenizer")
+    for token, key in (("<|vision_start|>", "vision_start_token_id"), ("<|vision_end|>", "vision_end_token_id")):
+        got, want = tokenizer.convert_tokens_to_ids(token), getattr(config, key, None)
+        if want is not None and got != want:
+            raise ConversionError(f"tokenizer {tokenizer_path} has {token} = {got}, the model's config.json "
+                                  f"{key} = {want}: not this model's tokenizer")
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | os.PathLike | None = None,
+            overwrite: bool = False, dtype: str = "auto", **settings: Any) -> Converted:
+    """Write SRC as a ``vamba`` checkpoint with its processor at DST (module docstring). ``settings``: any of
+    ``VambaVideoProcessor.SETTINGS`` (None values are ignored). ``dtype``: ``auto`` keeps SRC's."""
+    from vamba.models import VambaForConditionalGeneration
+    from vamba.models.loading import checkpoint_kind
+
+    src, dst = os.fspath(src), Path(dst)
+    tokenizer = os.fspath(tokenizer) if tokenizer is not None else None
+    if dst.exists() and not overwrite:
+        raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
+    if os.path.isdir(src) and dst.resolve() == Path(src).resolve():
+        raise ConversionError("SRC and DST are the same folder")
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
+    kind = checkpoint_kind(_config_dict(src))
+    tok = load_tokenizer(src, tokenizer)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    unknown = sorted(set(settings) - set(VambaVideoProcessor.SETTINGS))
+    if unknown:
+        raise ConversionError(f"unknown processor setting(s) {unknown}")
+    source = src
+    if read_processor_dicts(src)[2] is None and tokenizer is not None and read_processor_dicts(tokenizer)[2]:
+        source = tokenizer  # e.g. the Qwen2-VL base folder given for its tokenizer also holds its image processor
+    found = read_processor_dicts(source)[2]
+    video = VambaVideoProcessor.from_pretrained(source, **settings)
+    processor = build_processor(tok, video.vision_config(), video.frame_sampling())
+
+    model = VambaForConditionalGeneration.from_pretrained(src, dtype="auto" if dtype == "auto" else DTYPES[dtype])
+    check_tokens(tok, model.config, tokenizer or src)
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.converting."))
+    try:
+        model.save_pretrained(str(tmp))
+        processor.save_pretrained(str(tmp))
+        if dst.exists():  # --overwrite: the old DST goes only once the new one is complete
+            old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old."))
+            os.replace(dst, old / dst.name)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Converted(dst, kind, found or "defaults (no processor file in SRC)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vamba convert", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("src", help="checkpoint folder or hub id (local Hugging Face cache): released VAMBA, Qwen2-VL, ours")
+    p.add_argument("dst", help="output folder (written to a temporary folder beside it, then renamed)")
+    p.add_argument("--tokenizer", default=None, help="take the tokenizer (and, if SRC has none, the processor "
+                                                       "settings) from this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    p.add_argument("--dtype", default="auto", help="auto (SRC's), bfloat16, float16 or float32")
+    p.add_argument("--num-frames", type=int, default=None, help="processor default: frames read (with --fps: cap)")
+    p.add_argument("--fps", type=float, default=None, help="processor default: read frames at this rate")
+    p.add_argument("--min-pixels", type=int, default=None)
+    p.add_argument("--max-pixels", type=int, default=None)
+    p.add_argument("--shortest-edge", type=int, default=None, help="VAMBA pre-resize: raise sides to this")
+    p.add_argument("--longest-edge", type=int, default=None, help="VAMBA pre-resize: cap the long side")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from vamba.models.loading import IncompatibleCheckpointError
+
+    try:
+        done = convert(args.src, args.dst, tokenizer=args.tokenizer, overwrite=args.overwrite, dtype=args.dtype,
+                       num_frames=args.num_frames, fps=args.fps, min_pixels=args.min_pixels,
+                       max_pixels=args.max_pixels, shortest_edge=args.shortest_edge, longest_edge=args.longest_edge)
+    except (ConversionError, IncompatibleCheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"vamba convert: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {done.path} (model_type vamba, from a {done.kind} checkpoint; processor settings: {done.settings})")
+    return 0
