@@ -172,10 +172,12 @@ def test_a_kill_during_a_save_leaves_a_run_that_the_same_command_resumes(four_sa
     argv = [*(o for o in four_samples if o != "logging.save_steps=100"), f"output_dir={out}", "logging.save_steps=1",
             "logging.save_total_limit=null"]
     ctx = _cli_processes()
-    # The same command four times: killed as the save of step 1 writes the weights, as step 2's writes the
-    # optimizer state, as step 3's writes the Trainer state (the last file), then left to finish. Each run must
-    # resume from the last complete checkpoint the kill left (or start anew) and no checkpoint may be partial.
-    for point in ((1, "model.safetensors"), (2, "optimizer.pt"), (3, "trainer_state.json"), None):
+    # The same command five times: killed as the save of step 1 writes the weights, as step 2's writes the
+    # optimizer state, as step 3's writes the Trainer state (the Trainer's last file), as step 4's writes the
+    # processor (the last file of all), then left to finish. Each run must resume from the last complete
+    # checkpoint the kill left (or start anew) and no checkpoint may be partial.
+    points = ((1, "model.safetensors"), (2, "optimizer.pt"), (3, "trainer_state.json"), (4, "processor_config.json"))
+    for point in (*points, None):
         before = latest_checkpoint(out)
         if point is None:
             proc = ctx.Process(target=_vamba_train, args=(argv, str(log)))
@@ -187,8 +189,9 @@ def test_a_kill_during_a_save_leaves_a_run_that_the_same_command_resumes(four_sa
         info = json.loads((out / "run_info.json").read_text())
         assert info["resumed_from"] == (None if before is None else str(before))
         for ckpt in out.glob("checkpoint-*"):
-            assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= \
-                   {p.name for p in ckpt.iterdir()}, f"{ckpt} is incomplete"
+            assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+                    "tokenizer_config.json", "processor_config.json"} <= {p.name for p in ckpt.iterdir()}, \
+                f"{ckpt} is incomplete"
     assert (out / "final" / "model.safetensors").is_file() and not (out / STAGING).exists()
     log_records = _log(out)
     assert [r["step"] for r in log_records] == list(range(1, MAX_STEPS + 1)), "each step once in log.jsonl"
