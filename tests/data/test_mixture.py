@@ -64,3 +64,19 @@ def test_missing_annotation_file(tmp_path: Path, synth_dir: Path) -> None:
     path = _write(tmp_path, synth_dir, "sources:\n  - {name: a, format: caption, path: nope.jsonl}\n")
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         Mixture.from_yaml(path)
+
+
+@pytest.mark.parametrize("name, content", [("empty.jsonl", ""), ("empty.json", "[]"), ("blank.json", "")])
+def test_an_empty_component_is_an_error_naming_its_file(tmp_path: Path, synth_dir: Path, name: str,
+                                                        content: str) -> None:
+    (tmp_path / name).write_text(content)
+    body = f"sources:\n  - {{name: caps, format: caption, path: ROOT/captions.jsonl}}\n" \
+           f"  - {{name: none, format: caption, path: {tmp_path / name}, weight: 1}}\n"
+    with pytest.raises(ValueError, match=f"{tmp_path / name}"):
+        Mixture.from_yaml(_write(tmp_path, synth_dir, body))
+
+
+def test_a_mixture_without_samples_is_an_error(tmp_path: Path, synth_dir: Path) -> None:
+    body = "sources:\n  - {name: caps, format: caption, path: ROOT/captions.jsonl, weight: 0}\n"
+    with pytest.raises(ValueError, match=r"\['caps'\] gives no samples"):
+        Mixture.from_yaml(_write(tmp_path, synth_dir, body))

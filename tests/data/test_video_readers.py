@@ -156,3 +156,41 @@ def test_timeout_turns_a_hang_into_an_error() -> None:
 def test_video_info_falls_back(video_path: Path) -> None:
     info = video_info(video_path, VideoReadConfig(backend="decord", fallback="pyav"))
     assert info.num_frames == open_video(video_path, "pyav").info().num_frames
+
+
+def _marked_frames(h: int, w: int) -> np.ndarray:
+    """Frames with a white block in the top-left corner and a blue one bottom-right, brightness by index."""
+    frames = np.zeros((12, h, w, 3), dtype=np.uint8)
+    for i in range(12):
+        frames[i, :, :, 1] = 20 * i
+        frames[i, : h // 4, : w // 4] = 255
+        frames[i, -h // 4:, -w // 4:, 2] = 200
+    return frames
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_rotated_video_comes_out_upright_from_both_readers(tmp_path: Path, rotation: int) -> None:
+    # A 64x96 (HxW) stream whose display matrix turns it by `rotation` degrees counter-clockwise, as a phone
+    # stores portrait video. decord turns the frames itself; PyAV must do the same.
+    source = _marked_frames(64, 96)
+    write_mp4(tmp_path / "rot.mp4", source, fps=8, rotation=rotation)
+    upright = np.rot90(source, rotation // 90, axes=(1, 2))  # what a player shows
+    dec, pyav = open_video(tmp_path / "rot.mp4", "decord"), open_video(tmp_path / "rot.mp4", "pyav")
+    assert dec.info() == pyav.info() and (pyav.info().height, pyav.info().width) == upright.shape[1:3]
+    idx = [0, 5, 11]
+    a, b = dec.get_frames(idx), pyav.get_frames(idx)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(b.astype(int) - upright[idx].astype(int)).mean() < 2  # (H.264 near-lossless)
+
+
+def test_fallback_reader_keeps_the_orientation(tmp_path: Path) -> None:
+    # decord 0.6 turns this 48x80 stream upright (80x48) but then fails to copy the 48-pixel-wide frames (its row
+    # stride), so read_video falls back to PyAV: a real fallback on a real file, which must not turn the frames
+    # back to the stream's coded orientation.
+    source = _marked_frames(48, 80)
+    write_mp4(tmp_path / "rot.mp4", source, fps=8, rotation=90)
+    out = read_video(tmp_path / "rot.mp4", FrameSampling("uniform", 4), VideoReadConfig(backend="decord"))
+    assert out.backend == "pyav", "decord read this file: choose another size that makes it fail"
+    assert out.frames.shape == (4, 80, 48, 3) and (out.info.height, out.info.width) == (80, 48)
+    upright = np.rot90(source[out.sampled.indices], 1, axes=(1, 2))
+    assert np.abs(out.frames.astype(int) - upright.astype(int)).mean() < 2

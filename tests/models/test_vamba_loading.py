@@ -187,6 +187,16 @@ def test_other_model_types_are_refused(tmp_path):
         VambaForConditionalGeneration.from_pretrained(tmp_path)
 
 
+def test_truncated_weights_file_is_an_error_naming_it(saved, tmp_path):
+    path = tmp_path / "cut"
+    path.mkdir()
+    (path / "config.json").write_text((saved / "config.json").read_text())
+    data = (saved / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) - 100])  # as a copy or a save cut short leaves it
+    with pytest.raises(ValueError, match=f"{path / 'model.safetensors'} is truncated"):
+        VambaForConditionalGeneration.from_pretrained(path)
+
+
 def test_transformers_would_build_plain_qwen2_vl_from_a_released_checkpoint():
     """Why the guard below exists: the released layout says model_type qwen2_vl, and transformers' Auto class
     builds plain Qwen2-VL from it, dropping every VAMBA weight (the only signal is a load report)."""

@@ -7,6 +7,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from tests.training.conftest import compose_config
 from vamba.training.cli import CONFIG_DIR
+from vamba.training.cli import main as train_main
 from vamba.training.config import ConfigError, OptimConfig, gradient_accumulation, validate
 
 # Keys the paper experiments leave to the user (???), filled for the composition check.
@@ -104,3 +105,12 @@ def test_gradient_accumulation() -> None:
     assert gradient_accumulation(OptimConfig(global_batch_size=32, per_device_batch_size=2), world_size=4) == 4
     with pytest.raises(ConfigError, match="not a multiple"):
         gradient_accumulation(OptimConfig(global_batch_size=16, per_device_batch_size=3), world_size=1)
+
+
+@pytest.mark.parametrize("added", ["+optim.lrr=1", "++optim.lrr=1", "+model.tiny.widht=3", "+lrr=1"])
+def test_keys_added_with_plus_are_checked_against_the_schema(train_overrides, capsys, added) -> None:
+    # Hydra adds a `+key` even to a typed node; `vamba train` must refuse it as it refuses `optim.lrr=1`
+    with pytest.raises(SystemExit) as e:
+        train_main([*train_overrides, added])
+    key = added.lstrip("+").split("=")[0]
+    assert e.value.code == 2 and f"unknown key(s) {key}: not in the schema" in capsys.readouterr().err

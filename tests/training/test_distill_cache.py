@@ -36,3 +36,13 @@ def test_errors(tmp_path) -> None:
         TopKCache(tmp_path, vocab_size=11)
     with pytest.raises(KeyError):
         TopKCache(tmp_path)["missing"]
+
+
+def test_truncated_shard_is_an_error_naming_it(tmp_path) -> None:
+    w = TopKCacheWriter(tmp_path, top_k=4, vocab_size=10, teacher="a")
+    w.add("s0", *teacher_topk(torch.randn(3, 10), 4))
+    w.close()
+    shard = next(tmp_path.glob("shard-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=f"{shard} is truncated"):
+        TopKCache(tmp_path)["s0"]

@@ -66,3 +66,13 @@ def test_marker_and_item_counts_must_agree() -> None:
     batch = {"input_ids": torch.tensor([[5, START, END]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
     with pytest.raises(ValueError, match="more <\\|vision_start\\|> markers"):
         build_teacher_view(batch, vision_start_id=START, video_pad_id=VPAD, pad_id=PAD)
+
+
+def test_truncated_teacher_weights_are_an_error_naming_the_file(tmp_path) -> None:
+    from vamba.training.build import load_teacher
+
+    _teacher().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{weights} is truncated"):
+        load_teacher(str(tmp_path))

@@ -234,6 +234,17 @@ class VambaDataset(torch.utils.data.Dataset):
         return out
 
 
+def set_data_epoch(dataset: torch.utils.data.Dataset, epoch: int) -> None:
+    """Set the epoch that seeds random frame draws on the ``VambaDataset`` inside ``dataset``, through the
+    wrappers around it (``PackedDataset``, the training cache, ``torch.utils.data.Subset``: each keeps the
+    dataset it wraps in ``.dataset``). A dataset without one (none of ours) is left as it is."""
+    while dataset is not None:
+        if isinstance(dataset, VambaDataset):
+            dataset.set_epoch(epoch)
+            return
+        dataset = getattr(dataset, "dataset", None)
+
+
 class PackedDataset(torch.utils.data.Dataset):
     """Rows of a packing plan: item ``r`` is the list of processed samples of row ``r`` (bad ones dropped and
     counted). A row whose samples all fail is replaced by the next row."""

@@ -91,7 +91,11 @@ def read_records(path: str | os.PathLike) -> list[dict]:
                     records.append({"__malformed__": f"{path}:{n}: not valid JSON"})
         return records
     if suffix == ".json":
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}){' (an empty file)' if not path.stat().st_size else ''}") \
+                from None
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
         return data

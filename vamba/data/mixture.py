@@ -101,12 +101,15 @@ class Mixture:
             n = len(source)
             count = cfg.num_samples if cfg.num_samples is not None else round((1.0 if cfg.weight is None else
                                                                                 cfg.weight) * n)
-            if n == 0 and count:
-                raise ValueError(f"source {cfg.name!r} ({cfg.path}) has no records")
+            if n == 0:
+                raise ValueError(f"source {cfg.name!r}: {cfg.path} has no records (an empty file?)")
             picks: list[int] = []
             while len(picks) < count:  # whole shuffled passes, then a shuffled part of one
                 picks += torch.randperm(n, generator=g).tolist()
             self.order += [(s, r) for r in picks[:count]]
+        if not self.order:
+            raise ValueError(f"the mixture of {[s.name for s in config.sources]} gives no samples (every weight or "
+                             f"num_samples is 0)")
         # Interleave sources with one global shuffle so a batch mixes them in proportion.
         perm = torch.randperm(len(self.order), generator=torch.Generator().manual_seed(config.seed)).tolist()
         self.order = [self.order[p] for p in perm]

@@ -214,10 +214,14 @@ def render_video(spec: VideoSpec, size: int, rng: np.random.Generator) -> np.nda
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
-def write_mp4(path: Path | io.BytesIO, frames: np.ndarray, fps: int, faststart: bool = False) -> None:
+def write_mp4(path: Path | io.BytesIO, frames: np.ndarray, fps: int, faststart: bool = False,
+              rotation: int = 0) -> None:
     """H.264 (libx264, yuv420p, near-lossless) mp4 from ``uint8 [T, H, W, 3]`` with PyAV.
 
-    ``faststart`` puts the index (moov) before the frames, as streamed files do."""
+    ``faststart`` puts the index (moov) before the frames, as streamed files do. ``rotation`` (degrees
+    counter-clockwise) is stored in the stream's display matrix, as phones store portrait video: players show
+    the frames turned by it (what ffmpeg's ``-display_rotation`` or the older ``-metadata:s:v:0 rotate=`` writes;
+    needs PyAV >= 18)."""
     import av
 
     options = {"movflags": "faststart"} if faststart else {}
@@ -225,6 +229,8 @@ def write_mp4(path: Path | io.BytesIO, frames: np.ndarray, fps: int, faststart: 
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         stream.options = {"crf": "14", "preset": "veryfast", "threads": "1"}
         stream.codec_context.gop_size = 16
         for frame in frames:

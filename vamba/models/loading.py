@@ -30,6 +30,7 @@ import re
 from typing import Any, Callable
 
 from vamba.models.configuration import VambaConfig
+from vamba.utils.io import safetensors_header
 
 # Checkpoint key -> our key, for checkpoints saved by transformers 5.x Qwen2VLForConditionalGeneration.
 KEY_MAPPING_5X = {r"^model\.language_model\.": "model.", r"^model\.visual\.": "visual."}
@@ -78,12 +79,14 @@ def checkpoint_kind(config_dict: dict[str, Any]) -> str:
 
 
 def checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> list[str]:
-    """Tensor names of a safetensors checkpoint (single file or sharded with an index)."""
+    """Tensor names of a safetensors checkpoint (single file or sharded with an index). The headers of local
+    files are checked on the way: a truncated file is an error naming it (``safetensors_header``)."""
     index = _read_json(path, "model.safetensors.index.json", hub_kwargs)
     if index is not None:
+        if os.path.isdir(path):
+            for shard in sorted(set(index["weight_map"].values())):
+                safetensors_header(os.path.join(path, shard))
         return list(index["weight_map"])
-    from safetensors import safe_open
-
     if os.path.isdir(path):
         file = os.path.join(path, "model.safetensors")
     else:
@@ -92,14 +95,64 @@ def checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> list[str]:
         file = cached_file(path, "model.safetensors", **hub_kwargs)
     if not os.path.isfile(file):
         raise IncompatibleCheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
-    with safe_open(file, framework="pt") as f:
-        return list(f.keys())
+    return [k for k in safetensors_header(file) if k != "__metadata__"]
+
+
+def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a local safetensors checkpoint: a directory (one ``model.safetensors``
+    or shards with an index) or one file, read from the headers only (a truncated file is an error naming it)."""
+    if not os.path.isdir(path):
+        files = [path]
+    elif os.path.isfile(index_file := os.path.join(path, "model.safetensors.index.json")):
+        with open(index_file) as f:
+            files = [os.path.join(path, n) for n in sorted(set(json.load(f)["weight_map"].values()))]
+    elif os.path.isfile(os.path.join(path, "model.safetensors")):
+        files = [os.path.join(path, "model.safetensors")]
+    else:
+        raise IncompatibleCheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
+    shapes = {}
+    for file in files:
+        header = safetensors_header(file)
+        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+    return shapes
+
+
+def check_checkpoint_tensors(path: str, tensors: dict[str, Any]) -> None:
+    """Check that checkpoint ``path`` (see ``checkpoint_shapes``) holds every tensor of ``tensors`` (a state
+    dict) at its shape and nothing else, before a loader that would only warn (the HF Trainer's resume loads
+    with ``strict=False``). Tensors that share storage (tied weights) need one of their names only:
+    ``save_pretrained`` writes one. Raises ``IncompatibleCheckpointError`` naming the keys."""
+    shapes = checkpoint_shapes(path)
+    aliases: dict[tuple, list[str]] = {}
+    for name, tensor in tensors.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)) \
+            if tensor.numel() else (name,)
+        aliases.setdefault(key, []).append(name)
+    missing = [names[0] for names in aliases.values() if not any(n in shapes for n in names)]
+    unexpected = set(shapes) - set(tensors)
+    mismatched = [f"{k} (checkpoint {list(shapes[k])}, model {list(tensors[k].shape)})" for k in sorted(shapes)
+                  if k in tensors and shapes[k] != tuple(tensors[k].shape)]
+    problems = _problems(missing, unexpected, mismatched)
+    if problems:
+        raise IncompatibleCheckpointError(f"{path} does not fit the model being trained: {problems}")
 
 
 def _describe(keys: set[str] | list, limit: int = 12) -> str:
     keys = sorted(keys)
     more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+def _problems(missing, unexpected, mismatched) -> str:
+    """What does not fit, as one line ("" when everything does)."""
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_describe(mismatched)}")
+    return "; ".join(problems)
 
 
 def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **kwargs: Any):
@@ -138,16 +191,10 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     unexpected = set(info.get("unexpected_keys", ()))
     mismatched = info.get("mismatched_keys", ())
     allowed_missing = {k for k in missing if NEW_MODULE_KEYS.search(k)} if kind == "qwen2_vl" else set()
-    problems = []
-    if missing - allowed_missing:
-        problems.append(f"missing keys: {_describe(missing - allowed_missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_describe(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_describe([str(m) for m in mismatched])}")
+    problems = _problems(missing - allowed_missing, unexpected, [str(m) for m in mismatched])
     if problems:
         raise IncompatibleCheckpointError(f"{path} ({kind} checkpoint) does not fit {cls.__name__} with this config: "
-                                          + "; ".join(problems))
+                                          f"{problems}")
     if kind == "qwen2_vl":
         new_cross = {k for k in missing if ".cross_attn." in k}
         if new_cross and config.cross_attn_init == "self_attn":

@@ -244,5 +244,9 @@ def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None) -> torch.u
         if cfg.debug.overfit_batches > 0:
             raise ConfigError("debug.overfit_batches and data.packing cannot be combined")
         plan = plan_rows(dataset.measure(), text_budget=d.text_budget, video_budget=d.video_budget, seed=d.seed)
+        if not plan.rows:
+            raise ConfigError(f"data.packing: no sample of {d.mixture} fits a row (data.text_budget={d.text_budget}, "
+                              f"data.video_budget={d.video_budget}; {len(plan.unpackable)} over a budget, "
+                              f"{len(plan.missing)} unreadable)")
         return PackedDataset(dataset, plan.rows)
     return dataset

@@ -223,10 +223,36 @@ def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
+def unknown_keys(node, prefix: str = "") -> list[str]:
+    """Keys of a composed config that its schema does not have. Hydra rejects ``optim.lrr=1`` while composing,
+    but adds a key given as ``+optim.lrr=1`` (or ``++``) even to a typed node, and ``to_object`` then drops it
+    without a word."""
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+
+    cls = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(cls):
+        return []  # a free-form dict (deepspeed, ablation.variants)
+    names = {f.name for f in dataclasses.fields(cls)}
+    found = []
+    for key in node.keys():
+        if key not in names:
+            found.append(f"{prefix}{key}")
+        elif isinstance(child := node._get_node(key), DictConfig):
+            found += unknown_keys(child, f"{prefix}{key}.")
+    return found
+
+
 def from_dictconfig(cfg) -> TrainConfig:
-    """The composed DictConfig as a typed ``TrainConfig``; a required value left at ``???`` is a ConfigError."""
+    """The composed DictConfig as a typed ``TrainConfig``; a required value left at ``???`` or a key the schema
+    does not have is a ConfigError."""
     from omegaconf import OmegaConf
 
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}: not in the schema (vamba/training/config.py); "
+                          f"check the spelling (`--cfg job` prints every key)")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required value(s) not set: {', '.join(missing)} (pass them as key=value)")

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from vamba.utils.io import atomic_write_json
+from vamba.utils.io import atomic_write_json, safetensors_header
 
 FORMAT = 1
 
@@ -106,6 +106,7 @@ class TopKCache:
             raise KeyError(f"sample {sample_id!r} is not in the teacher cache {self.root}")
         name = self.index[sample_id]
         if name != self._shard_name:  # one shard in memory: reads follow the writer's order
+            safetensors_header(self.root / name)  # a truncated shard: an error naming it
             self._shard, self._shard_name = load_file(str(self.root / name)), name
         return self._shard[f"{sample_id}/values"].float(), self._shard[f"{sample_id}/indices"].long()
 

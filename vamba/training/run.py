@@ -6,7 +6,8 @@ Run directory (``output_dir``)::
     run_info.json        git commit, command line, versions and devices (vamba.doctor.environment), date
     log.jsonl            every logged step (loss, lm_loss, distill_loss, lr, grad_norm, alpha/layer_i, ...)
     skips.jsonl          samples the data pipeline skipped, with the reason
-    checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor
+    checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
+                         complete or absent: written under .staging/ and renamed (vamba.training.checkpoints)
     final/               the trained model (save_pretrained) and its processor (VambaProcessor: tokenizer, chat
                          template, the frames and resize settings training used; docs/model.md)
 """
@@ -24,10 +25,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
                                   special_ids, training_processor)
+from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.config import TrainConfig, gradient_accumulation, validate
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
@@ -53,20 +54,6 @@ class JsonlLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             append_jsonl(self.path, [{"step": state.global_step, **logs}])
-
-
-class SaveProcessor(TrainerCallback):
-    """Write the run's processor into each ``checkpoint-<step>/`` (main process), so every checkpoint loads with
-    ``AutoProcessor``. Files are written in a temporary folder beside it and moved in one by one (each move is
-    atomic). A callback rather than the Trainer's ``processing_class``, which would also rewrite the model config's
-    special-token ids from the tokenizer."""
-
-    def __init__(self, processor) -> None:
-        self.processor = processor
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            save_processor(self.processor, Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
 def save_processor(processor, directory: Path) -> None:
@@ -134,13 +121,15 @@ def git_commit() -> str | None:
         return None
 
 
-def write_run_info(cfg: TrainConfig, out: Path) -> None:
+def write_run_info(cfg: TrainConfig, out: Path, resumed_from: str | None = None) -> None:
+    """``config.yaml`` and ``run_info.json`` of this invocation (``resumed_from``: the checkpoint it continues)."""
     from vamba.doctor import environment
 
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     atomic_write_json(out / "run_info.json", {
         "git_commit": git_commit(), "argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "world_size": int(os.environ.get("WORLD_SIZE", 1)), "environment": environment()})
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)), "resumed_from": resumed_from,
+        "environment": environment()})
 
 
 def _device_is_cpu(cfg: TrainConfig) -> bool:
@@ -177,7 +166,8 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
     if cfg.resume == "never":
         return None
     if cfg.resume == "auto":
-        return get_last_checkpoint(str(out)) if out.is_dir() else None
+        latest = latest_checkpoint(out)
+        return None if latest is None else str(latest)
     return cfg.resume
 
 
@@ -187,8 +177,18 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
+    resume = resume_checkpoint(cfg, out)
     if args.process_index == 0:  # (first access sets up the process group under torchrun)
-        write_run_info(cfg, out)
+        clean_staging(out)
+        write_run_info(cfg, out, resume)
+        # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
+        # comes again
+        step = 0 if resume is None else checkpoint_step(resume)
+        dropped = truncate_log(out / "log.jsonl", step)
+        if resume is not None:
+            logger.info("resuming from %s (step %d)", resume, step)
+        if dropped:
+            logger.info("log.jsonl: %d records after step %d dropped (this run logs those steps again)", dropped, step)
     if cfg.debug.detect_anomaly:
         torch.autograd.set_detect_anomaly(True)
 
@@ -220,8 +220,8 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
     trainer = VambaTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=KeyedCollator(Collator(tok.pad_token_id)),
-        callbacks=[JsonlLogger(out / "log.jsonl"), SaveProcessor(processor), *(callbacks or [])], teacher=teacher,
-        teacher_cache=cache,
+        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], checkpoint_processor=processor,
+        teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.debug.stop_after_steps > 0:
@@ -229,7 +229,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     if cfg.debug.stall_dump_s > 0:
         trainer.add_callback(StallDump(cfg.debug.stall_dump_s))
     try:
-        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, out))
+        trainer.train(resume_from_checkpoint=resume)
     finally:
         faulthandler.cancel_dump_traceback_later()
 

@@ -9,18 +9,30 @@ optimizer, scheduler, RNG states, data position), logging back-ends and progress
 - per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``
   (text + video tokens), ``frames_per_s`` (temporal patches x 2; an image counts 2), ``step_s`` and, on CUDA,
   ``mfu`` (model FLOPs utilisation: 6 * parameters * tokens / s / peak bf16 FLOPs) and
-  ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log).
+  ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log);
+- resume that is exact and never partial (docs/training.md): the dataset's epoch (random frame draws) set at
+  every epoch's start, checkpoints staged and published by one rename (``vamba.training.checkpoints``), every
+  weight checked before the Trainer's lenient load, LoRA's fully trained parameters saved beside the adapters.
+  These override the Trainer's ``_run_epoch``, ``_get_output_dir``, ``_save_checkpoint`` and
+  ``_load_from_checkpoint``, which have the same signatures in transformers 5.17 and 5.24.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from vamba.data.dataset import set_data_epoch
+from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
 from vamba.models.zero import full_numel
+from vamba.training.checkpoints import STAGING, clean_staging, publish
 from vamba.training.distill import distillation_loss, supervised_positions
 from vamba.training.params import NO_DECAY_PATTERNS, matches_any
 from vamba.training.teacher import build_teacher_view, teacher_logits_at
@@ -28,6 +40,7 @@ from vamba.training.teacher import build_teacher_view, teacher_logits_at
 # Dense bf16 peak of the GPUs we run on (vendor datasheets, no sparsity), for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 KEYS_FIELD = "sample_keys"  # added by KeyedCollator; never reaches the model
+OUTSIDE_ADAPTERS = "outside_adapters.safetensors"  # LoRA checkpoints: parameters trained in full beside the adapters
 
 
 class KeyedCollator:
@@ -57,8 +70,11 @@ def _peak_flops(device: torch.device) -> float | None:
 class VambaTrainer(Trainer):
     def __init__(self, *args, teacher: nn.Module | None = None, teacher_cache=None, distill_weight: float = 0.0,
                  distill_top_k: int | None = None, distill_temperature: float = 1.0, token_ids: dict[str, int],
-                 **kwargs) -> None:
+                 checkpoint_processor=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # saved into every checkpoint (its own save_pretrained), not passed as the Trainer's processing_class,
+        # which would also rewrite the model config's special-token ids from the tokenizer
+        self.checkpoint_processor = checkpoint_processor
         if distill_weight > 0 and teacher is None and teacher_cache is None:
             raise ValueError("distill_weight > 0 needs a teacher or a teacher cache")
         self.teacher, self.teacher_cache = teacher, teacher_cache
@@ -70,8 +86,62 @@ class VambaTrainer(Trainer):
         self._sums: dict[str, float] = defaultdict(float)
         self._last_log, self._last_step = time.perf_counter(), 0
         self._n_params = sum(full_numel(p) for p in self.model.parameters())
+        self._staging = False  # True while a checkpoint is being written (see _save_checkpoint)
         if teacher is not None:
             teacher.to(self.args.device)
+
+    # -- data -------------------------------------------------------------------------------------------
+    def _run_epoch(self, model, epoch, *args, **kwargs):
+        # Random frame draws depend on the dataset's epoch. The Trainer's ``set_epoch`` reaches the dataset only
+        # through accelerate, which skips it after a mid-epoch resume (the loader that skips the trained batches
+        # forwards the epoch to its sampler alone) and cannot see it inside a ``PackedDataset``: set it here,
+        # before the epoch's loader (and its worker processes, which copy the dataset) starts.
+        set_data_epoch(self.train_dataset, epoch)
+        return super()._run_epoch(model, epoch, *args, **kwargs)
+
+    # -- checkpoints (vamba.training.checkpoints) --------------------------------------------------------
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING) if self._staging else run_dir
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """The Trainer's save, written under ``.staging/`` and published by one rename once every rank is done
+        (under DeepSpeed each rank writes its own shards), so that ``checkpoint-<step>/`` is complete or absent."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged = run_dir / STAGING / name
+        if self.args.should_save:
+            clean_staging(run_dir)
+        self.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save and self.checkpoint_processor is not None:
+                self.checkpoint_processor.save_pretrained(str(staged))  # every checkpoint loads with AutoProcessor
+            if self.args.should_save and _is_peft(self.model) and not self.is_deepspeed_enabled:
+                save_file({n: p.detach().cpu().contiguous() for n, p in _outside_adapters(self.model).items()},
+                          str(staged / OUTSIDE_ADAPTERS))
+        finally:
+            self._staging = False
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish(staged, run_dir / name)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """The Trainer loads weights with ``strict=False`` and only warns about a missing tensor, which then keeps
+        its initial value; check every tensor's name and shape first (``IncompatibleCheckpointError`` naming them).
+        With LoRA the Trainer saves the adapters only: parameters trained in full beside them come back from
+        ``OUTSIDE_ADAPTERS``. (Under DeepSpeed the engine loads its own files, strictly.)"""
+        target = model if model is not None else self.model
+        peft = _is_peft(target)
+        if not self.is_deepspeed_enabled and not self.is_fsdp_enabled and not peft:
+            check_checkpoint_tensors(resume_from_checkpoint, self.accelerator.unwrap_model(target).state_dict())
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if peft and not self.is_deepspeed_enabled:
+            _load_outside_adapters(target, os.path.join(resume_from_checkpoint, OUTSIDE_ADAPTERS))
 
     # -- optimizer groups ---------------------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -148,6 +218,29 @@ class VambaTrainer(Trainer):
             self._sums.clear()
             self._last_log, self._last_step = now, self.state.global_step
         super().log(logs, start_time)
+
+
+def _is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def _outside_adapters(model: nn.Module) -> dict[str, Tensor]:
+    """Trainable parameters of a LoRA model that are not adapter weights (e.g. the merger trained in full)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n}
+
+
+def _load_outside_adapters(model: nn.Module, file: str) -> None:
+    wanted = _outside_adapters(model)
+    if not wanted:
+        return
+    if not os.path.isfile(file):
+        raise IncompatibleCheckpointError(f"{file} is missing: the checkpoint lacks the {len(wanted)} parameters "
+                                          f"trained beside the LoRA adapters (e.g. {sorted(wanted)[:3]})")
+    check_checkpoint_tensors(file, wanted)
+    tensors = load_file(file)
+    with torch.no_grad():
+        for name, p in wanted.items():
+            p.copy_(tensors[name])
 
 
 def _peak_memory_per_rank(device: torch.device) -> dict[str, float]:

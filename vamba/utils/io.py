@@ -56,3 +56,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break  # torn final write
             raise ValueError(f"{path}:{i + 1}: not valid JSON") from None
     return records
+
+
+def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets), after checking that
+    the file holds every byte the header describes. safetensors' own message for a cut file ("incomplete
+    metadata, file not fully covered") names neither the file nor the cause; this one names both.
+
+    Raises ``ValueError`` for an empty, truncated or malformed file."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is truncated ({size} bytes): not a complete safetensors file (an interrupted "
+                             f"write or copy?)")
+        n = int.from_bytes(head, "little")
+        if 8 + n > size:
+            raise ValueError(f"{path} is truncated ({size} bytes): its header alone announces {8 + n} bytes (an "
+                             f"interrupted write or copy?)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a safetensors file (unreadable header: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ValueError(f"{path} is truncated ({size} bytes, its header describes {8 + n + end}): an interrupted "
+                         f"write or copy?")
+    return header
