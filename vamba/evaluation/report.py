@@ -17,9 +17,10 @@ def render(summary: Mapping[str, Any], run_name: str = "this run") -> str:
     reasons = summary.get("not_comparable", [] if summary["complete"] else [answered])
     lines = [f"# {title}: {metric} (%)", ""]
     if reasons:
+        incomplete = ("" if summary["complete"] else " Incomplete run: the released scripts would have stopped at "
+                      "the first missing or undecodable video (`strict=true` stops there too).")
         lines += [f"**{summary['score']:.1f} on {answered}: NOT comparable with the published numbers** "
-                  f"({'; '.join(reasons)}). Incomplete run: the released scripts stop at a missing or "
-                  "undecodable video (`strict=true` does the same).", ""]
+                  f"({'; '.join(reasons)}).{incomplete}", ""]
     else:
         lines += [f"**{summary['score']:.1f}** on {answered}.", ""]
     lines += [f"Protocol `{summary['protocol']}`, extractor `{summary['extractor']}`.", ""]
