@@ -124,6 +124,22 @@ def test_deterministic_per_seed(tmp_path: Path) -> None:
         np.testing.assert_array_equal(fa.get_frames(range(n)), fb.get_frames(range(n)))
 
 
+def test_encoding_the_same_frames_gives_the_same_bytes() -> None:
+    """write_mp4 is a function of the frames: before x264's macroblock tree was turned off, its AVX-512
+    code gave 2-4 different files for one of these videos within a few encodes (docs/data.md)."""
+    import io
+
+    for k, (size, num_frames) in enumerate([(64, 12), (64, 12), (96, 32), (112, 48)]):
+        spec = make_video_spec(random.Random(k), "v", TASKS[k % len(TASKS)], num_frames)
+        frames = render_video(spec, size, np.random.default_rng(k))
+        files = set()
+        for _ in range(12):
+            buffer = io.BytesIO()
+            write_mp4(buffer, frames, fps=8)
+            files.add(buffer.getvalue())
+        assert len(files) == 1, f"video {k}: {len(files)} different encodings of the same frames"
+
+
 def test_video_workers_write_the_same_files(tmp_path: Path) -> None:
     """Videos encoded by 2 processes are byte-identical to those of 1 (the demo encodes with 2)."""
     small = {"num_videos": 4, "num_images": 1, "num_bench_videos": 3, "min_frames": 8, "max_frames": 12,

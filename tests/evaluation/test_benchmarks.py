@@ -254,3 +254,31 @@ def test_malformed_records_name_file_and_field(tmp_path: Path) -> None:
     (root / "MC" / "test-00000-of-00001.parquet").write_bytes(b"not parquet")
     with pytest.raises(BenchmarkDataError, match="cannot read parquet"):
         get_benchmark("nextqa").load(root, {})
+
+
+# The file each benchmark reads its questions from (per-task files: one of them), emptied in its own format.
+EMPTY = {"lvbench": ("video_info.meta.jsonl", ""), "videomme": ("videomme/test-00000-of-00001.parquet", None),
+         "mlvu": ("json/4_count.json", "[]"), "longvideobench": ("lvb_val.json", "[]"),
+         "mvbench": ("json/object_shuffle.json", "[]"), "nextqa": ("MC/test-00000-of-00001.parquet", None),
+         "hourvideo": ("dev_v1.0_annotations.json", '{"uid-aaa": {"benchmark_dataset": []}}')}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_empty_annotation_file_is_an_error_naming_it(name: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    import pyarrow.parquet as pq
+
+    from vamba.cli import main as vamba_main
+
+    root = WRITERS[name](tmp_path / name)
+    rel, content = EMPTY[name]
+    if content is None:  # a parquet file with the official columns and no rows
+        table = pq.read_table(root / rel)
+        pq.write_table(table.slice(0, 0), root / rel)
+    else:
+        (root / rel).write_text(content)
+    with pytest.raises(BenchmarkDataError, match=rf"{root / rel}: no questions \(empty annotation file\)"):
+        get_benchmark(name).load(root, {})
+    # Through the CLI: exit status 2 and the file named, not "overall = 0.00" on 0 of 0 questions.
+    assert vamba_main(["eval", f"benchmark={name}", f"data={root}", f"replay={tmp_path / 'none.jsonl'}"]) == 2
+    assert f"{root / rel}: no questions" in capsys.readouterr().err

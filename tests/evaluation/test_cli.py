@@ -73,4 +73,10 @@ def test_limit_and_overrides_reach_the_run(tmp_path: Path) -> None:
     settings = json.loads((out / "run.json").read_text())
     assert (settings["questions"], settings["frames"]["num_frames"], settings["generation"]["max_new_tokens"]) == \
         (1, 64, 8)
-    assert json.loads((out / "summary.json").read_text())["score"] == 100
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["score"] == 100 and summary["complete"]
+    # One question of three: complete as asked, but not a benchmark score.
+    assert not summary["comparable"] and summary["not_comparable"] == ["limit=1: only the first questions of the "
+                                                                       "benchmark"]
+    assert "NOT comparable" in (out / "report.md").read_text().splitlines()[2]
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", f"replay={recorded}", "limit=0"]) == 2

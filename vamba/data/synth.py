@@ -218,6 +218,9 @@ def write_mp4(path: Path | io.BytesIO, frames: np.ndarray, fps: int, faststart: 
               rotation: int = 0) -> None:
     """H.264 (libx264, yuv420p, near-lossless) mp4 from ``uint8 [T, H, W, 3]`` with PyAV.
 
+    The bytes are a function of the frames alone: one x264 thread, and no macroblock-tree rate control,
+    because x264's AVX-512 code made that step depend on memory contents (the same frames gave 2-4
+    different files in one process; docs/data.md, "Synthetic data").
     ``faststart`` puts the index (moov) before the frames, as streamed files do. ``rotation`` (degrees
     counter-clockwise) is stored in the stream's display matrix, as phones store portrait video: players show
     the frames turned by it (what ffmpeg's ``-display_rotation`` or the older ``-metadata:s:v:0 rotate=`` writes;
@@ -231,7 +234,7 @@ def write_mp4(path: Path | io.BytesIO, frames: np.ndarray, fps: int, faststart: 
         stream.pix_fmt = "yuv420p"
         if rotation:
             stream.set_display_rotation(rotation)
-        stream.options = {"crf": "14", "preset": "veryfast", "threads": "1"}
+        stream.options = {"crf": "14", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
         stream.codec_context.gop_size = 16
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -250,7 +253,7 @@ def _write_video(path: Path, spec: VideoSpec, size: int, fps: int, seed: int) ->
 
 def _write_videos(jobs: list[tuple[Path, VideoSpec, int]], size: int, fps: int, workers: int) -> None:
     """Encode ``(path, spec, seed)`` jobs, in ``workers`` processes when > 1. Each file is a function of its own
-    job (x264 runs single-threaded), so the result does not depend on the process count."""
+    job (``write_mp4`` is deterministic), so the result does not depend on the process count."""
     import multiprocessing
 
     if workers <= 1 or multiprocessing.current_process().daemon:  # a Pool worker may not start processes

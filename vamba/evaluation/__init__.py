@@ -7,7 +7,7 @@ rules), ``runner`` (encode each video once, record every answer, resume, merge s
 """
 from vamba.evaluation.benchmarks import NAMES, get_benchmark
 from vamba.evaluation.interface import FrameSettings, GenerationSettings, VideoQAModel, VideoRequest
-from vamba.evaluation.runner import evaluate, finalize, rescore_file, resolve_protocol
+from vamba.evaluation.runner import VideoUnavailableError, evaluate, finalize, rescore_file, resolve_protocol
 
-__all__ = ["NAMES", "FrameSettings", "GenerationSettings", "VideoQAModel", "VideoRequest", "evaluate", "finalize",
-           "get_benchmark", "rescore_file", "resolve_protocol"]
+__all__ = ["NAMES", "FrameSettings", "GenerationSettings", "VideoQAModel", "VideoRequest", "VideoUnavailableError",
+           "evaluate", "finalize", "get_benchmark", "rescore_file", "resolve_protocol"]

@@ -21,7 +21,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vamba.evaluation.benchmarks import NAMES, BenchmarkDataError, get_benchmark
-from vamba.evaluation.runner import RunMismatchError, evaluate, rescore_file, resolve_protocol
+from vamba.evaluation.runner import RunMismatchError, VideoUnavailableError, evaluate, rescore_file, resolve_protocol
 from vamba.evaluation.sharding import dist_env
 from vamba.utils.logging import get_logger
 
@@ -57,6 +57,7 @@ class EvalConfig:
     annotation: str | None = None  # annotation file/folder, absolute or relative to data
     video_dir: str | None = None  # video folder, absolute or relative to data
     subtitles: bool = False  # Video-MME: add subtitles to the prompt
+    strict: bool = False  # stop at the first missing or undecodable video (as the released scripts) instead of skipping
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -95,6 +96,8 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
     options = {"annotation": cfg.annotation, "video_dir": cfg.video_dir, "subtitles": cfg.subtitles}
     questions = benchmark.load(Path(cfg.data), options)
     if cfg.limit is not None:
+        if cfg.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {cfg.limit}")
         questions = questions[:cfg.limit]
     if cfg.replay:
         from vamba.evaluation.replay import ReplayModel
@@ -107,7 +110,7 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
     out = Path(cfg.out or Path("runs/eval") / benchmark.name / cfg.protocol / model_name)
     rank, world = dist_env()
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
-                       world_size=world, progress=cfg.progress,
+                       world_size=world, progress=cfg.progress, strict=cfg.strict,
                        extra={"model": cfg.model.path, "replay": cfg.replay, "data": cfg.data, "limit": cfg.limit,
                               "subtitles": cfg.subtitles})
     return summary or {}, out
@@ -117,15 +120,22 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         print("benchmarks: " + ", ".join(NAMES))
+        defaults = OmegaConf.to_container(OmegaConf.structured(EvalConfig))
+        keys = [f"{k}={v}" for k, v in defaults.items() if k != "model"]
+        keys += [f"model.{k}={v}" for k, v in defaults["model"].items()]
+        print("keys (defaults; ??? = required): " + " ".join(keys))
         return 0
     try:
         cfg = parse(argv)
         summary, out = run(cfg)
     except (OmegaConfBaseException, ValueError, FileNotFoundError, BenchmarkDataError, RunMismatchError,
-            RuntimeError) as e:
+            VideoUnavailableError, RuntimeError) as e:
         print(f"vamba eval: {e}", file=sys.stderr)
         return 2
     if summary:
-        done = "" if summary["complete"] else f" (INCOMPLETE: {summary['answered']}/{summary['expected']})"
-        print(f"{summary['title']} {summary['headline']} = {summary['score']:.2f}{done}; report: {out / 'report.md'}")
+        answered = f"{summary['answered']} of {summary['expected']} answered"
+        reasons = summary.get("not_comparable", [])
+        note = f"; NOT comparable with the published numbers: {'; '.join(reasons)}" if reasons else ""
+        print(f"{summary['title']} {summary['headline']} = {summary['score']:.2f} on {answered}{note}; "
+              f"report: {out / 'report.md'}")
     return 0

@@ -52,12 +52,17 @@ class VideoRequest:
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings (benchmarks.md sec. 1.1). ``seed`` makes sampled decoding reproducible: the
-    runner passes a per-question seed derived from it, so a resumed run draws the same samples."""
+    runner passes a per-question seed derived from it, so a resumed run draws the same samples.
+
+    A model applies every field as given, whatever its checkpoint's ``generation_config`` says:
+    ``top_k=None`` is no top-k filter (what the released scripts pass), not a default of 50.
+    """
 
     max_new_tokens: int = 512
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = None
     seed: int | None = None
 
     def with_seed(self, seed: int | None) -> GenerationSettings:
@@ -71,7 +76,7 @@ class VideoQAModel(Protocol):
     ``prompt`` is the user turn text only (e.g. "Select the best answer ...\\n<question>..."); the model
     adds its chat template and marks the video (VAMBA: ``<|vision_start|><|vision_end|>`` before the
     text, system prompt "You are a helpful assistant.") and returns the decoded reply without special
-    tokens.
+    tokens, as generated: nothing stripped, because the answer rules see the raw reply.
     """
 
     def encode_video(self, video: VideoRequest) -> Any: ...

@@ -13,16 +13,23 @@ def render(summary: Mapping[str, Any], run_name: str = "this run") -> str:
     """Markdown for a summary made by ``vamba.evaluation.scoring.summarize``."""
     name, title = summary["benchmark"], summary["title"]
     metric = _HEADLINE_NAMES.get(summary["headline"], summary["headline"])
-    lines = [f"# {title}: {metric} (%)", "",
-             f"Protocol `{summary['protocol']}`, extractor `{summary['extractor']}`, "
-             f"{summary['answered']} of {summary['expected']} questions answered.", ""]
-    if not summary["complete"]:
-        lines += ["**Incomplete run: not comparable with the published numbers.**", ""]
+    answered = f"{summary['answered']} of {summary['expected']} questions answered"
+    reasons = summary.get("not_comparable", [] if summary["complete"] else [answered])
+    lines = [f"# {title}: {metric} (%)", ""]
+    if reasons:
+        incomplete = ("" if summary["complete"] else " Incomplete run: the released scripts would have stopped at "
+                      "the first missing or undecodable video (`strict=true` stops there too).")
+        lines += [f"**{summary['score']:.1f} on {answered}: NOT comparable with the published numbers** "
+                  f"({'; '.join(reasons)}).{incomplete}", ""]
+    else:
+        lines += [f"**{summary['score']:.1f}** on {answered}.", ""]
+    lines += [f"Protocol `{summary['protocol']}`, extractor `{summary['extractor']}`.", ""]
     skipped = summary.get("skipped") or {}
     if skipped.get("questions"):
         lines += [f"Skipped {skipped['questions']} questions ({skipped.get('videos', 0)} videos missing or "
                   f"unreadable); see `summary.json`.", ""]
-    lines += [f"| model | size | {title} |", "|---|---|---:|", f"| **{run_name}** | | **{summary['score']:.1f}** |"]
+    label = f"**{run_name}**" + (f" ({answered}, not comparable)" if reasons else "")
+    lines += [f"| model | size | {title} |", "|---|---|---:|", f"| {label} | | **{summary['score']:.1f}** |"]
     for model, size, score, rerun in rows_for(name):
         lines.append(f"| {model} | {size} | {score:.1f}{'*' if rerun else ''} |")
     lines += ["", "\\* re-evaluated by the VAMBA authors with their scripts. Published numbers: VAMBA paper, "

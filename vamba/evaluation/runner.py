@@ -40,6 +40,10 @@ class RunMismatchError(ValueError):
     """The run directory holds a run made with different settings."""
 
 
+class VideoUnavailableError(RuntimeError):
+    """``strict``: a video is missing or cannot be decoded, so the run stops as the released scripts do."""
+
+
 def resolve_protocol(benchmark: Benchmark, name: str = "vamba", *, extractor: str | None = None,
                      num_frames: int | None = None, max_new_tokens: int | None = None,
                      do_sample: bool | None = None, seed: int | None = None) -> ProtocolSpec:
@@ -91,16 +95,21 @@ def _check_or_write_settings(run_dir: Path, settings: dict[str, Any]) -> None:
 
 def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQAModel, run_dir: str | Path, *,
              protocol: str = "vamba", spec: ProtocolSpec | None = None, seed: int = 0, rank: int = 0,
-             world_size: int = 1, extra: Mapping[str, Any] | None = None,
-             progress: bool = True) -> dict[str, Any] | None:
+             world_size: int = 1, extra: Mapping[str, Any] | None = None, progress: bool = True,
+             strict: bool = False) -> dict[str, Any] | None:
     """Answer this rank's share of ``questions`` with ``model`` and record them under ``run_dir``.
 
     :param spec: the protocol (default: ``benchmark.protocol(protocol)``).
     :param seed: seeds random-fallback extractors and, when decoding samples, each question's draw.
     :param extra: more run settings to record and check on restart (e.g. the checkpoint path).
+    :param strict: stop with ``VideoUnavailableError`` at the first missing or undecodable video, as the
+        released scripts do; otherwise its questions are skipped, counted, and the summary says the score is
+        not comparable (``answered`` < ``expected``). Answers recorded before the stop are kept.
     :return: the summary once every rank has finished (this call finalised it), else ``None``.
     """
     run_dir = Path(run_dir)
+    if not questions:
+        raise ValueError(f"{benchmark.name}: no questions to evaluate")
     spec = spec or benchmark.protocol(protocol)
     duplicates = sorted(qid for qid, n in Counter(q.qid for q in questions).items() if n > 1)
     if duplicates:
@@ -127,12 +136,20 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
                 continue
             request = spec.video_request(todo[0])
             if not Path(request.path).exists():
+                if strict:
+                    raise VideoUnavailableError(f"{request.path}: video missing ({len(todo)} questions); strict=true "
+                                                "stops here as the released evaluation does")
+                logger.warning("video missing: %s; skipping its %d questions", request.path, len(todo))
                 skipped.append({"video": request.path, "questions": len(todo), "reason": "missing"})
                 bar.update(len(todo))
                 continue
             try:
                 encoded = model.encode_video(request)
             except Exception as e:  # a corrupt video costs its questions, not the run
+                if strict:
+                    raise VideoUnavailableError(f"{request.path}: cannot be decoded ({type(e).__name__}: {e}; "
+                                                f"{len(todo)} questions); strict=true stops here as the released "
+                                                "evaluation does") from e
                 logger.warning("cannot encode %s (%s: %s); skipping its %d questions", request.path,
                                type(e).__name__, e, len(todo))
                 skipped.append({"video": request.path, "questions": len(todo), "reason": f"{type(e).__name__}: {e}"})
@@ -200,7 +217,10 @@ def rescore_file(benchmark: Benchmark, responses: str | Path, out_dir: str | Pat
     if not responses.is_file():
         raise FileNotFoundError(f"responses file not found: {responses}")
     spec = resolve_protocol(benchmark, protocol, extractor=extractor)
-    records = rescore(read_jsonl(responses), spec.extractor, seed)
+    recorded = read_jsonl(responses)
+    if not recorded:
+        raise ValueError(f"{responses}: no records to re-score (empty file)")
+    records = rescore(recorded, spec.extractor, seed)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "responses.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     summary = summarize(benchmark, records, protocol=protocol, extractor=spec.extractor,
@@ -211,5 +231,5 @@ def rescore_file(benchmark: Benchmark, responses: str | Path, out_dir: str | Pat
     return summary
 
 
-__all__ = ["RunMismatchError", "evaluate", "finalize", "question_seed", "rescore_file",
+__all__ = ["RunMismatchError", "VideoUnavailableError", "evaluate", "finalize", "question_seed", "rescore_file",
            "resolve_protocol"]

@@ -35,8 +35,13 @@ def rescore(records: Sequence[Mapping[str, Any]], extractor: str, seed: int = 0)
 def summarize(benchmark: Benchmark, records: Sequence[Mapping[str, Any]], *, protocol: str, extractor: str,
               drop_empty: bool, expected: int, skipped: Mapping[str, Any] | None = None,
               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The summary JSON: headline score, every breakdown, and how complete the run is."""
+    """The summary JSON: headline score, every breakdown, and how complete the run is.
+
+    ``comparable`` is False, with the reasons in ``not_comparable``, when the score is over fewer questions
+    than the benchmark's: skipped (missing or undecodable) videos, or a ``limit`` in ``extra["settings"]``.
+    """
     metrics = benchmark.metrics(records, drop_empty)
+    reasons = not_comparable_reasons(len(records), expected, skipped or {}, (extra or {}).get("settings") or {})
     return {
         "benchmark": benchmark.name,
         "title": benchmark.title,
@@ -48,7 +53,23 @@ def summarize(benchmark: Benchmark, records: Sequence[Mapping[str, Any]], *, pro
         "answered": len(records),
         "expected": expected,
         "complete": len(records) == expected,
+        "comparable": not reasons,
+        "not_comparable": reasons,
         "skipped": dict(skipped or {}),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **dict(extra or {}),
     }
+
+
+def not_comparable_reasons(answered: int, expected: int, skipped: Mapping[str, Any],
+                           settings: Mapping[str, Any]) -> list[str]:
+    """Why a score cannot be set beside the published numbers (empty when it can, as far as counts go)."""
+    reasons = []
+    if answered < expected:
+        why = f"{expected - answered} of {expected} questions not answered"
+        if skipped.get("questions"):
+            why += f" ({skipped['questions']} skipped: {skipped.get('videos', 0)} videos missing or undecodable)"
+        reasons.append(why)
+    if settings.get("limit") is not None:
+        reasons.append(f"limit={settings['limit']}: only the first questions of the benchmark")
+    return reasons

@@ -172,28 +172,45 @@ class VambaChat:
         return encode_chat(messages, self.tokenizer, self.system_prompt, add_generation_prompt=True,
                            require_target=False).input_ids
 
-    @torch.no_grad()
     def ask(self, video: EncodedVideo, question: str, history: Sequence[tuple[str, str]] = (),
             max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
             seed: int | None = None, streamer: Any = None) -> str:
         """Answer ``question`` about an encoded video (after the earlier ``history`` turns); returns the reply
-        without special tokens. ``streamer``: a transformers streamer (e.g. ``TextStreamer``) that gets each
-        new token as it is generated. ``seed`` makes sampled decoding reproducible."""
+        without special tokens and without surrounding whitespace. ``streamer``: a transformers streamer (e.g.
+        ``TextStreamer``) that gets each new token as it is generated. ``seed`` makes sampled decoding
+        reproducible."""
+        return self.reply(video, question, history, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                          temperature=temperature, top_p=top_p, seed=seed, streamer=streamer).strip()
+
+    @torch.no_grad()
+    def reply(self, video: EncodedVideo, question: str, history: Sequence[tuple[str, str]] = (), *,
+              max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+              top_k: int | None = None, seed: int | None = None, eos_token_ids: Sequence[int] | None = None,
+              streamer: Any = None) -> str:
+        """The reply exactly as generated: decoded without special tokens, nothing stripped or cleaned up.
+
+        Every decoding setting is passed to ``generate`` explicitly, so a checkpoint's ``generation_config``
+        cannot change them: ``top_k=None`` means no top-k filter (not the checkpoint's, nor transformers'
+        default of 50), greedy decoding clears temperature/top-p/top-k. ``eos_token_ids``: the tokens that end
+        the reply (default: ``self.eos_token_ids``, ``<|im_end|>`` and ``<|endoftext|>``).
+        """
         ids = torch.tensor([self.prompt_ids([*history, (question, None)])], device=self.device)
         options: dict[str, Any] = {"do_sample": do_sample}
         if do_sample:
-            options.update(temperature=temperature, top_p=top_p)
+            options.update(temperature=temperature, top_p=top_p, top_k=top_k)
         else:
             options.update(temperature=None, top_p=None, top_k=None)
+        stops = list(self.eos_token_ids if eos_token_ids is None else eos_token_ids)
         cache = video.cache if video.cache.keys[0].device == self.device else video.cache.to(self.device)
         rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
         with rng if seed is not None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_cache=cache,
-                                      max_new_tokens=max_new_tokens, eos_token_id=self.eos_token_ids,
+                                      max_new_tokens=max_new_tokens, eos_token_id=stops,
                                       pad_token_id=self.pad_token_id, streamer=streamer, **options)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)
 
     def conversation(self, video: EncodedVideo) -> Conversation:
         return Conversation(self, video)

@@ -3,7 +3,7 @@
 Implements ``vamba.evaluation.interface.VideoQAModel`` on ``VambaChat``: ``encode_video`` reads exactly the
 frames and size the benchmark protocol fixes (``vamba.evaluation.sampling``: the released sampler and
 pre-resize), streams them through the model once, and ``answer`` asks each question against the cached
-cross-attention K/V with the protocol's decoding settings.
+cross-attention K/V with the protocol's decoding settings and returns the reply as generated.
 """
 from __future__ import annotations
 
@@ -38,9 +38,12 @@ class VambaVideoQA:
         return self.chat.encode(video.path, indices=indices, reader=reader, vision=vision)
 
     def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
-        return self.chat.ask(encoded, prompt, max_new_tokens=generation.max_new_tokens,
-                             do_sample=generation.do_sample, temperature=generation.temperature,
-                             top_p=generation.top_p, seed=generation.seed)
+        """The reply as generated (nothing stripped: extraction sees what the released scripts see), ended by
+        the tokenizer's eos token alone, as the released evaluation (docs/evaluation.md, "Decoding")."""
+        return self.chat.reply(encoded, prompt, max_new_tokens=generation.max_new_tokens,
+                               do_sample=generation.do_sample, temperature=generation.temperature,
+                               top_p=generation.top_p, top_k=generation.top_k, seed=generation.seed,
+                               eos_token_ids=[self.chat.tokenizer.eos_token_id])
 
 
 def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",

@@ -144,11 +144,20 @@ def fields(record: Any, names: Sequence[str], where: str) -> None:
 
 
 def gold_letter(answer: Any, n_options: int, where: str) -> str:
-    """Validate a gold letter (A.. for ``n_options``)."""
-    letter = str(answer).strip()
+    """Validate a gold letter (A.. for ``n_options``), verbatim: the released scripts compare the label as
+    released, so " B" or "b" could never be scored right there; here they are an error."""
+    letter = str(answer)
     if len(letter) != 1 or not ("A" <= letter < chr(ord("A") + max(n_options, 1))):
         raise BenchmarkDataError(f"{where}: answer {answer!r} is not one of the {n_options} option letters")
     return letter
+
+
+def nonempty(questions: list[Question], source: Path) -> list[Question]:
+    """``questions`` read from ``source``; none at all is an error naming the file (a truncated download
+    would otherwise score 0 of 0, or drag a task mean down with an empty task)."""
+    if not questions:
+        raise BenchmarkDataError(f"{source}: no questions (empty annotation file)")
+    return questions
 
 
 # Instruction lines of the released VAMBA prompts (benchmarks.md sec. 3-9), verbatim.

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import (RESPOND_ABCDE, SELECT, Benchmark, BenchmarkDataError, ProtocolSpec,
-                                              Question, fields, gold_letter, path_in, read_json, require_file)
+                                              Question, fields, gold_letter, nonempty, path_in, read_json,
+                                              require_file)
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -37,7 +38,7 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
                 options=(), answer=gold_letter(mcq["correct_answer_label"], 5, where), choices=CHOICES,
                 meta={"task": mcq["task"], "task_family": str(mcq["task"]).split("/")[0],
                       "mcq_test": mcq["mcq_test"]}))
-    return questions
+    return nonempty(questions, annotation)
 
 
 def vamba_prompt(q: Question) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import (RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError, ProtocolSpec,
-                                              Question, fields, option_lines, path_in, read_json, require_file)
+                                              Question, fields, nonempty, option_lines, path_in, read_json,
+                                              require_file)
 from vamba.evaluation.extraction import letters
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
@@ -39,7 +40,7 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
             options=candidates, answer=chr(65 + choice), choices=letters(len(candidates)),
             meta={"duration_group": str(row["duration_group"]), "question_category": row["question_category"],
                   "duration": row.get("duration")}))
-    return questions
+    return nonempty(questions, annotation)
 
 
 def vamba_prompt(q: Question) -> str:

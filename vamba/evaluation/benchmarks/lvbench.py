@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError,
-                                              ProtocolSpec, Question, fields, gold_letter, path_in, read_jsonl,
-                                              require_file)
+                                              ProtocolSpec, Question, fields, gold_letter, nonempty, path_in,
+                                              read_jsonl, require_file)
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -56,7 +56,7 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
                 qid=str(row.get("uid", f"{row['file_path']}#{i}")), video=str(video_dir / row["file_path"]),
                 question=row["question"], options=(), answer=gold_letter(row["answer"], 4, where), choices=CHOICES,
                 meta={"question_type": _types(row["question_type"], where)}))
-    return questions
+    return nonempty(questions, annotation)
 
 
 def vamba_prompt(q: Question) -> str:

@@ -32,6 +32,8 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
         rows = read_json(path)
         if not isinstance(rows, list):
             raise BenchmarkDataError(f"{path}: expected a list of questions")
+        if not rows:
+            raise BenchmarkDataError(f"{path}: no questions (empty annotation file)")
         for i, row in enumerate(rows):
             where = f"{path} [{i}]"
             fields(row, ("video", "question", "candidates", "answer", "question_type"), where)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import (RESPOND_ABCDE, SELECT, Benchmark, BenchmarkDataError, ProtocolSpec,
-                                              Question, fields, option_lines, path_in, read_parquet, require_file)
+                                              Question, fields, nonempty, option_lines, path_in, read_parquet,
+                                              require_file)
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -34,7 +35,7 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
             qid=qid, video=str(video_dir / f"{row['video']}.mp4"), question=row["question"],
             options=tuple(str(row[f"a{k}"]) for k in range(5)), answer=CHOICES[answer], choices=CHOICES,
             meta={"type": row["type"]}))
-    return questions
+    return nonempty(questions, annotation)
 
 
 def vamba_prompt(q: Question) -> str:

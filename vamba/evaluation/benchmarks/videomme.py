@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, ProtocolSpec,
-                                              Question, fields, gold_letter, path_in, read_parquet, require_file)
+                                              Question, fields, gold_letter, nonempty, path_in, read_parquet,
+                                              require_file)
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -57,7 +58,7 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
         questions.append(Question(qid=str(row["question_id"]), video=str(_video_path(video_dir, row["videoID"])),
                                   question=row["question"], options=opts,
                                   answer=gold_letter(row["answer"], len(opts), where), choices=CHOICES, meta=meta))
-    return questions
+    return nonempty(questions, annotation)
 
 
 def vamba_prompt(q: Question) -> str:
