@@ -50,7 +50,7 @@ def _generate_kwargs(tokenizer, generation: GenerationSettings) -> dict:
     kwargs = dict(max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if generation.do_sample:
-        kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
+        kwargs.update(temperature=generation.temperature, top_p=generation.top_p, top_k=generation.top_k)
         if generation.seed is not None:
             torch.manual_seed(generation.seed)
     return kwargs
@@ -76,4 +76,5 @@ class Qwen2VLVideoQA:
         inputs = {k: v.to(self.device) for k, v in view.inputs.items()}
         n = inputs["input_ids"].shape[1]
         out = self.model.generate(**inputs, **_generate_kwargs(self.tokenizer, generation))
-        return self.tokenizer.decode(out[0, n:], skip_special_tokens=True).strip()
+        # the reply as generated, as VAMBA's adapter returns it (docs/evaluation.md, "Decoding")
+        return self.tokenizer.decode(out[0, n:], skip_special_tokens=True)
