@@ -1,5 +1,5 @@
-"""Efficiency benchmark, VAMBA vs the Qwen2-VL transformer: memory and time vs frames (see
-vamba/inference/efficiency.py; also ``vamba bench``). Runs from a checkout without installing.
+"""Efficiency benchmark, VAMBA vs the Qwen2-VL transformer: memory and time vs frames (vamba/bench/efficiency.py;
+also ``vamba bench``). Runs from a checkout without installing.
 
     python scripts/bench_efficiency.py --out-dir docs/results --tag h100
     python scripts/bench_efficiency.py --device cpu --scale tiny --frames 4 8 --out-dir /tmp/bench
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vamba.inference.efficiency import main  # noqa: E402
+from vamba.bench.efficiency import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.gpu
 BUDGET = 1e-2
 
 
-def measure(device: str, dtype: torch.dtype) -> dict:
+def errors_against_fixture(device: str, dtype: torch.dtype) -> dict:
     """Load the fixture on ``device`` in ``dtype`` (kernels and attention backend: auto), run its forward and an
     8-token greedy generate with transformers' input names; errors against the official fp32 forward."""
     io = load_file(str(FIXTURE / "io.safetensors"))
@@ -51,12 +51,13 @@ def measure(device: str, dtype: torch.dtype) -> dict:
 
 
 def test_official_fixture_bf16_fast_kernels_within_budget() -> None:
-    from vamba.doctor import environment
-    from vamba.inference.efficiency import code_commit
+    from vamba.doctor import report
+    from vamba.utils.provenance import code_commit
 
-    results = {"bf16": measure("cuda", torch.bfloat16), "fp32": measure("cuda", torch.float32)}
+    results = {"bf16": errors_against_fixture("cuda", torch.bfloat16),
+               "fp32": errors_against_fixture("cuda", torch.float32)}
     record = {"test": "tests/gpu/test_official_fixture_gpu.py", "budget_bf16": BUDGET, "results": results,
-              "environment": environment(kernels=True), "commit": code_commit(),
+              "environment": report(), "commit": code_commit(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     out_dir = os.environ.get("VAMBA_GPU_RESULTS")
     if out_dir:

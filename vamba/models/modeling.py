@@ -167,6 +167,18 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
+    # -- training memory --------------------------------------------------------------------------------
+    def set_checkpoint_offload(self, enabled: bool) -> None:
+        """With gradient checkpointing (``gradient_checkpointing_enable``) in training mode: keep each checkpointed
+        layer's inputs, the text and video streams entering it, in pinned host memory from forward to backward
+        instead of on the device (``HostOffload``; docs/model.md). Without checkpointing it has no effect."""
+        self.model.offload_checkpoints = bool(enabled)
+
+    @property
+    def offloaded_bytes(self) -> int:
+        """Bytes the last forward moved to host memory (``set_checkpoint_offload``); 0 when nothing was moved."""
+        return self.model.offloaded_bytes
+
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 

@@ -110,7 +110,7 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
                           "the checkpointed layers' inputs)")
     if m.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    model.model.offload_checkpoints = m.offload_checkpoints
+    model.set_checkpoint_offload(m.offload_checkpoints)
     return model
 
 

@@ -1,1 +1,2 @@
-"""Small helpers shared by every layer: logging and loss-free file writes."""
+"""Helpers shared by every layer: logging, loss-free file writes, process-group tear-down, the benchmarks' timing
+helper (``timing``) and what a result was made with (``provenance``: commit, versions, devices)."""

@@ -1,9 +1,10 @@
-"""The allocator-trace replay of scripts/profile_train_memory.py, on a trace in torch's own event format."""
+"""The allocator-trace replay of the training-memory profile (vamba.bench.memory_profile), on a trace in torch's own
+event format."""
 from __future__ import annotations
 
 from collections import Counter
 
-from vamba.inference.memory_profile import peak_breakdown
+from vamba.bench.memory_profile import peak_breakdown
 
 MAMBA = [{"filename": "/x/vamba/models/mamba2.py", "line": 240, "name": "forward"}]
 ENGINE: list[dict] = []  # allocations of the C++ autograd engine carry no Python frames

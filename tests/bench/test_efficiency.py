@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vamba.cli import main as vamba_main
-from vamba.inference.efficiency import frame_grid, qwen_llm_flops, vamba_config, vamba_llm_flops
+from vamba.bench.build import frame_grid, vamba_config
+from vamba.bench.flops import qwen_llm_flops, vamba_llm_flops
 from vamba.models.mamba2 import Mamba2Block
 
 TINY = ["bench", "--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", "--piece-frames", "2", "--reps", "1"]
@@ -65,7 +66,7 @@ def test_stage1_summary_and_plots(run: Path) -> None:
     assert stage1["trainable_parameters"] == json.loads((run / "efficiency_t.json").read_text())[
         "models"]["vamba"]["trainable"]["stage1"] > 0
     summary = (run / "efficiency_t.md").read_text()
-    assert "## Prefill" in summary and "## Training step" in summary and "## Goals (issue 7)" in summary
+    assert "## Prefill" in summary and "## Training step" in summary and "## Goals" in summary
     assert summary.count("\n| 2 | 6 |") == 4 and summary.count("\n| 4 | 12 |") == 4
     for name in ("memory", "time"):
         assert (run / f"efficiency_t_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,8 +91,8 @@ def test_out_of_memory_stops_the_sweep_and_the_budget_skips(tmp_path: Path) -> N
 
 
 def test_answer_row_with_some_modes_only(tmp_path: Path) -> None:
-    """The answer row's time budget reads only the phases of the modes asked for (issue 18: ``--modes prefill
-    train_shared`` crashed there with KeyError 'vamba_train')."""
+    """The answer row's time budget reads only the phases of the modes asked for (``--modes prefill train_shared``
+    once crashed there with KeyError 'vamba_train')."""
     assert vamba_main([*TINY, "--models", "vamba", "--modes", "prefill", "train_shared", "--frames", "2",
                        "--answer-frames", "2", "--answer-tokens", "2", "--stage1-frames", "0",
                        "--out-dir", str(tmp_path), "--tag", "modes"]) == 0
@@ -124,7 +125,7 @@ def test_benchmark_imports_nothing_the_gpu_image_lacks() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, vamba.inference.efficiency; "
+    code = ("import sys, vamba.bench.efficiency; "
             "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'decord', 'av', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
@@ -142,7 +143,7 @@ def _row(model: str, mode: str, frames: int, status: str = "ok", total: float = 
 
 def test_goal_verdicts() -> None:
     """The summary's goal lines (inputs built by hand; the benchmark's rows have exactly these fields)."""
-    from vamba.inference.efficiency_report import goals
+    from vamba.bench.efficiency_report import goals
 
     rows = [_row("qwen2_vl", "prefill", 1024, total=12.0, llm=10.0), _row("qwen2_vl", "prefill", 2048, "oom"),
             _row("vamba", "prefill", 1024, total=2.0, llm=0.5), _row("vamba", "prefill", 3600, total=7.0),

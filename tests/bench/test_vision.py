@@ -1,5 +1,5 @@
-"""scripts/bench_vision.py on the CPU at tiny scale: the real script end to end (the GPU run's code path), its
-FLOP count against torch's flop counter, and a failing mode stopping the run."""
+"""scripts/bench_vision.py (vamba.bench.vision) on the CPU at tiny scale: the real script end to end (the GPU run's
+code path), its FLOP count against torch's flop counter, and a failing mode stopping the run."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
-from vamba.inference.efficiency import PATCH_DIM, vamba_config
+from vamba.bench.build import vamba_config
+from vamba.data.vision import PATCH_DIM
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", "--reps", "1"]
