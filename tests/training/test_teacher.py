@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-from vamba.training.teacher import build_teacher_view, teacher_logits_at
+from vamba.data.teacher_view import build_teacher_view
+from vamba.training.teacher import teacher_logits_at
 
 START, END, VPAD, PAD = 62, 63, 61, 0
 

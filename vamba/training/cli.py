@@ -57,11 +57,11 @@ def _train_task(cfg) -> None:
     try:
         config = to_config(cfg)
         if config.task == "demo":
-            from vamba.training.demo import run_demo
+            from vamba.recipes.demo import run_demo
 
             run_demo(config)
         elif config.task == "ablate":
-            from vamba.training.ablation import run_ablation
+            from vamba.recipes.ablation import run_ablation
 
             run_ablation(config)
         else:

@@ -127,7 +127,8 @@ def write_cache(cfg) -> int:
     from vamba.training.build import build_dataset, load_teacher, load_tokenizer, special_ids
     from vamba.training.config import ConfigError
     from vamba.training.distill import supervised_positions, teacher_topk
-    from vamba.training.teacher import build_teacher_view, teacher_logits_at
+    from vamba.data.teacher_view import build_teacher_view
+    from vamba.training.teacher import teacher_logits_at
 
     d = cfg.stage.distill
     if not d.teacher or not d.cache_dir:

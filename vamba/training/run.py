@@ -3,7 +3,7 @@
 Run directory (``output_dir``)::
 
     config.yaml          the resolved config (every key, after all overrides)
-    run_info.json        git commit, command line, versions and devices (vamba.doctor.environment), date
+    run_info.json        git commit, command line, versions and devices (vamba.utils.provenance), date
     log.jsonl            every logged step (loss, lm_loss, distill_loss, lr, grad_norm, alpha/layer_i, ...)
     skips.jsonl          samples the data pipeline skipped, with the reason
     checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -110,24 +109,13 @@ class StallDump(TrainerCallback):
         faulthandler.cancel_dump_traceback_later()
 
 
-def git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def write_run_info(cfg: TrainConfig, out: Path, resumed_from: str | None = None) -> None:
     """``config.yaml`` and ``run_info.json`` of this invocation (``resumed_from``: the checkpoint it continues)."""
-    from vamba.doctor import environment
+    from vamba.utils.provenance import code_commit, environment
 
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     atomic_write_json(out / "run_info.json", {
-        "git_commit": git_commit(), "argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": code_commit(), "argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)), "resumed_from": resumed_from,
         "environment": environment()})
 

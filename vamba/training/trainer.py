@@ -30,12 +30,13 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vamba.data.dataset import set_data_epoch
+from vamba.data.teacher_view import build_teacher_view
 from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
 from vamba.models.zero import full_numel
 from vamba.training.checkpoints import STAGING, clean_staging, publish
 from vamba.training.distill import distillation_loss, supervised_positions
 from vamba.training.params import NO_DECAY_PATTERNS, matches_any
-from vamba.training.teacher import build_teacher_view, teacher_logits_at
+from vamba.training.teacher import teacher_logits_at
 
 # Dense bf16 peak of the GPUs we run on (vendor datasheets, no sparsity), for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}

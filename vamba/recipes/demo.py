@@ -115,7 +115,7 @@ def train_teacher(cfg: TrainConfig, data: dict[str, Path], out: Path) -> Path:
     from vamba.data.dataset import VambaDataset
     from vamba.data.mixture import Mixture
     from vamba.training.build import MemoryCache, data_config, special_ids, tiny_qwen2vl
-    from vamba.training.teacher import teacher_training_batch
+    from vamba.data.teacher_view import teacher_training_batch
 
     if (out / "config.json").exists():
         return out
@@ -177,7 +177,7 @@ def evaluate_model(cfg: TrainConfig, data: dict[str, Path], model_dir: Path, out
 
     from vamba.evaluation.runner import evaluate
     from vamba.inference.video_qa import load_video_qa_model
-    from vamba.training.video_qa import Qwen2VLVideoQA
+    from vamba.inference.qwen2vl_video_qa import Qwen2VLVideoQA
 
     benchmark, spec = _protocol(cfg.demo.frames, max_new_tokens=16 if cfg.demo.explain else 4)
     if teacher:

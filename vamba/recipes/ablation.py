@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from vamba.training import demo
+from vamba.recipes import demo
 from vamba.training.config import ConfigError, TrainConfig
 from vamba.utils.io import atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
@@ -200,8 +200,8 @@ def plot_accuracy(table: dict[str, Any], teacher: dict[str, Any], path: Path) ->
 
 
 def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
-    from vamba.doctor import environment
-    from vamba.training.run import git_commit, write_run_info
+    from vamba.training.run import write_run_info
+    from vamba.utils.provenance import code_commit, environment
 
     configs = variant_configs(cfg)  # fails on a bad override before any work
     out = Path(cfg.output_dir).resolve()
@@ -226,7 +226,7 @@ def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
     table = aggregate(results, cfg.ablation.variants)
     questions = len(list((data["bench"] / "videos").glob("*.mp4")))
     summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "environment": environment(), "git_commit": git_commit(), "questions": questions,
+               "environment": environment(), "git_commit": code_commit(), "questions": questions,
                "chance": demo.CHANCE, "teacher": teacher_result, "variants": table,
                "runs": {f"{name}/seed{seed}": r for (name, seed), r in results.items()}, "failed": failed}
     atomic_write_json(out / "ablation.json", summary)

@@ -1,9 +1,11 @@
-"""Evaluation adapter (``vamba.evaluation.interface.VideoQAModel``) for the Qwen2-VL teacher of a training run.
+"""Evaluation adapter (``vamba.evaluation.interface.VideoQAModel``) for a Qwen2-VL transformer, e.g. the teacher
+of a training run (the CPU demo evaluates its teacher with it, ``vamba.recipes.demo``).
 
 It reads frames and patches exactly as training does (``vamba.data``: uniform sampling, the request's resize
 edges, Qwen2-VL patchify), prompts with the training chat template and inserts the ``<|video_pad|>`` tokens
-Qwen2-VL expects (``vamba.training.teacher``). The video is re-read with each question: full attention over
-video + text has nothing to cache across questions. VAMBA checkpoints use ``vamba.inference.video_qa``.
+Qwen2-VL expects (``vamba.data.teacher_view``). The patches are kept per video; the model attends over video +
+text in one sequence, so it runs over the video again with each question. VAMBA checkpoints use
+``vamba.inference.video_qa``.
 """
 from __future__ import annotations
 
@@ -16,27 +18,28 @@ from vamba.data.chat import Message, encode_chat
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import read_video
 from vamba.data.vision import VisionConfig, process_frames
+from vamba.data.teacher_view import build_teacher_view
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
-from vamba.training.teacher import build_teacher_view
 
 MARKERS = "<|vision_start|><|vision_end|>"
 
 
 @dataclass
-class EncodedVideo:
-    pixel_values: Tensor  # [P, 1176]
-    grid_thw: Tensor      # [1, 3]
-    cache: object = None  # VideoCache (VAMBA)
+class VideoPatches:
+    """One video as Qwen2-VL patches: ``pixel_values [P, 1176]``, ``grid_thw [1, 3]``."""
+
+    pixel_values: Tensor
+    grid_thw: Tensor
 
 
-def read_patches(request: VideoRequest, min_pixels: int = 56 * 56, max_pixels: int = 224 * 224) -> EncodedVideo:
+def read_patches(request: VideoRequest, min_pixels: int = 56 * 56, max_pixels: int = 224 * 224) -> VideoPatches:
     if request.start is not None or request.end is not None or request.is_frame_folder:
         raise ValueError("time-bounded requests and frame folders are not supported by this adapter")
     frames = read_video(request.path, FrameSampling("uniform", request.frames.num_frames)).frames
     vision = VisionConfig(shortest_edge=request.frames.shortest_edge, longest_edge=request.frames.longest_edge,
                           min_pixels=min_pixels, max_pixels=max_pixels)
     pixel_values, grid = process_frames(frames, vision)
-    return EncodedVideo(pixel_values, grid)
+    return VideoPatches(pixel_values, grid)
 
 
 def prompt_ids(tokenizer, prompt: str) -> Tensor:
@@ -57,17 +60,19 @@ def _generate_kwargs(tokenizer, generation: GenerationSettings) -> dict:
 
 
 class Qwen2VLVideoQA:
+    """``VideoQAModel`` for a transformers ``Qwen2VLForConditionalGeneration`` and its tokenizer (module docstring)."""
+
     def __init__(self, model, tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 224 * 224) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.pixels = (min_pixels, max_pixels)
         self.device = next(model.parameters()).device
         self.ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|video_pad|>")}
 
-    def encode_video(self, video: VideoRequest) -> EncodedVideo:
+    def encode_video(self, video: VideoRequest) -> VideoPatches:
         return read_patches(video, *self.pixels)
 
     @torch.no_grad()
-    def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
+    def answer(self, encoded: VideoPatches, prompt: str, generation: GenerationSettings) -> str:
         ids = prompt_ids(self.tokenizer, prompt)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": encoded.pixel_values,
                  "grid_thw": encoded.grid_thw, "visual_row": torch.zeros(1, dtype=torch.long)}

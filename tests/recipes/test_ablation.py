@@ -1,4 +1,4 @@
-"""The miniature-ablation sweep (vamba.training.ablation) end to end at toy sizes."""
+"""The miniature-ablation sweep (vamba.recipes.ablation) end to end at toy sizes."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from tests.training.conftest import compose_config
-from vamba.training.ablation import run_ablation, variant_configs
+from vamba.recipes.ablation import run_ablation, variant_configs
 from vamba.training.config import ConfigError
 
 TOY = ["demo.num_videos=6", "demo.num_images=4", "demo.num_mc_videos=6", "demo.num_bench_videos=3",

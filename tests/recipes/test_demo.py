@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.training.conftest import compose_config
-from vamba.training.demo import run_demo
+from vamba.recipes.demo import run_demo
 
 
 @pytest.mark.slow
