@@ -1,6 +1,7 @@
 """The ``vamba`` command: one line per subcommand, each implemented in the module it names.
 
-Usage: ``vamba <command> [args...]``. Hydra-driven commands (train, eval) take ``key=value`` overrides.
+Usage: ``vamba <command> [args...]``. Hydra-driven commands (train, eval) take ``key=value`` overrides. This is the
+only module that imports ``vamba.recipes`` and ``vamba.bench`` (docs/design.md).
 """
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
     "chat": ("vamba.inference.cli:main", "ask a model about a video (streaming prefill; interactive follow-ups)"),
     "bench": ("vamba.bench.efficiency:main", "efficiency benchmark: VAMBA vs Qwen2-VL, memory and time vs frames"),
-    "train": ("vamba.training.cli:main", "train a stage (Hydra: key=value overrides, -m sweeps); experiment=demo runs the CPU demo"),
+    "train": ("vamba.cli:train", "train a stage (Hydra: key=value overrides, -m sweeps); experiment=demo runs the CPU demo"),
     "convert": ("vamba.inference.convert:main", "released VAMBA / Qwen2-VL checkpoint -> vamba-typed one + processor"),
     "distill-cache": ("vamba.training.cli:distill_cache_main", "write the teacher's top-k logits for distillation without it"),
 }
+
+
+def train(argv: list[str]) -> int:
+    """``vamba train``: the training entry (``vamba.training.cli``) with the recipes it can run (``vamba.recipes``)."""
+    from vamba.recipes import RECIPES
+    from vamba.training.cli import main as train_main
+
+    return train_main(argv, RECIPES)
 
 
 def _usage() -> str:

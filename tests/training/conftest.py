@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from vamba.recipes import RECIPES
 from vamba.training.cli import CONFIG_DIR
 from vamba.training.config import TrainConfig, from_dictconfig, register
 
@@ -16,8 +17,9 @@ TINY = ["model.tiny.hidden_size=32", "model.tiny.intermediate_size=64", "model.t
 
 
 def compose_config(*overrides: str) -> TrainConfig:
-    """``vamba train`` config for ``overrides`` exactly as the CLI composes it (schema + YAML groups)."""
-    register()
+    """``vamba train`` config for ``overrides`` exactly as the CLI composes it (schemas, the recipes' included, + YAML
+    groups)."""
+    register({name: recipe.schema for name, recipe in RECIPES.items()})
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
     return from_dictconfig(cfg)

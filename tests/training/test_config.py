@@ -94,13 +94,6 @@ def test_bad_values_fail(train_overrides, overrides, message) -> None:
         validate(cfg)
 
 
-def test_demo_order_question_is_checked() -> None:
-    with pytest.raises(ConfigError, match="demo.order_question='when'"):
-        validate(compose_config("experiment=demo", "demo.order_question=when"))
-    assert compose_config("experiment=demo").demo.order_question == "colour"
-    assert compose_config("experiment=mini_ablations").demo.order_question == "shapes"  # as measured
-
-
 def test_gradient_accumulation() -> None:
     assert gradient_accumulation(OptimConfig(global_batch_size=32, per_device_batch_size=2), world_size=4) == 4
     with pytest.raises(ConfigError, match="not a multiple"):

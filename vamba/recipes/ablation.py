@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from vamba.recipes import demo
-from vamba.training.config import ConfigError, TrainConfig
+from vamba.recipes.config import AblationTrainConfig, validate_demo
+from vamba.training.config import ConfigError
 from vamba.utils.io import atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
@@ -42,7 +43,7 @@ PAPER = {
 }
 
 
-def variant_configs(cfg: TrainConfig) -> dict[tuple[str, int], TrainConfig]:
+def variant_configs(cfg: AblationTrainConfig) -> dict[tuple[str, int], AblationTrainConfig]:
     """(variant, seed) -> the run's config. Every override must name an existing key with a value of its
     type: a typo fails here, before anything runs."""
     from omegaconf import OmegaConf
@@ -70,7 +71,7 @@ def variant_configs(cfg: TrainConfig) -> dict[tuple[str, int], TrainConfig]:
     return configs
 
 
-def _shared(cfg: TrainConfig, shared: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+def _shared(cfg: AblationTrainConfig, shared: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     """The data set, the teacher and the teacher's accuracy, each made once (skipped when present)."""
     torch.set_num_threads(cfg.demo.threads)
     data = demo.write_data(cfg, shared / "data")
@@ -81,7 +82,7 @@ def _shared(cfg: TrainConfig, shared: Path) -> tuple[dict[str, Path], dict[str, 
     return data, json.loads((shared / "teacher_result.json").read_text())
 
 
-def _run_one(job: tuple[TrainConfig, dict[str, Path], Path, Path]) -> dict[str, Any]:
+def _run_one(job: tuple[AblationTrainConfig, dict[str, Path], Path, Path]) -> dict[str, Any]:
     """One (variant, seed): stage 1 + stage 2 from the shared teacher, then the held-out benchmark.
 
     A run that fails returns {"error": ...} (and leaves error.txt, no result.json, so a re-run retries it):
@@ -97,7 +98,7 @@ def _run_one(job: tuple[TrainConfig, dict[str, Path], Path, Path]) -> dict[str, 
         return {"error": f"{type(e).__name__}: {e}"[:500]}
 
 
-def _train_and_evaluate(cfg: TrainConfig, data: dict[str, Path], teacher: Path, out: Path) -> dict[str, Any]:
+def _train_and_evaluate(cfg: AblationTrainConfig, data: dict[str, Path], teacher: Path, out: Path) -> dict[str, Any]:
     torch.set_num_threads(cfg.demo.threads)
     final = demo.train_vamba(cfg, data, teacher, out)
     result = demo.evaluate_model(cfg, data, final, out / "eval")
@@ -199,10 +200,11 @@ def plot_accuracy(table: dict[str, Any], teacher: dict[str, Any], path: Path) ->
     plt.close(fig)
 
 
-def run_ablation(cfg: TrainConfig) -> dict[str, Any]:
+def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
     from vamba.training.run import write_run_info
     from vamba.utils.provenance import code_commit, environment
 
+    validate_demo(cfg)
     configs = variant_configs(cfg)  # fails on a bad override before any work
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from vamba.training.config import DemoConfig, TrainConfig
+from vamba.recipes.config import DemoConfig, DemoTrainConfig, validate_demo
 from vamba.utils.io import atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
@@ -71,7 +71,7 @@ def _option_text(question) -> str:
     return next(x for x in question.question.split("\n") if x.startswith(f"({question.answer})"))[4:].strip()
 
 
-def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
+def write_data(cfg: DemoTrainConfig, out: Path) -> dict[str, Path]:
     """Synthetic training data, the multiple-choice instruction files and the mixtures the stages use."""
     d = cfg.demo
     train = _synth(out / "train", 0, d.num_videos, d.num_images, d.num_mc_videos, d)
@@ -107,7 +107,7 @@ def write_data(cfg: TrainConfig, out: Path) -> dict[str, Path]:
     return {"train": train, "bench": bench / "lvbench", "tokenizer": train / "tokenizer"}
 
 
-def train_teacher(cfg: TrainConfig, data: dict[str, Path], out: Path) -> Path:
+def train_teacher(cfg: DemoTrainConfig, data: dict[str, Path], out: Path) -> Path:
     """Train the tiny Qwen2-VL teacher on every training file (HF Trainer, plain LM loss)."""
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
@@ -147,11 +147,11 @@ def train_teacher(cfg: TrainConfig, data: dict[str, Path], out: Path) -> Path:
     return out
 
 
-def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Path, tokenizer: Path, out: Path,
-                 steps: int, lr: float, distill_weight: float = 0.0, teacher: Path | None = None) -> TrainConfig:
+def stage_config(cfg: DemoTrainConfig, *, stage: str, model_path: Path, mixture: Path, tokenizer: Path, out: Path,
+                 steps: int, lr: float, distill_weight: float = 0.0, teacher: Path | None = None) -> DemoTrainConfig:
     """The demo's config for one stage: the user's config with the stage, data and schedule filled in."""
     c = copy.deepcopy(cfg)
-    c.task, c.output_dir, c.device = "train", str(out), "cpu"
+    c.output_dir, c.device = str(out), "cpu"
     c.model.path = str(model_path)
     c.data.mixture, c.data.tokenizer, c.data.num_frames = str(mixture), str(tokenizer), cfg.demo.frames
     c.data.sampling, c.data.cache_in_memory, c.data.num_workers = "uniform", True, 0
@@ -170,7 +170,7 @@ def stage_config(cfg: TrainConfig, *, stage: str, model_path: Path, mixture: Pat
     return c
 
 
-def evaluate_model(cfg: TrainConfig, data: dict[str, Path], model_dir: Path, out: Path, *,
+def evaluate_model(cfg: DemoTrainConfig, data: dict[str, Path], model_dir: Path, out: Path, *,
                    teacher: bool = False) -> dict[str, Any]:
     """Accuracy of one checkpoint (the Qwen2-VL teacher or a VAMBA run) on the held-out benchmark."""
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
@@ -191,7 +191,7 @@ def evaluate_model(cfg: TrainConfig, data: dict[str, Path], model_dir: Path, out
             "by_question_type": summary["metrics"].get("by_question_type")}
 
 
-def evaluate_models(cfg: TrainConfig, data: dict[str, Path], teacher_dir: Path, vamba_dir: Path,
+def evaluate_models(cfg: DemoTrainConfig, data: dict[str, Path], teacher_dir: Path, vamba_dir: Path,
                     out: Path) -> dict[str, Any]:
     return {TEACHER: evaluate_model(cfg, data, teacher_dir, out / "teacher", teacher=True),
             VAMBA: evaluate_model(cfg, data, vamba_dir, out / "vamba")}
@@ -216,7 +216,7 @@ def render_table(results: dict[str, Any], questions: int, seconds: dict[str, flo
     return "\n".join(lines)
 
 
-def train_vamba(cfg: TrainConfig, data: dict[str, Path], teacher: Path, out: Path,
+def train_vamba(cfg: DemoTrainConfig, data: dict[str, Path], teacher: Path, out: Path,
                 lap: Callable[[str], None] | None = None) -> Path:
     """Convert the teacher, run stage 1 (distillation weight ``demo.distill_weight``) and stage 2 in ``out``;
     a stage whose final checkpoint exists is skipped. Returns the final checkpoint."""
@@ -239,9 +239,10 @@ def train_vamba(cfg: TrainConfig, data: dict[str, Path], teacher: Path, out: Pat
     return out / "sft" / "final"
 
 
-def run_demo(cfg: TrainConfig) -> dict[str, Any]:
+def run_demo(cfg: DemoTrainConfig) -> dict[str, Any]:
     from vamba.training.run import write_run_info
 
+    validate_demo(cfg)
     # NOTE: one thread: the tiny model's ops are too small to split, and two threads on two busy cores
     # were 10x slower per step than one (OpenMP workers waiting on each other).
     torch.set_num_threads(cfg.demo.threads)

@@ -9,17 +9,31 @@
     vamba distill-cache model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml output_dir=cache/pt
 
 Configs live in ``configs/`` (train.yaml and its groups); ``--cfg job`` prints the composed config,
-``--help`` lists the groups.
+``--help`` lists the groups. A recipe (the demo, the ablations) is given to ``main`` by ``vamba.cli``: its schema
+is registered beside ``TrainConfig`` and, when an experiment selects it, ``vamba train`` runs the recipe instead of
+one stage.
 """
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _hydra_main(task_function, argv: list[str], prog: str) -> int:
+@dataclass(frozen=True)
+class Recipe:
+    """A whole pipeline that ``vamba train`` runs instead of one stage: its schema (a ``TrainConfig`` subclass with
+    the recipe's own section) and the function that runs a config of that schema."""
+
+    schema: type
+    run: Callable[[Any], Any]
+
+
+def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str, Recipe] | None = None) -> int:
     """Run ``task_function(cfg)`` under ``@hydra.main`` with ``argv`` as its command line."""
     import hydra
 
@@ -29,7 +43,7 @@ def _hydra_main(task_function, argv: list[str], prog: str) -> int:
         print(f"vamba {prog}: no configs at {CONFIG_DIR}; install the package from its repository (pip install -e .)",
               file=sys.stderr)
         return 2
-    register()
+    register({name: recipe.schema for name, recipe in (recipes or {}).items()})
     saved = sys.argv
     sys.argv = [f"vamba {prog}", *argv]
     try:
@@ -51,19 +65,14 @@ def to_config(cfg):
     return from_dictconfig(cfg)
 
 
-def _train_task(cfg) -> None:
+def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
     from vamba.training.config import ConfigError
 
     try:
         config = to_config(cfg)
-        if config.task == "demo":
-            from vamba.recipes.demo import run_demo
-
-            run_demo(config)
-        elif config.task == "ablate":
-            from vamba.recipes.ablation import run_ablation
-
-            run_ablation(config)
+        recipe = next((r for r in recipes.values() if type(config) is r.schema), None)
+        if recipe is not None:
+            recipe.run(config)
         else:
             from vamba.training.run import train
 
@@ -81,8 +90,14 @@ def _close_process_group() -> None:
     close_process_group()
 
 
-def main(argv: list[str]) -> int:
-    return _hydra_main(_train_task, argv, "train")
+def main(argv: list[str], recipes: Mapping[str, Recipe] | None = None) -> int:
+    """``vamba train``: one stage, or the recipe (``recipes``: schema name -> Recipe) whose schema the config has."""
+    recipes = dict(recipes or {})
+
+    def train_task(cfg) -> None:
+        _train_task(cfg, recipes)
+
+    return _hydra_main(train_task, argv, "train", recipes)
 
 
 def _distill_cache_task(cfg) -> None:

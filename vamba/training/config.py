@@ -2,13 +2,15 @@
 
 Precedence, lowest first: these dataclass defaults < ``configs/train.yaml`` and the group files it
 selects (model, data, stage, deepspeed, logging, debug) < ``experiment=`` (deltas only) < command-line
-``key=value`` overrides. ``TrainConfig`` is registered in Hydra's ConfigStore as ``train_schema`` and is
+``key=value`` overrides. ``TrainConfig`` is registered in Hydra's ConfigStore as ``schema/train`` and is
 the first entry of ``configs/train.yaml``'s defaults, so every YAML is merged *into* the schema: an unknown
 key or a value of the wrong type fails while the config is composed; ``validate`` then checks values and
-paths before anything is built.
+paths before anything is built. A recipe (``vamba.recipes``: the CPU demo, the ablations) extends the schema with
+its own section, registered beside it (``register``) and selected by its experiment (``override /schema: demo``).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,6 @@ from typing import Any
 from omegaconf import MISSING
 
 STAGES = ("pretrain", "sft")
-TASKS = ("train", "demo", "ablate")
 SIZES = ("tiny", "2b", "7b")
 REPORTERS = ("wandb", "tensorboard")
 DISTILL_SOURCES = ("online", "cache")
@@ -162,45 +163,7 @@ class DebugConfig:
 
 
 @dataclass
-class DemoConfig:
-    """The end-to-end CPU demo (vamba.training.demo); sizes chosen to finish in minutes on 2 cores."""
-
-    num_videos: int = 600  # caption + open-question videos
-    num_images: int = 1000  # single-frame shape/colour questions: the cheapest perception signal
-    num_mc_videos: int = 1600  # multiple-choice training videos (the training set's benchmark split)
-    num_bench_videos: int = 120  # held-out benchmark (another seed)
-    frames: int = 8
-    frame_size: int = 112  # frames are frame_size^2 pixels: (frame_size / 28)^2 = 16 tokens per 2 frames
-    shuffle_options: bool = False  # colour options in one fixed order (vamba.data.synth.SynthConfig)
-    # event order asked as "what colour was the shape that appeared first?" (closed colour options) rather
-    # than "which appeared first, the A or the B?" among 4 shuffled shapes (vamba.data.synth)
-    order_question: str = "colour"
-    explain: bool = True  # multiple-choice replies name the option before its letter (see demo._reply)
-    threads: int = 1  # torch threads of every training stage
-    data_workers: int = 2  # processes encoding the synthetic videos (the same files for any number)
-    teacher_steps: int = 800
-    teacher_lr: float = 1e-3
-    pretrain_steps: int = 200
-    pretrain_lr: float = 2e-3
-    sft_steps: int = 400
-    sft_lr: float = 1e-3
-    batch_size: int = 16
-    distill_weight: float = 1.0
-
-
-@dataclass
-class AblationConfig:
-    """Miniature ablations (vamba.training.ablation): demo runs that differ from this config by a few
-    overrides, all sharing the demo's data and its teacher, each repeated over ``seeds``."""
-
-    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> key=value overrides ([] = as is)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    workers: int = 2  # runs in parallel (one process and one torch thread each)
-
-
-@dataclass
 class TrainConfig:
-    task: str = "train"  # train | demo | ablate
     output_dir: str = MISSING
     resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | never | <checkpoint dir>
     seed: int = 0
@@ -212,15 +175,17 @@ class TrainConfig:
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config (configs/deepspeed/*.yaml); None = DDP / 1 process
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
-    demo: DemoConfig = field(default_factory=DemoConfig)
-    ablation: AblationConfig = field(default_factory=AblationConfig)
 
 
-def register() -> None:
-    """Register the schema with Hydra's ConfigStore (``configs/train.yaml`` starts from ``train_schema``)."""
+def register(schemas: Mapping[str, type] | None = None) -> None:
+    """Register the schemas with Hydra's ConfigStore, group ``schema`` at the top level of the config: ``train``
+    (``TrainConfig``, the first default of ``configs/train.yaml``) and ``schemas`` (name -> a ``TrainConfig``
+    subclass; the recipes' own, selected by an experiment with ``override /schema: <name>``)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    store = ConfigStore.instance()
+    for name, node in {"train": TrainConfig, **(schemas or {})}.items():
+        store.store(group="schema", name=name, node=node, package="_global_")
 
 
 def unknown_keys(node, prefix: str = "") -> list[str]:
@@ -251,7 +216,8 @@ def from_dictconfig(cfg) -> TrainConfig:
 
     unknown = unknown_keys(cfg)
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}: not in the schema (vamba/training/config.py); "
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}: not in the schema (vamba/training/config.py, a recipe's "
+                          f"in vamba/recipes/config.py); "
                           f"check the spelling (`--cfg job` prints every key)")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -271,13 +237,6 @@ def _exists(path: str | None, key: str) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
-    _one_of(cfg.task, TASKS, "task")
-    if cfg.task in ("demo", "ablate"):
-        from vamba.data.synth import ORDER_QUESTIONS
-
-        _one_of(cfg.demo.order_question, ORDER_QUESTIONS, "demo.order_question")
-    if cfg.task == "demo":
-        return  # the demo writes its own data and checkpoints, then validates each stage's config
     _one_of(cfg.stage.name, STAGES, "stage.name")
     _one_of(cfg.model.size, SIZES, "model.size")
     _one_of(cfg.model.vision_mixer, VISION_MIXERS, "model.vision_mixer")

@@ -1,0 +1,73 @@
+"""The recipes' configuration: ``TrainConfig`` with a ``demo`` section (and an ``ablation`` one), as schemas of their
+own.
+
+``vamba.training.config.register`` stores them beside ``TrainConfig`` in Hydra's ``schema`` group; an experiment
+selects one (``configs/experiment/demo.yaml``: ``override /schema: demo``), so ``demo.*`` and ``ablation.*`` keys are
+typed and checked like every other key (an unknown key fails while the config is composed) and ``vamba train`` runs
+the recipe that owns the composed schema (``RECIPES``, ``vamba.cli``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vamba.training.config import ConfigError, TrainConfig
+
+
+@dataclass
+class DemoConfig:
+    """The end-to-end CPU demo (vamba.recipes.demo); sizes chosen to finish in minutes on 2 cores."""
+
+    num_videos: int = 600  # caption + open-question videos
+    num_images: int = 1000  # single-frame shape/colour questions: the cheapest perception signal
+    num_mc_videos: int = 1600  # multiple-choice training videos (the training set's benchmark split)
+    num_bench_videos: int = 120  # held-out benchmark (another seed)
+    frames: int = 8
+    frame_size: int = 112  # frames are frame_size^2 pixels: (frame_size / 28)^2 = 16 tokens per 2 frames
+    shuffle_options: bool = False  # colour options in one fixed order (vamba.data.synth.SynthConfig)
+    # event order asked as "what colour was the shape that appeared first?" (closed colour options) rather
+    # than "which appeared first, the A or the B?" among 4 shuffled shapes (vamba.data.synth)
+    order_question: str = "colour"
+    explain: bool = True  # multiple-choice replies name the option before its letter (see demo._reply)
+    threads: int = 1  # torch threads of every training stage
+    data_workers: int = 2  # processes encoding the synthetic videos (the same files for any number)
+    teacher_steps: int = 800
+    teacher_lr: float = 1e-3
+    pretrain_steps: int = 200
+    pretrain_lr: float = 2e-3
+    sft_steps: int = 400
+    sft_lr: float = 1e-3
+    batch_size: int = 16
+    distill_weight: float = 1.0
+
+
+@dataclass
+class AblationConfig:
+    """Miniature ablations (vamba.recipes.ablation): demo runs that differ from this config by a few
+    overrides, all sharing the demo's data and its teacher, each repeated over ``seeds``."""
+
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> key=value overrides ([] = as is)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    workers: int = 2  # runs in parallel (one process and one torch thread each)
+
+
+@dataclass
+class DemoTrainConfig(TrainConfig):
+    """``vamba train experiment=demo``: the whole recipe (vamba.recipes.demo) configured by ``demo``; the other
+    sections configure each of its training stages."""
+
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+@dataclass
+class AblationTrainConfig(DemoTrainConfig):
+    """``vamba train experiment=mini_ablations``: the demo's recipe per variant and seed (vamba.recipes.ablation)."""
+
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+
+
+def validate_demo(cfg: DemoTrainConfig) -> None:
+    """Check the ``demo`` values the schema's types cannot express. Raises ``ConfigError``."""
+    from vamba.data.synth import ORDER_QUESTIONS
+
+    if cfg.demo.order_question not in ORDER_QUESTIONS:
+        raise ConfigError(f"demo.order_question={cfg.demo.order_question!r}: choose one of {', '.join(ORDER_QUESTIONS)}")
