@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vamba.data.chat import SampleError
-from vamba.data.dataset import DataConfig, SampleProcessor, VambaDataset
+from vamba.data.dataset import ProcessingConfig, SampleProcessor, VambaDataset
 from vamba.data.formats import Source
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoDecodeError, VideoReadConfig
@@ -30,8 +30,8 @@ def broken_source(tmp_path: Path, synth_dir: Path) -> Source:
     return Source("broken", "caption", tmp_path / "ann.jsonl")
 
 
-def _config(**kw) -> DataConfig:
-    return DataConfig(sampling=FrameSampling("uniform", 8), video=VideoReadConfig(timeout_s=30), **kw)
+def _config(**kw) -> ProcessingConfig:
+    return ProcessingConfig(sampling=FrameSampling("uniform", 8), video=VideoReadConfig(timeout_s=30), **kw)
 
 
 def test_sample_has_batch_contract_shapes(synth_dir: Path, tokenizer) -> None:
@@ -89,7 +89,7 @@ def test_limits_skip_instead_of_truncating(synth_dir: Path, tokenizer) -> None:
 
 def test_random_sampling_seeded_by_index_and_epoch(synth_dir: Path, tokenizer) -> None:
     src = Source("v", "llava", synth_dir / "llava_video.json")
-    cfg = DataConfig(sampling=FrameSampling("random", 4))
+    cfg = ProcessingConfig(sampling=FrameSampling("random", 4))
     a, b = VambaDataset(src, tokenizer, cfg), VambaDataset(src, tokenizer, cfg)
     torch.testing.assert_close(a[1].pixel_values, b[1].pixel_values)
     b.set_epoch(1)
@@ -109,11 +109,11 @@ def test_tokenizer_without_qwen2_tokens_is_refused() -> None:
 def test_frame_count_from_video_token_budget(synth_dir: Path, tokenizer) -> None:
     src = Source("v", "llava", synth_dir / "llava_video.json")
     # 64x64 -> 56x56 -> 4 tokens per temporal patch: a 10-token budget gives 2 patches = 4 frames
-    ds = VambaDataset(src, tokenizer, DataConfig(sampling=FrameSampling("uniform", 999, video_tokens=10)))
+    ds = VambaDataset(src, tokenizer, ProcessingConfig(sampling=FrameSampling("uniform", 999, video_tokens=10)))
     s = ds[0]
     assert s.grid_thw.tolist() == [[2, 4, 4]] and s.num_video_tokens == 8
     assert ds.processor.lengths(src.get(0)) == (s.num_text_tokens, 8)
-    too_small = VambaDataset(src, tokenizer, DataConfig(sampling=FrameSampling("uniform", 8, video_tokens=3),
+    too_small = VambaDataset(src, tokenizer, ProcessingConfig(sampling=FrameSampling("uniform", 8, video_tokens=3),
                                                         on_error="raise"))
     with pytest.raises(SampleError, match="smaller than one temporal patch"):
         too_small[0]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vamba.data.collate import Collator
-from vamba.data.dataset import DataConfig, PackedDataset, VambaDataset
+from vamba.data.dataset import ProcessingConfig, PackedDataset, VambaDataset
 from vamba.data.formats import Source
 from vamba.data.mixture import Mixture
 from vamba.data.packing import plan_rows
@@ -40,7 +40,7 @@ def test_plan_rejects_bad_budgets() -> None:
 
 def test_padded_batch_follows_contract(synth_dir: Path, tokenizer) -> None:
     ds = VambaDataset(Mixture.from_yaml(synth_dir / "mixture.yaml"), tokenizer,
-                      DataConfig(sampling=FrameSampling("uniform", 6)))
+                      ProcessingConfig(sampling=FrameSampling("uniform", 6)))
     samples = [ds[i] for i in range(4)]
     batch = Collator(tokenizer.pad_token_id)(samples)
     assert set(batch) == CONTRACT_KEYS  # no text_seq_idx for unpacked batches
@@ -70,7 +70,7 @@ def test_text_only_batch_has_empty_visual_tensors(tmp_path: Path, tokenizer) -> 
 
 def test_packed_rows_through_a_dataloader(synth_dir: Path, tokenizer, tmp_path: Path) -> None:
     # Forked workers after the parent has decoded (measure): every read in them runs under the decode timeout.
-    cfg = DataConfig(sampling=FrameSampling("uniform", 8), skip_log=str(tmp_path / "skips.jsonl"))
+    cfg = ProcessingConfig(sampling=FrameSampling("uniform", 8), skip_log=str(tmp_path / "skips.jsonl"))
     ds = VambaDataset(Mixture.from_yaml(synth_dir / "mixture.yaml"), tokenizer, cfg)
     lengths = ds.measure()
     plan = plan_rows(lengths, text_budget=300, video_budget=64, seed=0)
@@ -103,7 +103,7 @@ def test_dataset_pickles_for_spawned_workers(synth_dir: Path, tokenizer) -> None
     import pickle
 
     ds = VambaDataset(Mixture.from_yaml(synth_dir / "mixture.yaml"), tokenizer,
-                      DataConfig(sampling=FrameSampling("uniform", 4)))
+                      ProcessingConfig(sampling=FrameSampling("uniform", 4)))
     copy = pickle.loads(pickle.dumps(ds))
     a, b = ds[3], copy[3]
     assert a.key == b.key and torch.equal(a.input_ids, b.input_ids) and torch.equal(a.pixel_values, b.pixel_values)
@@ -113,7 +113,7 @@ def test_skips_of_worker_processes_are_summed(tmp_path: Path, synth_dir: Path, t
     records = [{"video": str(synth_dir / "videos" / f"video_0000{i}.mp4"), "caption": "ok"} for i in range(4)]
     records += [{"video": f"missing{i}.mp4", "caption": "gone"} for i in range(4)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    cfg = DataConfig(sampling=FrameSampling("uniform", 4), skip_log=str(tmp_path / "skips.jsonl"))
+    cfg = ProcessingConfig(sampling=FrameSampling("uniform", 4), skip_log=str(tmp_path / "skips.jsonl"))
     ds = VambaDataset(Source("mixed", "caption", tmp_path / "a.jsonl"), tokenizer, cfg)
     rows = [[0, 4], [1, 5], [2, 6], [3, 7]]
     loader = torch.utils.data.DataLoader(PackedDataset(ds, rows), batch_size=1, num_workers=2,

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save
 
 from tests.models.test_official_fixture import FIXTURE, INPUT_NAMES, relative_error
 from vamba.models import VambaForConditionalGeneration
-from vamba.models.loading import _read_json, checkpoint_keys
+from vamba.models.loading import checkpoint_keys
+from vamba.utils.io import read_checkpoint_json
 
 REPO_ID = "vamba-tests/Vamba-Tiny-Official"  # made up: nothing by that name need exist on the hub
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -67,8 +68,8 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path, sharded):
     hub = {"cache_dir": str(cache)}
     assert try_to_load_from_cache(REPO_ID, "config.json", cache_dir=str(cache)) is not None  # a real cache layout
     # Our own path logic goes through the cache, not the file system.
-    assert _read_json(REPO_ID, "config.json", hub)["vision_mamba_mixer_config"]["enable"] is True
-    assert (_read_json(REPO_ID, "model.safetensors.index.json", hub) is None) is not sharded
+    assert read_checkpoint_json(REPO_ID, "config.json", hub)["vision_mamba_mixer_config"]["enable"] is True
+    assert (read_checkpoint_json(REPO_ID, "model.safetensors.index.json", hub) is None) is not sharded
     keys = checkpoint_keys(REPO_ID, hub)
     assert len(keys) == 92 and "model.layers.1.vision_mixer.mixer.A_log" in keys
     model = VambaForConditionalGeneration.from_pretrained(REPO_ID, cache_dir=str(cache), dtype=torch.float32).eval()

@@ -40,8 +40,6 @@ def test_released_initialisation():
     # out_proj: PyTorch's default bound 1/sqrt(fan_in), scaled by 1/sqrt(num_layers)
     assert mixer.out_proj.weight.abs().max() <= 1 / math.sqrt(config.d_inner) / 2 + 1e-7
     assert mixer.out_proj.weight.abs().max() > 0.9 / math.sqrt(config.d_inner) / 2
-    for p in (mixer.dt_bias, mixer.A_log, mixer.D):
-        assert p._no_weight_decay
     before = {k: v.clone() for k, v in block.state_dict().items()}
     with torch.no_grad():
         mixer.D.zero_()
@@ -202,12 +200,21 @@ RELEASED_MIXER_CONFIG = {  # the released vision_mamba_mixer_config fields and d
 }
 
 
-def test_config_from_released_mixer_config():
-    config = Mamba2Config.from_released(RELEASED_MIXER_CONFIG, num_layers=28)
-    assert config == Mamba2Config(d_model=3584, num_layers=28)
+def test_block_config_from_the_released_mixer_config():
+    """The released ``vision_mamba_mixer_config`` is read and checked once, by VambaConfig; its blocks get exactly
+    the released Mamba-2 settings."""
+    from vamba.models import VambaConfig
+
+    def config(mixer: dict) -> VambaConfig:
+        text = dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                    intermediate_size=64, vocab_size=64)
+        return VambaConfig(text_config=text, vision_config=dict(depth=1, embed_dim=32, num_heads=2, hidden_size=3584),
+                           vision_mamba_mixer_config=mixer)
+
+    assert config(RELEASED_MIXER_CONFIG).mamba_config() == Mamba2Config(d_model=3584, num_layers=28)
     with pytest.raises(ValueError, match="D_has_hdim"):
-        Mamba2Config.from_released({**RELEASED_MIXER_CONFIG, "D_has_hdim": True})
-    with pytest.raises(ValueError, match="unknown key 'd_stat'"):
-        Mamba2Config.from_released({**RELEASED_MIXER_CONFIG, "d_stat": 64})
-    with pytest.raises(ValueError, match="hidden_dim"):
-        Mamba2Config.from_released({k: v for k, v in RELEASED_MIXER_CONFIG.items() if k != "hidden_dim"})
+        config({**RELEASED_MIXER_CONFIG, "D_has_hdim": True})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['d_stat'\]"):
+        config({**RELEASED_MIXER_CONFIG, "d_stat": 64})
+    with pytest.raises(ValueError, match="hidden_dim=1024 differs from the text hidden size 3584"):
+        config({**RELEASED_MIXER_CONFIG, "hidden_dim": 1024})

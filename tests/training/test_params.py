@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from vamba.training.params import param_groups, select_trainable
+from vamba.training.params import NO_DECAY_PATTERNS, matches_any, select_trainable
 
 
 class _Layer(nn.Module):
@@ -43,14 +43,12 @@ def test_pattern_that_matches_nothing_is_an_error() -> None:
         select_trainable(_model(), ["*.cros_attn.*"])
 
 
-def test_no_decay_group_holds_ssm_norm_bias_alpha() -> None:
-    m = _model()
-    select_trainable(m, ["*"])
-    decay, plain = param_groups(m, weight_decay=0.01)
-    names = {id(p): n for n, p in m.named_parameters()}
-    plain_names = {names[id(p)].split(".", 2)[-1] for p in plain["params"]}
-    decay_names = {names[id(p)].split(".", 2)[-1] for p in decay["params"]}
+def test_no_decay_patterns_cover_ssm_norm_bias_alpha() -> None:
+    """The rule the trainer's optimizer groups follow (VambaTrainer.get_decay_parameter_names; tests/training/
+    test_train.py checks the groups of a real VambaTrainer)."""
+    names = [n for n, _ in _model().named_parameters()]
+    plain = {n.split(".", 2)[-1] for n in names if matches_any(n, NO_DECAY_PATTERNS)}
+    decay = {n.split(".", 2)[-1] for n in names if not matches_any(n, NO_DECAY_PATTERNS)}
     assert {"alpha", "vision_mixer.A_log", "vision_mixer.dt_bias", "input_layernorm.weight",
-            "input_layernorm.bias", "cross_attn.bias"} <= plain_names
-    assert decay_names == {"self_attn.weight", "cross_attn.weight", "vision_mixer.in_proj.weight"}
-    assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.01
+            "input_layernorm.bias", "cross_attn.bias"} <= plain
+    assert decay == {"self_attn.weight", "cross_attn.weight", "vision_mixer.in_proj.weight"}

@@ -27,7 +27,7 @@ def stats(argv: list[str]) -> int:
 
     from transformers import AutoTokenizer
 
-    from vamba.data.dataset import DataConfig, VambaDataset
+    from vamba.data.dataset import ProcessingConfig, VambaDataset
     from vamba.data.mixture import Mixture
     from vamba.data.packing import plan_rows
     from vamba.data.sampling import FrameSampling
@@ -46,7 +46,7 @@ def stats(argv: list[str]) -> int:
         print("vamba data stats: mixture=... and tokenizer=... are required", file=sys.stderr)
         return 2
     dataset = VambaDataset(Mixture.from_yaml(args.mixture), AutoTokenizer.from_pretrained(args.tokenizer),
-                           DataConfig(sampling=FrameSampling("uniform", args.num_frames)))
+                           ProcessingConfig(sampling=FrameSampling("uniform", args.num_frames)))
     measured = dataset.measure()
     lengths = [x for x in measured if x is not None]
     text = [t for t, _ in lengths]

@@ -28,8 +28,8 @@ BAD_SAMPLE_ERRORS = (SampleError, VideoDecodeError)
 
 
 @dataclass
-class DataConfig:
-    """Everything that turns records into samples.
+class ProcessingConfig:
+    """Everything that turns records into samples (``SampleProcessor``, ``VambaDataset``).
 
     ``max_text_tokens`` / ``max_video_tokens``: a sample over either limit is skipped (counted), never cut,
     since a cut reply or a cut video would be a silently wrong sample. ``on_error``: ``skip`` (count, warn,
@@ -94,9 +94,9 @@ def _image_size(source) -> tuple[int, int]:
 class SampleProcessor:
     """``RawSample`` -> ``ProcessedSample`` with a tokenizer that has the Qwen2 special tokens."""
 
-    def __init__(self, tokenizer, config: DataConfig | None = None) -> None:
+    def __init__(self, tokenizer, config: ProcessingConfig | None = None) -> None:
         self.tokenizer = tokenizer
-        self.config = config or DataConfig()
+        self.config = config or ProcessingConfig()
         missing = [t for t in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")
                    if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
         if missing:
@@ -180,9 +180,9 @@ class VambaDataset(torch.utils.data.Dataset):
     that means a broken source, not a bad file. Random frame sampling is seeded by (seed, epoch, index).
     """
 
-    def __init__(self, data: Mixture | Source, tokenizer, config: DataConfig | None = None) -> None:
+    def __init__(self, data: Mixture | Source, tokenizer, config: ProcessingConfig | None = None) -> None:
         self.data = data
-        self.config = config or DataConfig()
+        self.config = config or ProcessingConfig()
         self.processor = SampleProcessor(tokenizer, self.config)
         self.skips = SkipLog(self.config.skip_log)
         self.epoch = 0

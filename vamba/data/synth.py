@@ -47,7 +47,6 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), 
 SHAPES = ("circle", "square", "triangle")
 TASKS = ("needle", "order", "count")
 ORDER_QUESTIONS = ("shapes", "colour")
-NUMBER_WORDS = {1: "once", 2: "twice", 3: "three times", 4: "four times"}
 LETTERS = "ABCD"
 # Benchmark categories for each task, in each benchmark's own vocabulary (benchmarks.md sections 3-4).
 LVBENCH_TYPES = {"needle": ["entity recognition"], "order": ["event understanding", "temporal grounding"],

@@ -24,7 +24,7 @@ from PIL import Image
 from vamba.data.sampling import FrameSampling, SampledFrames, sample_frames
 
 Backend = Literal["decord", "pyav", "auto"]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # a frame folder's files
 
 
 class VideoDecodeError(RuntimeError):
@@ -173,7 +173,7 @@ class FrameFolderReader:
         folder = Path(folder)
         if not folder.is_dir():
             raise VideoDecodeError(f"frame folder {folder} does not exist")
-        files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+        files = [f for f in folder.iterdir() if f.suffix.lower() in FRAME_EXTENSIONS]
         if not files:
             raise VideoDecodeError(f"frame folder {folder} holds no images")
         self._files = sorted(files, key=_frame_number)

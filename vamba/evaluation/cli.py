@@ -31,7 +31,9 @@ DEFAULT_ADAPTER = "vamba.inference.video_qa:load_video_qa_model"
 
 
 @dataclass
-class ModelConfig:
+class EvalModelConfig:
+    """``model.*``: the model under evaluation, built by ``adapter`` (docs/evaluation.md, "Model interface")."""
+
     path: str | None = None  # checkpoint directory (released VAMBA layout or ours)
     adapter: str = DEFAULT_ADAPTER  # "module:function"(path, device, dtype) -> VideoQAModel
     device: str = "auto"
@@ -59,7 +61,7 @@ class EvalConfig:
     subtitles: bool = False  # Video-MME: add subtitles to the prompt
     strict: bool = False  # stop at the first missing or undecodable video (as the released scripts) instead of skipping
     progress: bool = True
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: EvalModelConfig = field(default_factory=EvalModelConfig)
 
 
 def parse(argv: list[str]) -> EvalConfig:
@@ -70,7 +72,7 @@ def parse(argv: list[str]) -> EvalConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-def load_model(cfg: ModelConfig):
+def load_model(cfg: EvalModelConfig):
     module_name, _, func = cfg.adapter.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), func)

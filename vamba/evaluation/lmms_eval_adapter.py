@@ -91,14 +91,14 @@ def _lmms_class() -> type:
                      shortest_edge: int = 256, longest_edge: int = 480, device: str = "auto", dtype: str = "bfloat16",
                      adapter: str | None = None, **unused: Any) -> None:
             super().__init__()
-            from vamba.evaluation.cli import DEFAULT_ADAPTER, ModelConfig, load_model
+            from vamba.evaluation.cli import DEFAULT_ADAPTER, EvalModelConfig, load_model
             from vamba.evaluation.replay import ReplayModel
 
             if replay:
                 model: VideoQAModel = ReplayModel.from_file(replay)
             elif pretrained:
-                model = load_model(ModelConfig(path=str(pretrained), adapter=adapter or DEFAULT_ADAPTER,
-                                               device=device, dtype=dtype))
+                model = load_model(EvalModelConfig(path=str(pretrained), adapter=adapter or DEFAULT_ADAPTER,
+                                                   device=device, dtype=dtype))
             else:
                 raise ValueError("vamba: give model_args pretrained=<checkpoint> (or replay=<responses.jsonl>)")
             frames = FrameSettings(int(num_frames), shortest_edge=int(shortest_edge), longest_edge=int(longest_edge))

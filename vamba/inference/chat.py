@@ -100,11 +100,11 @@ class VambaChat:
                         dtype: str | torch.dtype = "bfloat16", **kwargs: Any) -> VambaChat:
         """Load model, tokenizer and processor settings from one checkpoint directory (ours, or the released VAMBA
         layout). Resize settings (``min_pixels`` / ``max_pixels``, edges) and the default frames come from the
-        checkpoint's processor files (``vamba.data.processor.read_processor_dicts``; defaults when it has none);
+        checkpoint's processor files (``vamba.data.video_processor.read_processor_dicts``; defaults when it has none);
         ``vision=`` / ``sampling=`` given here win."""
         from transformers import AutoTokenizer
 
-        from vamba.data.processor import VambaVideoProcessor
+        from vamba.data.video_processor import VambaVideoProcessor
         from vamba.models import VambaForConditionalGeneration
 
         path = os.fspath(path)

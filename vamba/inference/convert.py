@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vamba.data.processor import VambaVideoProcessor, build_processor, read_processor_dicts
+from vamba.data.processor import build_processor
+from vamba.data.video_processor import VambaVideoProcessor, read_processor_dicts
 from vamba.inference.chat import DTYPES
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")

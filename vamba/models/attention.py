@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "eager", "eager_fused", "sdpa", "flash_attention_2", "varlen")
+ATTENTION_BACKENDS = ("auto", "eager", "eager_fused", "sdpa", "flash_attention_2", "varlen")
 
 
 @functools.cache
@@ -78,8 +78,8 @@ def _log_choice(backend: str) -> None:
 
 def resolve_backend(backend: str, q: torch.Tensor, masked: bool, has_cache: bool) -> str:
     """The backend that will actually run for these inputs (see module docstring)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTENTION_BACKENDS}")
     half_cuda = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
     if backend == "auto":
         if half_cuda and not has_cache and flash_attn_available():

@@ -32,7 +32,7 @@ from typing import Any
 
 from transformers import PretrainedConfig, Qwen2VLConfig
 
-from vamba.models.attention import BACKENDS
+from vamba.models.attention import ATTENTION_BACKENDS
 from vamba.models.vision import VISION_ATTENTION
 
 CROSS_ATTN_INITS = ("self_attn", "random")
@@ -124,8 +124,9 @@ class VambaConfig(Qwen2VLConfig):
         if self.vision_mixer_kind not in VISION_MIXER_KINDS:
             raise ValueError(f"VambaConfig.vision_mixer_kind must be one of {VISION_MIXER_KINDS}, "
                              f"got {self.vision_mixer_kind!r}")
-        if self.attention_backend not in BACKENDS:
-            raise ValueError(f"VambaConfig.attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"VambaConfig.attention_backend must be one of {ATTENTION_BACKENDS}, "
+                             f"got {self.attention_backend!r}")
         if self.vision_attention not in VISION_ATTENTION:
             raise ValueError(f"VambaConfig.vision_attention must be one of {VISION_ATTENTION}, "
                              f"got {self.vision_attention!r}")

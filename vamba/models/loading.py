@@ -30,7 +30,7 @@ import re
 from typing import Any, Callable
 
 from vamba.models.configuration import VambaConfig
-from vamba.utils.io import safetensors_header
+from vamba.utils.io import read_checkpoint_json, safetensors_header
 
 # Checkpoint key -> our key, for checkpoints saved by transformers 5.x Qwen2VLForConditionalGeneration.
 KEY_MAPPING_5X = {r"^model\.language_model\.": "model.", r"^model\.visual\.": "visual."}
@@ -50,23 +50,6 @@ class IncompatibleCheckpointError(ValueError):
     """The checkpoint's weights do not match the model its config describes."""
 
 
-def _read_json(path: str, name: str, hub_kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
-        raise FileNotFoundError(f"{path}: no such checkpoint directory")
-    if os.path.isdir(path):
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            return None
-    else:
-        from transformers.utils import cached_file
-
-        file = cached_file(path, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-        if file is None:
-            return None
-    with open(file) as f:
-        return json.load(f)
-
-
 def checkpoint_kind(config_dict: dict[str, Any]) -> str:
     """``vamba``, ``released`` or ``qwen2_vl`` (module docstring); anything else is an error."""
     model_type = config_dict.get("model_type")
@@ -81,7 +64,7 @@ def checkpoint_kind(config_dict: dict[str, Any]) -> str:
 def checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> list[str]:
     """Tensor names of a safetensors checkpoint (single file or sharded with an index). The headers of local
     files are checked on the way: a truncated file is an error naming it (``safetensors_header``)."""
-    index = _read_json(path, "model.safetensors.index.json", hub_kwargs)
+    index = read_checkpoint_json(path, "model.safetensors.index.json", hub_kwargs)
     if index is not None:
         if os.path.isdir(path):
             for shard in sorted(set(index["weight_map"].values())):
@@ -159,7 +142,7 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     """See module docstring. ``hf_from_pretrained`` is transformers' ``PreTrainedModel.from_pretrained``
     bound to ``cls``; the other kwargs (dtype, device_map, ...) go to it."""
     hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
-    config_dict = _read_json(str(path), "config.json", hub_kwargs)
+    config_dict = read_checkpoint_json(str(path), "config.json", hub_kwargs)
     if config_dict is None:
         if os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no config.json (not a checkpoint directory)")
@@ -212,7 +195,7 @@ def ensure_plain_qwen2_vl(path: str | os.PathLike, hub_kwargs: dict[str, Any] | 
     caller's loader reports that)."""
     path = str(path)
     hub_kwargs = hub_kwargs or {}
-    config = _read_json(path, "config.json", hub_kwargs)
+    config = read_checkpoint_json(path, "config.json", hub_kwargs)
     if config is None:
         return
     reasons = []

@@ -21,15 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vamba.ops import causal_conv1d, gated_rms_norm, ssd_scan
-from vamba.ops import _backend
-from vamba.ops._backend import BACKENDS
 from vamba.models.zero import gathered
+from vamba.ops import OP_BACKENDS, causal_conv1d, gated_rms_norm, ssd_scan, token_pieces
 
 
 @dataclass
 class Mamba2Config:
-    """Mamba-2 block sizes; mirrors the released ``vision_mamba_mixer_config`` fields where they exist.
+    """Mamba-2 block sizes; mirrors the released ``vision_mamba_mixer_config`` fields where they exist (a checkpoint's
+    config is read and checked once, by ``VambaConfig``; ``VambaConfig.mamba_config()`` builds this).
 
     d_model is the released ``hidden_dim``. ``num_layers`` only scales out_proj's initialisation by
     1/sqrt(num_layers) (the released ``rescale_prenorm_residual``; the decoder passes its depth).
@@ -59,40 +58,12 @@ class Mamba2Config:
             raise ValueError(f"Mamba2Config: d_inner {self.d_inner} (expand * d_model) is not a multiple of headdim {self.headdim}")
         if self.nheads % self.ngroups:
             raise ValueError(f"Mamba2Config: {self.nheads} heads are not divisible into {self.ngroups} groups")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"Mamba2Config: backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend not in OP_BACKENDS:
+            raise ValueError(f"Mamba2Config: backend must be one of {OP_BACKENDS}, got {self.backend!r}")
         if not 0 < self.A_init_range[0] <= self.A_init_range[1]:
             raise ValueError(f"Mamba2Config: A_init_range must be 0 < low <= high, got {self.A_init_range}")
         self.A_init_range = tuple(self.A_init_range)
         self.dt_limit = tuple(self.dt_limit)
-
-    @classmethod
-    def from_released(cls, mixer_config: dict, num_layers: int = 1, backend: str = "auto") -> Mamba2Config:
-        """The config of a released checkpoint's ``vision_mamba_mixer_config`` (a dict from its config.json).
-
-        Maps ``hidden_dim`` to d_model and checks that every setting this block does not implement has the
-        released value; anything else raises a ValueError naming the key. Hugging Face bookkeeping keys
-        (``model_type``, ``transformers_version``...) and runtime-only keys (``use_mem_eff_path``,
-        ``process_group``...) are ignored.
-        """
-        # key: the only value this implementation supports
-        fixed = {"norm_type": "rmsnorm", "residual_in_fp32": False, "d_ssm": None, "D_has_hdim": False,
-                 "rmsnorm": True, "norm_before_gate": False, "conv_init": None}
-        runtime = {"enable", "use_mem_eff_path", "process_group", "sequence_parallel"}
-        renamed = {"hidden_dim": "d_model"}
-        fields = {f for f in cls.__dataclass_fields__ if f not in ("d_model", "num_layers", "backend", "norm_eps")}
-        kwargs: dict = {"num_layers": num_layers, "backend": backend}
-        for key, value in mixer_config.items():
-            if key in fixed:
-                if value != fixed[key]:
-                    raise ValueError(f"vision_mamba_mixer_config.{key}={value!r} is not supported (only {fixed[key]!r})")
-            elif key in renamed or key in fields:
-                kwargs[renamed.get(key, key)] = tuple(value) if isinstance(value, list) else value
-            elif key not in runtime and not _is_hf_bookkeeping(key):
-                raise ValueError(f"vision_mamba_mixer_config has an unknown key {key!r}")
-        if "d_model" not in kwargs:
-            raise ValueError("vision_mamba_mixer_config lacks 'hidden_dim' (the video stream's width)")
-        return cls(**kwargs)
 
     @property
     def d_inner(self) -> int:
@@ -105,13 +76,6 @@ class Mamba2Config:
     @property
     def conv_dim(self) -> int:
         return self.d_inner + 2 * self.ngroups * self.d_state
-
-
-def _is_hf_bookkeeping(key: str) -> bool:
-    """Keys every transformers ``PretrainedConfig.to_dict()`` writes (nested configs carry them too)."""
-    from transformers import PretrainedConfig
-
-    return key.startswith("_") or key in PretrainedConfig().to_dict() or key in ("model_type", "transformers_version")
 
 
 @dataclass
@@ -163,8 +127,6 @@ class Mamba2Mixer(nn.Module):
         self.D = nn.Parameter(torch.empty(c.nheads))
         self.norm = RMSNorm(c.d_inner, eps=c.norm_eps, group_size=c.d_inner // c.ngroups, backend=c.backend)
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=c.bias)
-        for p in (self.dt_bias, self.A_log, self.D):
-            p._no_weight_decay = True  # NOTE: read by optimiser param grouping, as in mamba-ssm
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -239,7 +201,7 @@ def project(linear: nn.Linear, x: Tensor) -> Tensor:
     failed with CUBLAS_STATUS_EXECUTION_FAILED on an H100 (2026-11-23); the pieces are exact (a row's
     output depends on that row only) and autograd accumulates the weight gradient over them."""
     flat = x.reshape(-1, x.shape[-1])
-    pieces = _backend.token_pieces(flat.shape[0], max(linear.in_features, linear.out_features))
+    pieces = token_pieces(flat.shape[0], max(linear.in_features, linear.out_features))
     if len(pieces) == 1:
         return linear(x)
     return torch.cat([linear(flat[p]) for p in pieces]).view(*x.shape[:-1], linear.out_features)

@@ -36,6 +36,7 @@ from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 from vamba.models.vision import VambaVisionTower
 from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_visual_inputs
+from vamba.models.zero import gathered
 
 
 # transformers 5.24 renamed the text KV cache, as argument and as output field, from ``past_key_values`` to
@@ -469,22 +470,15 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
     def init_cross_attn_from_self_attn(self) -> None:
         """Copy every layer's self-attention weights into its cross-attention (the paper's initialisation).
 
-        Under DeepSpeed ZeRO-3 the parameters are partitioned (``ds_id`` attribute): they are gathered with
-        ``deepspeed.zero.GatheredParameters`` (rank 0 writes, the partitions are updated on exit).
+        Under DeepSpeed ZeRO-3 the parameters are partitioned: they are gathered (``vamba.models.zero.gathered``),
+        rank 0 writes and the partitions are updated on exit.
         """
         for layer in self.model.layers:
             src = dict(layer.self_attn.named_parameters())
             dst = dict(layer.cross_attn.named_parameters())
             if src.keys() != dst.keys():
                 raise RuntimeError(f"cross_attn / self_attn parameter names differ: {sorted(src)} vs {sorted(dst)}")
-            params = list(src.values()) + list(dst.values())
-            if any(hasattr(p, "ds_id") for p in params):
-                import deepspeed
-
-                with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-                    if deepspeed.comm.get_rank() == 0:
-                        for name, p in dst.items():
-                            p.copy_(src[name])
-            else:
-                for name, p in dst.items():
-                    p.copy_(src[name])
+            with gathered([*src.values(), *dst.values()]) as kept:
+                if kept:
+                    for name, p in dst.items():
+                        p.copy_(src[name])

@@ -95,8 +95,6 @@ class SelectiveScanBlock(nn.Module):
         self.A_log = nn.Parameter(torch.empty(c.d_inner, c.d_state))
         self.D = nn.Parameter(torch.empty(c.d_inner))
         self.out_proj = nn.Linear(c.d_inner, c.d_model, bias=False)
-        for p in (self.A_log, self.D, self.dt_proj.bias):
-            p._no_weight_decay = True  # NOTE: read by optimiser param grouping, as in mamba-ssm
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

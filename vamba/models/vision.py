@@ -51,6 +51,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransforme
 from transformers.vision_utils import get_vision_position_ids
 
 from vamba.models.attention import varlen_kernel
+from vamba.models.zero import is_zero3
 
 VISION_ATTENTION = ("auto", "reference", "batched", "varlen")
 QUICK_GELU = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x)
@@ -189,7 +190,7 @@ class VambaVisionTower(Qwen2VisionTransformerPretrainedModel):
         output) and pooler_output [P / merge^2, hidden] (the merger's), as transformers' forward returns them."""
         if attention not in VISION_ATTENTION:
             raise ValueError(f"vision_attention must be one of {VISION_ATTENTION}, got {attention!r}")
-        if attention == "reference" or kwargs or hasattr(self.patch_embed.proj.weight, "ds_id"):
+        if attention == "reference" or kwargs or is_zero3(self.patch_embed.proj.weight):
             return super().forward(hidden_states, grid_thw, **kwargs)
         weight = self.patch_embed.proj.weight
         x = F.linear(hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype), weight.flatten(1),

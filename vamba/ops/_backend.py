@@ -19,7 +19,7 @@ from torch import Tensor
 from vamba.utils.logging import get_logger, log_once
 
 Backend = Literal["auto", "fast", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "fast", "reference")
+OP_BACKENDS: tuple[str, ...] = ("auto", "fast", "reference")
 
 _log = get_logger(__name__)
 
@@ -81,8 +81,8 @@ def resolve(op: str, backend: str, package: str, tensor: torch.Tensor) -> types.
 
     op: name for messages; package: what ``load_kernel`` imports; tensor: an input (its device decides).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"{op}: unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend not in OP_BACKENDS:
+        raise ValueError(f"{op}: unknown backend {backend!r}; expected one of {OP_BACKENDS}")
     if backend == "reference":
         return None
     module, why = load_kernel(package) if tensor.is_cuda else (None, f"input is on {tensor.device.type}")
@@ -119,12 +119,17 @@ def span(t: Tensor) -> int:
     return 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) if t.numel() else 0
 
 
+def too_wide(t: Tensor) -> bool:
+    """Whether ``t``'s memory span passes MAX_KERNEL_ELEMENTS (the kernels' 32-bit offsets would overflow)."""
+    return span(t) > MAX_KERNEL_ELEMENTS
+
+
 def compact(t: Tensor) -> Tensor:
     """``t``, copied to a dense layout of the same dimension order when its memory span passes
     MAX_KERNEL_ELEMENTS. NOTE: a piece cut from a wide projection (dt is a 112-column slice of VAMBA-7B's
     16.6k-column in_proj output) spans its row stride per token, not its own width; the kernels' 32-bit
     offsets overflowed on such a view at 153k tokens (illegal memory access, H100, 2026-11-23)."""
-    return t.contiguous() if span(t) > MAX_KERNEL_ELEMENTS else t
+    return t.contiguous() if too_wide(t) else t
 
 
 def available() -> dict[str, str]:

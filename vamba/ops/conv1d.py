@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vamba.ops import _backend
-from vamba.ops._backend import resolve, token_pieces
+from vamba.ops._backend import resolve, token_pieces, too_wide
 
 ACTIVATIONS = (None, "silu")
 
@@ -134,7 +133,7 @@ def _conv_kernel(kernel, x: Tensor, weight: Tensor, bias: Tensor | None, seq_idx
     width = weight.shape[1]
     # NOTE: seq_idx and initial states are only supported in channel-last layout; a strided view (xBC is a
     # slice of in_proj's output) is made dense when its span would overflow the kernel's 32-bit offsets.
-    if x.stride(1) != 1 or _backend.span(x) > _backend.MAX_KERNEL_ELEMENTS:
+    if x.stride(1) != 1 or too_wide(x):
         x = x.transpose(1, 2).contiguous().transpose(1, 2)
     seq = None if seq_idx is None else seq_idx.to(torch.int32).contiguous()
     if seq is not None and initial_state is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from vamba.data.synth import TASKS
 from vamba.recipes import demo
 from vamba.recipes.config import AblationTrainConfig, validate_demo
 from vamba.training.config import ConfigError
@@ -33,14 +34,6 @@ from vamba.utils.io import atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
-TASKS = ("needle", "order", "count")
-# What the paper reports for the same comparisons (LVBench accuracy, %), as quoted in issue 8.
-PAPER = {
-    "cross_attn_init": "self-attention init 34.2 vs random 23.7 (LVBench)",
-    "distill": "lambda = 0 or small is best",
-    "mixer": "Mamba-2 35.3 vs Mamba 34.2 (LVBench)",
-    "alpha": "not reported as a number here",
-}
 
 
 def variant_configs(cfg: AblationTrainConfig) -> dict[tuple[str, int], AblationTrainConfig]:

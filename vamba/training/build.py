@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vamba.training.config import ConfigError, DataConfig, ModelConfig, StageConfig, TinyDims, TrainConfig
+from vamba.models.zero import check_zero3_partitioned
 from vamba.training.params import TrainableSummary, select_trainable
 
 SPECIAL = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -101,7 +102,7 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
         # _from_config, not the constructor: under ZeRO-3 it builds inside deepspeed.zero.Init, so parameters
         # are partitioned as they are made and buffers (rotary inv_freq) are created on the GPU
         model = VambaForConditionalGeneration._from_config(config, dtype=dtype)
-    _check_zero3_partitioned(model)
+    check_zero3_partitioned(model)
     if model.config.text_config.vocab_size < len(tok):
         raise ConfigError(f"the model's vocabulary ({model.config.text_config.vocab_size}) is smaller than the "
                           f"tokenizer's ({len(tok)}): wrong tokenizer for this checkpoint?")
@@ -112,20 +113,6 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
         model.gradient_checkpointing_enable()
     model.set_checkpoint_offload(m.offload_checkpoints)
     return model
-
-
-def _check_zero3_partitioned(model: nn.Module) -> None:
-    """Under ZeRO-3 every parameter must come out of ``deepspeed.zero.Init``. A module built outside it keeps
-    its buffers on the CPU (DeepSpeed later moves only parameters), which failed the first GPU step
-    (rotary inv_freq on cpu, 2B, H200, 2026-12-01)."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        return
-    missed = [name for name, p in model.named_parameters() if not hasattr(p, "ds_id")]
-    if missed:
-        raise RuntimeError(f"ZeRO-3: {len(missed)} parameters were built outside deepspeed.zero.Init "
-                           f"(e.g. {missed[:3]}); build the model with from_pretrained or _from_config")
 
 
 def apply_stage(model: nn.Module, stage: StageConfig) -> TrainableSummary:
@@ -167,14 +154,14 @@ def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
 
 
 def data_config(d: DataConfig, skip_log: str | None):
-    from vamba.data.dataset import DataConfig as PipelineConfig
+    from vamba.data.dataset import ProcessingConfig
     from vamba.data.sampling import FrameSampling
     from vamba.data.vision import VisionConfig
 
-    return PipelineConfig(sampling=FrameSampling(d.sampling, d.num_frames),
-                          vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
-                          max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
-                          skip_log=skip_log)
+    return ProcessingConfig(sampling=FrameSampling(d.sampling, d.num_frames),
+                            vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
+                            max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
+                            skip_log=skip_log)
 
 
 def training_processor(cfg: TrainConfig, tok):

@@ -18,10 +18,8 @@ from typing import Any
 from omegaconf import MISSING
 
 STAGES = ("pretrain", "sft")
-SIZES = ("tiny", "2b", "7b")
 REPORTERS = ("wandb", "tensorboard")
 DISTILL_SOURCES = ("online", "cache")
-VISION_MIXERS = ("mamba2", "selective_scan", "none")
 
 
 class ConfigError(ValueError):
@@ -238,10 +236,12 @@ def _exists(path: str | None, key: str) -> None:
 def validate(cfg: TrainConfig) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
     _one_of(cfg.stage.name, STAGES, "stage.name")
-    _one_of(cfg.model.size, SIZES, "model.size")
-    _one_of(cfg.model.vision_mixer, VISION_MIXERS, "model.vision_mixer")
+    from vamba.models.configuration import VISION_MIXER_KINDS
+    from vamba.models.presets import SIZES
     from vamba.models.vision import VISION_ATTENTION
 
+    _one_of(cfg.model.size, ("tiny", *SIZES), "model.size")  # tiny: TinyDims
+    _one_of(cfg.model.vision_mixer, (*VISION_MIXER_KINDS, "none"), "model.vision_mixer")
     _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     for reporter in cfg.logging.report_to:

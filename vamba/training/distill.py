@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from vamba.data.chat import IGNORE_INDEX
 
 
 def supervised_positions(labels: Tensor) -> Tensor:

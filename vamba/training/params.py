@@ -1,4 +1,5 @@
-"""Which parameters a stage trains, and the optimizer's weight-decay groups.
+"""Which parameters a stage trains, and which of them get no weight decay (``NO_DECAY_PATTERNS``, read by
+``VambaTrainer.get_decay_parameter_names``).
 
 Patterns are shell-style globs (``fnmatch``) over ``named_parameters()`` names, e.g.
 ``*.cross_attn.*``. A pattern that matches nothing is an error: a typo must not silently freeze
@@ -59,18 +60,3 @@ def select_trainable(model: nn.Module, patterns: list[str]) -> TrainableSummary:
         sample = ", ".join(names[:: max(1, len(names) // 8)][:8])
         raise ValueError(f"trainable pattern(s) {unused} match no parameter; names look like: {sample}")
     return TrainableSummary(trainable, frozen, per_pattern)
-
-
-def param_groups(model: nn.Module, weight_decay: float,
-                 no_decay: tuple[str, ...] = NO_DECAY_PATTERNS) -> list[dict]:
-    """Two optimizer groups over trainable parameters: with and without weight decay."""
-    decay, plain = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (plain if matches_any(name, no_decay) else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-
-
-def no_decay_names(model: nn.Module, no_decay: tuple[str, ...] = NO_DECAY_PATTERNS) -> list[str]:
-    """Names of trainable parameters that get no weight decay (the HF Trainer's ``get_decay_parameter_names`` complement)."""
-    return [n for n, p in model.named_parameters() if p.requires_grad and matches_any(n, no_decay)]

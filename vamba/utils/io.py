@@ -86,3 +86,34 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is truncated ({size} bytes, its header describes {8 + n + end}): an interrupted "
                          f"write or copy?")
     return header
+
+
+def read_checkpoint_json(path: str | os.PathLike, name: str, hub_kwargs: dict[str, Any] | None = None
+                         ) -> dict[str, Any] | None:
+    """The JSON object in file ``name`` of a checkpoint: directory ``path``, or a hub model id read through
+    transformers' cache (``hub_kwargs``: cache_dir, revision, token, ...). None when the checkpoint has no such file.
+
+    Raises ``FileNotFoundError`` when ``path`` is a file or a path (absolute, ``./``, or with more than one ``/``)
+    that does not exist, and ``ValueError`` naming the file when it is not a JSON object."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return None
+    elif os.path.exists(path) or os.path.isabs(path) or path.startswith(".") or path.count("/") > 1:
+        raise FileNotFoundError(f"{path}: not a checkpoint directory" + ("" if os.path.exists(path) else
+                                                                         " (no such directory)"))
+    else:
+        from transformers.utils import cached_file
+
+        file = cached_file(path, name, _raise_exceptions_for_missing_entries=False, **(hub_kwargs or {}))
+        if file is None:
+            return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not a readable JSON file ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object")
+    return data

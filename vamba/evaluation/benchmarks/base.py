@@ -10,8 +10,6 @@ from typing import Any
 
 from vamba.evaluation.interface import FrameSettings, GenerationSettings, VideoRequest
 
-PROTOCOLS = ("vamba", "lmms_eval")
-
 
 class BenchmarkDataError(ValueError):
     """An annotation file is missing or does not have the official format."""

@@ -19,9 +19,6 @@ from vamba.evaluation.metrics import accuracy, breakdown
 
 CATEGORIES = ("entity recognition", "event understanding", "key information retrieval", "temporal grounding",
               "reasoning", "summarization")
-# Leaderboard abbreviations (THUDM/LVBench scripts/test_acc.py).
-ABBREVIATIONS = {"entity recognition": "ER", "event understanding": "EU", "key information retrieval": "KIR",
-                 "temporal grounding": "TG", "reasoning": "Rea", "summarization": "Sum"}
 CHOICES = ("A", "B", "C", "D")
 
 
