@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from vamba.data.video import VideoDecodeError
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
 from vamba.evaluation.replay import ReplayModel
 
@@ -205,17 +206,21 @@ WRITERS = {"lvbench": write_lvbench, "videomme": write_videomme, "mlvu": write_m
 
 
 class Faulty(ReplayModel):
-    """Fault injection around a real ReplayModel: dies after ``crash_after`` answers, or cannot encode
-    the videos in ``unreadable``; remembers every generation setting it was given."""
+    """Fault injection around a real ReplayModel: dies after ``crash_after`` answers, cannot decode the videos in
+    ``unreadable`` (the data pipeline's ``VideoDecodeError``), or raises ``encode_error`` from ``encode_video``;
+    remembers every generation setting it was given."""
 
-    def __init__(self, records, crash_after: int | None = None, unreadable: tuple[str, ...] = ()) -> None:
+    def __init__(self, records, crash_after: int | None = None, unreadable: tuple[str, ...] = (),
+                 encode_error: Exception | None = None) -> None:
         super().__init__(records)
-        self.crash_after, self.unreadable = crash_after, unreadable
+        self.crash_after, self.unreadable, self.encode_error = crash_after, unreadable, encode_error
         self.answered: list[GenerationSettings] = []
 
     def encode_video(self, video: VideoRequest) -> str:
         if video.path in self.unreadable:
-            raise OSError("moov atom not found")
+            raise VideoDecodeError("moov atom not found")
+        if self.encode_error is not None:
+            raise self.encode_error
         return super().encode_video(video)
 
     def answer(self, encoded: str, prompt: str, generation: GenerationSettings) -> str:
@@ -223,3 +228,12 @@ class Faulty(ReplayModel):
             raise RuntimeError("simulated crash (CUDA error)")
         self.answered.append(generation)
         return super().answer(encoded, prompt, generation)
+
+
+def out_of_memory_model(path: str | None, device: str, dtype: str, **limits) -> Faulty:
+    """A ``model.adapter`` factory (``vamba eval model.adapter=tests.evaluation.minibench:out_of_memory_model``)
+    whose model runs out of memory encoding the first video, as a CUDA model can."""
+    import torch
+
+    return Faulty([], encode_error=torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB"))
+

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vamba.cli import main as vamba_main
 from vamba.evaluation.benchmarks import get_benchmark
@@ -38,6 +39,14 @@ def test_model_path_without_adapter_is_explained(tmp_path: Path, capsys: pytest.
     # The default adapter (vamba.inference.video_qa) names a missing checkpoint.
     assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/vamba"]) == 2
     assert "checkpoint directory /ckpt/vamba does not exist" in capsys.readouterr().err
+
+
+def test_out_of_memory_surfaces_with_its_traceback(tmp_path: Path) -> None:
+    """Only our own clear errors become one line (exit 2): a CUDA out-of-memory error from the model propagates."""
+    root = WRITERS["lvbench"](tmp_path / "LV")
+    with pytest.raises(torch.OutOfMemoryError, match="CUDA out of memory"):
+        vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/any", f"out={tmp_path / 'run'}",
+                    "model.adapter=tests.evaluation.minibench:out_of_memory_model", "progress=false"])
 
 
 def test_replay_run_then_rescore(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

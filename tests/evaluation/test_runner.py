@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vamba.evaluation.benchmarks import get_benchmark
 from vamba.evaluation.interface import GenerationSettings
@@ -73,6 +74,19 @@ def test_resume_after_crash_neither_duplicates_nor_drops(tmp_path: Path) -> None
     assert again.answered == [] and again.videos_encoded == 0
 
 
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB"),
+                                   RuntimeError("CUDA error: an illegal memory access was encountered"),
+                                   OSError("moov atom not found")])
+def test_only_decode_errors_skip_a_video(lvbench, tmp_path: Path, error: Exception) -> None:
+    """Out of memory, a CUDA fault, any other error of the model while encoding stops the run with that error:
+    only a video that cannot be decoded (``VideoDecodeError``) costs just its questions."""
+    bench, questions, rec = lvbench
+    with pytest.raises(type(error), match=str(error)[:20]):
+        evaluate(bench, questions, Faulty(rec, encode_error=error), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_two_ranks_merge_to_the_single_rank_result(tmp_path: Path) -> None:
     bench = get_benchmark("mlvu")  # plotQA_1.mp4 carries three questions from two tasks
     questions = bench.load(WRITERS["mlvu"](tmp_path / "MLVU"), {})
@@ -98,7 +112,7 @@ def test_missing_and_unreadable_videos_are_counted_and_retried(lvbench, tmp_path
 
     video_b.with_suffix(".bak").rename(video_b)
     summary = evaluate(bench, questions, Faulty(rec, unreadable=(str(video_b),)), tmp_path / "run", progress=False)
-    assert summary["skipped"]["details"][0]["reason"] == "OSError: moov atom not found"
+    assert summary["skipped"]["details"][0]["reason"] == "VideoDecodeError: moov atom not found"
     summary = evaluate(bench, questions, ReplayModel(rec), tmp_path / "run", progress=False)
     assert summary["complete"] and summary["skipped"]["questions"] == 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vamba.data.video import VideoDecodeError
 from vamba.evaluation.benchmarks import NAMES, BenchmarkDataError, get_benchmark
 from vamba.evaluation.runner import RunMismatchError, VideoUnavailableError, evaluate, rescore_file, resolve_protocol
 from vamba.evaluation.sharding import dist_env
@@ -78,7 +79,7 @@ def load_model(cfg: EvalModelConfig):
         factory = getattr(importlib.import_module(module_name), func)
     except (ImportError, AttributeError) as e:
         hint = (" (the VAMBA model adapter is not part of this version yet)" if cfg.adapter == DEFAULT_ADAPTER else "")
-        raise RuntimeError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
+        raise ValueError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
     limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
     return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype, **limits)
@@ -130,8 +131,10 @@ def main(argv: list[str]) -> int:
     try:
         cfg = parse(argv)
         summary, out = run(cfg)
+    # Our own errors about what was asked for (keys, paths, benchmark files, a checkpoint, a video that cannot be
+    # decoded) are one line; anything else (out of memory, a bug) surfaces with its traceback.
     except (OmegaConfBaseException, ValueError, FileNotFoundError, BenchmarkDataError, RunMismatchError,
-            VideoUnavailableError, RuntimeError) as e:
+            VideoUnavailableError, VideoDecodeError) as e:
         print(f"vamba eval: {e}", file=sys.stderr)
         return 2
     if summary:

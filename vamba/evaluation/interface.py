@@ -77,6 +77,9 @@ class VideoQAModel(Protocol):
     adds its chat template and marks the video (VAMBA: ``<|vision_start|><|vision_end|>`` before the
     text, system prompt "You are a helpful assistant.") and returns the decoded reply without special
     tokens, as generated: nothing stripped, because the answer rules see the raw reply.
+
+    ``encode_video`` raises ``vamba.data.video.VideoDecodeError`` (or ``vamba.evaluation.runner.VideoUnavailableError``)
+    for a video that cannot be decoded: the runner skips its questions, counted. Any other error stops the run.
     """
 
     def encode_video(self, video: VideoRequest) -> Any: ...

@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from vamba.data.video import VideoDecodeError
 from vamba.evaluation.benchmarks.base import Benchmark, ProtocolSpec, Question
 from vamba.evaluation.interface import VideoQAModel
 from vamba.evaluation.records import SHARD_DIR, RecordStore, order_by, read_all
@@ -41,7 +42,9 @@ class RunMismatchError(ValueError):
 
 
 class VideoUnavailableError(RuntimeError):
-    """``strict``: a video is missing or cannot be decoded, so the run stops as the released scripts do."""
+    """A video is missing or cannot be decoded: a model adapter may raise it from ``encode_video`` (the runner then
+    skips the video's questions, counted); with ``strict`` the runner raises it and the run stops, as the released
+    scripts do."""
 
 
 def resolve_protocol(benchmark: Benchmark, name: str = "vamba", *, extractor: str | None = None,
@@ -145,7 +148,9 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
                 continue
             try:
                 encoded = model.encode_video(request)
-            except Exception as e:  # a corrupt video costs its questions, not the run
+            # A video that cannot be decoded costs its questions, not the run; anything else (out of memory, a
+            # bug in the model) stops it.
+            except (VideoDecodeError, VideoUnavailableError) as e:
                 if strict:
                     raise VideoUnavailableError(f"{request.path}: cannot be decoded ({type(e).__name__}: {e}; "
                                                 f"{len(todo)} questions); strict=true stops here as the released "
