@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
     "chat": ("vamba.inference.cli:main", "ask a model about a video (streaming prefill; interactive follow-ups)"),
     "bench": ("vamba.bench.efficiency:main", "efficiency benchmark: VAMBA vs Qwen2-VL, memory and time vs frames"),
-    "train": ("vamba.cli:train", "train a stage (Hydra: key=value overrides, -m sweeps); experiment=demo runs the CPU demo"),
+    "train": ("vamba.cli:train",
+              "train a stage (Hydra: key=value overrides, -m sweeps); experiment=demo runs the CPU demo"),
     "convert": ("vamba.inference.convert:main", "released VAMBA / Qwen2-VL checkpoint -> vamba-typed one + processor"),
     "distill-cache": ("vamba.training.cli:distill_cache_main", "write the teacher's top-k logits for distillation without it"),
 }

@@ -1,5 +1,5 @@
 #!/bin/bash
-# One call on the lent GPU for the VAMBA model (issue 3): kernel packages, the model's GPU tests, then the
+# One call on the lent GPU for the VAMBA model: kernel packages, the model's GPU tests, then the
 # VAMBA vs Qwen2-VL benchmark. Everything worth keeping goes to $OUT. Run from the project root, with
 # the wheels folder at .whl/:
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/model.sh

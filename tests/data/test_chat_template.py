@@ -14,7 +14,7 @@ from vamba.data.chat import (
 
 
 def test_eval_prompt_is_the_released_template() -> None:
-    # benchmarks.md 1.1: "<video> " + TEXT, "<video> " replaced by the marker, qwen2 template
+    # the released prompts: "<video> " + TEXT, "<video> " replaced by the marker, qwen2 template
     messages = insert_vision_markers([Message("user", "<video> What is shown?")], 1)
     expected = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                 "<|vision_start|><|vision_end|>What is shown?<|im_end|>\n<|im_start|>assistant\n")

@@ -29,7 +29,7 @@ def test_vamba_edge_rule(hw, edges, expected) -> None:
 
 
 def test_processed_size_matches_documented_example() -> None:
-    # benchmarks.md 1.3: 640x360 source, longest 480: loader 480x270, processor 476x280 (28-multiples, round)
+    # the released pre-resize: 640x360 source, longest 480: loader 480x270, processor 476x280 (28-multiples, round)
     assert processed_size(360, 640, VisionConfig(shortest_edge=256, longest_edge=480)) == (280, 476)
 
 

@@ -1,4 +1,4 @@
-"""Table-driven answer extraction, quirks included (benchmarks.md sec. 1.5 and 2)."""
+"""Table-driven answer extraction, quirks included (docs/evaluation.md, "Protocols")."""
 from __future__ import annotations
 
 import random

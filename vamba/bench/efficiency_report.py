@@ -36,7 +36,7 @@ def at(rows: list[dict], model: str, mode: str, frames: int) -> dict | None:
 
 
 def goals(result: dict) -> list[tuple[str, str, str]]:
-    """(goal, measured, verdict) for the benchmark's goals (docs/inference.md, "Efficiency benchmark")."""
+    """(goal, measured, verdict) for the benchmark's goals (docs/bench.md, "Efficiency benchmark")."""
     rows = result["rows"]
     out = []
 

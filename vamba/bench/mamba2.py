@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(0)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "environment": environment(), "code_commit": code_commit(), "sizes": {"d_model": D_MODEL, "nheads": HEADS, "headdim": HEADDIM,
-              "d_state": D_STATE, "ngroups": 1, "chunk_size": CHUNK, "batch": 1, "dtype": "bfloat16"},
+              "environment": environment(), "code_commit": code_commit(),
+              "sizes": {"d_model": D_MODEL, "nheads": HEADS, "headdim": HEADDIM, "d_state": D_STATE, "ngroups": 1,
+                        "chunk_size": CHUNK, "batch": 1, "dtype": "bfloat16"},
               "notes": "fwd_bwd TFLOP/s counts 3x the forward FLOPs; fwd GB/s counts the fewest bytes; "
                        "peak_gib is above the inputs and weights", "ceilings": ceilings(), "rows": []}
     ceil = result["ceilings"]

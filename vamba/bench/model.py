@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         for backend in backends:
             model.config.attention_backend = backend
             train, prefill = step_fns(model, batch)
-            record({"model": "vamba", "attention": backend, "frames": frames, "video_tokens": setup.video_tokens(frames),
-                    "train": timed(train, args.warmup, args.reps), "prefill": timed(prefill, args.warmup, args.reps)})
+            record({"model": "vamba", "attention": backend, "frames": frames,
+                    "video_tokens": setup.video_tokens(frames), "train": timed(train, args.warmup, args.reps),
+                    "prefill": timed(prefill, args.warmup, args.reps)})
     del model
     free(device)
 
@@ -126,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     qwen = prepare(build(Qwen2VLForConditionalGeneration, qconfig, device, torch.bfloat16))
     for frames in args.frames:
         train, prefill = step_fns(qwen, qwen_batch(setup, frames, vocab, qconfig.video_token_id))
-        record({"model": "qwen2_vl", "attention": "sdpa", "frames": frames, "video_tokens": setup.video_tokens(frames),
-                "train": timed(train, args.warmup, args.reps), "prefill": timed(prefill, args.warmup, args.reps)})
+        record({"model": "qwen2_vl", "attention": "sdpa", "frames": frames,
+                "video_tokens": setup.video_tokens(frames), "train": timed(train, args.warmup, args.reps),
+                "prefill": timed(prefill, args.warmup, args.reps)})
     return 0
 
 

@@ -12,8 +12,8 @@ weights with non-zero biases, built on the device in ``--dtype``), one video of 
 Per point (``vamba.utils.timing.measure``: CUDA events; one untimed warm-up run whose time is ``first_ms``, then
 the median of ``--reps`` runs, one above 5 s): time, peak memory, forward FLOPs and TFLOP/s (matmul and
 attention FLOPs counted analytically, ``vamba.bench.flops.vision_flops``; the same count as
-``torch.utils.flop_counter`` on the tower, tested), its fraction of the device's measured bf16 matmul rate, and the outputs' distance to the
-reference's (blocks' output and merger output; ``max |x - ref| / max |ref|`` and ``||x - ref|| / ||ref||``).
+``torch.utils.flop_counter`` on the tower, tested), its fraction of the device's measured bf16 matmul rate, and
+the outputs' distance to the reference's (blocks' output and merger output; ``max |x - ref| / max |ref|`` and ``||x - ref|| / ||ref||``).
 
 Accuracy budget (``--check-frames``, small): each mode's bf16 outputs, and for ``fast`` also the gradients of
 every weight and the pixels with the blocks trainable, against a float32 run of the reference (float64 when the

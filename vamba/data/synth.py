@@ -48,7 +48,7 @@ SHAPES = ("circle", "square", "triangle")
 TASKS = ("needle", "order", "count")
 ORDER_QUESTIONS = ("shapes", "colour")
 LETTERS = "ABCD"
-# Benchmark categories for each task, in each benchmark's own vocabulary (benchmarks.md sections 3-4).
+# Benchmark categories for each task, in each benchmark's own vocabulary (vamba.evaluation.benchmarks).
 LVBENCH_TYPES = {"needle": ["entity recognition"], "order": ["event understanding", "temporal grounding"],
                  "count": ["key information retrieval"]}
 VIDEOMME_TASK_TYPES = {"needle": "Attribute Perception", "order": "Temporal Reasoning", "count": "Counting Problem"}

@@ -1,7 +1,7 @@
 """Answer extraction: raw model reply -> predicted option letter, one function per published rule.
 
-Every rule is reproduced with its quirks, because published numbers depend on them (benchmarks.md
-sec. 1.5 and 2). A question is correct iff the extracted string equals the gold letter.
+Every rule is reproduced with its quirks, because published numbers depend on them
+(docs/evaluation.md, "Protocols"). A question is correct iff the extracted string equals the gold letter.
 
 | name | used by | on failure |
 |---|---|---|

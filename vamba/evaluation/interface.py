@@ -18,7 +18,7 @@ Sampling = Literal["uniform_midpoint", "mvbench_segments"]
 
 @dataclass(frozen=True)
 class FrameSettings:
-    """How a protocol turns a video into frames (benchmarks.md sec. 1.2-1.4).
+    """How a protocol turns a video into frames (docs/evaluation.md, "Protocols").
 
     ``shortest_edge``/``longest_edge`` are the bicubic pre-resize bounds (``None`` = keep the native
     size, as VAMBA's NExT-QA run with ``do_resize=False``); the Qwen2-VL processor still rounds each
@@ -51,7 +51,7 @@ class VideoRequest:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings (benchmarks.md sec. 1.1). ``seed`` makes sampled decoding reproducible: the
+    """Decoding settings (docs/evaluation.md, "Decoding"). ``seed`` makes sampled decoding reproducible: the
     runner passes a per-question seed derived from it, so a resumed run draws the same samples.
 
     A model applies every field as given, whatever its checkpoint's ``generation_config`` says:

@@ -1,4 +1,4 @@
-"""Published numbers (benchmarks.md sec. 11): VAMBA and the peers of the paper's Tables 4-5.
+"""Published numbers (docs/reproduce.md): VAMBA and the peers of the paper's Tables 4-5.
 
 Values are the paper's headline metric per benchmark (LVBench/HourVideo/Video-MME w/o subtitles/
 LongVideoBench/NExT-QA accuracy, MLVU M-Avg, MVBench task mean). ``*`` in the paper (a peer re-run

@@ -12,7 +12,7 @@ from vamba.evaluation.interface import VideoRequest
 
 def mvbench_segment_indices(num_frames: int, fps: float, max_frame: int, start: float | None = None,
                             end: float | None = None, first_index: int = 0) -> list[int]:
-    """MVBench's sampler (benchmarks.md sec. 7.2), shared by the official notebook and VAMBA.
+    """MVBench's sampler (docs/evaluation.md, "Protocols"), shared by the official notebook and VAMBA.
 
     :param max_frame: last valid frame index (``len(video) - 1`` for a file; the frame count for a
         1-based frame folder).

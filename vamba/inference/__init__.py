@@ -1,1 +1,2 @@
-"""Generation, streaming video prefill and chat."""
+"""Streaming video prefill, chat, the evaluation adapters (VAMBA and Qwen2-VL) and checkpoint conversion
+(docs/inference.md)."""

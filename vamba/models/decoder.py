@@ -1,6 +1,6 @@
 """The VAMBA decoder layer: text self-attention + cross-attention to the video stream, Mamba-2 on video.
 
-Per layer (paper section 3, DESIGN.md section 1), with text states ``x`` [B, N, D] and video states
+Per layer (paper section 3; docs/model.md), with text states ``x`` [B, N, D] and video states
 ``v`` [B, M, D] entering the layer:
 
     h   = RMSNorm(x)

@@ -1,6 +1,6 @@
 """``VambaForConditionalGeneration``: Qwen2-VL's vision tower feeding a hybrid Mamba-2 / cross-attention decoder.
 
-Module tree (= the released checkpoint's key layout, DESIGN.md section 2)::
+Module tree (= the released checkpoint's key layout, docs/model.md)::
 
     visual            transformers' Qwen2VisionTransformerPretrainedModel (ViT + 2x2 patch merger), with the
                       fast forward of vamba.models.vision (VambaVisionTower: same modules and keys)
@@ -208,7 +208,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         """Vision tower + merger -> the padded video stream [B, M, D] and its layout.
 
         A batch without any visual item still runs the vision tower, on one dummy item that no text token
-        reads (every rank must call every module each step under ZeRO-3; DESIGN.md section 4).
+        reads (every rank must call every module each step under ZeRO-3; docs/design.md).
         """
         vc = self.config.vision_config
         device = self.lm_head.weight.device

@@ -70,4 +70,5 @@ def validate_demo(cfg: DemoTrainConfig) -> None:
     from vamba.data.synth import ORDER_QUESTIONS
 
     if cfg.demo.order_question not in ORDER_QUESTIONS:
-        raise ConfigError(f"demo.order_question={cfg.demo.order_question!r}: choose one of {', '.join(ORDER_QUESTIONS)}")
+        raise ConfigError(f"demo.order_question={cfg.demo.order_question!r}: "
+                          f"choose one of {', '.join(ORDER_QUESTIONS)}")

@@ -1,1 +1,2 @@
-"""Two-stage training: trainer, distillation, parameter groups, checkpoints."""
+"""Two-stage training: typed configs, builders, the trainer (loss, distillation, parameter groups, exact resume),
+checkpoints, the teacher cache (docs/training.md)."""

@@ -214,8 +214,8 @@ def from_dictconfig(cfg) -> TrainConfig:
 
     unknown = unknown_keys(cfg)
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}: not in the schema (vamba/training/config.py, a recipe's "
-                          f"in vamba/recipes/config.py); "
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}: not in the schema (vamba/training/config.py, "
+                          f"a recipe's in vamba/recipes/config.py); "
                           f"check the spelling (`--cfg job` prints every key)")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:

@@ -59,8 +59,9 @@ def measure(step: Callable[[], object], device: torch.device, *, reps: int = 3, 
 
     The first ``warmup`` runs pay for whatever is new at this size (Triton autotuning and compilation keyed on
     shapes, allocator growth, cuBLAS heuristics) and are not in the median (the upper middle run for an even
-    count); ``first_ms`` keeps the first run's time. Then ``reps`` timed runs when the first took under ``repeat_under_ms``, else one. A first run of
-    ``warm_under_ms`` or more is timed alone (the one-off costs are then a small share of it).
+    count); ``first_ms`` keeps the first run's time. Then ``reps`` timed runs when the first took under
+    ``repeat_under_ms``, else one. A first run of ``warm_under_ms`` or more is timed alone (the one-off costs are
+    then a small share of it).
     ``part``: returns the milliseconds spent in a part of the step since its last call (e.g. forward hooks on a
     vision tower); the median run's share is ``part_ms``.
 

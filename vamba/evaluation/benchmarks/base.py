@@ -158,7 +158,7 @@ def nonempty(questions: list[Question], source: Path) -> list[Question]:
     return questions
 
 
-# Instruction lines of the released VAMBA prompts (benchmarks.md sec. 3-9), verbatim.
+# Instruction lines of the released VAMBA prompts (its eval/eval_*.py scripts), verbatim.
 SELECT = "Select the best answer to the following multiple-choice question based on the video."
 RESPOND_ABCD = "Respond with only the letter (A, B, C, or D) of the correct option."
 RESPOND_ABCDE = "Respond with only the letter (A, B, C, D, or E) of the correct option."

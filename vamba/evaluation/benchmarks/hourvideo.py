@@ -1,4 +1,4 @@
-"""HourVideo dev set: benchmarks.md sec. 9. Not in lmms-eval, so only the VAMBA protocol exists.
+"""HourVideo dev set (docs/evaluation.md, "Benchmarks"). Not in lmms-eval, so only the VAMBA protocol exists.
 
 Files: ``dev_v1.0_annotations.json``, a dict keyed by ``video_uid`` whose values hold
 ``benchmark_dataset`` (list of ``qid``, ``task``, ``question``, ``mcq_test`` = the pre-formatted A-E

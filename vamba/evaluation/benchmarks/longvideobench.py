@@ -1,4 +1,4 @@
-"""LongVideoBench validation set (reported: overall accuracy, no subtitles): benchmarks.md sec. 6.
+"""LongVideoBench validation set (reported: overall accuracy, no subtitles) (docs/evaluation.md, "Benchmarks").
 
 Files: ``lvb_val.json`` (list of ``id``, ``video_path``, ``question``, ``candidates`` (4-5),
 ``correct_choice`` (index), ``duration_group``, ``question_category``, ``duration``, ...) and videos

@@ -1,4 +1,4 @@
-"""LVBench (THUDM; hour-long videos, reported on "test"): benchmarks.md sec. 3.
+"""LVBench (THUDM; hour-long videos, reported on "test") (docs/evaluation.md, "Benchmarks").
 
 Files: ``video_info.meta.jsonl`` (one line per video: ``key``, ``qa`` list of ``uid``, ``question`` with
 the options embedded as "(A) ..." lines, ``answer``, ``question_type`` list, ``time_reference``) and

@@ -1,4 +1,4 @@
-"""MLVU multiple-choice dev set (reported: M-Avg): benchmarks.md sec. 5.
+"""MLVU multiple-choice dev set (reported: M-Avg) (docs/evaluation.md, "Benchmarks").
 
 Files: ``json/<task>.json`` for the seven MC tasks (lists of ``video``, ``duration``, ``question``,
 ``candidates``, ``answer`` = the text of the right candidate, ``question_type``) and videos

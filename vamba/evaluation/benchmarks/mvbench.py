@@ -1,4 +1,4 @@
-"""MVBench (20 tasks x 200 questions; reported: mean task accuracy): benchmarks.md sec. 7.
+"""MVBench (20 tasks x 200 questions; reported: mean task accuracy) (docs/evaluation.md, "Benchmarks").
 
 Files (HF ``OpenGVLab/MVBench``): ``json/<task>.json`` (lists of ``video``, ``question``, ``candidates``,
 ``answer`` = the right candidate's text, and ``start``/``end`` seconds for bounded tasks) and media

@@ -1,4 +1,4 @@
-"""NExT-QA multiple-choice test set: benchmarks.md sec. 8.
+"""NExT-QA multiple-choice test set (docs/evaluation.md, "Benchmarks").
 
 Files (HF ``lmms-lab/NExTQA`` layout): ``MC/test-00000-of-00001.parquet`` with ``video``, ``question``,
 ``a0``..``a4``, ``answer`` (index 0-4), ``type`` (and ``qid``), videos ``NExTVideo/<video>.mp4``.

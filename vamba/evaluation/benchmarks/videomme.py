@@ -1,4 +1,4 @@
-"""Video-MME (reported: overall accuracy without subtitles): benchmarks.md sec. 4.
+"""Video-MME (reported: overall accuracy without subtitles) (docs/evaluation.md, "Benchmarks").
 
 Files (HF ``lmms-lab/Video-MME`` layout): ``videomme/test-00000-of-00001.parquet`` with ``videoID``,
 ``question_id``, ``duration`` (short/medium/long), ``domain``, ``sub_category``, ``task_type``,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# One call on the lent H200 for issue 18's vision tower (about 5 minutes; needs only torch + transformers, no
+# One call on the lent H200 for the vision tower (about 5 minutes; needs only torch + transformers, no
 # kernel wheels): scripts/bench_vision.py at 7B (transformers' forward, the fast forward, the fast forward
 # compiled; 1024 then 256 frames at 640x360; accuracy budget; profiler tables), then the tower's GPU tests.
 # Everything worth keeping goes to $OUT:
@@ -9,7 +9,7 @@
 # BENCH_ARGS adds options (e.g. "--device cpu --scale tiny --frame-size 56x84 --check-frames 2": a local check).
 # Run from the project root:
 #   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
-#   export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issue18_vision.sh   # /tmp/site: pytest from .whl/ if missing
+#   export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/vision.sh   # /tmp/site: pytest from .whl/ if missing
 set -u
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"

@@ -1,7 +1,6 @@
 #!/bin/bash
-# One call on the lent GPU machine for training (issue 5). Everything worth keeping goes to $OUT.
-#   1 GPU  (H100 or H200): one VAMBA stage-1 step at 7B scale with 256 frames: time and peak memory
-#                          (scripts/bench_train.py, with and without the online teacher).
+# One call on the lent GPU machine for distributed training. Everything worth keeping goes to $OUT.
+# (One VAMBA stage-1 step at 7B scale on one GPU is the efficiency benchmark's stage-1 point: scripts/gpu/efficiency.sh.)
 #   2 GPUs (2xH200):       `vamba train` under torchrun with ZeRO-2 and ZeRO-3 on the 2B config, mixed batches
 #                          (videos, images and text-only samples), stopped after 3 steps with a checkpoint and
 #                          resumed to 6: step time and peak memory per GPU from the run's log.jsonl.
@@ -9,7 +8,7 @@
 #   DATA=dir               use synthetic data made beforehand (the same `vamba data synth` call below; a machine
 #                          without PyAV cannot write mp4), else it is generated here.
 # Run from the project root (kernel wheels as for scripts/gpu/model.sh; deepspeed must be importable):
-#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issue5.sh
+#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/zero_training.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}
 RUNS=${RUNS:-/tmp/vamba-runs}   # checkpoints stay here (GBs); only logs go to $OUT
@@ -18,14 +17,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALL
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia_smi.txt" 2>&1
 NGPU=$(nvidia-smi -L | wc -l)
 
-# 1. one GPU, 7B scale, 256 frames (8192 video tokens) + 512 text tokens (SKIP_1GPU=1: already measured, e.g.
-#    by scripts/gpu/issue7.sh's stage-1 point)
-[ "${SKIP_1GPU:-0}" = 1 ] || timeout 420 python3 scripts/bench_train.py --size 7b --frames 256 --out "$OUT/train_step_7b_256f.json" \
-  > "$OUT/train_step_7b_256f.log" 2>&1; echo "7b step rc=$?"
-[ "${SKIP_1GPU:-0}" = 1 ] || timeout 420 python3 scripts/bench_train.py --size 7b --frames 256 --distill --out "$OUT/train_step_7b_256f_distill.json" \
-  > "$OUT/train_step_7b_256f_distill.log" 2>&1; echo "7b step + teacher rc=$?"
-
-# 2. two GPUs, ZeRO-2 / ZeRO-3, 2B scale, mixed batches, save + resume
+# Two GPUs (or ZERO_NPROC), ZeRO-2 / ZeRO-3, 2B scale, mixed batches, save + resume
 NPROC=${ZERO_NPROC:-$NGPU}
 if [ "$NPROC" -ge 2 ] || [ -n "${ZERO_NPROC:-}" ]; then
   D=${DATA:-$RUNS/data}

@@ -1,9 +1,9 @@
 #!/bin/bash
-# One call on the lent H100 (about 8 minutes): the Mamba-2 block benchmark at VAMBA-7B sizes that the first
-# run of scripts/gpu/issue2.sh could not finish (153k and 612k tokens; the 38k row is in
-# docs/results/mamba2_bench_h100.json), then the model-level GPU tests with every error recorded.
+# One call on the lent H100 (about 8 minutes): the Mamba-2 block benchmark at VAMBA-7B sizes on long inputs (153k and
+# 612k tokens, the rows scripts/gpu/kernels.sh leaves out; the 38k row is in docs/results/mamba2_bench_h100.json),
+# then the model-level GPU tests with every error recorded.
 # Run from the project root with the kernel wheels carried as .whl/:
-#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issues_2_3.sh
+#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/mamba2_long.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"

@@ -1,14 +1,14 @@
 #!/bin/bash
-# One call on the lent H100 for issue 7 (about 10 minutes): the efficiency benchmark at 7B scale (VAMBA vs
-# transformers' Qwen2-VL, prefill and training step vs frames, plus the issue-5 stage-1 point), then the
-# streaming-prefill GPU test. Everything worth keeping goes to $OUT (at most 8 files come back):
+# One call on the lent H100 (about 10 minutes): the efficiency benchmark at 7B scale (VAMBA vs transformers'
+# Qwen2-VL, prefill and training step vs frames, plus the VAMBA stage-1 training step), then the streaming-prefill
+# GPU test. Everything worth keeping goes to $OUT (at most 8 files come back):
 #   efficiency_$TAG.{json,md}, efficiency_${TAG}_{memory,time}.png, efficiency_stage1_$TAG.json,
 #   bench_efficiency.log, gpu_tests.log, nvidia_smi.txt
 # TAG (default h100) names the files; MEM_GIB caps the GPU memory (e.g. MEM_GIB=79.2 TAG=h200_cap80: an 80 GB
-# H100's room on an H200, so what fits matches the issue's device).
+# H100's room on an H200, so what fits matches the reference measurement's device).
 # Run from the project root, with the wheels folder (shared/device-wheels) carried as .whl/:
 #   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
-#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issue7.sh
+#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/efficiency.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"

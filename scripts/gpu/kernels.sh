@@ -1,8 +1,8 @@
 #!/bin/bash
-# One call on the lent GPU for the Mamba-2 kernels (issue 2): install the kernel packages, run the
+# One call on the lent GPU for the Mamba-2 kernels: install the kernel packages, run the
 # benchmark, then the GPU comparison tests. Everything worth keeping goes to $OUT (at most 8 files come
 # back). Run from the project root, with the wheels folder at .whl/:
-#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/issue2.sh
+#   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/kernels.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"

@@ -1,0 +1,122 @@
+"""The package's import rules (docs/design.md, "Layers") and its module size limit, checked on the source.
+
+Every ``import`` and ``from ... import`` of every module counts, those inside functions too (a lazy import is
+still a dependency). A module may import its own layer and the layers its row allows; nothing else.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vamba"
+MAX_LINES = 500
+
+BELOW_RECIPES = {"utils", "ops", "models", "data", "parallel", "evaluation", "inference", "training"}
+# layer -> the other layers it may import. Top-level modules are layers of their own: vamba/__init__.py ("vamba"),
+# cli.py (the console entry, the only importer of recipes and bench), doctor.py (`vamba doctor`).
+ALLOWED: dict[str, set[str]] = {
+    "vamba": set(),
+    "utils": set(),
+    "ops": {"utils"},
+    "models": {"ops", "utils"},
+    "data": {"utils"},
+    "parallel": {"utils", "ops", "models"},
+    "evaluation": {"data", "utils"},
+    "inference": {"models", "data", "evaluation", "utils"},
+    "training": {"models", "data", "parallel", "utils"},
+    "recipes": BELOW_RECIPES,
+    "bench": BELOW_RECIPES,
+    "doctor": {"ops", "utils"},
+    "cli": BELOW_RECIPES | {"recipes", "bench", "doctor"},
+}
+# Within a layer that may import another, only these of its modules (inference reads evaluation's model interface
+# and the benchmark protocols' frame sampler, never the runner or the benchmarks).
+ONLY: dict[tuple[str, str], set[str]] = {
+    ("inference", "evaluation"): {"vamba.evaluation.interface", "vamba.evaluation.sampling"},
+}
+# (importing module, imported module) -> why the rule allows it.
+EXCEPTIONS = {
+    ("vamba.models", "vamba.data.processor"):
+        "registration only: `import vamba.models` registers VambaProcessor (which lives with the data pipeline) with "
+        "AutoProcessor, so that one import sets up every Auto class",
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return "vamba" if len(parts) == 1 else parts[1]
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """Every vamba module ``module`` imports (``from vamba.x import y``: ``vamba.x``, or ``vamba.x.y`` when y is a
+    module), wherever the statement sits."""
+    found = set()
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against this module's package
+                package = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+                base = ".".join(package + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    modules = _modules()
+    return {name for name in found if name in modules and name != module}
+
+
+def test_every_module_belongs_to_a_layer_of_the_table() -> None:
+    layers = {_layer(m) for m in _modules()}
+    assert layers <= set(ALLOWED), f"add a row for {sorted(layers - set(ALLOWED))} (and to docs/design.md)"
+
+
+def test_imports_follow_the_layers() -> None:
+    bad = []
+    for module, path in _modules().items():
+        layer = _layer(module)
+        for target in sorted(_imports(module, path)):
+            other = _layer(target)
+            if other == layer or (module, target) in EXCEPTIONS:
+                continue
+            only = ONLY.get((layer, other))
+            if other not in ALLOWED[layer] or (only is not None and target not in only):
+                bad.append(f"{module} imports {target} ({layer} -> {other})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_exceptions_are_still_needed() -> None:
+    """An exception the code no longer needs is removed from the table (and from docs/design.md)."""
+    modules = _modules()
+    for module, target in EXCEPTIONS:
+        assert target in _imports(module, modules[module]), (module, target)
+
+
+def test_lowest_layers_load_nothing_above_them() -> None:
+    """At run time too: importing every module of utils, ops and data in a fresh interpreter loads no vamba module
+    of another layer (ops: utils only; data: utils only)."""
+    for layer, allowed in (("utils", set()), ("ops", {"utils"}), ("data", {"utils"})):
+        names = [m for m in _modules() if _layer(m) == layer]
+        code = ("import sys\n" + "".join(f"import {m}\n" for m in names)
+                + "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('vamba.')}))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+        assert out.returncode == 0, out.stderr
+        assert set(eval(out.stdout)) <= {layer} | allowed, (layer, out.stdout)
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    """One module per concept: a module past ~500 lines holds several; split it by concept."""
+    long = {str(p.relative_to(ROOT)): n for p in [*PACKAGE.rglob("*.py"), *(ROOT / "scripts").rglob("*.py")]
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
