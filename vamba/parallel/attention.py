@@ -94,12 +94,13 @@ class _FusedPartialAttention(torch.autograd.Function):
         import torch.distributed as dist
 
         out, lse, state = _sdpa_with_lse(q, k, v, bias_fwd, scale)
-        lse_pad = lse.shape[-1]
-        lse = lse[..., : q.shape[-2]].float().masked_fill(empty, _NEG_INF)  # [B, H, Nq]
+        lse_pad, lse_dtype = lse.shape[-1], lse.dtype
+        acc = torch.promote_types(q.dtype, torch.float32)
+        lse = lse[..., : q.shape[-2]].to(acc).masked_fill(empty, _NEG_INF)  # [B, H, Nq]
         m = all_reduce_max_plain(lse, group)
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         w = torch.exp(lse - m)
-        packed = torch.cat([out.float() * w[..., None], w[..., None]], dim=-1)
+        packed = torch.cat([out.to(acc) * w[..., None], w[..., None]], dim=-1)
         dist.all_reduce(packed, group=group)
         num, den = packed[..., :-1], packed[..., -1]
         read = den > 0
@@ -108,7 +109,7 @@ class _FusedPartialAttention(torch.autograd.Function):
         # +inf where nothing is read anywhere: every probability exp(s - lse) is then 0 in the backward
         glob_lse = torch.where(read, m + torch.log(torch.where(read, den, torch.ones_like(den))),
                                torch.full_like(m, float("inf")))
-        glob_lse = torch.nn.functional.pad(glob_lse, (0, lse_pad - glob_lse.shape[-1]))
+        glob_lse = torch.nn.functional.pad(glob_lse, (0, lse_pad - glob_lse.shape[-1])).to(lse_dtype)
         ctx.save_for_backward(q, k, v, bias_bwd, glob, glob_lse)
         ctx.state, ctx.group, ctx.scale = state, group, scale
         return glob

@@ -108,7 +108,7 @@ def mixer_forward(mixer: Mamba2Mixer, x: Tensor, shard) -> Tensor:
     xbc = causal_conv1d(xbc.transpose(1, 2), mixer.conv1d.weight[:, 0], mixer.conv1d.bias, seq_idx=shard.seq,
                         initial_state=history, activation="silu", backend=c.backend)
     xs, B, C = xbc.transpose(1, 2).split([c.d_inner, c.ngroups * c.d_state, c.ngroups * c.d_state], dim=-1)
-    A = -torch.exp(mixer.A_log.to(work))
+    A = -torch.exp(mixer.A_log.float())  # as Mamba2Mixer.forward (float32 even for float64 weights)
     # dt as the scan would compute it, then 0 on padding (decay 1, no input: the state passes unchanged)
     dt = F.softplus(dt.to(work) + mixer.dt_bias.to(work))
     if c.dt_limit != (0.0, _INF):
