@@ -40,6 +40,8 @@ def batches() -> dict[str, dict[str, torch.Tensor]]:
                               sample(5, [(3, 4, 4)], seed=8), sample(3, [(2, 2, 2)], seed=9)]),
         # two padded rows of different video lengths, and a text-only row
         "padded_rows": video_batch([8, 6, 5], [[(3, 4, 4)], [(6, 2, 4)], []], seed=10),
+        # no video at all: every rank runs the vision tower on its dummy item
+        "text_only": video_batch([6], [[]], seed=11),
     }
 
 
@@ -76,19 +78,27 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
+# (config, batches, gradient checkpointing); "--quick" runs the last group only
+CASES = [("alpha_rope_eager", list(batches()), False), ("plain_sum_layernorm_fused", list(batches()), False),
+         ("alpha_rope_eager", ["packed"], True), ("plain_sum_layernorm_fused", ["packed_small", "padded_rows"], False)]
+
+
 def main() -> None:
     out_path = Path(sys.argv[1])
-    checkpointing = "--checkpointing" in sys.argv
+    cases = CASES[-1:] if "--quick" in sys.argv else CASES[:-1]
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     cp = init_context_parallel(dist.get_world_size())
     results = {}
-    for cname, config in CONFIGS.items():
-        model = build(config)
+    all_batches = batches()
+    for cname, names, checkpointing in cases:
+        model = build(CONFIGS[cname])
         if checkpointing:
             model.gradient_checkpointing_enable()
             model.train()
-        for bname, batch in batches().items():
+            cname += "+checkpointing"
+        for bname in names:
+            batch = all_batches[bname]
             model.set_context_parallel(None)
             ref_logits, ref_loss, ref_grads = run(model, batch)
             model.set_context_parallel(cp)
