@@ -131,7 +131,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(out), run_name=out.name, seed=cfg.seed,
         per_device_train_batch_size=o.per_device_batch_size,
-        gradient_accumulation_steps=gradient_accumulation(o, world),
+        gradient_accumulation_steps=gradient_accumulation(o, world, cfg.parallel.context_parallel_size),
         learning_rate=o.lr, weight_decay=o.weight_decay, lr_scheduler_type=o.scheduler, warmup_steps=o.warmup_ratio,
         adam_beta2=o.adam_beta2, max_steps=o.max_steps, num_train_epochs=o.epochs, max_grad_norm=o.max_grad_norm,
         bf16=o.bf16, logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
@@ -165,8 +165,14 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
         # ZeRO-3 partitions parameters as the model is built (zero.Init): its communicator must know the world
         # size by then; on an existing torch process group this only attaches DeepSpeed to it.
         deepspeed.init_distributed()
+    context = None
+    if cfg.parallel.context_parallel_size > 1:
+        from vamba.parallel.groups import init_context_parallel
+
+        context = init_context_parallel(cfg.parallel.context_parallel_size)
     tok = load_tokenizer(cfg)
     model = build_model(cfg, tok)
+    model.set_context_parallel(context)
     summary = apply_stage(model, cfg.stage)
     logger.info("stage %s: %s", cfg.stage.name, summary)
     if cfg.stage.lora.enable:
@@ -184,8 +190,10 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     from vamba.data.collate import Collator
 
     dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
+    shard = None if context is None else (context.rank, context.size)
     trainer = VambaTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=KeyedCollator(Collator(tok.pad_token_id)),
+        model=model, args=args, train_dataset=dataset,
+        data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=shard), context_parallel=context,
         callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
