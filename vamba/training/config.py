@@ -141,6 +141,10 @@ class ParallelConfig:
     across them (vamba.parallel, docs/context_parallel.md); data parallelism runs over the groups."""
 
     context_parallel_size: int = 1
+    # local: each rank decodes only its frames; all: every rank decodes whole videos and keeps its cut (a video
+    # that fails to decode is then skipped on every rank alike; with local a frame-level failure on one rank stops
+    # the run with an error naming the samples, since the group's ranks must train on the same samples)
+    decode: str = "local"
 
 
 @dataclass
@@ -265,6 +269,15 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     for reporter in cfg.logging.report_to:
         _one_of(reporter, REPORTERS, "logging.report_to")
+    _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
+    if cfg.parallel.context_parallel_size < 1:
+        raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")
+    if cfg.parallel.context_parallel_size > 1 and cfg.model.vision_mixer == "selective_scan":
+        raise ConfigError("parallel.context_parallel_size > 1 supports model.vision_mixer=mamba2 or none")
+    if cfg.parallel.context_parallel_size > 1 and cfg.stage.distill.weight > 0 and cfg.stage.distill.source == "online":
+        raise ConfigError("parallel.context_parallel_size > 1 cannot run the online distillation teacher (a Qwen2-VL "
+                          "with full self-attention over the whole video on every rank); write its top-k logits "
+                          "first (vamba distill-cache) and train with stage.distill.source=cache")
     _exists(cfg.model.path, "model.path")
     if cfg.model.path is None and cfg.model.size != "tiny" and not cfg.model.allow_random_init:
         raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
@@ -287,14 +300,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("stage.distill.weight > 0 with source=cache needs stage.distill.cache_dir")
     if d.weight > 0:
         _exists(d.teacher if d.source == "online" else d.cache_dir, f"stage.distill.{'teacher' if d.source == 'online' else 'cache_dir'}")
-    if cfg.parallel.context_parallel_size < 1:
-        raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")
-    if cfg.parallel.context_parallel_size > 1 and cfg.model.vision_mixer == "selective_scan":
-        raise ConfigError("parallel.context_parallel_size > 1 supports model.vision_mixer=mamba2 or none")
-    if cfg.parallel.context_parallel_size > 1 and cfg.stage.distill.weight > 0 and cfg.stage.distill.source == "online":
-        raise ConfigError("parallel.context_parallel_size > 1 cannot run the online distillation teacher (a Qwen2-VL "
-                          "with full self-attention over the whole video on every rank); write its top-k logits "
-                          "first (vamba distill-cache) and train with stage.distill.source=cache")
     o = cfg.optim
     if o.global_batch_size < 1 or o.per_device_batch_size < 1:
         raise ConfigError("optim.global_batch_size and optim.per_device_batch_size must be >= 1")

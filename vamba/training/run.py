@@ -189,11 +189,13 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
 
     from vamba.data.collate import Collator
 
-    dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
     shard = None if context is None else (context.rank, context.size)
+    local = shard if cfg.parallel.decode == "local" else None  # else: whole videos decoded, cut after collation
+    dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"), shard=local)
     trainer = VambaTrainer(
         model=model, args=args, train_dataset=dataset,
-        data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=shard), context_parallel=context,
+        data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=None if local else shard),
+        context_parallel=context,
         callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
