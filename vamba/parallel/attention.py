@@ -23,10 +23,11 @@ share and q exactly its gradient. Two ways to get (o_r, lse_r):
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from vamba.models.attention import allowed_mask
-from vamba.parallel.comm import all_reduce_max_plain, all_reduce_sum, replicated_to_sharded
+from vamba.parallel.comm import all_reduce_max_plain, all_reduce_plain, all_reduce_sum, replicated_to_sharded
 
 _NEG_INF = float("-inf")
 
@@ -91,8 +92,6 @@ class _FusedPartialAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias_fwd, bias_bwd, empty, group, scale):  # type: ignore[override]
-        import torch.distributed as dist
-
         out, lse, state = _sdpa_with_lse(q, k, v, bias_fwd, scale)
         lse_pad, lse_dtype = lse.shape[-1], lse.dtype
         acc = torch.promote_types(q.dtype, torch.float32)
@@ -100,8 +99,7 @@ class _FusedPartialAttention(torch.autograd.Function):
         m = all_reduce_max_plain(lse, group)
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         w = torch.exp(lse - m)
-        packed = torch.cat([out.to(acc) * w[..., None], w[..., None]], dim=-1)
-        dist.all_reduce(packed, group=group)
+        packed = all_reduce_plain(torch.cat([out.to(acc) * w[..., None], w[..., None]], dim=-1), group)
         num, den = packed[..., :-1], packed[..., -1]
         read = den > 0
         glob = torch.where(read[..., None], num / torch.where(read, den, torch.ones_like(den))[..., None],
@@ -116,12 +114,9 @@ class _FusedPartialAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        import torch.distributed as dist
-
         q, k, v, bias, glob, glob_lse = ctx.saved_tensors
         dq, dk, dv = _sdpa_backward(grad.contiguous(), q, k, v, bias, glob, glob_lse, ctx.state, ctx.scale)
-        dq = dq.contiguous()
-        dist.all_reduce(dq, group=ctx.group)
+        dq = all_reduce_plain(dq, ctx.group)
         r = dist.get_world_size(ctx.group)
         return dq, dk * r, dv * r, None, None, None, None, None
 

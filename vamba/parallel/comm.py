@@ -23,6 +23,28 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+def _staged(x: Tensor, group) -> Tensor:
+    """x where the backend can take it; a host copy for CUDA tensors on gloo (which all-gathers host memory only:
+    two processes sharing one GPU, as the GPU benchmark runs, cannot use NCCL)."""
+    return x.cpu() if x.is_cuda and dist.get_backend(group) == "gloo" else x
+
+
+def _gather(x: Tensor, group) -> Tensor:
+    """[R, ...] all-gather of x (contiguous), on x's device."""
+    y = _staged(x.contiguous(), group)
+    out = [torch.empty_like(y) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(out, y, group=group)
+    return torch.stack(out).to(x.device)
+
+
+def _reduce(x: Tensor, group, op=dist.ReduceOp.SUM) -> Tensor:
+    """All-reduce of a copy of x, on x's device."""
+    y = _staged(x.contiguous(), group)
+    y = y.clone() if y is x else y
+    dist.all_reduce(y, op=op, group=group)
+    return y.to(x.device)
+
+
 class _AllGatherStack(torch.autograd.Function):
     """x [...] on every rank -> [R, ...] (slot r = rank r's x); backward: slot gradients summed over the group."""
 
@@ -30,33 +52,24 @@ class _AllGatherStack(torch.autograd.Function):
     def forward(ctx, x: Tensor, group) -> Tensor:  # type: ignore[override]
         ctx.group = group
         ctx.rank = dist.get_rank(group)
-        x = x.contiguous()
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(out, x, group=group)
-        return torch.stack(out)
+        return _gather(x, group)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         # NOTE: an all-reduce of the (small) stacked gradient, then the own slot: a reduce-scatter in effect,
         # and it runs on every backend (gloo has no reduce-scatter).
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad[ctx.rank], None
+        return _reduce(grad, ctx.group)[ctx.rank], None
 
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, group) -> Tensor:  # type: ignore[override]
         ctx.group = group
-        out = x.contiguous().clone()
-        dist.all_reduce(out, group=group)
-        return out
+        return _reduce(x, group)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+        return _reduce(grad, ctx.group), None
 
 
 class _ReplicatedToSharded(torch.autograd.Function):
@@ -67,9 +80,7 @@ class _ReplicatedToSharded(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad / dist.get_world_size(ctx.group), None
+        return _reduce(grad, ctx.group) / dist.get_world_size(ctx.group), None
 
 
 def all_gather_stack(x: Tensor, group) -> Tensor:
@@ -91,13 +102,15 @@ def replicated_to_sharded(x: Tensor, group) -> Tensor:
 @torch.no_grad()
 def all_gather_plain(x: Tensor, group) -> Tensor:
     """All-gather without autograd (integer metadata): [...] -> [R, ...]."""
-    out = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(out, x.contiguous(), group=group)
-    return torch.stack(out)
+    return _gather(x, group)
 
 
 @torch.no_grad()
 def all_reduce_max_plain(x: Tensor, group) -> Tensor:
-    out = x.contiguous().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX, group=group)
-    return out
+    return _reduce(x, group, dist.ReduceOp.MAX)
+
+
+@torch.no_grad()
+def all_reduce_plain(x: Tensor, group) -> Tensor:
+    """Sum over the group without autograd (inside autograd Functions that define their own backward)."""
+    return _reduce(x, group)
