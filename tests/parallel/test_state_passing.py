@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vamba.ops import causal_conv1d_ref, ssd_scan_ref
-from vamba.parallel.mamba import history_selector, incoming_coefficients, state_correction
+from vamba.parallel.mamba import add_state_correction, history_selector, incoming_coefficients, state_correction
 
 F64 = torch.float64
 
@@ -149,3 +149,21 @@ def test_exchanged_conv_tails_equal_the_one_shot_conv(case: str) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     for got, want in zip(torch.autograd.grad((out * weight).sum(), [x, w, bias]), g_ref):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_memory_lean_correction_equals_the_reference() -> None:
+    """``add_state_correction`` (pieces of ``chunk`` tokens, recomputed in backward) against ``state_correction``."""
+    gen = torch.Generator().manual_seed(2)
+    B, L, G, N, H, P = 3, 23, 2, 5, 4, 3
+    y0 = torch.randn(B, L, H, P, generator=gen, dtype=F64, requires_grad=True)
+    C = torch.randn(B, L, G, N, generator=gen, dtype=F64, requires_grad=True)
+    log_decay = (-torch.rand(B, L, H, generator=gen, dtype=F64)).cumsum(1).requires_grad_(True)
+    state = torch.randn(B, H, P, N, generator=gen, dtype=F64, requires_grad=True)
+    first_run = torch.arange(L)[None] < torch.tensor([23, 9, 0])[:, None]  # whole, part, none of the slice
+    weight = torch.randn(B, L, H, P, generator=gen, dtype=F64)
+    leaves = [y0, C, log_decay, state]
+    want = y0 + state_correction(C, log_decay, state, first_run)
+    got = add_state_correction(y0, C, log_decay, state, first_run, chunk=4)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+    for a, b in zip(torch.autograd.grad((got * weight).sum(), leaves), torch.autograd.grad((want * weight).sum(), leaves)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)

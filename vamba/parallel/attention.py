@@ -92,7 +92,10 @@ class _FusedPartialAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias_fwd, bias_bwd, empty, group, scale):  # type: ignore[override]
-        out, lse, state = _sdpa_with_lse(q, k, v, bias_fwd, scale)
+        # k, v [B, Hkv, Nk, d] are kept as they are (grouped-query heads expanded only while a kernel runs)
+        ke, ve = _expand_kv(q, k, v)
+        out, lse, state = _sdpa_with_lse(q, ke.contiguous(), ve.contiguous(), bias_fwd, scale)
+        del ke, ve
         lse_pad, lse_dtype = lse.shape[-1], lse.dtype
         acc = torch.promote_types(q.dtype, torch.float32)
         lse = lse[..., : q.shape[-2]].to(acc).masked_fill(empty, _NEG_INF)  # [B, H, Nq]
@@ -115,7 +118,14 @@ class _FusedPartialAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         q, k, v, bias, glob, glob_lse = ctx.saved_tensors
-        dq, dk, dv = _sdpa_backward(grad.contiguous(), q, k, v, bias, glob, glob_lse, ctx.state, ctx.scale)
+        ke, ve = _expand_kv(q, k, v)
+        dq, dk, dv = _sdpa_backward(grad.contiguous(), q, ke.contiguous(), ve.contiguous(), bias, glob, glob_lse,
+                                    ctx.state, ctx.scale)
+        del ke, ve
+        b, hkv, nk, d = k.shape
+        rep = q.shape[1] // hkv
+        if rep > 1:  # a shared key/value head's gradient sums over its query heads
+            dk, dv = dk.view(b, hkv, rep, nk, d).sum(2), dv.view(b, hkv, rep, nk, d).sum(2)
         dq = all_reduce_plain(dq, ctx.group)
         r = dist.get_world_size(ctx.group)
         return dq, dk * r, dv * r, None, None, None, None, None
@@ -133,7 +143,6 @@ def _bias(allowed: Tensor, b: int, h: int, nk: int, dtype: torch.dtype) -> Tenso
 def partial_attention_fused(q: Tensor, k: Tensor, v: Tensor, q_seg: Tensor | None, k_seg: Tensor | None,
                             scale: float, group) -> Tensor:
     """The combined cross-attention output [B, Nq, Hq, d] through fused kernels (module docstring)."""
-    k, v = _expand_kv(q, k, v)
     mask = allowed_mask(q_seg, k_seg, q.shape[-2], k.shape[-2], causal=False, device=q.device)
     b, h, nq, nk = q.shape[0], q.shape[1], q.shape[-2], k.shape[-2]
     if mask is None:
