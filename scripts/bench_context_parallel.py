@@ -45,7 +45,7 @@ GRID_640x360 = (26, 46)  # patches per frame: 299 merged tokens per 2 frames
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
@@ -308,8 +308,9 @@ def check(args) -> int:
         model.set_context_parallel(cp)
         got = run(shard_batch(batch, cp.rank, cp.size))
         for grad in got[2].values():
-            dist.all_reduce(grad)
-            grad /= cp.size
+            host = grad.cpu()  # gloo reduces host memory
+            dist.all_reduce(host)
+            grad.copy_(host / cp.size)
         worst = max((rel(got[2][k], ref[2][k]), k) for k in ref[2])
         case = {"dtype": str(dtype).removeprefix("torch."), "logits": rel(got[0], ref[0]), "loss": rel(got[1], ref[1]),
                 "grad_worst": worst[0], "grad_worst_name": worst[1], "same_params": sorted(got[2]) == sorted(ref[2])}
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=2048)
     p.add_argument("--text", type=int, default=128)
     p.add_argument("--steps", type=int, default=1, help="timed steps after the warm-up step")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device (use --device cpu --scale tiny for a CPU check of the script)", file=sys.stderr)
         return 2
