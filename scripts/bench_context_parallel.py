@@ -389,6 +389,10 @@ def measure(args) -> int:
     except Exception as e:  # noqa: BLE001 (recorded, then the exit code says it failed)
         status = "error"
         result["error"] = "".join(traceback.format_exception(e))[-3000:]
+    if args.scale == "7b":  # the per-GPU memory model's prediction for this rank (docs/context_parallel.md)
+        from vamba.parallel.memory import vamba_7b
+
+        result["predicted_peak_gib"] = round(vamba_7b().peak_gib(result["video_tokens"], cp.size, args.mode), 2)
     result["status"] = status
     out = Path(args.out)
     atomic_write_json(out.with_name(f"{out.stem}.rank{cp.rank}{out.suffix}"), result)
