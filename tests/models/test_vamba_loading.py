@@ -233,3 +233,27 @@ def test_the_teacher_loader_still_loads_plain_qwen2_vl(qwen):
     assert type(teacher) is Qwen2VLForConditionalGeneration and not teacher.training
     ids = torch.randint(3, 90, (1, 6))
     torch.testing.assert_close(_text_logits(teacher, ids), _text_logits(source, ids), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("where", ["top", "text_config", "vision_config", "ours"])
+def test_an_unknown_model_key_in_config_json_is_an_error_naming_it(saved, tmp_path, where):
+    """A misspelt model option (not a generic PretrainedConfig key of any transformers version) fails loading
+    instead of being kept as an unused attribute: in the released layout (the official fixture, 4.x form), in
+    its nested vision config, in our own saved checkpoints."""
+    source = OFFICIAL_FIXTURE if where != "ours" else saved
+    path = tmp_path / "ckpt"
+    path.mkdir()
+    config = json.loads((source / "config.json").read_text())
+    if where == "text_config":
+        config["text_config"] = {**config.get("text_config", {}), "hidden_sizee": 8}
+        bad = "text_config.hidden_sizee"
+    elif where == "vision_config":
+        config["vision_config"]["patch_sise"] = 14
+        bad = "vision_config.patch_sise"
+    else:
+        config["cross_attn_use_layernorm"] = True
+        bad = "cross_attn_use_layernorm"
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "model.safetensors").symlink_to(source / "model.safetensors")
+    with pytest.raises(ValueError, match=bad):
+        VambaForConditionalGeneration.from_pretrained(path)

@@ -14,7 +14,7 @@ from vamba.training.config import ConfigError, OptimConfig, gradient_accumulatio
 FILL = ["model.path=/ckpt/qwen2vl", "data.mixture=/data/mix.yaml"]
 
 
-@pytest.mark.parametrize("group", ["model", "data", "stage", "deepspeed", "logging", "debug"])
+@pytest.mark.parametrize("group", ["model", "data", "stage", "deepspeed", "parallel", "logging", "debug"])
 def test_every_group_option_composes(group: str) -> None:
     options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
     assert options
@@ -87,6 +87,10 @@ def test_missing_path_fails(train_overrides) -> None:
     (["logging.report_to=[mlflow]"], "logging.report_to='mlflow'"),
     (["stage.trainable=[]"], "nothing would train"),
     (["optim.warmup_ratio=1.5"], "warmup_ratio"),
+    (["parallel.context_parallel_size=0"], "parallel.context_parallel_size=0"),
+    (["parallel.decode=half"], "parallel.decode='half'"),
+    (["parallel.context_parallel_size=2", "model.vision_mixer=selective_scan"], "supports model.vision_mixer=mamba2"),
+    (["parallel.context_parallel_size=2", "stage.distill.weight=1", "stage.distill.teacher=/t"], "source=cache"),
 ])
 def test_bad_values_fail(train_overrides, overrides, message) -> None:
     cfg = compose_config(*train_overrides, *overrides)
@@ -98,6 +102,10 @@ def test_gradient_accumulation() -> None:
     assert gradient_accumulation(OptimConfig(global_batch_size=32, per_device_batch_size=2), world_size=4) == 4
     with pytest.raises(ConfigError, match="not a multiple"):
         gradient_accumulation(OptimConfig(global_batch_size=16, per_device_batch_size=3), world_size=1)
+    # context parallelism: a CP group shares its batches, the data-parallel size is world / CP
+    assert gradient_accumulation(OptimConfig(global_batch_size=8, per_device_batch_size=1), 8, 4) == 4
+    with pytest.raises(ConfigError, match="does not divide the world size 6"):
+        gradient_accumulation(OptimConfig(global_batch_size=8, per_device_batch_size=1), 6, 4)
 
 
 @pytest.mark.parametrize("added", ["+optim.lrr=1", "++optim.lrr=1", "+model.tiny.widht=3", "+lrr=1"])

@@ -33,7 +33,7 @@ class Collator:
         attention_mask = torch.zeros(B, n, dtype=torch.long)
         position_ids = torch.zeros(B, n, dtype=torch.long)
         text_seq_idx = torch.full((B, n), -1, dtype=torch.int32)
-        pixel_values, grids, visual_row, visual_seq_idx = [], [], [], []
+        pixel_values, grids, visual_row, visual_seq_idx, t_offsets = [], [], [], [], []
         for b, row in enumerate(rows):
             start = 0
             for s, sample in enumerate(row):
@@ -48,6 +48,8 @@ class Collator:
                 grids.append(sample.grid_thw)
                 visual_row += [b] * len(sample.grid_thw)
                 visual_seq_idx += [s] * len(sample.grid_thw)
+                t_offsets.append(sample.t_offset if sample.t_offset is not None
+                                 else torch.zeros(len(sample.grid_thw), dtype=torch.long))
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -60,4 +62,6 @@ class Collator:
         }
         if packed:
             batch["text_seq_idx"] = text_seq_idx
+        if any(s.t_offset is not None for row in rows for s in row):  # context-parallel pieces (docs/batch.md)
+            batch["visual_t_offset"] = torch.cat(t_offsets) if t_offsets else torch.zeros(0, dtype=torch.long)
         return batch

@@ -19,9 +19,11 @@ from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, SampleError, encode_chat, ins
 from vamba.data.formats import Media, RawSample, Source
 from vamba.data.mixture import Mixture
 from vamba.data.sampling import FrameSampling, frames_for_token_budget, sample_frames
+from vamba.data.shard import plan_row
 from vamba.data.skips import SkipLog
-from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, read_video, video_info
-from vamba.data.vision import VisionConfig, load_image, num_video_tokens, process_frames, processed_size
+from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, draw_seed, read_video, video_info
+from vamba.data.vision import (MERGE_SIZE, PATCH_SIZE, VisionConfig, load_image, num_video_tokens, process_frames,
+                               processed_size)
 
 # What a bad sample may raise; anything else is a bug and propagates.
 BAD_SAMPLE_ERRORS = (SampleError, VideoDecodeError)
@@ -46,6 +48,8 @@ class ProcessingConfig:
     max_consecutive_skips: int = 32
     seed: int = 0
     skip_log: str | None = None
+    # (rank, size): context parallelism, decode only this rank's temporal patches of each row (vamba.data.shard)
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "raise"):
@@ -55,13 +59,15 @@ class ProcessingConfig:
 @dataclass
 class ProcessedSample:
     """One sample. ``input_ids``/``labels``: ``[n]`` long; ``pixel_values``: ``[P, 1176]`` (all its visual
-    items, in order); ``grid_thw``: ``[V, 3]``."""
+    items, in order); ``grid_thw``: ``[V, 3]``. With context parallelism (``ProcessingConfig.shard``) the visual
+    items are this rank's pieces and ``t_offset`` [V] gives each piece's first temporal patch in its item."""
 
     key: str
     input_ids: torch.Tensor
     labels: torch.Tensor
     pixel_values: torch.Tensor
     grid_thw: torch.Tensor
+    t_offset: torch.Tensor | None = None
 
     @property
     def num_text_tokens(self) -> int:
@@ -127,48 +133,73 @@ class SampleProcessor:
             raise SampleError(str(e)) from None
         return dataclasses.replace(sampling, num_frames=num_frames)
 
+    def media_patches(self, raw: RawSample) -> list[tuple[int, int]]:
+        """``(temporal patches, tokens per temporal patch)`` of each visual item, from headers only."""
+        out = []
+        for media in raw.media:
+            if media.kind == "image":
+                height, width = _image_size(media.source)
+                count = 1
+            else:
+                info = video_info(media.source, self.config.video)
+                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info), torch.Generator()).indices)
+                height, width = info.height, info.width
+            h, w = processed_size(height, width, self.config.vision)
+            per_patch = (h // PATCH_SIZE) * (w // PATCH_SIZE) // MERGE_SIZE**2
+            out.append((num_video_tokens(count, height, width, self.config.vision) // per_patch, per_patch))
+        return out
+
     def lengths(self, raw: RawSample) -> tuple[int, int]:
         """``(text tokens, video tokens)`` of a sample from headers only (no frame is decoded beyond the
         first), exactly what ``__call__`` will produce; used to plan packing."""
         input_ids, _ = self.encode_text(raw)
-        tokens = 0
-        for media in raw.media:
-            if media.kind == "image":
-                h, w = _image_size(media.source)
-                tokens += num_video_tokens(1, h, w, self.config.vision)
-            else:
-                info = video_info(media.source, self.config.video)
-                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info),
-                                          torch.Generator()).indices)
-                tokens += num_video_tokens(count, info.height, info.width, self.config.vision)
+        tokens = sum(t * per for t, per in self.media_patches(raw))
         self._check_video_tokens(tokens)
         return len(input_ids), tokens
 
-    def _frames(self, media: Media, generator: torch.Generator) -> np.ndarray:
+    def _frames(self, media: Media, generator: torch.Generator, patches: tuple[int, int] | None = None) -> np.ndarray:
         if media.kind == "image":
             return _image_frames(media.source)
         sampling = self.config.sampling
         if sampling.video_tokens is not None:
             sampling = self.sampling_for(video_info(media.source, self.config.video))
-        return read_video(media.source, sampling, self.config.video, generator).frames
+        positions = None if patches is None else slice(2 * patches[0], 2 * patches[1])  # 2 frames a patch
+        return read_video(media.source, sampling, self.config.video, generator, positions).frames
 
-    def __call__(self, raw: RawSample, generator: torch.Generator | None = None) -> ProcessedSample:
+    def __call__(self, raw: RawSample, generator: torch.Generator | None = None,
+                 pieces: list[tuple[int, int] | None] | None = None) -> ProcessedSample:
+        """The processed sample; ``pieces`` (context parallelism): per visual item the temporal patches
+        ``(t0, t1)`` to decode, or None for an item held by another rank (None: every item whole)."""
         generator = generator or torch.Generator().manual_seed(self.config.seed)
         input_ids, labels = self.encode_text(raw)
-        pixel_values, grids = [], []
-        for media in raw.media:
-            frames = self._frames(media, generator)
+        if pieces is not None and len(pieces) != len(raw.media):
+            raise ValueError(f"{raw.key}: {len(pieces)} pieces for {len(raw.media)} visual items")
+        pixel_values, grids, offsets = [], [], []
+        for i, media in enumerate(raw.media):
+            piece = None if pieces is None else pieces[i]
+            if pieces is not None and piece is None:
+                if media.kind == "video":
+                    draw_seed(generator)  # as read_video would: the next videos sample the same frames
+                continue
+            frames = self._frames(media, generator, piece)
             h, w = frames.shape[1:3]
             if max(h, w) / max(1, min(h, w)) > 200:
                 raise SampleError(f"aspect ratio of a {h}x{w} frame exceeds 200")
             pv, grid = process_frames(frames, self.config.vision)
+            if piece is not None and int(grid[0, 0]) != piece[1] - piece[0]:
+                raise SampleError(f"decoded {int(grid[0, 0])} temporal patches for the piece {piece} of item {i}")
             pixel_values.append(pv)
             grids.append(grid)
+            offsets.append(0 if piece is None else piece[0])
         grid_thw = torch.cat(grids) if grids else torch.zeros(0, 3, dtype=torch.long)
         pixel_values = torch.cat(pixel_values) if pixel_values else torch.zeros(0, 1176)
         sample = ProcessedSample(raw.key, torch.tensor(input_ids, dtype=torch.long),
-                                 torch.tensor(labels, dtype=torch.long), pixel_values, grid_thw)
-        self._check_video_tokens(sample.num_video_tokens)
+                                 torch.tensor(labels, dtype=torch.long), pixel_values, grid_thw,
+                                 None if pieces is None else torch.tensor(offsets, dtype=torch.long))
+        if pieces is None:
+            self._check_video_tokens(sample.num_video_tokens)
+        else:
+            self._check_video_tokens(sum(t * per for t, per in self.media_patches(raw)))
         return sample
 
 
@@ -196,17 +227,40 @@ class VambaDataset(torch.utils.data.Dataset):
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed((self.config.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
 
-    def try_get(self, index: int) -> ProcessedSample | None:
-        """Sample ``index``, or None after counting it as skipped (``on_error="skip"``)."""
+    def _skip(self, key: str, error: Exception) -> None:
+        if self.config.on_error == "raise":
+            raise error
+        self.skips.record(type(error).__name__, key, str(error))
+
+    def try_plan(self, index: int) -> tuple[RawSample, list[tuple[int, int]]] | None:
+        """Sample ``index``'s record and its visual items' ``media_patches`` (headers only), or None after counting
+        it as skipped. Every context-parallel rank reads the same headers, so they all skip alike."""
         key = f"#{index}"
         try:
             raw = self.data.get(index)
             key = raw.key
-            return self.processor(raw, self.generator(index))
+            return raw, self.processor.media_patches(raw)
         except BAD_SAMPLE_ERRORS as e:
-            if self.config.on_error == "raise":
-                raise
-            self.skips.record(type(e).__name__, key, str(e))
+            self._skip(key, e)
+            return None
+
+    def try_get(self, index: int, pieces: list[tuple[int, int] | None] | None = None) -> ProcessedSample | None:
+        """Sample ``index``, or None after counting it as skipped (``on_error="skip"``). With ``config.shard`` a
+        sample is its own row: only this rank's temporal patches are decoded (``pieces`` overrides the plan)."""
+        key = f"#{index}"
+        try:
+            if self.config.shard is not None and pieces is None:
+                planned = self.try_plan(index)
+                if planned is None:
+                    return None
+                raw, patches = planned
+                pieces = shard_pieces([patches], *self.config.shard)[0]
+            else:
+                raw = self.data.get(index)
+            key = raw.key
+            return self.processor(raw, self.generator(index), pieces)
+        except BAD_SAMPLE_ERRORS as e:
+            self._skip(key, e)
             return None
 
     def __getitem__(self, index: int) -> ProcessedSample:
@@ -258,8 +312,27 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, row: int) -> list[ProcessedSample]:
         for attempt in range(self.dataset.config.max_consecutive_skips):
-            samples = [s for i in self.rows[(row + attempt) % len(self.rows)]
-                       if (s := self.dataset.try_get(i)) is not None]
+            samples = self._row(self.rows[(row + attempt) % len(self.rows)])
             if samples:
                 return samples
         raise RuntimeError(f"{self.dataset.config.max_consecutive_skips} consecutive empty rows from row {row}")
+
+    def _row(self, indices: list[int]) -> list[ProcessedSample]:
+        shard = self.dataset.config.shard
+        if shard is None:
+            return [s for i in indices if (s := self.dataset.try_get(i)) is not None]
+        # context parallelism: the row's items are cut as one sequence (vamba.data.shard), from headers
+        planned = [(i, p) for i in indices if (p := self.dataset.try_plan(i)) is not None]
+        pieces = shard_pieces([patches for _, (_, patches) in planned], *shard)
+        return [s for (i, _), own in zip(planned, pieces) if (s := self.dataset.try_get(i, own)) is not None]
+
+
+def shard_pieces(samples: list[list[tuple[int, int]]], rank: int, size: int) -> list[list[tuple[int, int] | None]]:
+    """Per sample of one row (its visual items' ``(temporal patches, tokens per patch)``), per item: this rank's
+    ``(t0, t1)`` or None (``vamba.data.shard.plan_row`` over the row's items in order)."""
+    owner = [(s, m) for s, items in enumerate(samples) for m in range(len(items))]
+    pieces: list[list[tuple[int, int] | None]] = [[None] * len(items) for items in samples]
+    for item, t0, t1 in plan_row([it for items in samples for it in items], size)[rank]:
+        s, m = owner[item]
+        pieces[s][m] = (t0, t1)
+    return pieces

@@ -287,11 +287,19 @@ def _run_with_timeout(fn, timeout_s: float | None):
     return result["value"]
 
 
+def draw_seed(generator: torch.Generator | None) -> int | None:
+    """The one draw ``read_video`` takes from its generator (a caller that skips a video takes it too, so that the
+    videos after it sample the same frames)."""
+    return None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
 def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, config: VideoReadConfig | None = None,
-               generator: torch.Generator | None = None) -> DecodedVideo:
+               generator: torch.Generator | None = None, positions: slice | None = None) -> DecodedVideo:
     """Open, sample and decode one video, with the configured timeout and fallback backend.
 
-    Raises ``VideoDecodeError`` (with every backend's reason) when no backend could read it.
+    ``positions``: decode only these of the sampled frames (``sampled`` still lists all of them), e.g. one
+    context-parallel rank's temporal patches (vamba.data.shard). Raises ``VideoDecodeError`` (with every
+    backend's reason) when no backend could read it.
     """
     config = config or VideoReadConfig()
     is_folder = not isinstance(source, bytes) and Path(source).is_dir()
@@ -300,7 +308,7 @@ def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, confi
     if config.fallback and config.fallback != first and not is_folder:
         backends.append(config.fallback)
     # Fix the random draw once so a fallback reads the same frames as the first attempt would have.
-    seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    seed = draw_seed(generator)
     errors = []
     for backend in backends:
         def attempt(backend: str = backend) -> DecodedVideo:
@@ -308,8 +316,8 @@ def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, confi
             info = reader.info()
             gen = None if seed is None else torch.Generator().manual_seed(seed)
             sampled = sample_frames(info.num_frames, info.fps, sampling, gen)
-            return DecodedVideo(reader.get_frames(sampled.indices), sampled, info,
-                                "folder" if is_folder else backend)
+            wanted = sampled.indices if positions is None else sampled.indices[positions]
+            return DecodedVideo(reader.get_frames(wanted), sampled, info, "folder" if is_folder else backend)
 
         try:
             return _run_with_timeout(attempt, config.timeout_s)

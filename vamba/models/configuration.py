@@ -27,6 +27,7 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -187,6 +188,33 @@ class VambaConfig(Qwen2VLConfig):
         d.pop("distill_coeff", None)
         d.update(overrides)
         return cls(**d)
+
+
+# Keys a Qwen2-VL config.json of transformers 4.x carries that 5.x folds into ``rope_parameters`` or no longer
+# reads (Qwen2-VL-7B-Instruct's own config.json has all of them), and the released checkpoint's training-only
+# distillation weight (not a model option).
+LEGACY_MODEL_KEYS = frozenset({"rope_scaling", "rope_theta", "vision_token_id", "distill_coeff"})
+LEGACY_VISION_KEYS = frozenset({"in_chans", "spatial_patch_size"})
+
+
+def check_known_keys(config_dict: dict[str, Any]) -> None:
+    """Refuse a config.json key that is neither generic (``GENERIC_CONFIG_KEYS``) nor a key of the model: a typo
+    such as ``cross_attn_use_layernorm`` would otherwise be kept as an unused attribute and the model built
+    without the option. Model keys: VambaConfig's fields, the text config's (4.x writes them flat, at the top
+    level), ``LEGACY_MODEL_KEYS``; in ``text_config`` / ``vision_config`` their own fields."""
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
+
+    text_keys = {f.name for f in dataclasses.fields(Qwen2VLTextConfig)} | LEGACY_MODEL_KEYS
+    vision_keys = {f.name for f in dataclasses.fields(Qwen2VLVisionConfig)} | LEGACY_VISION_KEYS
+    top_keys = {f.name for f in dataclasses.fields(VambaConfig)} | text_keys | {"auto_map"}
+    for where, d, known in (("", config_dict, top_keys), ("text_config.", config_dict.get("text_config"), text_keys),
+                            ("vision_config.", config_dict.get("vision_config"), vision_keys)):
+        if not isinstance(d, dict):
+            continue
+        unknown = sorted(set(d) - known - GENERIC_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"config.json: unknown key(s) {', '.join(where + k for k in unknown)}: not an option of "
+                             f"VambaConfig or Qwen2-VL's {where.rstrip('.') or 'config'} (a typo? see docs/model.md)")
 
 
 def drop_generic_keys(d: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from vamba.models.attention import attention
 from vamba.models.configuration import VambaConfig
 from vamba.models.mamba2 import Mamba2Block, Mamba2State
 from vamba.models.selective_scan import SelectiveScanBlock
+from vamba.models.sharding import VideoShardHooks
 
 
 @dataclass
@@ -42,6 +43,8 @@ class LayerInputs:
     video_seq_idx: [B, M] int32 Mamba-2 reset ids for packed rows, or None
     text_cache: transformers ``Cache`` for text K/V (generation), or None
     backend: attention backend name (vamba.models.attention)
+    video_shard: context parallelism (vamba.models.sharding): the video stream is this rank's slice and the
+        Mamba-2 blocks and cross-attention run through these hooks; None in a single process
     """
 
     text_rope: tuple[torch.Tensor, torch.Tensor]
@@ -53,6 +56,7 @@ class LayerInputs:
     video_seq_idx: torch.Tensor | None
     text_cache: object | None
     backend: str
+    video_shard: VideoShardHooks | None = None
 
 
 class VambaSelfAttention(Qwen2VLAttention):
@@ -102,8 +106,12 @@ class VambaCrossAttention(Qwen2VLAttention):
         if self.use_rope:
             cos, sin = inputs.text_rope
             q = q * cos.unsqueeze(1) + rotate_half(q) * sin.unsqueeze(1)
-        out = attention(q, k, v, causal=False, q_seg=inputs.cross_q_seg, k_seg=inputs.cross_k_seg,
-                        backend=inputs.backend, scale=self.scaling)
+        if inputs.video_shard is not None:  # keys/values of this rank's video slice: combined over the ranks
+            out = inputs.video_shard.cross_attention(q, k, v, inputs.cross_q_seg, inputs.cross_k_seg, self.scaling,
+                                                     inputs.backend)
+        else:
+            out = attention(q, k, v, causal=False, q_seg=inputs.cross_q_seg, k_seg=inputs.cross_k_seg,
+                            backend=inputs.backend, scale=self.scaling)
         return self.o_proj(out.reshape(b, n, -1))
 
 
@@ -155,7 +163,11 @@ class VambaDecoderLayer(nn.Module):
             video = self.input_layernorm(video)
         k, v = self.cross_attn.project_kv(video, inputs.video_rope)
         if self.vision_mixer is not None and not self.is_last:
-            if return_state:
+            if inputs.video_shard is not None:
+                if return_state:
+                    raise ValueError("streaming states and context parallelism do not combine")
+                video = inputs.video_shard.mamba_block(self.vision_mixer, video)
+            elif return_state:
                 video, state = self.vision_mixer(video, seq_idx=inputs.video_seq_idx, state=state, return_state=True)
             else:
                 video = self.vision_mixer(video, seq_idx=inputs.video_seq_idx)

@@ -29,7 +29,7 @@ import os
 import re
 from typing import Any, Callable
 
-from vamba.models.configuration import VambaConfig
+from vamba.models.configuration import VambaConfig, check_known_keys
 from vamba.utils.io import read_checkpoint_json, safetensors_header
 
 # Checkpoint key -> our key, for checkpoints saved by transformers 5.x Qwen2VLForConditionalGeneration.
@@ -152,6 +152,7 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
         raise FileNotFoundError(f"{path}: no config.json: not a directory, nor a hub model id found in the Hugging "
                                 f"Face cache {hub_kwargs.get('cache_dir') or constants.HF_HUB_CACHE}{offline}")
     kind = checkpoint_kind(config_dict)
+    check_known_keys(config_dict)
     overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
     config = kwargs.pop("config", None)
     if config is None:

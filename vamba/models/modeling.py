@@ -32,8 +32,10 @@ from vamba.models.decoder import LayerInputs, VambaDecoderLayer
 from vamba.models.loss import chunked_lm_loss
 from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
 from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
+from vamba.models.offload import HostOffload
 from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
+from vamba.models.sharding import ContextParallelHooks
 from vamba.models.vision import VambaVisionTower
 from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_visual_inputs
 from vamba.models.zero import gathered
@@ -85,34 +87,6 @@ class VambaPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-class HostOffload(torch.autograd.graph.saved_tensors_hooks):
-    """Keep the tensors autograd saves in this context in host memory (pinned on CUDA) until backward.
-
-    Around a non-reentrant ``checkpoint`` call the only tensors saved under these hooks are the checkpointed
-    layer's inputs (the ops inside the layer save placeholders: they are recomputed), i.e. the two streams
-    entering each layer: [B, M, D] video + [B, N, D] text per layer, 200 KB per video token at 7B in bf16
-    (28 x 3584 x 2 B), which otherwise stay on the GPU from forward to backward. ``bytes`` counts what
-    went to the host (the benchmark reports it). Copies are synchronous: the cost is PCIe time, ~2 x that
-    volume per step."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        super().__init__(self._pack, self._unpack)
-
-    def _pack(self, t: torch.Tensor) -> tuple[torch.device, torch.Tensor]:
-        self.bytes += t.numel() * t.element_size()
-        if t.device.type == "cpu":  # already in host memory
-            return t.device, t
-        host = torch.empty(t.size(), dtype=t.dtype, layout=t.layout, pin_memory=True)
-        host.copy_(t)
-        return t.device, host
-
-    @staticmethod
-    def _unpack(packed: tuple[torch.device, torch.Tensor]) -> torch.Tensor:
-        device, t = packed
-        return t.to(device, non_blocking=True)
-
-
 class VambaTextModel(nn.Module):
     """The decoder stack (``model.*`` keys). Runs text and video streams layer by layer."""
 
@@ -156,7 +130,21 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         self.visual = VambaVisionTower._from_config(config.vision_config)
         self.model = VambaTextModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.context_parallel: ContextParallelHooks | None = None
         self.post_init()
+
+    def set_context_parallel(self, hooks: ContextParallelHooks | None) -> None:
+        """Shard the video stream over the ranks of a context-parallel group (None: back to one process).
+
+        ``hooks`` comes from ``vamba.parallel`` (docs/context_parallel.md). Afterwards ``forward`` takes this rank's
+        visual pieces (``visual_t_offset`` places each piece in its video) and the full, replicated text; its
+        loss, logits and hidden states are those of the whole batch, identical on every rank. Gradients follow
+        the group's convention: their mean over the group is the single-process gradient.
+        """
+        if hooks is not None and self.config.mamba_enabled and self.config.vision_mixer_kind != "mamba2":
+            raise ValueError(f"context parallelism supports the mamba2 video mixer (or none), not "
+                             f"{self.config.vision_mixer_kind!r}")
+        self.context_parallel = hooks
 
     # -- transformers plumbing ------------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Embedding:
@@ -204,7 +192,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
 
     def _video_stream(self, pixel_values: torch.Tensor | None, grid_thw: torch.Tensor | None,
                       visual_row: torch.Tensor | None, visual_seq_idx: torch.Tensor | None, batch_size: int,
-                      packed: bool, dtype: torch.dtype) -> tuple[torch.Tensor, VideoLayout]:
+                      packed: bool, dtype: torch.dtype, visual_t_offset: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, VideoLayout]:
         """Vision tower + merger -> the padded video stream [B, M, D] and its layout.
 
         A batch without any visual item still runs the vision tower, on one dummy item that no text token
@@ -218,7 +207,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             pixel_values = torch.zeros(m * m, patch_dim, device=device)
             grid_thw = torch.tensor([[1, m, m]], device=device)
             visual_row = torch.zeros(1, dtype=torch.long, device=device)
-            visual_seq_idx = None
+            visual_seq_idx = visual_t_offset = None
             dummy = True
         else:
             if visual_row is None:
@@ -226,7 +215,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                     raise ValueError("visual_row is required when the batch has more than one row (docs/batch.md)")
                 visual_row = torch.zeros(grid_thw.shape[0], dtype=torch.long, device=grid_thw.device)
             dummy = False
-        layout = video_layout(grid_thw, visual_row, visual_seq_idx, batch_size, vc.spatial_merge_size, packed)
+        layout = video_layout(grid_thw, visual_row, visual_seq_idx, batch_size, vc.spatial_merge_size, packed,
+                              visual_t_offset)
         n_patches = int(grid_thw.prod(-1).sum())
         if pixel_values is None or pixel_values.shape[0] != n_patches:
             got = None if pixel_values is None else pixel_values.shape[0]
@@ -288,14 +278,17 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def encode_video(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, visual_row: torch.Tensor | None = None,
-                     visual_seq_idx: torch.Tensor | None = None, batch_size: int | None = None) -> VideoCache:
+                     visual_seq_idx: torch.Tensor | None = None, batch_size: int | None = None,
+                     visual_t_offset: torch.Tensor | None = None) -> VideoCache:
         """Run the video stream alone (vision tower, every layer's Mamba-2 block and cross-attention K/V) and
         return the ``VideoCache`` that ``forward`` / ``generate`` accept as ``video_cache=`` (one sample per row)."""
+        self._no_context_parallel("encode_video")
         if batch_size is None:
             batch_size = int(visual_row.max().item()) + 1 if visual_row is not None and visual_row.numel() else 1
         dtype = self.lm_head.weight.dtype
         video, layout = self._video_stream(pixel_values, grid_thw, visual_row, visual_seq_idx, batch_size,
-                                           packed=False, dtype=dtype)
+                                           packed=False, dtype=dtype,
+                                           visual_t_offset=visual_t_offset)
         inputs = self._video_only_inputs(video, layout)
         keys, values = [], []
         for layer in self.model.layers:
@@ -319,6 +312,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         """
         if grid_thw.shape != (1, 3):
             raise ValueError(f"encode_video_piece takes one visual item (grid_thw [1, 3]), got {tuple(grid_thw.shape)}")
+        self._no_context_parallel("encode_video_piece")
         video, layout = self._video_stream(pixel_values, grid_thw, None, None, 1, packed=False,
                                            dtype=self.lm_head.weight.dtype)
         layout.positions[0] += t_offset
@@ -332,6 +326,10 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             new_states.append(state)
         return keys, values, new_states
 
+    def _no_context_parallel(self, what: str) -> None:
+        if self.context_parallel is not None:
+            raise ValueError(f"{what} runs in one process; call set_context_parallel(None) first")
+
     def _video_only_inputs(self, video: torch.Tensor, layout: VideoLayout) -> LayerInputs:
         video_rope = None
         if self.config.cross_attn_use_position_embeddings:
@@ -344,7 +342,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 text_seq_idx: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 grid_thw: torch.Tensor | None = None, visual_row: torch.Tensor | None = None,
-                visual_seq_idx: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                visual_seq_idx: torch.Tensor | None = None, visual_t_offset: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None,
                 cache=None, video_cache: VideoCache | None = None, use_cache: bool | None = None,
                 logits_to_keep: int = 0, return_logits: bool | None = None,
                 num_items_in_batch: int | torch.Tensor | None = None, past_key_values=None,
@@ -354,10 +353,12 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         """Batch keys as docs/batch.md, plus generation state.
 
         input_ids / attention_mask / labels / position_ids / text_seq_idx: [B, N]; pixel_values [P, 1176],
-        grid_thw [V, 3], visual_row / visual_seq_idx [V]. Or, instead of grid_thw / visual_row / visual_seq_idx,
-        transformers' names: pixel_values + image_grid_thw [I, 3] (images), pixel_values_videos [P', 1176] +
-        video_grid_thw [V', 3] (videos), mm_token_type_ids [B, N] (vamba.models.visual_inputs: each item is
-        placed by its ``<|vision_start|>`` token). ``cache`` (or its old name ``past_key_values``):
+        grid_thw [V, 3], visual_row / visual_seq_idx / visual_t_offset [V] (the last: first temporal patch of
+        each item within its video, for pieces; context parallelism, ``set_context_parallel``). Or, instead of
+        grid_thw / visual_row / visual_seq_idx, transformers' names: pixel_values + image_grid_thw [I, 3] (images),
+        pixel_values_videos [P', 1176] + video_grid_thw [V', 3] (videos), mm_token_type_ids [B, N]
+        (vamba.models.visual_inputs: each item is placed by its ``<|vision_start|>`` token). ``cache`` (or its old
+        name ``past_key_values``):
         text KV cache (with ``attention_mask`` over cached + new tokens). ``video_cache``: cross-attention K/V from an earlier call
         (the vision inputs are then ignored). ``use_cache``: return both caches. Logits are computed only when
         no labels are given or ``return_logits`` is set (``logits_to_keep`` > 0 keeps the last positions);
@@ -381,13 +382,18 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         past_len = cache.get_seq_length() if cache is not None else 0
         packed = text_seq_idx is not None
 
+        cp = self.context_parallel
+        if cp is not None and (use_cache or cache is not None or video_cache is not None):
+            raise ValueError("with context parallelism forward takes no caches (use_cache, cache, video_cache): "
+                             "generation runs in one process")
         video, layout = None, None
         if video_cache is None:
             visual = self._packed_visual_inputs(
                 input_ids, attention_mask, text_seq_idx, pixel_values=pixel_values, grid_thw=grid_thw,
                 visual_row=visual_row, visual_seq_idx=visual_seq_idx, pixel_values_videos=pixel_values_videos,
                 image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids)
-            video, layout = self._video_stream(**visual, batch_size=b, packed=packed, dtype=text.dtype)
+            video, layout = self._video_stream(**visual, batch_size=b, packed=packed, dtype=text.dtype,
+                                               visual_t_offset=visual_t_offset)
             video_segments, video_positions, video_seq_idx = layout.segments, layout.positions, layout.seq_idx
         else:
             if video_cache.batch_size != b:
@@ -396,6 +402,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         inputs = self._layer_inputs(text, attention_mask, position_ids, text_seq_idx, past_len,
                                     cache, video_segments, video_positions,
                                     video_seq_idx)
+        if cp is not None:
+            inputs.video_shard = cp.shard(layout.segments)
         collect = use_cache and video_cache is None
         hidden, kvs = self.model(text, video, inputs, video_cache, collect_cache=collect)
         if collect:
@@ -425,7 +433,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             "logits_to_keep": 1,
         }
         if video_cache is None:  # the prefill step (decoding steps read the video cache only)
-            for key in PACKED_KEYS + TRANSFORMERS_KEYS:
+            for key in PACKED_KEYS + TRANSFORMERS_KEYS + ("visual_t_offset",):
                 inputs[key] = kwargs.get(key)
             types = inputs["mm_token_type_ids"]
             if types is not None:
@@ -442,9 +450,10 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             return input_ids, model_kwargs
         video_cache = model_kwargs.pop("video_cache", None)
         vision = {k: model_kwargs.pop(k, None) for k in PACKED_KEYS + TRANSFORMERS_KEYS}
+        t_offset = model_kwargs.pop("visual_t_offset", None)
         if video_cache is None:
             visual = self._packed_visual_inputs(input_ids, model_kwargs.get("attention_mask"), None, **vision)
-            video_cache = self.encode_video(**visual, batch_size=input_ids.shape[0])
+            video_cache = self.encode_video(**visual, batch_size=input_ids.shape[0], visual_t_offset=t_offset)
         rows = torch.arange(video_cache.batch_size, device=video_cache.segments.device).repeat_interleave(expand_size)
         model_kwargs["video_cache"] = video_cache.select(rows)
         return super()._expand_inputs_for_generation(expand_size=expand_size, is_encoder_decoder=is_encoder_decoder,

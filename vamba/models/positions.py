@@ -54,22 +54,27 @@ class VideoLayout:
 
 
 def video_layout(grid_thw: torch.Tensor, visual_row: torch.Tensor, visual_seq_idx: torch.Tensor | None,
-                 batch_size: int, spatial_merge_size: int, packed: bool) -> VideoLayout:
+                 batch_size: int, spatial_merge_size: int, packed: bool,
+                 visual_t_offset: torch.Tensor | None = None) -> VideoLayout:
     """Lay out the merged tokens of every visual item in its row, in item order (docs/batch.md).
 
     grid_thw [V, 3], visual_row [V], visual_seq_idx [V] (None = all 0). Items of one row must come in
     sample order (non-decreasing ``visual_seq_idx``): the Mamba-2 scan runs left to right through the row.
+    visual_t_offset [V] (None = all 0): temporal position of each item's first temporal patch, for items that
+    are later pieces of a longer video (context parallelism, docs/context_parallel.md).
     """
     device = grid_thw.device
     grids = grid_thw.tolist()
     rows = visual_row.tolist()
     seqs = visual_seq_idx.tolist() if visual_seq_idx is not None else [0] * len(rows)
-    if not (len(grids) == len(rows) == len(seqs)):
-        raise ValueError(f"grid_thw, visual_row, visual_seq_idx disagree: {len(grids)}, {len(rows)}, {len(seqs)} items")
+    offsets = visual_t_offset.tolist() if visual_t_offset is not None else [0] * len(rows)
+    if not (len(grids) == len(rows) == len(seqs) == len(offsets)):
+        raise ValueError(f"grid_thw, visual_row, visual_seq_idx, visual_t_offset disagree: {len(grids)}, {len(rows)}, "
+                         f"{len(seqs)}, {len(offsets)} items")
     counts = [0] * batch_size
     last_seq = [-1] * batch_size
-    spans = []  # (row, start, n_tokens, seq, t, h, w) per item
-    for (t, h, w), row, seq in zip(grids, rows, seqs):
+    spans = []  # (row, start, n_tokens, seq, t, h, w, t_offset) per item
+    for (t, h, w), row, seq, t0 in zip(grids, rows, seqs, offsets):
         if not 0 <= row < batch_size:
             raise ValueError(f"visual_row {row} is outside the batch of {batch_size} rows")
         if h % spatial_merge_size or w % spatial_merge_size:
@@ -80,17 +85,17 @@ def video_layout(grid_thw: torch.Tensor, visual_row: torch.Tensor, visual_seq_id
         last_seq[row] = seq
         gh, gw = h // spatial_merge_size, w // spatial_merge_size
         n = t * gh * gw
-        spans.append((row, counts[row], n, seq, t, gh, gw))
+        spans.append((row, counts[row], n, seq, t, gh, gw, t0))
         counts[row] += n
     length = max(counts) if counts else 0
     index = torch.empty(sum(s[2] for s in spans), dtype=torch.long)
     segments = torch.full((batch_size, length), -1, dtype=torch.long)
     positions = torch.zeros(3, batch_size, length, dtype=torch.long)
     offset = 0
-    for row, start, n, seq, t, gh, gw in spans:
+    for row, start, n, seq, t, gh, gw, t0 in spans:
         index[offset:offset + n] = torch.arange(row * length + start, row * length + start + n)
         segments[row, start:start + n] = seq
-        tt = torch.arange(t).repeat_interleave(gh * gw)
+        tt = torch.arange(t0, t0 + t).repeat_interleave(gh * gw)
         hh = torch.arange(gh).repeat_interleave(gw).repeat(t)
         ww = torch.arange(gw).repeat(t * gh)
         positions[:, row, start:start + n] = torch.stack([tt, hh, ww])

@@ -153,7 +153,7 @@ def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
     return teacher
 
 
-def data_config(d: DataConfig, skip_log: str | None):
+def data_config(d: DataConfig, skip_log: str | None, shard: tuple[int, int] | None = None):
     from vamba.data.dataset import ProcessingConfig
     from vamba.data.sampling import FrameSampling
     from vamba.data.vision import VisionConfig
@@ -161,7 +161,7 @@ def data_config(d: DataConfig, skip_log: str | None):
     return ProcessingConfig(sampling=FrameSampling(d.sampling, d.num_frames),
                             vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
                             max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
-                            skip_log=skip_log)
+                            skip_log=skip_log, shard=shard)
 
 
 def training_processor(cfg: TrainConfig, tok):
@@ -214,14 +214,16 @@ class MemoryCache(torch.utils.data.Dataset):
         return self.dataset.skips
 
 
-def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None) -> torch.utils.data.Dataset:
-    """The training set: samples (padded batches) or packed rows (``data.packing``)."""
+def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None,
+                  shard: tuple[int, int] | None = None) -> torch.utils.data.Dataset:
+    """The training set: samples (padded batches) or packed rows (``data.packing``). ``shard=(rank, size)``:
+    context parallelism, decode only this rank's temporal patches of each row."""
     from vamba.data.dataset import PackedDataset, VambaDataset
     from vamba.data.mixture import Mixture
     from vamba.data.packing import plan_rows
 
     d = cfg.data
-    dataset = VambaDataset(Mixture.from_yaml(d.mixture), tok, data_config(d, skip_log))
+    dataset = VambaDataset(Mixture.from_yaml(d.mixture), tok, data_config(d, skip_log, shard))
     if d.cache_in_memory:
         dataset = MemoryCache(dataset)
     if cfg.debug.overfit_batches > 0:

@@ -127,13 +127,25 @@ class OptimConfig:
     weight_decay: float = 0.01
     scheduler: str = "cosine"
     warmup_ratio: float = 0.03
-    global_batch_size: int = 16  # = per_device_batch_size * world size * gradient accumulation
+    global_batch_size: int = 16  # = per_device_batch_size * data-parallel size * gradient accumulation (docs/training.md)
     per_device_batch_size: int = 1
     max_steps: int = -1  # > 0 overrides epochs
     epochs: float = 1.0
     max_grad_norm: float = 1.0
     bf16: bool = False
     adam_beta2: float = 0.999
+
+
+@dataclass
+class ParallelConfig:
+    """``context_parallel_size`` > 1: groups of that many consecutive ranks share one batch, the video cut along time
+    across them (vamba.parallel, docs/context_parallel.md); data parallelism runs over the groups."""
+
+    context_parallel_size: int = 1
+    # local: each rank decodes only its frames; all: every rank decodes whole videos and keeps its cut (a video
+    # that fails to decode is then skipped on every rank alike; with local a frame-level failure on one rank stops
+    # the run with an error naming the samples, since the group's ranks must train on the same samples)
+    decode: str = "local"
 
 
 @dataclass
@@ -171,6 +183,7 @@ class TrainConfig:
     stage: StageConfig = field(default_factory=StageConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config (configs/deepspeed/*.yaml); None = DDP / 1 process
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
@@ -246,6 +259,15 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     for reporter in cfg.logging.report_to:
         _one_of(reporter, REPORTERS, "logging.report_to")
+    _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
+    if cfg.parallel.context_parallel_size < 1:
+        raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")
+    if cfg.parallel.context_parallel_size > 1 and cfg.model.vision_mixer == "selective_scan":
+        raise ConfigError("parallel.context_parallel_size > 1 supports model.vision_mixer=mamba2 or none")
+    if cfg.parallel.context_parallel_size > 1 and cfg.stage.distill.weight > 0 and cfg.stage.distill.source == "online":
+        raise ConfigError("parallel.context_parallel_size > 1 cannot run the online distillation teacher (a Qwen2-VL "
+                          "with full self-attention over the whole video on every rank); write its top-k logits "
+                          "first (vamba distill-cache) and train with stage.distill.source=cache")
     _exists(cfg.model.path, "model.path")
     if cfg.model.path is None and cfg.model.size != "tiny" and not cfg.model.allow_random_init:
         raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
@@ -277,10 +299,15 @@ def validate(cfg: TrainConfig) -> None:
         _exists(cfg.resume, "resume")
 
 
-def gradient_accumulation(optim: OptimConfig, world_size: int) -> int:
-    """Micro-batches per optimizer step so that per_device * world * accumulation == global batch."""
-    per_step = optim.per_device_batch_size * world_size
+def gradient_accumulation(optim: OptimConfig, world_size: int, context_parallel_size: int = 1) -> int:
+    """Micro-batches per optimizer step so that per_device * data-parallel size * accumulation == global batch
+    (the data-parallel size is the world size over the context-parallel size: a CP group shares its batches)."""
+    if world_size % context_parallel_size:
+        raise ConfigError(f"parallel.context_parallel_size={context_parallel_size} does not divide the world size "
+                          f"{world_size}")
+    data_parallel = world_size // context_parallel_size
+    per_step = optim.per_device_batch_size * data_parallel
     if optim.global_batch_size % per_step:
         raise ConfigError(f"optim.global_batch_size={optim.global_batch_size} is not a multiple of "
-                          f"per_device_batch_size ({optim.per_device_batch_size}) x world size ({world_size})")
+                          f"per_device_batch_size ({optim.per_device_batch_size}) x data-parallel size ({data_parallel})")
     return optim.global_batch_size // per_step

@@ -141,7 +141,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(out), run_name=out.name, seed=cfg.seed,
         per_device_train_batch_size=o.per_device_batch_size,
-        gradient_accumulation_steps=gradient_accumulation(o, world),
+        gradient_accumulation_steps=gradient_accumulation(o, world, cfg.parallel.context_parallel_size),
         learning_rate=o.lr, weight_decay=o.weight_decay, lr_scheduler_type=o.scheduler, warmup_steps=o.warmup_ratio,
         adam_beta2=o.adam_beta2, max_steps=o.max_steps, num_train_epochs=o.epochs, max_grad_norm=o.max_grad_norm,
         bf16=o.bf16, logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
@@ -186,9 +186,15 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
         # ZeRO-3 partitions parameters as the model is built (zero.Init): its communicator must know the world
         # size by then; on an existing torch process group this only attaches DeepSpeed to it.
         deepspeed.init_distributed()
+    context = None
+    if cfg.parallel.context_parallel_size > 1:
+        from vamba.parallel.groups import init_context_parallel
+
+        context = init_context_parallel(cfg.parallel.context_parallel_size)
     tok = load_tokenizer(cfg)
     processor = training_processor(cfg, tok)
     model = build_model(cfg, tok)
+    model.set_context_parallel(context)
     summary = apply_stage(model, cfg.stage)
     logger.info("stage %s: %s", cfg.stage.name, summary)
     if cfg.stage.lora.enable:
@@ -205,11 +211,14 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
 
     from vamba.data.collate import Collator
 
-    dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
+    shard = None if context is None else (context.rank, context.size)
+    local = shard if cfg.parallel.decode == "local" else None  # else: whole videos decoded, cut after collation
+    dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"), shard=local)
     trainer = VambaTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=KeyedCollator(Collator(tok.pad_token_id)),
-        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], checkpoint_processor=processor,
-        teacher=teacher, teacher_cache=cache,
+        model=model, args=args, train_dataset=dataset,
+        data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=None if local else shard),
+        context_parallel=context, checkpoint_processor=processor,
+        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.debug.stop_after_steps > 0:

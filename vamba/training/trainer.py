@@ -30,6 +30,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vamba.data.dataset import set_data_epoch
+from vamba.data.shard import shard_batch
 from vamba.data.teacher_view import build_teacher_view
 from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
 from vamba.models.zero import full_numel
@@ -46,13 +47,17 @@ OUTSIDE_ADAPTERS = "outside_adapters.safetensors"  # LoRA checkpoints: parameter
 
 class KeyedCollator:
     """``vamba.data`` collator plus the samples' keys (``batch["sample_keys"]``, in row then sample order),
-    which a cached teacher needs to find each sample's top-k logits."""
+    which a cached teacher needs to find each sample's top-k logits. ``shard=(rank, size)``: keep only this
+    context-parallel rank's part of the video (``vamba.data.shard.shard_batch``)."""
 
-    def __init__(self, collator) -> None:
+    def __init__(self, collator, shard: tuple[int, int] | None = None) -> None:
         self.collator = collator
+        self.shard = shard
 
     def __call__(self, items):
         batch = self.collator(items)
+        if self.shard is not None:
+            batch = shard_batch(batch, *self.shard)
         rows = items if isinstance(items[0], list) else [[s] for s in items]
         batch[KEYS_FIELD] = [s.key for row in rows for s in row]
         return batch
@@ -71,11 +76,12 @@ def _peak_flops(device: torch.device) -> float | None:
 class VambaTrainer(Trainer):
     def __init__(self, *args, teacher: nn.Module | None = None, teacher_cache=None, distill_weight: float = 0.0,
                  distill_top_k: int | None = None, distill_temperature: float = 1.0, token_ids: dict[str, int],
-                 checkpoint_processor=None, **kwargs) -> None:
+                 checkpoint_processor=None, context_parallel=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # saved into every checkpoint (its own save_pretrained), not passed as the Trainer's processing_class,
         # which would also rewrite the model config's special-token ids from the tokenizer
         self.checkpoint_processor = checkpoint_processor
+        self.context_parallel = context_parallel  # vamba.parallel.groups.ContextParallel, or None
         if distill_weight > 0 and teacher is None and teacher_cache is None:
             raise ValueError("distill_weight > 0 needs a teacher or a teacher cache")
         self.teacher, self.teacher_cache = teacher, teacher_cache
@@ -99,6 +105,30 @@ class VambaTrainer(Trainer):
         # before the epoch's loader (and its worker processes, which copy the dataset) starts.
         set_data_epoch(self.train_dataset, epoch)
         return super()._run_epoch(model, epoch, *args, **kwargs)
+
+    def get_train_dataloader(self):
+        """With context parallelism, the ranks of a CP group read the same batches: accelerate's batch sampler
+        shards over the data-parallel ranks (CP groups), not over all processes (docs/context_parallel.md)."""
+        loader = super().get_train_dataloader()
+        cp = self.context_parallel
+        if cp is not None:
+            sampler = getattr(loader, "batch_sampler", None)
+            if sampler is None or not hasattr(sampler, "num_processes"):
+                raise RuntimeError(f"context parallelism needs accelerate's BatchSamplerShard, the training "
+                                   f"loader has {type(sampler).__name__}")
+            sampler.num_processes, sampler.process_index = cp.dp_size, cp.dp_rank
+        return loader
+
+    def _check_same_samples(self, keys: list[str] | None) -> None:
+        """Every rank of a CP group must hold the same samples (its text is replicated): a mismatch (e.g. a
+        sample skipped on one rank only) would silently train on nonsense, so it stops the run."""
+        import torch.distributed as dist
+
+        cp = self.context_parallel
+        every: list = [None] * cp.size
+        dist.all_gather_object(every, keys, group=cp.group)
+        if any(k != every[0] for k in every):
+            raise RuntimeError(f"context-parallel ranks hold different samples in one step: {every}")
 
     # -- checkpoints (vamba.training.checkpoints) --------------------------------------------------------
     def _get_output_dir(self, trial) -> str:
@@ -172,6 +202,8 @@ class VambaTrainer(Trainer):
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Tensor | int | None = None):
         keys = inputs.pop(KEYS_FIELD, None)
+        if self.context_parallel is not None:
+            self._check_same_samples(keys)
         out = model(**inputs)
         loss = lm_loss = out.loss
         self._sums["lm_loss"] += float(lm_loss.detach())
@@ -191,7 +223,9 @@ class VambaTrainer(Trainer):
         grid = inputs.get("grid_thw")
         video_tokens = int(grid.prod(-1).sum()) // 4 if grid is not None and len(grid) else 0
         frames = int((grid[:, 0] * 2).sum()) if grid is not None and len(grid) else 0  # temporal patch = 2 frames
-        self._sums["tokens"] += int(inputs["attention_mask"].sum()) + video_tokens
+        # with context parallelism the video counts are this rank's part, the text is every rank's
+        text_share = self.context_parallel.size if self.context_parallel is not None else 1
+        self._sums["tokens"] += int(inputs["attention_mask"].sum()) / text_share + video_tokens
         self._sums["frames"] += frames
         self._sums["micro_batches"] += 1
 

@@ -1,0 +1,40 @@
+"""The per-GPU memory model (vamba.parallel.memory) against every measured 7B training point in docs/results."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vamba.parallel.memory import TOKENS_PER_FRAME_640x360, vamba_7b
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def _points() -> list[tuple[str, int, int, float]]:
+    """(mode, frames, video tokens, peak GiB) of every measured VAMBA training row (H200 capped at 79.2 GiB)."""
+    rows = []
+    for name in ("efficiency_h200_cap80.json", "efficiency_h200_cap80_vamba_train.json"):
+        rows += json.loads((RESULTS / name).read_text())["rows"]
+    points = [(r["mode"], r["frames"], r["video_tokens"], r["peak_gib"]) for r in rows
+              if r["model"] == "vamba" and r["mode"].startswith("train") and r["status"] == "ok"]
+    stage1 = json.loads((RESULTS / "efficiency_stage1_h200_cap80.json").read_text())
+    return points + [("stage1", stage1["frames"], stage1["video_tokens"], stage1["peak_gib"])]
+
+
+def test_model_predicts_every_measured_point_within_5_percent() -> None:
+    model = vamba_7b()
+    points = _points()
+    assert len(points) >= 15
+    for mode, frames, tokens, peak in points:
+        assert tokens == round(frames * TOKENS_PER_FRAME_640x360)
+        got = model.peak_gib(tokens, 1, mode.removesuffix("_offload"), offload=mode == "train_offload")
+        assert abs(got - peak) / peak < 0.05, (mode, frames, peak, got)
+
+
+def test_context_parallelism_divides_the_video_part_only() -> None:
+    model = vamba_7b()
+    tokens = 3600 * TOKENS_PER_FRAME_640x360
+    peaks = [model.peak_gib(tokens, cp, "stage1") for cp in (1, 2, 4, 8)]
+    assert peaks == sorted(peaks, reverse=True)
+    assert model.peak_gib(tokens, 8, "stage1") == model.peak_gib(tokens / 8, 1, "stage1")  # weights stay whole
+    assert model.peak_gib(tokens, 8, "stage1") > model.peak_gib(0, 1, "stage1")
+    assert model.max_frames(79.2, cp=8, mode="stage1") > 4 * model.max_frames(79.2, cp=1, mode="stage1")
