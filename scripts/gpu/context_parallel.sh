@@ -1,5 +1,5 @@
 #!/bin/bash
-# One call on ONE lent GPU (H200) for issue 20, about 5 minutes: context parallelism (docs/context_parallel.md).
+# One call on ONE lent GPU (H200), about 5 minutes: context parallelism (docs/context_parallel.md).
 #   1. kernels (1 process): the Mamba-2 state passing through mamba-ssm's chunked scan and causal-conv1d, the
 #      cross-attention log-sum-exp combine through the fused attention kernel, against one-shot and reference.
 #   2. check (2 processes on the GPU, gloo): a small VAMBA with the CUDA kernels, CP 2 vs one process.
