@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from vamba.parallel.shard import VideoShard
+from vamba.utils.distributed import register_subgroup
 
 
 @dataclass
@@ -41,4 +42,5 @@ def init_context_parallel(size: int) -> ContextParallel:
     if size < 1 or world % size:
         raise ValueError(f"parallel.context_parallel_size={size} must divide the world size {world}")
     groups = [dist.new_group(list(range(g * size, (g + 1) * size))) for g in range(world // size)]
+    register_subgroup(groups[rank // size])  # drained at the end of the run (vamba.utils.distributed)
     return ContextParallel(groups[rank // size], rank % size, size, rank // size, world // size)

@@ -6,6 +6,14 @@ import torch.distributed as dist
 
 # All-reduced (a sum of zeros) to drain gloo; module-level so that Python, not a worker thread, frees it last.
 _TOKEN = torch.zeros(1)
+# Sub-groups this rank belongs to, in creation order (the same on every rank): each has its own gloo worker
+# threads, drained like the default group's.
+_SUBGROUPS: list = []
+
+
+def register_subgroup(group) -> None:
+    """Have ``close_process_group`` drain ``group`` (a ``new_group`` this rank is a member of) before tear-down."""
+    _SUBGROUPS.append(group)
 
 
 def close_process_group() -> None:
@@ -25,6 +33,10 @@ def close_process_group() -> None:
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
+    for group in _SUBGROUPS:  # (context-parallel groups: all_gather_object etc. leave work on their threads too)
+        if dist.get_backend(group) == "gloo":
+            dist.all_reduce(_TOKEN, group=group)
+    _SUBGROUPS.clear()
     if dist.get_backend() == "gloo":
         dist.all_reduce(_TOKEN)
     dist.destroy_process_group()
