@@ -307,19 +307,28 @@ def check(args) -> int:
             out = model(**b, return_logits=True)
             out.loss.backward()
             return out.logits.detach().float(), out.loss.detach().float(), {
-                name: q.grad.detach().float().clone() for name, q in model.named_parameters() if q.grad is not None}
+                n: q.grad.detach().float().clone() for n, q in model.named_parameters() if q.grad is not None}
 
+        name, tic = str(dtype).removeprefix("torch."), time.perf_counter()
+
+        def progress(what: str) -> None:  # per step, so that a hang shows where
+            print(f"rank {cp.rank} {name}: {what} ({time.perf_counter() - tic:.0f} s)", flush=True)
+
+        progress("one process, forward + backward")
         model.set_context_parallel(None)
         ref = run(batch)
+        progress(f"context parallel over {cp.size} ranks, forward + backward")
         model.set_context_parallel(cp)
         got = run(shard_batch(batch, cp.rank, cp.size))
-        for grad in got[2].values():
-            host = grad.cpu()  # gloo reduces host memory
+        progress("mean of the gradients over the ranks")
+        same_params = sorted(got[2]) == sorted(ref[2])
+        for key in sorted(ref[2]):  # the same names, in the same order, on every rank (a missing one: zeros)
+            host = got[2].get(key, torch.zeros_like(ref[2][key])).cpu()  # gloo reduces host memory
             dist.all_reduce(host)
-            grad.copy_(host / cp.size)
+            got[2][key] = host.to(device) / cp.size
         worst = max((rel(got[2][k], ref[2][k]), k) for k in ref[2])
-        case = {"dtype": str(dtype).removeprefix("torch."), "logits": rel(got[0], ref[0]), "loss": rel(got[1], ref[1]),
-                "grad_worst": worst[0], "grad_worst_name": worst[1], "same_params": sorted(got[2]) == sorted(ref[2])}
+        case = {"dtype": name, "logits": rel(got[0], ref[0]), "loss": rel(got[1], ref[1]),
+                "grad_worst": worst[0], "grad_worst_name": worst[1], "same_params": same_params}
         lim = 1e-3 if dtype == torch.float32 else 5e-2
         if not (case["same_params"] and case["logits"] < lim and case["loss"] < lim and case["grad_worst"] < 20 * lim):
             failed.append(f"{case['dtype']}: {case}")
@@ -353,6 +362,8 @@ def measure(args) -> int:
     status = "ok"
     try:
         started = time.perf_counter()
+        print(f"rank {cp.rank}: building the {args.scale} model ({args.mode}, {args.frames} frames, "
+              f"temporal patches {t0}..{t1})", flush=True)
         model = build_model(args.scale, device)
         result["build_s"] = round(time.perf_counter() - started, 1)
         result["trainable_parameters"] = set_trainable(model, args.mode)
