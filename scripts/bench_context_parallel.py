@@ -1,7 +1,7 @@
 """Context parallelism on one GPU (docs/context_parallel.md): the kernels path against the reference, and two ranks
 sharing the GPU over gloo for per-rank memory and step time at 7B. Writes JSON; exits non-zero when a check fails.
 
-    python scripts/bench_context_parallel.py kernels --out OUT/cp_kernels.json
+    python scripts/bench_context_parallel.py kernels --out OUT/cp_kernels.json   # [--only attention]: seconds
     torchrun --nproc_per_node 2 scripts/bench_context_parallel.py check --out OUT/cp_check.json
     torchrun --nproc_per_node 2 scripts/bench_context_parallel.py measure --mode stage1 --frames 2048 --out OUT/cp_stage1.json
     python scripts/bench_context_parallel.py merge --out docs/results/context_parallel_h200.json OUT/cp_*.json
@@ -10,7 +10,8 @@ sharing the GPU over gloo for per-rank memory and step time at 7B. Writes JSON; 
   the prefix-combined states added as a correction) against the one-shot kernel scan, the kernel continued with
   ``initial_states`` and the float32 PyTorch reference, forward and backward, with packed-sample resets inside
   slices and on a cut; the conv history through causal-conv1d; the cross-attention log-sum-exp combine through
-  the fused attention kernel (forward and the global-LSE backward) against one-shot attention, with masks.
+  the fused attention kernel (forward and the global-LSE backward) against one-shot attention, with masks, in
+  float32 and bfloat16 (output and the gradients of q, k and v, which must also be finite).
 - ``check`` (torchrun, 2 ranks on the GPU, gloo): a small VAMBA model with the CUDA kernels, float32 and bfloat16,
   context parallel vs one process: logits, loss and every gradient (mean over the ranks).
 - ``measure`` (torchrun, 2 ranks on the GPU, gloo, each capped at 1/2 of its memory): the 7B model (random bf16
@@ -213,7 +214,7 @@ def kernels(args) -> int:
     h, p, n, chunk = (8, 16, 16, 64) if tiny else (112, 64, 128, 256)  # 7B: d_inner 7168 / headdim 64
     length = 600 if tiny else 3000
     cuts, starts = ([200, 430], [150, 430]) if tiny else ([1000, 2100], [700, 2100, 2600])
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.float32, torch.bfloat16) if args.only in (None, "scan") else ():
         result["scan"].append(_scan_case(device, dtype, backend, length, cuts, starts, h, p, n, chunk))
         print(json.dumps(result["scan"][-1]), flush=True)
     nq, nk = (24, 300) if tiny else (150, 6000)  # not a multiple of 32: the CUDA kernel's LSE has padded rows
@@ -224,7 +225,7 @@ def kernels(args) -> int:
     k_seg = torch.zeros(1, nk, dtype=torch.long, device=device)
     k_seg[:, nk // 3:] = 1
     k_seg[:, -5:] = -1  # padding
-    for dtype in (torch.float32, torch.bfloat16):  # bf16: the training dtype (the CPU flash kernel takes it too)
+    for dtype in (torch.float32, torch.bfloat16) if args.only in (None, "attention") else ():  # bf16: training's
         for qs, ks in ((None, None), (q_seg, k_seg)):
             result["attention"].append(_attention_case(device, dtype, nq, nk, heads, kv, d, [nk // 2], qs, ks))
             print(json.dumps(result["attention"][-1]), flush=True)
@@ -245,6 +246,8 @@ def kernels(args) -> int:
                    for k, v in case["grad_vs_one_shot"].items() if not v < 10 * lim]
         failed += [f"attention {case['dtype']} masked={case['masked']} grad {k} not finite"
                    for k, ok in case["grad_finite"].items() if not ok]
+    if not result["scan"] and not result["attention"]:
+        failed.append("no case ran")
     result["limits"] = limits
     result["failed"] = failed
     atomic_write_json(Path(args.out), result)
@@ -484,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=2048)
     p.add_argument("--text", type=int, default=128)
     p.add_argument("--steps", type=int, default=1, help="timed steps after the warm-up step")
+    p.add_argument("--only", choices=["scan", "attention"], help="kernels: run only the Mamba-2 scan cases or only "
+                   "the attention combine cases (the latter needs no Triton compilation: seconds on a GPU)")
     args = p.parse_intermixed_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device (use --device cpu --scale tiny for a CPU check of the script)", file=sys.stderr)
