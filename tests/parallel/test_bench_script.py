@@ -18,4 +18,12 @@ def test_kernels_part_on_cpu(tmp_path: Path) -> None:
     assert result["failed"] == [] and result["backend"] == "reference" and result["date"] and result["environment"]
     fp32 = next(c for c in result["scan"] if c["dtype"] == "float32")
     assert fp32["sharded_vs_one_shot"] < 1e-5 and fp32["initial_states_vs_one_shot"] < 1e-5
-    assert all(c["combined_vs_one_shot"] < 1e-5 for c in result["attention"])
+    fp32_attn = [c for c in result["attention"] if c["dtype"] == "float32"]
+    assert len(fp32_attn) == 2 and all(c["combined_vs_one_shot"] < 1e-5 for c in fp32_attn)
+    # bfloat16 (the training dtype) through the same global-LSE backward: finite gradients of q, k and v, close
+    # to the float32 one-shot ones (the H200 gave NaN for q and k there before backward_operands, 2026-12-02)
+    bf16_attn = [c for c in result["attention"] if c["dtype"] == "bfloat16"]
+    assert len(bf16_attn) == 2
+    for case in bf16_attn:
+        assert all(case["grad_finite"].values()) and set(case["grad_vs_one_shot"]) == {"q", "k", "v"}
+        assert case["combined_vs_one_shot"] < 1e-2 and all(e < 2e-2 for e in case["grad_vs_one_shot"].values())

@@ -2,7 +2,7 @@
 against the reference, and two ranks sharing the GPU over gloo for per-rank memory and step time at 7B. Writes JSON;
 exits non-zero when a check fails.
 
-    python scripts/bench_context_parallel.py kernels --out OUT/cp_kernels.json
+    python scripts/bench_context_parallel.py kernels --out OUT/cp_kernels.json   # [--only attention]: seconds
     torchrun --nproc_per_node 2 scripts/bench_context_parallel.py check --out OUT/cp_check.json
     torchrun --nproc_per_node 2 scripts/bench_context_parallel.py measure --mode stage1 --frames 2048 --out OUT/cp_stage1.json
     python scripts/bench_context_parallel.py merge --out docs/results/context_parallel_h200.json OUT/cp_*.json
@@ -11,7 +11,8 @@ exits non-zero when a check fails.
   the prefix-combined states added as a correction) against the one-shot kernel scan, the kernel continued with
   ``initial_states`` and the float32 PyTorch reference, forward and backward, with packed-sample resets inside
   slices and on a cut; the conv history through causal-conv1d; the cross-attention log-sum-exp combine through
-  the fused attention kernel (forward and the global-LSE backward) against one-shot attention, with masks.
+  the fused attention kernel (forward and the global-LSE backward) against one-shot attention, with masks, in
+  float32 and bfloat16 (output and the gradients of q, k and v, which must also be finite).
 - ``check`` (torchrun, 2 ranks on the GPU, gloo): a small VAMBA model with the CUDA kernels, float32 and bfloat16,
   context parallel vs one process: logits, loss and every gradient (mean over the ranks).
 - ``measure`` (torchrun, 2 ranks on the GPU, gloo, each capped at 1/2 of its memory): the 7B model (random bf16
@@ -140,7 +141,7 @@ def _attention_case(device, dtype, nq: int, nk: int, heads: int, kv_heads: int, 
     """The log-sum-exp combine of slices through the fused kernels (forward and global-LSE backward, as
     vamba.parallel.attention does across ranks), against one-shot attention with autograd."""
     from vamba.models.attention import attention_ref
-    from vamba.parallel.attention import _bias, _expand_kv, _sdpa_backward, _sdpa_with_lse
+    from vamba.parallel.attention import _bias, _expand_kv, _sdpa_backward, _sdpa_with_lse, backward_operands
     from vamba.models.attention import allowed_mask
 
     g = torch.Generator(device="cpu").manual_seed(1)
@@ -163,20 +164,22 @@ def _attention_case(device, dtype, nq: int, nk: int, heads: int, kv_heads: int, 
         o, lse, state = _sdpa_with_lse(q.detach(), ke[:, :, a:b].detach().contiguous(),
                                        ve[:, :, a:b].detach().contiguous(), fwd, scale)
         lse_n = lse[..., :nq].float().masked_fill(none_here[..., 0].expand(1, heads, nq), float("-inf"))
-        pieces.append((a, b, o.float(), lse_n, lse.shape[-1], bwd, state))
-    lse_all = torch.stack([p[3] for p in pieces])
+        pieces.append((a, b, o, lse, lse_n, bwd, state))
+    lse_all = torch.stack([p[4] for p in pieces])
     glob_lse = torch.logsumexp(lse_all, 0)
     read = torch.isfinite(glob_lse)
     w = torch.exp(lse_all - torch.where(read, glob_lse, torch.zeros_like(glob_lse)))
-    out = sum(wi[..., None] * p[2] for wi, p in zip(w, pieces))  # [1, H, Nq, d]
+    out = sum(wi[..., None] * p[2].float() for wi, p in zip(w, pieces))  # [1, H, Nq, d]
     out = torch.where(read[..., None], out, torch.zeros_like(out))
     lse_bwd = torch.where(read, glob_lse, torch.full_like(glob_lse, float("inf")))
     dq = torch.zeros_like(q, dtype=torch.float32)
     dk, dv = torch.zeros_like(ke, dtype=torch.float32), torch.zeros_like(ve, dtype=torch.float32)
-    for a, b, _, _, pad, bwd, state in pieces:
+    for a, b, o, lse, _, bwd, state in pieces:
+        # the global output and LSE in the kernel's own forward layout and padding, as the model passes them
+        out_b, lse_b = backward_operands(out, lse_bwd, o, lse)
         dqi, dki, dvi = _sdpa_backward(grad.transpose(1, 2).contiguous(), q.detach(),
                                        ke[:, :, a:b].detach().contiguous(), ve[:, :, a:b].detach().contiguous(), bwd,
-                                       out.to(dtype), F.pad(lse_bwd, (0, pad - nq)).to(lse_all.dtype), state, scale)
+                                       out_b, lse_b, state, scale)
         dq += dqi.float()
         dk[:, :, a:b] += dki.float()
         dv[:, :, a:b] += dvi.float()
@@ -185,7 +188,9 @@ def _attention_case(device, dtype, nq: int, nk: int, heads: int, kv_heads: int, 
     dv = dv.view(1, kv_heads, rep, nk, d).sum(2)
     return {"dtype": str(dtype).removeprefix("torch."), "masked": q_seg is not None, "cuts": cuts,
             "combined_vs_one_shot": rel(out.transpose(1, 2), one),
-            "grad_vs_one_shot": {"q": rel(dq, g_one[0]), "k": rel(dk, g_one[1]), "v": rel(dv, g_one[2])}}
+            "grad_vs_one_shot": {"q": rel(dq, g_one[0]), "k": rel(dk, g_one[1]), "v": rel(dv, g_one[2])},
+            "grad_finite": {"q": bool(dq.isfinite().all()), "k": bool(dk.isfinite().all()),
+                            "v": bool(dv.isfinite().all())}}
 
 
 def kernels(args) -> int:
@@ -197,10 +202,10 @@ def kernels(args) -> int:
     h, p, n, chunk = (8, 16, 16, 64) if tiny else (112, 64, 128, 256)  # 7B: d_inner 7168 / headdim 64
     length = 600 if tiny else 3000
     cuts, starts = ([200, 430], [150, 430]) if tiny else ([1000, 2100], [700, 2100, 2600])
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.float32, torch.bfloat16) if args.only in (None, "scan") else ():
         result["scan"].append(_scan_case(device, dtype, backend, length, cuts, starts, h, p, n, chunk))
         print(json.dumps(result["scan"][-1]), flush=True)
-    nq, nk = (24, 300) if tiny else (160, 6000)
+    nq, nk = (24, 300) if tiny else (150, 6000)  # not a multiple of 32: the CUDA kernel's LSE has padded rows
     heads, kv, d = (4, 2, 16) if tiny else (28, 4, 128)
     q_seg = torch.zeros(1, nq, dtype=torch.long, device=device)
     q_seg[:, nq // 2:] = 1  # two packed samples; the second's video starts in the second slice
@@ -208,7 +213,7 @@ def kernels(args) -> int:
     k_seg = torch.zeros(1, nk, dtype=torch.long, device=device)
     k_seg[:, nk // 3:] = 1
     k_seg[:, -5:] = -1  # padding
-    for dtype in (torch.float32, torch.bfloat16) if device.type == "cuda" else (torch.float32,):
+    for dtype in (torch.float32, torch.bfloat16) if args.only in (None, "attention") else ():  # bf16: training's
         for qs, ks in ((None, None), (q_seg, k_seg)):
             result["attention"].append(_attention_case(device, dtype, nq, nk, heads, kv, d, [nk // 2], qs, ks))
             print(json.dumps(result["attention"][-1]), flush=True)
@@ -227,6 +232,10 @@ def kernels(args) -> int:
             failed.append(f"attention {case['dtype']} masked={case['masked']} output={case['combined_vs_one_shot']:.3g}")
         failed += [f"attention {case['dtype']} masked={case['masked']} grad {k}={v:.3g}"
                    for k, v in case["grad_vs_one_shot"].items() if not v < 10 * lim]
+        failed += [f"attention {case['dtype']} masked={case['masked']} grad {k} not finite"
+                   for k, ok in case["grad_finite"].items() if not ok]
+    if not result["scan"] and not result["attention"]:
+        failed.append("no case ran")
     result["limits"] = limits
     result["failed"] = failed
     atomic_write_json(Path(args.out), result)
@@ -289,19 +298,28 @@ def check(args) -> int:
             out = model(**b, return_logits=True)
             out.loss.backward()
             return out.logits.detach().float(), out.loss.detach().float(), {
-                name: q.grad.detach().float().clone() for name, q in model.named_parameters() if q.grad is not None}
+                n: q.grad.detach().float().clone() for n, q in model.named_parameters() if q.grad is not None}
 
+        name, tic = str(dtype).removeprefix("torch."), time.perf_counter()
+
+        def progress(what: str) -> None:  # per step, so that a hang shows where
+            print(f"rank {cp.rank} {name}: {what} ({time.perf_counter() - tic:.0f} s)", flush=True)
+
+        progress("one process, forward + backward")
         model.set_context_parallel(None)
         ref = run(batch)
+        progress(f"context parallel over {cp.size} ranks, forward + backward")
         model.set_context_parallel(cp)
         got = run(shard_batch(batch, cp.rank, cp.size))
-        for grad in got[2].values():
-            host = grad.cpu()  # gloo reduces host memory
+        progress("mean of the gradients over the ranks")
+        same_params = sorted(got[2]) == sorted(ref[2])
+        for key in sorted(ref[2]):  # the same names, in the same order, on every rank (a missing one: zeros)
+            host = got[2].get(key, torch.zeros_like(ref[2][key])).cpu()  # gloo reduces host memory
             dist.all_reduce(host)
-            grad.copy_(host / cp.size)
+            got[2][key] = host.to(device) / cp.size
         worst = max((rel(got[2][k], ref[2][k]), k) for k in ref[2])
-        case = {"dtype": str(dtype).removeprefix("torch."), "logits": rel(got[0], ref[0]), "loss": rel(got[1], ref[1]),
-                "grad_worst": worst[0], "grad_worst_name": worst[1], "same_params": sorted(got[2]) == sorted(ref[2])}
+        case = {"dtype": name, "logits": rel(got[0], ref[0]), "loss": rel(got[1], ref[1]),
+                "grad_worst": worst[0], "grad_worst_name": worst[1], "same_params": same_params}
         lim = 1e-3 if dtype == torch.float32 else 5e-2
         if not (case["same_params"] and case["logits"] < lim and case["loss"] < lim and case["grad_worst"] < 20 * lim):
             failed.append(f"{case['dtype']}: {case}")
@@ -335,6 +353,8 @@ def measure_steps(args) -> int:
     status = "ok"
     try:
         started = time.perf_counter()
+        print(f"rank {cp.rank}: building the {args.scale} model ({args.mode}, {args.frames} frames, "
+              f"temporal patches {t0}..{t1})", flush=True)
         model = build_model(args.scale, device)
         result["build_s"] = round(time.perf_counter() - started, 1)
         result["trainable_parameters"] = set_trainable(model, "vamba", args.mode)
@@ -433,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=2048)
     p.add_argument("--text", type=int, default=128)
     p.add_argument("--steps", type=int, default=1, help="timed steps after the warm-up step")
+    p.add_argument("--only", choices=["scan", "attention"], help="kernels: run only the Mamba-2 scan cases or only "
+                   "the attention combine cases (the latter needs no Triton compilation: seconds on a GPU)")
     args = p.parse_intermixed_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device (use --device cpu --scale tiny for a CPU check of the script)", file=sys.stderr)

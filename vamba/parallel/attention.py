@@ -18,7 +18,8 @@ share and q exactly its gradient. Two ways to get (o_r, lse_r):
 - ``partial_attention_fused``: PyTorch's fused SDPA kernels that return the log-sum-exp (flash on CPU, memory-
   efficient on CUDA), inside an autograd Function whose backward calls the kernels' own backward with the
   GLOBAL output and log-sum-exp (ring-attention style): since exp(s_j - LSE) is the global probability of local
-  key j, that gives exactly this rank's share of the global gradient, with no [Nq, Nk] matrix kept.
+  key j, that gives exactly this rank's share of the global gradient, with no [Nq, Nk] matrix kept. The kernel's
+  backward reads those two in the exact form its own forward returned them (``backward_operands``).
 """
 from __future__ import annotations
 
@@ -73,6 +74,34 @@ def _sdpa_with_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, scale: 
     return out, lse, None
 
 
+def backward_operands(glob: Tensor, glob_lse: Tensor, kernel_out: Tensor,
+                      kernel_lse: Tensor) -> tuple[Tensor, Tensor]:
+    """The global output and log-sum-exp in the form the fused kernel's backward reads: that of its own forward.
+
+    glob [B, H, Nq, d] and glob_lse [B, H, Nq] (any float dtype; +inf where a query reads nothing anywhere);
+    kernel_out [B, H, Nq, d] and kernel_lse [B, H, Nq_lse >= Nq]: this rank's results of ``_sdpa_with_lse``.
+    Returns (out, lse) with the dtypes, shapes and strides of (kernel_out, kernel_lse): out holds glob; lse holds
+    glob_lse in its first Nq entries and the kernel's own values after them.
+
+    Why both matter (PyTorch's memory-efficient CUDA kernel, the one used on CUDA; docs/context_parallel.md):
+    - its forward stores the output as [B, Nq, H, d] (returned transposed), and its backward assumes that layout:
+      it takes no stride for the query dimension of ``out`` (it uses H * d). In half precision (bf16/fp16, sm80+)
+      the backward computes Delta = rowsum(dO * O) from ``out`` inside the kernel, so an output laid out
+      [B, H, Nq, d] is read at the wrong places (past its end for most heads): Delta is garbage and dq and dk are
+      NaN while dv (= P^T dO, no Delta) is right. In float32 PyTorch computes Delta itself from the strided
+      tensors, which is why float32 passed (H200, 2026-12-02).
+    - its log-sum-exp has Nq padded to a multiple of 32; the forward writes +inf in the padded entries and the
+      backward reads them for the last block of queries (probability exp(s - lse)): they keep the kernel's
+      values (+inf: probability 0), never a fill of ours.
+    The CPU flash kernel stores the output [B, H, Nq, d] and its LSE [B, Nq, H]: following the kernel's own
+    tensors serves both.
+    """
+    out = torch.empty_like(kernel_out).copy_(glob)
+    lse = kernel_lse.clone()
+    lse[..., : glob_lse.shape[-1]] = glob_lse
+    return out, lse
+
+
 def _sdpa_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, out: Tensor, lse: Tensor,
                    state, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     if q.is_cuda:
@@ -96,21 +125,20 @@ class _FusedPartialAttention(torch.autograd.Function):
         ke, ve = _expand_kv(q, k, v)
         out, lse, state = _sdpa_with_lse(q, ke.contiguous(), ve.contiguous(), bias_fwd, scale)
         del ke, ve
-        lse_pad, lse_dtype = lse.shape[-1], lse.dtype
         acc = torch.promote_types(q.dtype, torch.float32)
-        lse = lse[..., : q.shape[-2]].to(acc).masked_fill(empty, _NEG_INF)  # [B, H, Nq]
-        m = all_reduce_max_plain(lse, group)
+        lse_r = lse[..., : q.shape[-2]].to(acc).masked_fill(empty, _NEG_INF)  # [B, H, Nq]
+        m = all_reduce_max_plain(lse_r, group)
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        w = torch.exp(lse - m)
+        w = torch.exp(lse_r - m)
         packed = all_reduce_plain(torch.cat([out.to(acc) * w[..., None], w[..., None]], dim=-1), group)
         num, den = packed[..., :-1], packed[..., -1]
         read = den > 0
         glob = torch.where(read[..., None], num / torch.where(read, den, torch.ones_like(den))[..., None],
-                           torch.zeros_like(num)).to(q.dtype)
+                           torch.zeros_like(num))
         # +inf where nothing is read anywhere: every probability exp(s - lse) is then 0 in the backward
         glob_lse = torch.where(read, m + torch.log(torch.where(read, den, torch.ones_like(den))),
                                torch.full_like(m, float("inf")))
-        glob_lse = torch.nn.functional.pad(glob_lse, (0, lse_pad - glob_lse.shape[-1])).to(lse_dtype)
+        glob, glob_lse = backward_operands(glob, glob_lse, out, lse)
         ctx.save_for_backward(q, k, v, bias_bwd, glob, glob_lse)
         ctx.state, ctx.group, ctx.scale = state, group, scale
         return glob
