@@ -40,6 +40,31 @@ def test_stream_equals_one_shot_cache(options: dict, piece_t: int) -> None:
     assert torch.equal(streamed.segments, whole.segments)
 
 
+def test_pieces_of_any_sizes_and_both_hook_modes() -> None:
+    """Pieces of different sizes (a long one, a one-patch one: a video's shorter last piece), written into the cache
+    layer by layer (``write_kv``, what VideoStream does) or returned by ``encode_video_piece``: the same cache."""
+    model = make_model(cross_attn_use_position_embeddings=True)
+    pixels, grid = video(3)
+    whole = model.encode_video(pixels, grid)
+    sizes, per_t = [4, 1, 2], GRID[1] * GRID[2]
+    starts = [0, 4, 5]
+    pieces = [(pixels[s * per_t:(s + n) * per_t], torch.tensor([[n, *GRID[1:]]])) for s, n in zip(starts, sizes)]
+    streamed = stream_video(model, pieces, GRID)
+    states, returned = None, []
+    for (px, g), start in zip(pieces, starts):
+        keys, values, states = model.encode_video_piece(px, g, states, t_offset=start)
+        returned.append((keys, values))
+    for layer in range(len(whole)):
+        joined_k = torch.cat([k[layer] for k, _ in returned], dim=2)
+        joined_v = torch.cat([v[layer] for _, v in returned], dim=2)
+        assert torch.equal(joined_k, streamed.keys[layer]) and torch.equal(joined_v, streamed.values[layer])
+        torch.testing.assert_close(streamed.keys[layer], whole.keys[layer], atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(streamed.values[layer], whole.values[layer], atol=2e-6, rtol=1e-5)
+    written = []
+    keys, values, _ = model.encode_video_piece(*pieces[0], None, write_kv=lambda i, k, v: written.append(i))
+    assert keys == values == [] and written == list(range(len(whole)))
+
+
 def test_streamed_cache_answers_like_pixels() -> None:
     """generate() from a streamed cache gives the same tokens and logits as generate() from the pixels."""
     model = make_model(cross_attn_use_position_embeddings=True)

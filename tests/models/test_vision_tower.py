@@ -158,11 +158,17 @@ def test_checkpointed_blocks_save_nothing_and_give_the_same_gradients() -> None:
 
 @pytest.mark.slow  # ~45 s on 2 cores: Inductor compiles the two block halves for forward and backward
 def test_compiled_blocks_equal_transformers() -> None:
-    """The opt-in torch.compile of the blocks composes with the tower's forward and autograd."""
+    """The opt-in torch.compile of the blocks composes with the tower's forward and autograd, and its first
+    compilation serves other token counts (a streamed video's shorter last piece) without recompiling."""
     tower = _tower().train()
     pixels, grid = _inputs(CASES["one video"])
     ref, _ = _run(tower, pixels, grid, attention="reference")
     fast, _ = _run(tower, pixels, grid, attention="auto", compile=True)
+    _assert_close(fast, ref, _names(tower))
+    pixels, grid = _inputs([[2, 4, 6]])  # fewer tokens than the first call
+    ref, _ = _run(tower, pixels, grid, attention="reference")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        fast, _ = _run(tower, pixels, grid, attention="auto", compile=True)
     _assert_close(fast, ref, _names(tower))
 
 

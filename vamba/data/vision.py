@@ -120,6 +120,12 @@ _STD = torch.tensor(OPENAI_CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 def process_frames(frames: np.ndarray, config: VisionConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """``uint8 [T, H, W, 3]`` frames of one visual item -> ``(pixel_values [P, 1176], grid_thw [1, 3])``."""
+    return patches_from_frames(torch.from_numpy(resize_for_patches(frames, config)))
+
+
+def resize_for_patches(frames: np.ndarray, config: VisionConfig) -> np.ndarray:
+    """Steps 1-2 of ``process_frames``: ``uint8 [T, H, W, 3]`` -> ``uint8 [T', H', W', 3]`` with T' even (an image
+    duplicated, an odd count per ``config.odd_frames``) and H', W' multiples of 28."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"expected uint8 frames [T>0, H, W, 3], got shape {frames.shape}")
     if frames.shape[0] == 1:
@@ -130,11 +136,18 @@ def process_frames(frames: np.ndarray, config: VisionConfig) -> tuple[torch.Tens
     frames = resize_frames(frames, h, w)
     h, w = smart_resize(h, w, factor=PATCH_SIZE * MERGE_SIZE, min_pixels=config.min_pixels,
                         max_pixels=config.max_pixels)
-    frames = resize_frames(frames, h, w)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    return np.ascontiguousarray(resize_frames(frames, h, w))
+
+
+def patches_from_frames(frames: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 3-4 of ``process_frames``: resized ``uint8 [T, H, W, 3]`` (T even, sides multiples of 28; any device)
+    -> ``(pixel_values [P, 1176], grid_thw [1, 3])`` on that device, normalised in float32 and then cast to
+    ``dtype`` (default float32): on a GPU the same elementwise float32 operations as on the host."""
+    x = frames.permute(0, 3, 1, 2).float()
     # NOTE: rescale then normalise in two steps, in float32, exactly as the image processor does.
-    x = (x * (1 / 255) - _MEAN) / _STD
-    return patchify(x)
+    x = (x * (1 / 255) - _MEAN.to(x.device)) / _STD.to(x.device)
+    pixel_values, grid_thw = patchify(x)
+    return (pixel_values if dtype is None else pixel_values.to(dtype)), grid_thw
 
 
 def load_image(source: str | bytes | Image.Image) -> np.ndarray:

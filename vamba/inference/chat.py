@@ -28,7 +28,7 @@ from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoReader
 from vamba.data.vision import VisionConfig, process_frames
 from vamba.inference.streaming import VideoStream, split_patches
-from vamba.inference.video import VideoPlan
+from vamba.inference.video import PieceStats, VideoPlan
 from vamba.models.cache import VideoCache
 
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
@@ -57,7 +57,8 @@ class EncodedVideo:
     """A video as the model keeps it: per-layer cross-attention K/V (``cache``) and where it came from.
 
     grid: (t, h, w) patches; frames: frames read (after making the count even); timestamps: seconds of each;
-    seconds: time the encoding took.
+    seconds: time the encoding took; host: where the host's decoding work went (``PieceStats``: decoding and
+    resizing on the background threads, and the time the model waited for frames), for a file or folder.
     """
 
     cache: VideoCache
@@ -66,6 +67,7 @@ class EncodedVideo:
     frames: int
     timestamps: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    host: PieceStats | None = None
 
     @property
     def tokens(self) -> int:
@@ -75,19 +77,22 @@ class EncodedVideo:
 class VambaChat:
     """A loaded model + tokenizer that encodes videos and answers questions about them.
 
-    piece_frames: frames per piece of the streaming prefill (memory vs speed); vision: resize settings
+    piece_frames: frames per piece of the streaming prefill (memory vs speed); workers: threads resizing decoded
+    frames while the model encodes (one more decodes; ``VideoPlan.pieces``); vision: resize settings
     (default: Qwen2-VL's smart resize alone; ``from_pretrained``: the checkpoint's processor files); sampling: the
     frames ``encode`` reads by default (16 uniform; ``from_pretrained``: the checkpoint's); system_prompt: the
     chat's system turn.
     """
 
     def __init__(self, model, tokenizer, vision: VisionConfig | None = None, piece_frames: int = 128,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, sampling: FrameSampling | None = None) -> None:
+                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, sampling: FrameSampling | None = None,
+                 workers: int = 4) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.vision = vision or VisionConfig()
         self.sampling = sampling or FrameSampling()
         self.piece_frames = piece_frames
+        self.workers = workers
         self.system_prompt = system_prompt
         stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
         self.eos_token_ids = [i for i in stops if i is not None and i != tokenizer.unk_token_id]
@@ -143,11 +148,13 @@ class VambaChat:
                                 vision=vision or self.vision, reader=reader)
         stream = VideoStream(self.model, plan.grid)
         with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
-            for pixel_values, grid_thw in plan.pieces(self.piece_frames):
+            # The patches are made on the model's device, in its vision dtype (uint8 frames cross to a GPU).
+            for pixel_values, grid_thw in plan.pieces(self.piece_frames, workers=self.workers, device=self.device,
+                                                      dtype=self.model.visual.dtype):
                 stream.push(pixel_values, grid_thw)
                 update(2 * int(grid_thw[0, 0]))
         return EncodedVideo(stream.finish(), plan.source, plan.grid, len(plan.indices), plan.timestamps,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, plan.stats)
 
     def encode_frames(self, frames: np.ndarray, source: str = "<frames>") -> EncodedVideo:
         """Encode frames already in memory: uint8 [T, H, W, 3] (T = 1: an image)."""

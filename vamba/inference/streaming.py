@@ -62,13 +62,17 @@ class VideoStream:
             raise ValueError(f"piece of {t_i} temporal patches overflows the video's {self.grid[0]} "
                              f"({self.t_done} already encoded)")
         device = self.model.lm_head.weight.device
-        keys, values, self.states = self.model.encode_video_piece(
-            pixel_values.to(device), grid_thw.to(device), self.states, t_offset=self.t_done)
         start = self.t_done * self.tokens_per_patch
         stop = start + t_i * self.tokens_per_patch
-        for cache_k, cache_v, k, v in zip(self.keys, self.values, keys, values):
-            cache_k[:, :, start:stop] = k
-            cache_v[:, :, start:stop] = v
+
+        def write_kv(layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+            # Each layer's K/V go into the cache as soon as they exist (one layer's piece K/V alive at a time).
+            self.keys[layer][:, :, start:stop] = k
+            self.values[layer][:, :, start:stop] = v
+
+        _, _, self.states = self.model.encode_video_piece(
+            pixel_values.to(device, non_blocking=True), grid_thw.to(device), self.states, t_offset=self.t_done,
+            write_kv=write_kv)
         self.t_done += t_i
 
     def finish(self) -> VideoCache:

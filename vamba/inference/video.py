@@ -3,8 +3,8 @@
 ``VideoPlan`` fixes what is read: the frame indices (any sampler of ``vamba.data.sampling`` or
 ``vamba.evaluation.sampling``), the resize (``vamba.data.vision.VisionConfig``) and so the patch grid of
 the whole video. ``plan.pieces(piece_frames)`` then decodes and patchifies ``piece_frames`` frames at a
-time, one piece ahead on a background thread so decoding overlaps the model's work. Only one piece of
-frames is ever in memory.
+time: one thread decodes and a few resize (bounded, a few units of frames ahead), so the host work overlaps
+the model's; on a GPU the resized uint8 frames are normalised and patchified there.
 
 Frame counts follow ``process_frames``: an odd count drops (or repeats) the last frame, one frame is an
 image (duplicated). Decoding uses the data pipeline's readers: decord (random access), frame folders,
@@ -13,10 +13,13 @@ every call, which would make piecewise reading quadratic in the video's length).
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from vamba.data.video import (
     VideoReader,
     open_video,
 )
-from vamba.data.vision import PATCH_SIZE, VisionConfig, process_frames, processed_size
+from vamba.data.vision import PATCH_SIZE, VisionConfig, patches_from_frames, processed_size, resize_for_patches
 
 
 def open_reader(source: str | os.PathLike, backend: Backend = "auto", fallback: Backend | None = "pyav",
@@ -98,28 +101,121 @@ class VideoPlan:
         for start in range(0, len(self.indices), step):
             yield self.reader.get_frames(self.indices[start:start + step])
 
-    def pieces(self, piece_frames: int, prefetch: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(pixel_values [P, 1176], grid_thw [1, 3])`` per piece; decoding runs one piece ahead when ``prefetch``."""
-        frames = self.frames(piece_frames)
+    def pieces(self, piece_frames: int, prefetch: bool = True, workers: int = 1, device: torch.device | None = None,
+               dtype: torch.dtype | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pixel_values [P, 1176], grid_thw [1, 3])`` per piece of ``piece_frames`` frames, in order.
 
-        def next_piece() -> tuple[torch.Tensor, torch.Tensor] | None:
+        ``prefetch``: the host work runs ahead of the caller on background threads (else all of it in the calling
+        thread, one piece after the other: the reference the overlapped path equals exactly). One thread decodes
+        (readers are sequential) in units of up to ``UNIT_FRAMES`` frames; ``workers`` threads resize the units (PIL
+        releases the GIL), so a piece's resize is spread over them; at most ``2 * workers + 2`` units are in flight,
+        so host memory stays flat. A decoding error surfaces here, in order, and every thread is joined before it
+        propagates (also when the caller stops early). ``device``: where the resized uint8 frames are normalised and
+        cut into patches (default: the host, float32, as ``process_frames``); on CUDA they travel pinned and
+        asynchronously (4x fewer bytes than float32 patches) and the patches come in ``dtype``. ``self.stats``:
+        seconds spent decoding and resizing (on the threads) and waiting for a piece (the caller)."""
+        step = max(2, piece_frames + piece_frames % 2)
+        unit = max(d for d in range(2, min(step, UNIT_FRAMES) + 1, 2) if step % d == 0)  # pieces of exactly step
+        stats = self.stats = PieceStats()
+        frames = self.frames(unit)
+        cuda = device is not None and torch.device(device).type == "cuda"
+
+        def decode() -> np.ndarray | None:
+            started = time.perf_counter()
             chunk = next(frames, None)
-            if chunk is None:
-                return None
-            if chunk.shape[1:3] != (self.info.height, self.info.width):
+            stats.add("decode_s", time.perf_counter() - started)
+            if chunk is not None and chunk.shape[1:3] != (self.info.height, self.info.width):
                 raise VideoDecodeError(f"{self.source}: frame size {chunk.shape[1:3]} differs from the header's "
                                        f"{(self.info.height, self.info.width)}")
-            return process_frames(chunk, self.vision)
+            return chunk
 
-        if not prefetch:
-            while (piece := next_piece()) is not None:
-                yield piece
-            return
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vamba-prefetch") as pool:
-            future = pool.submit(next_piece)
-            while (piece := future.result()) is not None:
-                future = pool.submit(next_piece)
-                yield piece
+        def resize(chunk: np.ndarray | None) -> torch.Tensor | None:
+            if chunk is None:
+                return None
+            started = time.perf_counter()
+            out = torch.from_numpy(resize_for_patches(chunk, self.vision))
+            out = out.pin_memory() if cuda else out
+            stats.add("resize_s", time.perf_counter() - started)
+            return out
+
+        def patches(units: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            moved = [u.to(device, non_blocking=True) for u in units] if device is not None else units
+            stats.pieces += 1
+            return patches_from_frames(moved[0] if len(moved) == 1 else torch.cat(moved), dtype)
+
+        try:
+            units = _overlapped(decode, resize, workers, stats) if prefetch else _in_turn(decode, resize)
+            group: list[torch.Tensor] = []
+            for u in units:
+                group.append(u)
+                if sum(x.shape[0] for x in group) >= step:
+                    yield patches(group)
+                    group = []
+            if group:
+                yield patches(group)
+        finally:
+            units.close()  # joins the threads (prefetch) before the reader is closed
+            frames.close()
+
+
+UNIT_FRAMES = 32  # frames decoded and resized as one unit of work by the threads of VideoPlan.pieces
+
+
+@dataclass
+class PieceStats:
+    """Where a ``VideoPlan.pieces`` read spent its host time (seconds): decoding and resizing (summed over the
+    threads that did it) and the caller's waits for the next piece (the host time the model could not hide)."""
+
+    decode_s: float = 0.0
+    resize_s: float = 0.0
+    wait_s: float = 0.0
+    pieces: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, seconds: float) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + seconds)
+
+
+def _in_turn(decode: Callable[[], np.ndarray | None],
+             resize: Callable[[np.ndarray | None], torch.Tensor | None]) -> Iterator[torch.Tensor]:
+    """``resize(decode())`` unit after unit in the calling thread (the reference of ``_overlapped``)."""
+    while (unit := resize(decode())) is not None:
+        yield unit
+
+
+def _overlapped(decode: Callable[[], np.ndarray | None], resize: Callable[[np.ndarray | None], torch.Tensor | None],
+                workers: int, stats: PieceStats) -> Iterator[torch.Tensor]:
+    """``resize(decode())`` unit after unit, computed ahead on threads: one decoder (called in order) and ``workers``
+    resizers, at most ``2 * workers + 2`` units in flight; yields the units in order until ``decode`` returns None.
+    An error of either stage is raised at its unit; on any exit the queued work is cancelled and the threads joined."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vamba-decode")
+    resizer = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="vamba-resize")
+    pending: collections.deque[concurrent.futures.Future] = collections.deque()
+
+    def submit() -> None:
+        decoded = decoder.submit(decode)  # FIFO on one thread: units are decoded in order
+        pending.append(resizer.submit(lambda: resize(decoded.result())))
+
+    try:
+        for _ in range(2 * workers + 2):
+            submit()
+        while True:
+            started = time.perf_counter()
+            unit = pending.popleft().result()
+            stats.add("wait_s", time.perf_counter() - started)
+            if unit is None:
+                return
+            submit()
+            yield unit
+    finally:
+        # Cancel what has not started (a resizer waiting on a cancelled decode gets CancelledError and ends), then
+        # join both pools: no thread outlives the read.
+        decoder.shutdown(wait=False, cancel_futures=True)
+        resizer.shutdown(wait=True, cancel_futures=True)
+        decoder.shutdown(wait=True)
 
 
 def _pyav_pieces(source: str, indices: list[int], step: int) -> Iterator[np.ndarray]:

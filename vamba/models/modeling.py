@@ -299,7 +299,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def encode_video_piece(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
-                           states: list[Mamba2State | None] | None = None, t_offset: int = 0
+                           states: list[Mamba2State | None] | None = None, t_offset: int = 0, write_kv=None
                            ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Mamba2State | None]]:
         """Streaming hook: one piece of ONE video through the vision tower and every layer's video step.
 
@@ -309,6 +309,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         ``t_offset``: temporal patches before this piece (its 3-D positions continue from there).
         Returns this piece's keys and values per layer ([1, Hkv, m, head_dim]) and the new states; appending
         the pieces' K/V in order gives ``encode_video`` of the whole video (vamba.inference.streaming).
+        ``write_kv(layer, k, v)``: called with each layer's K/V as soon as they exist, which are then not kept
+        (the lists come back empty): a piece's K/V of every layer are never alive at once.
         """
         if grid_thw.shape != (1, 3):
             raise ValueError(f"encode_video_piece takes one visual item (grid_thw [1, 3]), got {tuple(grid_thw.shape)}")
@@ -319,10 +321,13 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         inputs = self._video_only_inputs(video, layout)
         states = states if states is not None else [None] * len(self.model.layers)
         keys, values, new_states = [], [], []
-        for layer, state in zip(self.model.layers, states):
+        for i, (layer, state) in enumerate(zip(self.model.layers, states)):
             k, v, video, state = layer.video_step(video, inputs, state=state, return_state=True)
-            keys.append(k)
-            values.append(v)
+            if write_kv is not None:
+                write_kv(i, k, v)
+            else:
+                keys.append(k)
+                values.append(v)
             new_states.append(state)
         return keys, values, new_states
 

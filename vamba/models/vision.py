@@ -30,7 +30,8 @@ to ~1e-6, tests/models/test_vision_tower.py):
   bias pre-scaled) and 1/1.702 into fc2's, leaving one ``silu`` kernel;
 - ``vision_compile`` (opt-in): ``torch.compile`` of the two halves of every block around the attention call
   (LayerNorm + qkv + rotary; output projection + residual + LayerNorm + MLP + residual): the elementwise work
-  fuses into the matmuls' neighbours. The weights are function arguments, so all blocks share one graph.
+  fuses into the matmuls' neighbours. The weights are function arguments, so all blocks share one graph, and the
+  token count is symbolic from the first call, so one compilation serves every video length and piece size.
 
 Gradient checkpointing of the blocks (transformers' switch) is honoured. Under DeepSpeed ZeRO-3 (partitioned
 parameters: they are gathered by hooks on each submodule's call, which the fast forward does not make) and when
@@ -167,15 +168,28 @@ def _compiled(fn: Callable) -> Callable:
     return torch.compile(fn)
 
 
+def _dynamic_tokens(*tensors: torch.Tensor) -> None:
+    """Compile the blocks once for any number of tokens: dim 0 (tokens) of the compiled halves' inputs is symbolic
+    from the first call. A video streamed in pieces (vamba.inference.streaming) meets several token counts (its
+    last piece is shorter; other videos other lengths); torch.compile would otherwise compile the first shape
+    statically and recompile on the second. The feature dims stay static (Inductor's reductions specialise on them)."""
+    for t in tensors:
+        torch._dynamo.maybe_mark_dynamic(t, 0)
+
+
 def vision_block(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, plan: AttentionPlan,
                  compile: bool = False) -> torch.Tensor:
     """transformers' ``Qwen2VLVisionBlock`` computed from its weights: x [S, D] -> [S, D]."""
     attn, mlp = block.attn, block.mlp
     pre = _compiled(_attention_inputs) if compile else _attention_inputs
     post = _compiled(_output_and_mlp) if compile else _output_and_mlp
+    if compile:
+        _dynamic_tokens(x, cos, sin)
     q, k, v = pre(x, block.norm1.weight, block.norm1.bias, block.norm1.eps, attn.qkv.weight, attn.qkv.bias,
                   cos, sin, attn.num_heads)
     o = vision_attention(q, k, v, plan, attn.scaling)
+    if compile:
+        _dynamic_tokens(o)
     quick = isinstance(mlp.act, QuickGELUActivation) and mlp.fc1.bias is not None and mlp.fc2.bias is not None
     return post(x, o, attn.proj.weight, attn.proj.bias, block.norm2.weight, block.norm2.bias, block.norm2.eps,
                 mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, None if quick else mlp.act)
