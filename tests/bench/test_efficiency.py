@@ -151,8 +151,18 @@ def test_goal_verdicts() -> None:
             _row("qwen2_vl", "train", 512, peak=50.0), _row("qwen2_vl", "train", 1024, "oom"),
             _row("vamba", "train", 512, peak=60.0), _row("vamba", "train", 1024, "oom"),
             _row("vamba", "train_shared", 512, peak=24.0), _row("vamba", "train_shared", 1024, peak=30.0)]
-    verdicts = {goal: (measured, verdict) for goal, measured, verdict in goals({"rows": rows})}
-    assert verdicts["prefill at 1024 frames >= 5x faster"] == ("6.00x (LLM part 20.00x)", "met")
+    rows[2].update(vision_mfu=0.58, llm_mfu=0.61)
+    rows[3].update(vision_mfu=0.57, llm_mfu=0.50)
+    verdicts = {goal: (measured, verdict) for goal, measured, verdict in goals({"rows": rows, "memory_cap_gib": 79.2})}
+    assert verdicts["prefill at 1024 frames >= 5x faster (aim 6x)"] == (
+        "6.00x (VAMBA 2.00 s, Qwen2-VL 12.00 s; LLM part 20.00x; aim met)", "met")
+    assert verdicts["the hour (3600 frames) prefilled in <= 12 s (aim 10 s)"] == (
+        "7.00 s (vision 6.50 + LLM 0.50; aim 10 s met)", "met")
+    assert verdicts["vision tower >= 55% of the matmul rate at every prefill point up to 3600 frames"] == (
+        "1024: 58%, 3600: 57%", "met")
+    assert verdicts["VAMBA LLM prefill >= 55% of the matmul rate at every prefill point up to 3600 frames"] == (
+        "1024: 61%, 3600: 50%", "NOT met")
+    assert verdicts["whole-LLM training (train) at 1024 frames within 79.2 GiB"] == ("out of memory", "NOT met")
     assert verdicts["training-step memory at 512 frames <= 1/2 (train)"][1] == "NOT met"
     assert verdicts["training-step memory at 512 frames <= 1/2 (train_shared)"][1] == "met"
     assert verdicts[">= 4x more frames fit (prefill)"] == ("VAMBA 4096 vs Qwen2-VL 1024 frames (4.0x)", "met")
@@ -162,3 +172,43 @@ def test_goal_verdicts() -> None:
                                                                  "not measured")
     assert verdicts["an hour at 1 fps (3600 frames) answered on one GPU"][1] == "met"
     assert goals({"rows": []})[0][2] == "not measured"
+
+
+def test_points_in_order_with_a_fallback_and_the_hour_from_a_video_file(tmp_path: Path) -> None:
+    """``--points``: measured in the order given, one model at a time; an out-of-memory point is followed by its
+    fallback and stops the larger points of its mode; ``answer_file`` streams a real mp4 through VambaChat.encode
+    (decode thread, resize pool, patches) and decodes exactly the asked number of tokens."""
+    import numpy as np
+
+    from vamba.data.synth import write_mp4
+
+    x, y = np.arange(84)[None, :, None], np.arange(56)[:, None, None]
+    write_mp4(tmp_path / "hour.mp4", np.stack([((x + 9 * i + 0 * y) % 256).astype(np.uint8).repeat(3, -1)
+                                               for i in range(6)]), fps=1)
+    huge = 2**34  # cannot be allocated: a real allocator refusal, recorded as "oom"
+    points = ["vamba:prefill:4", "qwen2_vl:prefill:4", "vamba:answer_file:6", f"vamba:train:{huge}/2",
+              f"vamba:train:{2 * huge}", "vamba:stage1:2", "qwen2_vl:train:2"]
+    assert vamba_main([*TINY, "--frame-size", "84x56", "--answer-tokens", "3", "--answer-video",
+                       str(tmp_path / "hour.mp4"), "--workers", "2", "--points", *points,
+                       "--out-dir", str(tmp_path), "--tag", "plan"]) == 0
+    result = json.loads((tmp_path / "efficiency_plan.json").read_text())
+    rows = result["rows"]
+    assert [(r["model"], r["mode"], r["frames"], r["status"]) for r in rows] == [
+        ("vamba", "prefill", 4, "ok"), ("qwen2_vl", "prefill", 4, "ok"), ("vamba", "answer_file", 6, "ok"),
+        ("vamba", "train", huge, "oom"), ("vamba", "train", 2, "ok"),
+        ("vamba", "train", 2 * huge, "not run: smaller point out of memory"), ("vamba", "stage1", 2, "ok"),
+        ("qwen2_vl", "train", 2, "ok")]
+    assert result["setup"]["points"] == points and result["setup"]["vamba_vision_compile"] is False
+    answer = rows[2]
+    assert answer["answer_tokens"] == 3 and answer["video"] == "hour.mp4" and answer["workers"] == 2
+    assert 0 < answer["encode_ms"] < answer["time_to_first_token_ms"] < answer["total_ms"]
+    assert answer["decode_tokens_per_s"] > 0 and answer["host_decode_s"] > 0 and 0 < answer["vision_ms"]
+    for r in rows:
+        if r["status"] == "ok" and r["mode"] != "answer_file":
+            assert r["vision_mfu"] > 0 and r["llm_mfu"] > 0 and r["vision_ms"] > 0
+    trained = result["models"]["vamba"]["trainable"]
+    assert 0 < trained["stage1"] < trained["train"]
+    summary = (tmp_path / "efficiency_plan.md").read_text()
+    assert "## An hour answered end to end from a video file" in summary and "## Stage-1 training step" in summary
+    with pytest.raises(ValueError, match="MODEL:MODE:FRAMES"):
+        vamba_main([*TINY, "--points", "vamba:prefill", "--out-dir", str(tmp_path)])

@@ -16,7 +16,7 @@ from vamba.data.vision import MERGE_SIZE, PATCH_DIM, PATCH_SIZE
 
 UNIT = PATCH_SIZE * MERGE_SIZE  # 28: frames are resized to multiples of this
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
-TINY_TEXT = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+TINY_TEXT = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
                  bos_token_id=1, eos_token_id=2, pad_token_id=0)

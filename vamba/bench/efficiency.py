@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import os
 import sys
 import time
 import warnings
@@ -48,6 +49,7 @@ import torch
 from vamba.bench.build import DTYPES, Setup, build, device_tag, frame_grid, parse_frame_size, qwen_config, vamba_config
 from vamba.bench.efficiency_report import HOUR_FRAMES, REFERENCE_QWEN2_VL_7B_H100, write_report
 from vamba.bench.flops import llm_flops
+from vamba.bench.plan import GOAL_POINTS, Point, run_points
 from vamba.bench.steps import qwen_steps, set_trainable, vamba_steps
 from vamba.bench.sweep import Budget, Sweeper, VisionTimer, answer, stage1
 from vamba.utils.io import atomic_write_json
@@ -89,6 +91,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="cap this process's GPU memory (e.g. 79.1: an 80 GB H100's room on a larger GPU)")
     p.add_argument("--report-only", metavar="JSON", help="only (re)write the summary and plots of a results JSON")
     p.add_argument("--mamba-backend", default=None, help="default: fast on CUDA (fail loudly), reference on CPU")
+    p.add_argument("--vision-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="VAMBA's vision tower compiled (VambaConfig.vision_compile; default: on CUDA)")
+    p.add_argument("--points", nargs="+", metavar="MODEL:MODE:FRAMES[/FALLBACK]",
+                   help="measure these points in this order instead of the sweeps (vamba.bench.plan; 'goals': "
+                        "the goals' points first)")
+    p.add_argument("--answer-video", default=None, help="answer_file points: the video file (e.g. an hour at 1 fps)")
+    p.add_argument("--answer-video-wait-s", type=float, default=120.0,
+                   help="answer_file: wait this long for the video to appear (another process may be writing it)")
+    p.add_argument("--workers", type=int, default=8, help="answer_file: threads resizing the decoded frames")
     return p.parse_args(argv)
 
 
@@ -102,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vamba.models import VambaForConditionalGeneration
 
+    started = time.monotonic()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     dtype = DTYPES[args.dtype or ("bfloat16" if cuda else "float32")]
@@ -117,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     setup = Setup(device, dtype, grid_hw, args.question_tokens, args.train_tokens, args.piece_frames)
     mamba_backend = args.mamba_backend or ("fast" if cuda else "reference")
     vcfg = vamba_config(args.scale, mamba_backend)
+    vcfg.vision_compile = cuda if args.vision_compile is None else args.vision_compile
     qcfg = qwen_config(vcfg)
+    points = None
+    if args.points:
+        points = [Point.parse(t) for t in (GOAL_POINTS if args.points == ["goals"] else args.points)]
     if args.memory_gib and cuda:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * GIB / total),
@@ -134,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                   "question_tokens": args.question_tokens, "train_tokens": args.train_tokens,
                   "piece_frames": args.piece_frames, "mamba_backend": mamba_backend,
                   "qwen2_vl_attention": "sdpa", "vamba_attention": vcfg.attention_backend,
-                  "vamba_vision_attention": vcfg.vision_attention, "vamba_vision_compile": vcfg.vision_compile},
+                  "vamba_vision_attention": vcfg.vision_attention, "vamba_vision_compile": vcfg.vision_compile,
+                  "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+                  "points": [str(p) for p in points] if points else None},
         "reference_qwen2_vl_7b_h100": REFERENCE_QWEN2_VL_7B_H100,
         "matmul_tflops": float(f"{matmul_tflops(device, dtype):.4g}"), "models": {}, "rows": rows}
     if cuda:
@@ -146,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     def record(row: dict) -> None:
         rows.append(row)
         atomic_write_json(json_path, result)
+
+    if points:
+        builders = {"vamba": (VambaForConditionalGeneration, vcfg), "qwen2_vl": (Qwen2VLForConditionalGeneration, qcfg)}
+        run_points(points, args, setup, builders, result, record, started)
+        atomic_write_json(json_path, result)
+        summary = write_report(json_path)
+        print("\n" + summary[summary.index("## Goals"):])
+        return 0
 
     weights = {"qwen2_vl_prefill": 1.0, "qwen2_vl_train": 1.3, "vamba_prefill": 1.3, "vamba_train": 1.0,
                "vamba_train_shared": 0.7, "vamba_train_offload": 1.0, "stage1": 0.3}

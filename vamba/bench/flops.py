@@ -38,7 +38,9 @@ def qwen_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: in
 def llm_flops(name: str, config, setup, mode: str, frames: int) -> float:
     """Model FLOPs of one step's LLM part (``setup``: ``vamba.bench.build.Setup``). prefill: forward. train:
     forward + backward (2x forward). train_shared (VAMBA with only Qwen2-VL's LLM weights trainable): no backward
-    through the video stream, so 2x the text side only."""
+    through the video stream, so 2x the text side only. stage1 (cross-attention, Mamba-2 blocks and alpha trainable):
+    activation gradients everywhere (1x forward) and weight gradients of the video stream's modules (1x its forward;
+    the text side's cross-attention q/o weights, ~1% at 128 text tokens, are not counted)."""
     count = vamba_llm_flops if name == "vamba" else qwen_llm_flops
     video = setup.video_tokens(frames)
     if mode == "prefill":
@@ -46,6 +48,8 @@ def llm_flops(name: str, config, setup, mode: str, frames: int) -> float:
     forward = count(config, video, setup.train_tokens, setup.train_tokens)
     if mode in ("train", "train_offload"):
         return 3 * forward
+    if mode == "stage1":
+        return 2 * forward + count(config, video, 0, 0)
     return forward + 2 * (forward - count(config, video, 0, 0))
 
 

@@ -39,10 +39,11 @@ class VisionTimer:
             h.remove()
 
 
-def measure_point(step: Step, device: torch.device, timer: VisionTimer, reps: int = 3) -> dict[str, Any]:
-    """``vamba.utils.timing.measure`` of one point: the first run only warms when it took under 15 s, then the
-    median of ``reps`` runs (one run above a second); ``vision_ms`` (the tower) and ``llm_ms`` (the rest)."""
-    out = measure(step, device, reps=reps, repeat_under_ms=1000.0, warm_under_ms=15000.0, part=timer.take_ms)
+def measure_point(step: Step, device: torch.device, timer: VisionTimer, reps: int = 3,
+                  warm_under_ms: float = 15000.0) -> dict[str, Any]:
+    """``vamba.utils.timing.measure`` of one point: the first run only warms when it took under ``warm_under_ms``,
+    then the median of ``reps`` runs (one run above a second); ``vision_ms`` (the tower) and ``llm_ms`` (the rest)."""
+    out = measure(step, device, reps=reps, repeat_under_ms=1000.0, warm_under_ms=warm_under_ms, part=timer.take_ms)
     if out["status"] == "ok":
         vision = out.pop("part_ms")
         out["vision_ms"], out["llm_ms"] = vision, round(out["total_ms"] - vision, 3)
