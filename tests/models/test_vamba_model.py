@@ -120,6 +120,37 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             torch.testing.assert_close(other[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("train_video_stream", [False, True], ids=["shared-weights-only", "everything"])
+def test_checkpointed_backward_reruns_the_mamba_blocks_only_when_they_need_gradients(train_video_stream):
+    """Each layer runs its Mamba-2 update last, so the checkpointed recomputation in backward (which stops after the
+    last tensor backward needs) skips the Mamba-2 blocks when nothing of the video stream trains (VAMBA training only
+    the weights it shares with Qwen2-VL), and re-runs them when they train; the gradients are the plain ones."""
+    batch = video_batch([6, 8], [[(2, 4, 4)], [(1, 2, 2)]])
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        model = _model().train()
+        for name, p in model.named_parameters():
+            p.requires_grad_(train_video_stream or not (".cross_attn." in name or ".vision_mixer." in name
+                                                       or name.endswith(".alpha") or name.startswith("visual.")))
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        mixers = [layer.vision_mixer for layer in model.model.layers if not layer.is_last]
+        runs = []
+        hooks = [m.register_forward_pre_hook(lambda *_: runs.append(1)) for m in mixers]  # (recomputation may stop inside)
+        loss = model(**batch).loss
+        forward_runs = len(runs)
+        loss.backward()
+        calls.append((forward_runs, len(runs) - forward_runs))
+        for h in hooks:
+            h.remove()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert calls[0] == (len(mixers), 0)
+    assert calls[1] == (len(mixers), len(mixers) if train_video_stream else 0)
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("vision_attention", ["auto", "reference"])
 def test_frozen_vision_blocks_build_no_autograd_graph(vision_attention):
     """Frozen ViT blocks (the paper's recipe) run without autograd even in a checkpointed training step, so

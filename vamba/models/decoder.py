@@ -158,10 +158,21 @@ class VambaDecoderLayer(nn.Module):
         Streaming (``return_state``): the Mamba-2 block continues from ``state`` (None = the video's start) and
         its state after this piece comes back as a fourth element (None where the layer has no Mamba-2 update).
         """
+        video, k, v = self.video_kv(video, inputs)
+        return (k, v, *self.video_update(video, inputs, state, return_state))
+
+    def video_kv(self, video: torch.Tensor, inputs: LayerInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first half of ``video_step``: the video states that go on (normed when ``cross_attn_use_layer_norm``)
+        and the cross-attention K/V of this layer."""
         if self.cross_attn_use_layer_norm:
             # As released: the normed states also replace the stream that goes on to the Mamba-2 block.
             video = self.input_layernorm(video)
         k, v = self.cross_attn.project_kv(video, inputs.video_rope)
+        return video, k, v
+
+    def video_update(self, video: torch.Tensor, inputs: LayerInputs, state: Mamba2State | None = None,
+                     return_state: bool = False) -> tuple[torch.Tensor, ...]:
+        """The second half of ``video_step``: the Mamba-2 update -> (next video[, state])."""
         if self.vision_mixer is not None and not self.is_last:
             if inputs.video_shard is not None:
                 if return_state:
@@ -173,7 +184,7 @@ class VambaDecoderLayer(nn.Module):
                 video = self.vision_mixer(video, seq_idx=inputs.video_seq_idx)
         elif return_state:
             state = None
-        return (k, v, video, state) if return_state else (k, v, video)
+        return (video, state) if return_state else (video,)
 
     def forward(self, text: torch.Tensor, video: torch.Tensor | None, inputs: LayerInputs,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -181,8 +192,11 @@ class VambaDecoderLayer(nn.Module):
         """text [B, N, D], video [B, M, D] (None when ``kv`` comes from a VideoCache).
 
         Returns (text [B, N, D], next video [B, M, D] or None, k, v)."""
+        # The video stream's K/V first, its Mamba-2 update last: under gradient checkpointing the recomputation in
+        # backward stops after the last tensor backward needs (torch's early stop), so when nothing of the video
+        # stream trains (only the weights shared with Qwen2-VL) the Mamba-2 blocks are not run again at all.
         if kv is None:
-            k, v, video = self.video_step(video, inputs)
+            video, k, v = self.video_kv(video, inputs)
         else:
             k, v = kv
         residual = text
@@ -195,4 +209,6 @@ class VambaDecoderLayer(nn.Module):
         else:
             text = residual + sa + ca
         text = text + self.mlp(self.post_attention_layernorm(text))
+        if kv is None:
+            (video,) = self.video_update(video, inputs)
         return text, video, k, v
