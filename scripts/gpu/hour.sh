@@ -32,7 +32,7 @@ if [ "$DEVICE" = cuda ]; then
   FRAMES=${FRAMES:-3600}
   VIDEO_SIZE=640x360
   POINTS=${POINTS:-goals}
-  BENCH_ARGS=${BENCH_ARGS:---memory-gib 79.2 --piece-frames 512 --workers 8}
+  BENCH_ARGS=${BENCH_ARGS:---memory-gib 79.2 --piece-frames 512 --workers 12}
   BUDGET_S=${BUDGET_S:-370}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-430}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia_smi.txt" 2>&1
