@@ -54,34 +54,42 @@ python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" >>
 # 1. The hour as an mp4, written in the background while the models warm up (the benchmark waits for it): smooth
 # moving colour ramps at 1 fps. On the GPU machine with OpenCV (it has no PyAV), on the CPU with PyAV.
 VIDEO="$WORK/hour_${VIDEO_SIZE}_${FRAMES}.mp4"
-rm -f "$VIDEO"
+rm -f "$VIDEO" "$VIDEO.failed"
 if [ "$DEVICE" = cuda ]; then
   python3 - "$VIDEO" "$FRAMES" > "$OUT/video.log" 2>&1 <<'EOF' &
 import os, sys, time
-import cv2
-import numpy as np
 path, n, (w, h) = sys.argv[1], int(sys.argv[2]), (640, 360)
-started, part = time.time(), path + ".part.mp4"
-writer = cv2.VideoWriter(part, cv2.VideoWriter_fourcc(*"mp4v"), 1.0, (w, h))
-assert writer.isOpened(), "cv2.VideoWriter could not open an mp4v writer"
-x, y = np.arange(w, dtype=np.int32)[None, :], np.arange(h, dtype=np.int32)[:, None]
-for i in range(n):
-    writer.write(np.stack([(x + 3 * i) % 256 + 0 * y, (y + 5 * i) % 256 + 0 * x, (x + y + 7 * i) % 256], -1).astype(np.uint8))
-writer.release()
-os.replace(part, path)
+try:  # a failure leaves <path>.failed, which the benchmark reads instead of waiting for the video
+    import cv2
+    import numpy as np
+    started, part = time.time(), path + ".part.mp4"
+    writer = cv2.VideoWriter(part, cv2.VideoWriter_fourcc(*"mp4v"), 1.0, (w, h))
+    assert writer.isOpened(), "cv2.VideoWriter could not open an mp4v writer"
+    x, y = np.arange(w, dtype=np.int32)[None, :], np.arange(h, dtype=np.int32)[:, None]
+    for i in range(n):
+        writer.write(np.stack([(x + 3 * i) % 256 + 0 * y, (y + 5 * i) % 256 + 0 * x, (x + y + 7 * i) % 256], -1).astype(np.uint8))
+    writer.release()
+    os.replace(part, path)
+except BaseException as e:
+    open(path + ".failed", "w").write(f"{type(e).__name__}: {e}")
+    raise
 print(f"wrote {path}: {n} frames {w}x{h} in {time.time() - started:.1f} s, {os.path.getsize(path) / 2**20:.1f} MiB")
 EOF
 else
   python3 - "$VIDEO" "$FRAMES" > "$OUT/video.log" 2>&1 <<'EOF' &
 import os, sys
-import numpy as np
-from vamba.data.synth import write_mp4
 path, n, (w, h) = sys.argv[1], int(sys.argv[2]), (84, 56)
-x, y = np.arange(w)[None, :], np.arange(h)[:, None]
-frames = np.stack([np.stack([(x + 3 * i) % 256 + 0 * y, (y + 5 * i) % 256 + 0 * x, (x + y + 7 * i) % 256], -1)
-                   for i in range(n)]).astype(np.uint8)
-write_mp4(path + ".part.mp4", frames, 1)
-os.replace(path + ".part.mp4", path)
+try:
+    import numpy as np
+    from vamba.data.synth import write_mp4
+    x, y = np.arange(w)[None, :], np.arange(h)[:, None]
+    frames = np.stack([np.stack([(x + 3 * i) % 256 + 0 * y, (y + 5 * i) % 256 + 0 * x, (x + y + 7 * i) % 256], -1)
+                       for i in range(n)]).astype(np.uint8)
+    write_mp4(path + ".part.mp4", frames, 1)
+    os.replace(path + ".part.mp4", path)
+except BaseException as e:
+    open(path + ".failed", "w").write(f"{type(e).__name__}: {e}")
+    raise
 print(f"wrote {path}: {n} frames {w}x{h}")
 EOF
 fi

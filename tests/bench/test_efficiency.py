@@ -212,3 +212,14 @@ def test_points_in_order_with_a_fallback_and_the_hour_from_a_video_file(tmp_path
     assert "## An hour answered end to end from a video file" in summary and "## Stage-1 training step" in summary
     with pytest.raises(ValueError, match="MODEL:MODE:FRAMES"):
         vamba_main([*TINY, "--points", "vamba:prefill", "--out-dir", str(tmp_path)])
+
+
+def test_waiting_for_the_video_stops_at_its_writers_failure(tmp_path: Path) -> None:
+    from vamba.bench.hour import wait_for
+
+    video = tmp_path / "hour.mp4"
+    (tmp_path / "hour.mp4.failed").write_text("ModuleNotFoundError: No module named 'cv2'")
+    assert wait_for(video, 600) == f"the writer of {video} failed: ModuleNotFoundError: No module named 'cv2'"
+    assert wait_for(video.with_name("other.mp4"), 0) == f"{video.with_name('other.mp4')} was not written within 0 s"
+    video.write_bytes(b"")
+    assert wait_for(video, 0) is None

@@ -38,14 +38,18 @@ class _TokenClock(BaseStreamer):
         pass
 
 
-def wait_for(path: Path, timeout_s: float) -> bool:
-    """The video may still be being written by another process (it appears under its name when complete)."""
+def wait_for(path: Path, timeout_s: float) -> str | None:
+    """The video may still be being written by another process: it appears under its name when complete, and a
+    writer that fails leaves ``<path>.failed`` with its reason. Returns None when the video is there, else why not."""
+    failed = Path(f"{path}.failed")
     deadline = time.monotonic() + timeout_s
     while not path.exists():
+        if failed.exists():
+            return f"the writer of {path} failed: {failed.read_text()[:300]}"
         if time.monotonic() > deadline:
-            return False
+            return f"{path} was not written within {timeout_s} s"
         time.sleep(0.5)
-    return True
+    return None
 
 
 def answer_from_file(model, video: Path, frames: int, answer_tokens: int, piece_frames: int, workers: int,

@@ -216,8 +216,9 @@ def _answer_file(point: Point, args: argparse.Namespace, model, timer: VisionTim
     video = Path(args.answer_video) if args.answer_video else None
     if video is None:
         return {"status": "error", "error": "no --answer-video given"}
-    if not wait_for(video, args.answer_video_wait_s):
-        return {"status": "error", "error": f"{video} was not written within {args.answer_video_wait_s} s"}
+    missing = wait_for(video, args.answer_video_wait_s)
+    if missing:
+        return {"status": "error", "error": missing}
     return answer_from_file(model, video, point.frames, args.answer_tokens, args.piece_frames, args.workers,
                             vision_ms=timer.take_ms)
 
