@@ -10,12 +10,14 @@
 #   rewritten after every point, so a run cut short keeps what it measured.
 #
 # Exact command (project root; the wheels folder carried as .whl/, decord's wheel in it):
-#   export VAMBA_CODE_COMMIT=$(git rev-parse --short HEAD)   # on this machine, before the call: the copy has no .git
+#   export VAMBA_CODE_COMMIT=<commit>   # recorded in the JSON (the copy on the GPU machine has no .git)
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/hour.sh
 #
-# Files in $OUT (7): efficiency_$TAG.{json,md}, efficiency_${TAG}_{memory,time}.png, hour.log (the benchmark's
-# output), video.log (the mp4 writer), nvidia_smi.txt. Exit code non-zero when the benchmark failed, timed out,
-# measured nothing, or a point ended in an error (not an out of memory); the reason is the last line printed.
+# Files in $OUT (6): efficiency_$TAG.{json,md}, efficiency_${TAG}_{memory,time}.png, hour.log (nvidia-smi, the
+# kernels found, the benchmark's output), video.log (the mp4 writer). BUDGET_S and BENCH_TIMEOUT (330 s of points,
+# hard stop at 400 s) leave room for a command after this one in the same call. Exit code non-zero when the
+# benchmark failed, timed out, measured nothing, or a point ended in an error (an out of memory is a result);
+# the reason is the last line printed.
 #
 # CPU smoke test of this whole path (tiny models, a PyAV mp4 from vamba.data.synth; only the GPU lines differ):
 #   OUT=/tmp/hour-smoke DEVICE=cpu bash scripts/gpu/hour.sh
@@ -27,17 +29,18 @@ export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:Tr
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/vamba-hour}
 mkdir -p "$WORK"
+LOG="$OUT/hour.log"
 if [ "$DEVICE" = cuda ]; then
   TAG=${TAG:-h200_hour}
   FRAMES=${FRAMES:-3600}
   VIDEO_SIZE=640x360
   POINTS=${POINTS:-goals}
   BENCH_ARGS=${BENCH_ARGS:---memory-gib 79.2 --piece-frames 512 --workers 12}
-  BUDGET_S=${BUDGET_S:-370}
-  BENCH_TIMEOUT=${BENCH_TIMEOUT:-430}
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia_smi.txt" 2>&1
+  BUDGET_S=${BUDGET_S:-330}
+  BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$LOG" 2>&1
   python3 -c "import decord" 2>/dev/null || python3 -m pip install -q --no-deps --target /tmp/site \
-    .whl/decord-*.whl >> "$OUT/nvidia_smi.txt" 2>&1
+    .whl/decord-*.whl >> "$LOG" 2>&1
 else  # the CPU smoke test: the same path at the tiny scale
   TAG=${TAG:-cpu_smoke}
   FRAMES=${FRAMES:-12}
@@ -47,9 +50,9 @@ vamba:train_shared:4 vamba:train_shared:8 vamba:stage1:4 vamba:stage1:8 vamba:tr
   BENCH_ARGS=${BENCH_ARGS:---device cpu --scale tiny --piece-frames 4 --workers 2 --answer-tokens 4 --reps 1}
   BUDGET_S=${BUDGET_S:-300}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
-  echo "cpu smoke test: no GPU" > "$OUT/nvidia_smi.txt"
+  echo "cpu smoke test: no GPU" > "$LOG"
 fi
-python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" >> "$OUT/nvidia_smi.txt" 2>&1
+python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" >> "$LOG" 2>&1
 
 # 1. The hour as an mp4, written in the background while the models warm up (the benchmark waits for it): smooth
 # moving colour ramps at 1 fps. On the GPU machine with OpenCV (it has no PyAV), on the CPU with PyAV.
@@ -97,15 +100,16 @@ WRITER=$!
 
 # 2. The benchmark: the goals' points first; BUDGET_S skips what is predicted not to fit, the timeout is the hard stop.
 timeout "$BENCH_TIMEOUT" python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag "$TAG" --frame-size "$VIDEO_SIZE" \
-  --budget-s "$BUDGET_S" --answer-video "$VIDEO" --points $POINTS $BENCH_ARGS > "$OUT/hour.log" 2>&1
+  --budget-s "$BUDGET_S" --answer-video "$VIDEO" --points $POINTS $BENCH_ARGS >> "$LOG" 2>&1
 rc=$?
 wait "$WRITER" 2>/dev/null
 JSON="$OUT/efficiency_$TAG.json"
 if [ -f "$JSON" ] && [ ! -f "$OUT/efficiency_$TAG.md" -o $rc -ne 0 ]; then  # cut short: the summary of what it has
-  python3 scripts/bench_efficiency.py --report-only "$JSON" >> "$OUT/hour.log" 2>&1
+  python3 scripts/bench_efficiency.py --report-only "$JSON" >> "$LOG" 2>&1
 fi
 cat "$OUT/video.log"
-grep -vE "INFO|Warning|warn|^\|" "$OUT/hour.log" | grep -E "warm-up|frames|Error|error" | tail -25
+head -3 "$LOG"
+grep -vE "INFO|Warning|warn|^\|" "$LOG" | grep -E "warm-up|frames|Error|error" | tail -25
 
 # 3. The short table, then the verdict (the reason last).
 python3 - "$JSON" "$rc" "${SECONDS}" <<'EOF'
