@@ -1,4 +1,6 @@
-"""The per-GPU memory model (vamba.parallel.memory) against every measured 7B training point in docs/results."""
+"""The per-GPU memory model (vamba.parallel.memory) against measured 7B training points in docs/results: the
+2026-12-01 sweeps (CP 1) and the context-parallel point (CP 2). docs/context_parallel.md also lists the
+2026-12-02 CP 1 goal points, which are not checked here (train_shared at 256 frames is over-predicted by 10%)."""
 from __future__ import annotations
 
 import json
@@ -28,6 +30,17 @@ def test_model_predicts_every_measured_point_within_5_percent() -> None:
         assert tokens == round(frames * TOKENS_PER_FRAME_640x360)
         got = model.peak_gib(tokens, 1, mode.removesuffix("_offload"), offload=mode == "train_offload")
         assert abs(got - peak) / peak < 0.05, (mode, frames, peak, got)
+
+
+def test_model_predicts_the_measured_context_parallel_point_within_5_percent() -> None:
+    parts = json.loads((RESULTS / "context_parallel_h200.json").read_text())["parts"]
+    ranks = [r for r in parts.values() if r.get("world_size", 1) > 1 and r.get("scale") == "7b" and r["status"] == "ok"]
+    assert len(ranks) >= 2  # every rank of the group wrote its peak
+    model = vamba_7b()
+    for r in ranks:
+        assert r["video_tokens"] == round(r["frames"] * TOKENS_PER_FRAME_640x360)
+        got = model.peak_gib(r["video_tokens"], r["world_size"], r["mode"])
+        assert abs(got - r["peak_gib"]) / r["peak_gib"] < 0.05, (r["mode"], r["frames"], r["peak_gib"], got)
 
 
 def test_context_parallelism_divides_the_video_part_only() -> None:
