@@ -257,7 +257,8 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
         for ax, (panel, series) in zip(axes, panels.items()):
             ooms = []
             for model, mode, colour, style, label in series:
-                good = ok_rows(rows, model, mode)
+                # by frame count: --points measures in the goals' order, not along the axis
+                good = sorted(ok_rows(rows, model, mode), key=lambda r: r["frames"])
                 if quantity == "memory":
                     good = [r for r in good if "peak_gib" in r]
                 ys = [r["peak_gib"] if quantity == "memory" else r["total_ms"] / 1e3 for r in good]
