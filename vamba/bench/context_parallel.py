@@ -411,19 +411,11 @@ def measure_steps(args) -> int:
 
 
 def build_model(scale: str, device: torch.device):
-    from vamba.models import VambaConfig, VambaForConditionalGeneration
+    from vamba.models import VambaForConditionalGeneration
 
     torch.manual_seed(0)  # the same weights on every rank
     if scale == "tiny":
-        text = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
-        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, spatial_merge_size=2,
-                      patch_size=14, temporal_patch_size=2)
-        config = VambaConfig(text_config=text, vision_config=vision,
-                             vision_mamba_mixer_config=dict(d_state=16, headdim=16, chunk_size=16))
-        return VambaForConditionalGeneration(config).to(device)
+        return VambaForConditionalGeneration(vamba_config("tiny", "auto")).to(device)
     # random weights made on the GPU in bf16, no float32 copy
     return build(VambaForConditionalGeneration, vamba_config(scale, "fast"), device, torch.bfloat16).train()
 
