@@ -23,6 +23,7 @@ data.mixture=..., experiment=paper_pretrain); this module only drives the CPU mi
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import gc
@@ -37,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -182,6 +183,23 @@ def _ended_without_result(job: Job, process: multiprocessing.Process) -> str | N
     return why
 
 
+@contextlib.contextmanager
+def _child_malloc() -> Iterator[None]:
+    """Processes started inside get glibc's mmap threshold fixed at 128 KiB (unless the caller set one): every
+    large block, such as a cached sample's pixels, is then its own mapping and returns to the system when freed.
+    With glibc's default, which raises the threshold as large blocks are freed, a worker's heap grew to about 3x
+    the samples it caches (12 GiB per run at the sweep's sizes, 2026-12-02: two workers filled the 24 GiB
+    machine); with it, the cache's own size (docs/ablations.md, "Cost")."""
+    key = "MALLOC_MMAP_THRESHOLD_"
+    before = os.environ.get(key)
+    os.environ.setdefault(key, str(128 * 1024))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+
+
 def run_jobs(jobs: list[Job], workers: int) -> dict[tuple[str, int], str]:
     """Run every job not yet done, each in a spawned process of its own, ``workers`` at a time, in order.
     Returns (variant, seed) -> why it failed, for the runs that did."""
@@ -223,7 +241,7 @@ def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     # The teacher trains in a child process: its in-memory sample cache (GBs at the demo's sizes) then dies
     # with it instead of staying in this process beside the workers'. (A killed child raises here.)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _child_malloc(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         data, teacher_result = pool.submit(_shared, cfg, out / "shared").result()
     teacher = out / "shared" / "teacher"
 
@@ -231,7 +249,8 @@ def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
     order = sorted(configs, key=lambda k: (cfg.ablation.seeds.index(k[1]), list(cfg.ablation.variants).index(k[0])))
     jobs = [Job(name, seed, configs[(name, seed)], data, teacher, out / "runs" / name / f"seed{seed}")
             for name, seed in order]
-    failed = run_jobs(jobs, cfg.ablation.workers)
+    with _child_malloc():
+        failed = run_jobs(jobs, cfg.ablation.workers)
     results = {(job.name, job.seed): json.loads((job.out / "result.json").read_text())
                for job in jobs if is_done(job.out)}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import os
 import time
 from pathlib import Path
@@ -239,6 +240,7 @@ def train_vamba(cfg: DemoTrainConfig, data: dict[str, Path], teacher: Path, out:
                        distill_weight=d.distill_weight, teacher=teacher)
     if not (out / "pretrain" / "final" / "config.json").exists():
         train(pre)
+        gc.collect()  # stage 1's sample cache, before stage 2 builds its own
     if lap:
         lap("pretrain")
     sft = stage_config(cfg, stage="sft", model_path=out / "pretrain" / "final", mixture=data["train"] / "sft.yaml",
