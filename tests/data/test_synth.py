@@ -47,6 +47,10 @@ def test_the_answer_is_in_the_decoded_video(tmp_path: Path, task: str) -> None:
         elif task == "count":
             target = spec.question.removeprefix("How many times did the ").removesuffix(" appear?")
             assert int(spec.options[spec.answer]) == sum(e.name == target for e in spec.events)
+        elif task == "after":
+            anchor = spec.question.removeprefix("What colour was the shape that appeared right after the ")
+            colours = [e.colour for e in spec.events]
+            assert spec.options[spec.answer] == colours[colours.index(anchor.removesuffix(" one?")) + 1]
         else:
             assert spec.options[spec.answer] == f"The {spec.events[0].name}"
         assert len(set(spec.options)) == 4
@@ -60,7 +64,7 @@ def test_fixed_option_order_changes_only_the_order() -> None:
         fixed = make_video_spec(random.Random(seed), "v", task, 32, shuffle_options=False)
         assert (fixed.events, fixed.question, fixed.options[fixed.answer]) == (
             shuffled.events, shuffled.question, shuffled.options[shuffled.answer])
-        if task == "needle":
+        if task in ("needle", "after"):
             assert fixed.options == list(COLOURS)
         else:
             assert fixed.options == shuffled.options
@@ -78,6 +82,40 @@ def test_order_by_colour_asks_for_the_first_shapes_colour() -> None:
             assert spec.options == list(COLOURS) or shuffle
     with pytest.raises(ValueError, match="order_question"):
         SynthConfig(order_question="when")
+
+
+def test_after_needs_the_order_of_three_events() -> None:
+    """The "after" task: three shapes in three colours, the answer the colour right after the anchor's; both
+    colours other than the anchor's are in the video, so the set of colours alone leaves two candidates, and
+    over many draws each candidate is the answer about half the time (nothing but the order decides)."""
+    later = 0
+    for seed in range(200):
+        spec = make_video_spec(random.Random(seed), "v", "after", 32, shuffle_options=False)
+        a, b, c = spec.events
+        assert a.end <= b.start and b.end <= c.start and len({a.colour, b.colour, c.colour}) == 3
+        assert len({a.shape, b.shape, c.shape}) == 3 and spec.options == list(COLOURS)
+        anchor = a if f"after the {a.colour} one" in spec.question else b
+        assert f"after the {anchor.colour} one" in spec.question  # never the last event
+        answer = spec.options[spec.answer]
+        assert answer == (b if anchor is a else c).colour
+        # the other candidate a set-only reader would weigh equally: the later of the two remaining events
+        later += answer == c.colour
+    assert 70 <= later <= 130
+
+
+def test_tasks_choose_what_a_data_set_asks(tmp_path: Path) -> None:
+    from vamba.data.synth import parse_overrides
+
+    assert SynthConfig().tasks == ("needle", "order", "count")
+    assert parse_overrides(["tasks=after, needle"]).tasks == ("after", "needle")  # vamba data synth tasks=...
+    manifest = generate(SynthConfig(out_dir=str(tmp_path), num_videos=4, num_images=0, num_bench_videos=4,
+                                    min_frames=16, max_frames=16, tokenizer=False, tasks=("after", "needle")))
+    assert manifest["tasks"] == {"after": 2, "needle": 2}
+    rows = [json.loads(line) for line in (tmp_path / "lvbench" / "lvbench_processed.jsonl").read_text().splitlines()]
+    assert [r["question_type"] for r in rows] == [["reasoning"], ["entity recognition"]] * 2
+    for bad in (("needle", "when"), (), ("order", "order")):
+        with pytest.raises(ValueError, match="tasks"):
+            SynthConfig(tasks=bad)
 
 
 def test_benchmark_files_follow_official_layouts(synth_dir: Path) -> None:

@@ -5,7 +5,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from tests.training.conftest import compose_config
-from vamba.recipes.config import AblationTrainConfig, DemoTrainConfig, validate_demo
+from vamba.recipes.config import AblationTrainConfig, DemoTrainConfig, validate_ablation, validate_demo
 from vamba.training.config import ConfigError, TrainConfig
 
 
@@ -29,4 +29,28 @@ def test_demo_order_question_is_checked() -> None:
     with pytest.raises(ConfigError, match="demo.order_question='when'"):
         validate_demo(compose_config("experiment=demo", "demo.order_question=when"))
     assert compose_config("experiment=demo").demo.order_question == "colour"
-    assert compose_config("experiment=mini_ablations").demo.order_question == "shapes"  # as measured
+    assert compose_config("experiment=mini_ablations").demo.order_question == "colour"  # as the demo asks it
+
+
+def test_demo_tasks_are_checked() -> None:
+    assert compose_config("experiment=demo").demo.tasks == ["needle", "order", "count"]
+    assert compose_config("experiment=mini_ablations").demo.tasks == ["needle", "order", "count", "after"]
+    for bad in ("[needle,when]", "[]", "[order,order]"):
+        with pytest.raises(ConfigError, match="demo.tasks"):
+            validate_demo(compose_config("experiment=demo", f"demo.tasks={bad}"))
+
+
+@pytest.mark.parametrize("experiment", ["mini_ablations", "mini_ablation_cross_attn_init", "mini_ablation_mixer",
+                                        "mini_ablation_distill", "mini_ablation_alpha"])
+def test_ablation_claims_name_variants_of_their_sweep(experiment) -> None:
+    cfg = compose_config(f"experiment={experiment}")
+    validate_ablation(cfg)
+    assert cfg.ablation.claims and all(c.better in cfg.ablation.variants and c.worse in cfg.ablation.variants
+                                       for c in cfg.ablation.claims)
+
+
+def test_bad_claims_fail_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"ablation.claims\[0\].worse='mamba1'"):
+        validate_ablation(compose_config("experiment=mini_ablation_mixer", "ablation.claims.0.worse=mamba1"))
+    with pytest.raises(ConfigError, match=r"ablation.claims\[0\].tasks"):
+        validate_ablation(compose_config("experiment=mini_ablation_mixer", "demo.tasks=[needle,order]"))

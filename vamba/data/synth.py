@@ -8,6 +8,10 @@ carries one task that needs the whole video:
   shapes among four shape options) or *what colour was the shape that appeared first?* (``"colour"``: the
   two shapes differ in colour, the four colours are the options)
 - ``count``: a shape flashes 1-4 times among distractors; *how many times did it appear?*
+- ``after`` (not in the default ``tasks``): three shapes of three different colours appear one after the other;
+  *what colour was the shape that appeared right after the <colour> one?* (the anchor is the first or the
+  second event; the four colours are the options). A model that sees the frames as an unordered set knows
+  the two candidate colours but not which one follows the anchor: 50% at best.
 
 Events last at least ``num_frames / 8`` frames, so 8 or more uniformly sampled frames always see each one.
 ``generate(SynthConfig(out_dir=...))`` writes (paths relative to ``out_dir``)::
@@ -45,13 +49,16 @@ logger = get_logger(__name__)
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (230, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
-TASKS = ("needle", "order", "count")
+TASKS = ("needle", "order", "count", "after")  # every task make_video_spec knows
+DEFAULT_TASKS = ("needle", "order", "count")  # the tasks a data set cycles through unless SynthConfig.tasks says
 ORDER_QUESTIONS = ("shapes", "colour")
 LETTERS = "ABCD"
 # Benchmark categories for each task, in each benchmark's own vocabulary (vamba.evaluation.benchmarks).
+# The first category of each task is its own: a task's accuracy is read from it.
 LVBENCH_TYPES = {"needle": ["entity recognition"], "order": ["event understanding", "temporal grounding"],
-                 "count": ["key information retrieval"]}
-VIDEOMME_TASK_TYPES = {"needle": "Attribute Perception", "order": "Temporal Reasoning", "count": "Counting Problem"}
+                 "count": ["key information retrieval"], "after": ["reasoning"]}
+VIDEOMME_TASK_TYPES = {"needle": "Attribute Perception", "order": "Temporal Reasoning", "count": "Counting Problem",
+                       "after": "Temporal Perception"}
 LVBENCH_INSTRUCTION = ("Select the best answer to the following multiple-choice question based on the video.\n"
                        "Respond with only the letter (A, B, C, or D) of the correct option.")
 
@@ -72,6 +79,7 @@ class SynthConfig:
     # order, as the counting options 1-4 always are; the letter then names the answer by itself.
     shuffle_options: bool = True
     order_question: str = "shapes"  # "shapes" or "colour" (module docstring)
+    tasks: tuple[str, ...] = DEFAULT_TASKS  # videos cycle through these tasks, in this order
     workers: int = 1  # processes encoding videos (the files do not depend on it)
 
     def __post_init__(self) -> None:
@@ -83,6 +91,10 @@ class SynthConfig:
             raise ValueError(f"order_question must be one of {ORDER_QUESTIONS}, got {self.order_question!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        self.tasks = tuple(self.tasks)
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct names among {TASKS}, got {list(self.tasks)}")
 
 
 @dataclass
@@ -159,6 +171,16 @@ def make_video_spec(rng: random.Random, key: str, task: str, num_frames: int,
         if not shuffle_options:
             options, answer = list(COLOURS), list(COLOURS).index(c1)
         short = f"{c1.capitalize()}."
+    elif task == "after":
+        shapes, colours = rng.sample(SHAPES, 3), rng.sample(list(COLOURS), 3)
+        events = [Event(shape, colour, *span) for shape, colour, span in
+                  zip(shapes, colours, _schedule(rng, num_frames, 3))]
+        k = rng.randint(0, 1)  # the anchor: the first or the second event
+        question = f"What colour was the shape that appeared right after the {colours[k]} one?"
+        options, answer = _options(rng, colours[k + 1], list(COLOURS))
+        if not shuffle_options:
+            options, answer = list(COLOURS), list(COLOURS).index(colours[k + 1])
+        short = f"{colours[k + 1].capitalize()}."
     elif task == "order":
         first, second = rng.sample(SHAPES, 2)
         c1, c2 = rng.choice(list(COLOURS)), rng.choice(list(COLOURS))
@@ -310,7 +332,7 @@ def generate(config: SynthConfig) -> dict:
     # Training videos and their annotations.
     specs, jobs = [], []
     for i in range(config.num_videos):
-        spec = make_video_spec(rng, f"video_{i:05d}", TASKS[i % len(TASKS)],
+        spec = make_video_spec(rng, f"video_{i:05d}", config.tasks[i % len(config.tasks)],
                                rng.randint(config.min_frames, config.max_frames), config.shuffle_options,
                              config.order_question)
         jobs.append((out / "videos" / f"{spec.key}.mp4", spec, rng.randint(0, 2**31)))
@@ -352,7 +374,7 @@ def generate(config: SynthConfig) -> dict:
                                                   for t in r["conversations"]]
 
     # Held-out benchmark videos, in the official LVBench and Video-MME layouts.
-    bench = [make_video_spec(rng, f"synth{i:04d}", TASKS[i % len(TASKS)],
+    bench = [make_video_spec(rng, f"synth{i:04d}", config.tasks[i % len(config.tasks)],
                              rng.randint(config.min_frames, config.max_frames), config.shuffle_options,
                              config.order_question)
              for i in range(config.num_bench_videos)]
@@ -388,7 +410,7 @@ def generate(config: SynthConfig) -> dict:
         "generator": "vamba.data.synth", "config": dataclasses.asdict(config),
         "counts": {"videos": len(specs), "images": len(images), "captions": len(captions),
                    "bench_videos": len(bench), "bench_questions": len(bench)},
-        "tasks": {t: sum(s.task == t for s in specs) for t in TASKS},
+        "tasks": {t: sum(s.task == t for s in specs) for t in config.tasks},
         "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"),
     }
     atomic_write_json(out / "manifest.json", manifest)
@@ -449,6 +471,8 @@ def parse_overrides(argv: list[str], cls=SynthConfig):
             values[key] = value.lower() in ("true", "1")
         elif kind in ("int", int):
             values[key] = int(value)
+        elif key == "tasks":  # tasks=needle,order,after
+            values[key] = tuple(t.strip() for t in value.split(",") if t.strip())
         else:
             values[key] = value
     return cls(**values)

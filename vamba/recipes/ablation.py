@@ -1,39 +1,55 @@
 """``vamba train experiment=mini_ablations``: the paper's ablations in miniature, on the demo's pipeline.
 
-Every variant is the demo's VAMBA recipe (convert the teacher -> stage 1 with distillation -> stage 2 ->
-held-out synthetic benchmark) with a few overrides of this config (``ablation.variants``: name -> list
-of ``key=value``), repeated for each of ``ablation.seeds`` (the seed draws the new modules' initial weights
-and the data order). All runs share one data set and one teacher, made once in ``output_dir/shared``.
+Every variant is the demo's VAMBA recipe (convert the teacher -> stage 1 with distillation -> stage 2) with a
+few overrides of this config (``ablation.variants``: name -> list of ``key=value``), repeated for each of
+``ablation.seeds`` (the seed draws the new modules' initial weights and the data order). Each run is evaluated
+on the held-out synthetic benchmark twice: after stage 1 (the language model still frozen, as the paper's
+pretraining leaves it) and after stage 2. All runs share one data set and one teacher, made once in
+``output_dir/shared``, and answer the same questions, so two variants are compared question by question
+(``ablation.claims``, ``vamba.recipes.ablation_report``).
 
     output_dir/shared/{data,teacher,teacher_eval}    the demo's data and teacher, its accuracy
-    output_dir/runs/<variant>/seed<k>/               one run: pretrain/, sft/, eval/, result.json
-    output_dir/ablation.json, ablation.md, loss.png, accuracy.png  mean +- std over seeds per variant, per task
+    output_dir/runs/<variant>/seed<k>/               one run: pretrain/, sft/, eval/{pretrain,sft}/, result.json
+                                                     (worker.json: the process running it; error.txt: why it failed)
+    output_dir/ablation.json, ablation.md, loss.png, accuracy.png  per variant and stage, the claims
 
-A run whose ``result.json`` exists is not run again, so an interrupted sweep continues where it stopped.
+Each run is a process of its own (spawned; ``ablation.workers`` at a time). A run that raises leaves
+``error.txt``; a process that dies without a word (the kernel's out-of-memory killer sends SIGKILL) is noticed
+when its process ends and recorded the same way; the sweep goes on either way and reports the failures at
+the end. A run whose ``result.json`` exists is not run again, so the same command continues a stopped sweep and
+retries the failed runs (a retried stage resumes from its last checkpoint).
 Scaling up: the same variants apply to ``vamba train`` runs on real models and data (model=vamba_qwen2vl_7b,
 data.mixture=..., experiment=paper_pretrain); this module only drives the CPU miniature.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
+import gc
 import json
 import multiprocessing
-import statistics
+import os
+import resource
+import signal
+import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from vamba.data.synth import TASKS
 from vamba.recipes import demo
-from vamba.recipes.config import AblationTrainConfig, validate_demo
+from vamba.recipes.config import AblationTrainConfig, validate_ablation
 from vamba.training.config import ConfigError
-from vamba.utils.io import atomic_write_json, atomic_write_text
+from vamba.utils.io import atomic_write_json, atomic_write_text, read_jsonl
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
+STAGES = ("pretrain", "sft")  # each run is evaluated after both
 
 
 def variant_configs(cfg: AblationTrainConfig) -> dict[tuple[str, int], AblationTrainConfig]:
@@ -64,41 +80,84 @@ def variant_configs(cfg: AblationTrainConfig) -> dict[tuple[str, int], AblationT
     return configs
 
 
+@dataclass
+class Job:
+    """One (variant, seed) run: its config, the shared data and teacher, its directory."""
+
+    name: str
+    seed: int
+    cfg: AblationTrainConfig
+    data: dict[str, Path]
+    teacher: Path
+    out: Path
+
+
 def _shared(cfg: AblationTrainConfig, shared: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     """The data set, the teacher and the teacher's accuracy, each made once (skipped when present)."""
     torch.set_num_threads(cfg.demo.threads)
     data = demo.write_data(cfg, shared / "data")
     teacher = demo.train_teacher(cfg, data, shared / "teacher")
     if not (shared / "teacher_result.json").exists():
-        atomic_write_json(shared / "teacher_result.json",
-                          demo.evaluate_model(cfg, data, teacher, shared / "teacher_eval", teacher=True))
+        result = demo.evaluate_model(cfg, data, teacher, shared / "teacher_eval", teacher=True)
+        result["tasks"] = demo.task_accuracy(result)
+        atomic_write_json(shared / "teacher_result.json", result)
     return data, json.loads((shared / "teacher_result.json").read_text())
 
 
-def _run_one(job: tuple[AblationTrainConfig, dict[str, Path], Path, Path]) -> dict[str, Any]:
-    """One (variant, seed): stage 1 + stage 2 from the shared teacher, then the held-out benchmark.
+def is_done(out: Path) -> bool:
+    """A run is done when its ``result.json`` holds every stage's evaluation (one written by the sweep before
+    stage-1 evaluation existed is not: that run is evaluated again, its training kept)."""
+    path = out / "result.json"
+    return path.exists() and set(STAGES) <= set(json.loads(path.read_text()).get("stages", {}))
 
-    A run that fails returns {"error": ...} (and leaves error.txt, no result.json, so a re-run retries it):
-    one broken variant must not stop the others."""
-    cfg, data, teacher, out = job
-    if (out / "result.json").exists():
-        return json.loads((out / "result.json").read_text())
+
+def _worker(job: Job) -> None:
+    """A run's process: announce itself in ``worker.json``, train and evaluate, or leave ``error.txt``."""
+    job.out.mkdir(parents=True, exist_ok=True)
+    (job.out / "error.txt").unlink(missing_ok=True)  # a retry: the last attempt's error no longer holds
+    atomic_write_json(job.out / "worker.json", {"pid": os.getpid(), "started": _now()})
     try:
-        return _train_and_evaluate(cfg, data, teacher, out)
-    except Exception as e:  # noqa: BLE001 - recorded per run, reported by run_ablation
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "error.txt", traceback.format_exc())
-        return {"error": f"{type(e).__name__}: {e}"[:500]}
+        train_and_evaluate(job)
+    except Exception:  # noqa: BLE001 - recorded per run, reported by run_ablation: one broken run must not stop others
+        atomic_write_text(job.out / "error.txt", traceback.format_exc())
 
 
-def _train_and_evaluate(cfg: AblationTrainConfig, data: dict[str, Path], teacher: Path, out: Path) -> dict[str, Any]:
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def train_and_evaluate(job: Job) -> dict[str, Any]:
+    """Both stages (each skipped when its final checkpoint exists), then the held-out benchmark after each."""
+    cfg, out = job.cfg, job.out
     torch.set_num_threads(cfg.demo.threads)
-    final = demo.train_vamba(cfg, data, teacher, out)
-    result = demo.evaluate_model(cfg, data, final, out / "eval")
-    result["tasks"] = demo.task_accuracy(result)
-    result["loss"] = {stage: _losses(out / stage / "log.jsonl") for stage in ("pretrain", "sft")}
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        seconds[name] = round(time.perf_counter() - clock, 1)
+        clock = time.perf_counter()
+
+    demo.train_vamba(cfg, job.data, job.teacher, out, lap)
+    gc.collect()  # the stages' sample caches
+    qids = [q.qid for q in demo.held_out_questions(cfg, job.data)]
+    stages = {}
+    for stage in STAGES:
+        result = demo.evaluate_model(cfg, job.data, out / stage / "final", out / "eval" / stage)
+        lap(f"eval_{stage}")
+        stages[stage] = {"accuracy": result["accuracy"], "answered": result["answered"],
+                         "tasks": demo.task_accuracy(result), "correct": _correct(out / "eval" / stage, qids)}
+    result = {"stages": stages, "loss": {stage: _losses(out / stage / "log.jsonl") for stage in STAGES},
+              "seconds": seconds, "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+              "finished": _now()}
     atomic_write_json(out / "result.json", result)
     return result
+
+
+def _correct(run_dir: Path, qids: list[str]) -> str:
+    """Per question in benchmark order: '1' right, '0' wrong, '.' not answered (its video was skipped)."""
+    answered = {r["qid"]: r["correct"] for r in read_jsonl(run_dir / "responses.jsonl")}
+    return "".join("." if q not in answered else "1" if answered[q] else "0" for q in qids)
 
 
 def _losses(log: Path) -> list[tuple[int, float]]:
@@ -106,134 +165,108 @@ def _losses(log: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _ended_without_result(job: Job, process: multiprocessing.Process) -> str | None:
+    """Why a finished run's process left no result (None: it did). A process that died (a signal, a non-zero
+    exit) wrote nothing about it: its ``error.txt`` is written here."""
+    if is_done(job.out):
+        return None
+    error = job.out / "error.txt"
+    if process.exitcode == 0 and error.exists():
+        return error.read_text().strip().splitlines()[-1][:500]
+    if process.exitcode is not None and process.exitcode < 0:
+        sig = signal.Signals(-process.exitcode).name
+        why = (f"worker process {process.pid} was killed by {sig} before it wrote result.json"
+               + (" (the kernel's out-of-memory killer sends SIGKILL)" if sig == "SIGKILL" else ""))
+    else:
+        why = f"worker process {process.pid} exited with code {process.exitcode} without writing result.json"
+    atomic_write_text(error, why + "\n")
+    return why
 
 
-def aggregate(results: dict[tuple[str, int], dict[str, Any]], variants: dict[str, list[str]]) -> dict[str, Any]:
-    """Per variant: mean +- std over seeds of the overall and per-task accuracy, and the mean loss curves."""
-    table = {}
-    for name in variants:
-        runs = [r for (v, _), r in sorted(results.items()) if v == name]
-        if not runs:
-            continue
-        row = {"overrides": variants[name], "seeds": len(runs),
-               "accuracy": mean_std([r["accuracy"] for r in runs]),
-               "tasks": {t: mean_std([r["tasks"][t] for r in runs]) for t in TASKS if all(t in r["tasks"] for r in runs)},
-               "loss": {}}
-        for stage in ("pretrain", "sft"):
-            steps = sorted({s for r in runs for s, _ in r["loss"][stage]})
-            curves = [dict(r["loss"][stage]) for r in runs]
-            row["loss"][stage] = [(s, statistics.fmean([c[s] for c in curves if s in c])) for s in steps]
-        table[name] = row
-    return table
+@contextlib.contextmanager
+def _child_malloc() -> Iterator[None]:
+    """Processes started inside get glibc's mmap threshold fixed at 128 KiB (unless the caller set one): every
+    large block, such as a cached sample's pixels, is then its own mapping and returns to the system when freed.
+    With glibc's default, which raises the threshold as large blocks are freed, a worker's heap grew to about 3x
+    the samples it caches (12 GiB per run at the sweep's sizes, 2026-12-02: two workers filled the 24 GiB
+    machine); with it, the cache's own size (docs/ablations.md, "Cost")."""
+    key = "MALLOC_MMAP_THRESHOLD_"
+    before = os.environ.get(key)
+    os.environ.setdefault(key, str(128 * 1024))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
 
 
-def render(table: dict[str, Any], teacher: dict[str, Any], questions: int, title: str) -> str:
-    def cell(ms: tuple[float, float], n: int) -> str:  # one seed has no spread to show
-        return f"{ms[0]:.1f} ± {ms[1]:.1f}" if n > 1 else f"{ms[0]:.1f}"
-
-    lines = [f"## {title}", "", f"Accuracy (%) on {questions} held-out synthetic questions, mean ± std over seeds; "
-             f"chance {demo.CHANCE:.0f}%.", "",
-             "| variant | overrides | seeds | overall | needle colour | event order | counting |",
-             "|---|---|---|---|---|---|---|"]
-    for name, row in table.items():
-        tasks = " | ".join(cell(row["tasks"][t], row["seeds"]) if t in row["tasks"] else "-" for t in TASKS)
-        lines.append(f"| {name} | {' '.join(row['overrides']) or '(the demo)'} | {row['seeds']} | "
-                     f"{cell(row['accuracy'], row['seeds'])} | {tasks} |")
-    t = demo.task_accuracy(teacher)
-    lines.append(f"| teacher (Qwen2-VL, shared) | - | 1 | {teacher['accuracy']:.1f} | "
-                 + " | ".join(f"{t[k]:.1f}" if k in t else "-" for k in TASKS) + " |")
-    return "\n".join(lines)
-
-
-def plot_losses(table: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, stage in zip(axes, ("pretrain", "sft")):
-        for name, row in table.items():
-            if row["loss"][stage]:
-                steps, losses = zip(*row["loss"][stage])
-                ax.plot(steps, losses, label=name)
-        ax.set(title=f"{stage} loss (mean over seeds)", xlabel="step", ylabel="loss")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_accuracy(table: dict[str, Any], teacher: dict[str, Any], path: Path) -> None:
-    """Bars: accuracy per variant, overall and per task, mean over seeds with the seeds' std as error bars;
-    dashed: chance; dotted: the shared teacher (overall)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = ("overall", *TASKS)
-    names = list(table)
-    width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4))
-    for i, group in enumerate(groups):
-        cells = [table[n]["accuracy"] if group == "overall" else table[n]["tasks"].get(group, (0.0, 0.0)) for n in names]
-        ax.bar([j + (i - (len(groups) - 1) / 2) * width for j in range(len(names))], [m for m, _ in cells], width,
-               yerr=[sd for _, sd in cells], capsize=2, label=group)
-    ax.axhline(demo.CHANCE, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.axhline(teacher["accuracy"], color="black", linestyle=":", linewidth=1, label="teacher (overall)")
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="accuracy per variant (mean ± std over seeds)")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def run_jobs(jobs: list[Job], workers: int) -> dict[tuple[str, int], str]:
+    """Run every job not yet done, each in a spawned process of its own, ``workers`` at a time, in order.
+    Returns (variant, seed) -> why it failed, for the runs that did."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per run: no forked torch/OpenMP state
+    todo = [job for job in jobs if not is_done(job.out)]
+    running: dict[Any, tuple[multiprocessing.Process, Job]] = {}
+    failed: dict[tuple[str, int], str] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                job = todo.pop(0)
+                process = ctx.Process(target=_worker, args=(job,), name=f"ablation-{job.name}-seed{job.seed}")
+                process.start()
+                running[process.sentinel] = (process, job)
+            for sentinel in wait(list(running)):
+                process, job = running.pop(sentinel)
+                process.join()
+                why = _ended_without_result(job, process)
+                if why:
+                    failed[(job.name, job.seed)] = why
+                    logger.warning("ablation run %s/seed%d failed: %s", job.name, job.seed, why)
+    finally:  # an interrupted sweep (Ctrl-C, an error here) takes its running workers with it
+        for process, _ in running.values():
+            process.kill()
+            process.join()
+    return failed
 
 
 def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
+    from vamba.recipes import ablation_report as report
     from vamba.training.run import write_run_info
     from vamba.utils.provenance import code_commit, environment
 
-    validate_demo(cfg)
+    validate_ablation(cfg)
     configs = variant_configs(cfg)  # fails on a bad override before any work
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(cfg, out)
+    started = time.perf_counter()
     # The teacher trains in a child process: its in-memory sample cache (GBs at the demo's sizes) then dies
-    # with it instead of staying in this process beside the workers'.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        data, teacher_result = pool.apply(_shared, (cfg, out / "shared"))
+    # with it instead of staying in this process beside the workers'. (A killed child raises here.)
+    with _child_malloc(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        data, teacher_result = pool.submit(_shared, cfg, out / "shared").result()
     teacher = out / "shared" / "teacher"
 
     # seed-major order: a sweep stopped early has every variant at the first seeds
-    configs = dict(sorted(configs.items(), key=lambda kv: (cfg.ablation.seeds.index(kv[0][1]),
-                                                           list(cfg.ablation.variants).index(kv[0][0]))))
-    jobs = [(c, data, teacher, out / "runs" / name / f"seed{seed}") for (name, seed), c in configs.items()]
-    # spawn: a fresh interpreter per run (no forked torch/OpenMP state; each run's data cache freed with it)
-    with multiprocessing.get_context("spawn").Pool(cfg.ablation.workers, maxtasksperchild=1) as pool:
-        outputs = pool.map(_run_one, jobs, chunksize=1)
-    results = {key: r for key, r in zip(configs, outputs) if "error" not in r}
-    failed = {f"{name}/seed{seed}": r["error"] for (name, seed), r in zip(configs, outputs) if "error" in r}
+    order = sorted(configs, key=lambda k: (cfg.ablation.seeds.index(k[1]), list(cfg.ablation.variants).index(k[0])))
+    jobs = [Job(name, seed, configs[(name, seed)], data, teacher, out / "runs" / name / f"seed{seed}")
+            for name, seed in order]
+    with _child_malloc():
+        failed = run_jobs(jobs, cfg.ablation.workers)
+    results = {(job.name, job.seed): json.loads((job.out / "result.json").read_text())
+               for job in jobs if is_done(job.out)}
 
-    table = aggregate(results, cfg.ablation.variants)
-    questions = len(list((data["bench"] / "videos").glob("*.mp4")))
-    summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "environment": environment(), "git_commit": code_commit(), "questions": questions,
-               "chance": demo.CHANCE, "teacher": teacher_result, "variants": table,
-               "runs": {f"{name}/seed{seed}": r for (name, seed), r in results.items()}, "failed": failed}
+    questions = demo.held_out_questions(cfg, data)
+    summary = {"date": _now(), "environment": environment(), "git_commit": code_commit(),
+               "sweep_seconds_this_call": round(time.perf_counter() - started, 1), "chance": demo.CHANCE,
+               **report.summarize(cfg, results, teacher_result, questions),
+               "failed": {f"{name}/seed{seed}": why for (name, seed), why in failed.items()}}
     atomic_write_json(out / "ablation.json", summary)
-    markdown = render(table, teacher_result, questions, f"Miniature ablations ({out.name})")
-    if failed:
-        markdown += "\n\nFailed runs (error.txt in each run directory; a re-run retries them):\n" + "\n".join(
-            f"- {run}: {error}" for run, error in failed.items())
+    markdown = report.render(summary, f"Miniature ablations ({out.name})")
     atomic_write_text(out / "ablation.md", markdown + "\n")
-    plot_losses(table, out / "loss.png")
-    plot_accuracy(table, teacher_result, out / "accuracy.png")
+    report.plot_losses(summary["variants"], out / "loss.png")
+    report.plot_accuracy(summary, out / "accuracy.png")
     print("\n" + markdown + f"\n\nrun directory: {out}")
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(configs)} ablation runs failed: {', '.join(failed)} "
-                           f"(the others are aggregated in {out / 'ablation.md'})")
+        raise RuntimeError(f"{len(failed)} of {len(configs)} ablation runs failed: "
+                           f"{', '.join(summary['failed'])} (the others are aggregated in {out / 'ablation.md'}; "
+                           "the same command retries the failed runs)")
     return summary

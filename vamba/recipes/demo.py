@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import os
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ def _synth(out: Path, seed: int, videos: int, images: int, bench: int, d: DemoCo
         generate(SynthConfig(out_dir=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
                              size=d.frame_size, min_frames=32, max_frames=64, seed=seed,
                              shuffle_options=d.shuffle_options, order_question=d.order_question,
-                             workers=d.data_workers))
+                             tasks=tuple(d.tasks), workers=d.data_workers))
     return out
 
 
@@ -55,6 +56,12 @@ def _protocol(frames: int, max_new_tokens: int = 4):
     spec = resolve_protocol(benchmark, "vamba", num_frames=frames, max_new_tokens=max_new_tokens)
     frames_ = dataclasses.replace(spec.frames, shortest_edge=None, longest_edge=None)
     return benchmark, dataclasses.replace(spec, frames=frames_)
+
+
+def held_out_questions(cfg: DemoTrainConfig, data: dict[str, Path]) -> list:
+    """The held-out benchmark's questions (``vamba.evaluation`` ``Question``s) in benchmark order."""
+    benchmark, _ = _protocol(cfg.demo.frames)
+    return benchmark.load(data["bench"], {})
 
 
 def _reply(question, explain: bool) -> str:
@@ -202,16 +209,21 @@ def task_accuracy(result: dict[str, Any]) -> dict[str, float]:
     from vamba.data.synth import LVBENCH_TYPES
 
     by_type = result.get("by_question_type") or {}
-    return {task: by_type[types[0]]["acc"] for task, types in LVBENCH_TYPES.items() if types[0] in by_type}
+    return {task: by_type[types[0]]["acc"] for task, types in LVBENCH_TYPES.items()
+            if by_type.get(types[0], {}).get("total")}
 
 
-def render_table(results: dict[str, Any], questions: int, seconds: dict[str, float]) -> str:
-    lines = [f"| model | accuracy (%) on {questions} held-out questions | needle colour | event order | counting "
-             "| chance (%) |", "|---|---|---|---|---|---|"]
+TASK_TITLES = {"needle": "needle colour", "order": "event order", "count": "counting", "after": "colour after"}
+
+
+def render_table(results: dict[str, Any], questions: int, seconds: dict[str, float],
+                 tasks: list[str] | tuple[str, ...] = ("needle", "order", "count")) -> str:
+    lines = [f"| model | accuracy (%) on {questions} held-out questions | "
+             + " | ".join(TASK_TITLES[t] for t in tasks) + " | chance (%) |", "|---" * (len(tasks) + 3) + "|"]
     for name, r in results.items():
-        tasks = task_accuracy(r)
+        acc = task_accuracy(r)
         lines.append(f"| {name} | {r['accuracy']:.1f} | " + " | ".join(
-            f"{tasks[t]:.1f}" if t in tasks else "-" for t in ("needle", "order", "count")) + f" | {CHANCE:.1f} |")
+            f"{acc[t]:.1f}" if t in acc else "-" for t in tasks) + f" | {CHANCE:.1f} |")
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())]
     return "\n".join(lines)
 
@@ -228,6 +240,7 @@ def train_vamba(cfg: DemoTrainConfig, data: dict[str, Path], teacher: Path, out:
                        distill_weight=d.distill_weight, teacher=teacher)
     if not (out / "pretrain" / "final" / "config.json").exists():
         train(pre)
+        gc.collect()  # stage 1's sample cache, before stage 2 builds its own
     if lap:
         lap("pretrain")
     sft = stage_config(cfg, stage="sft", model_path=out / "pretrain" / "final", mixture=data["train"] / "sft.yaml",
@@ -268,7 +281,7 @@ def run_demo(cfg: DemoTrainConfig) -> dict[str, Any]:
     lap("eval")
     seconds["total"] = sum(seconds.values())
     n = len(list((data["bench"] / "videos").glob("*.mp4")))
-    table = render_table(results, n, seconds)
+    table = render_table(results, n, seconds, cfg.demo.tasks)
     atomic_write_json(out / "results.json", {"results": results, "chance": CHANCE, "questions": n,
                                              "seconds": {k: round(v, 1) for k, v in seconds.items()}})
     atomic_write_text(out / "results.md", table + "\n")
