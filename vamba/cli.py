@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("vamba.doctor:main", "versions, devices and which kernel backends are available"),
     "data": ("vamba.data.cli:main", "data tools: synth (write the synthetic data set), stats (check a mixture)"),
     "eval": ("vamba.evaluation.cli:main", "evaluate a model on a video benchmark, or re-score recorded replies"),
+    "compare": ("vamba.evaluation.compare:main",
+                "is model A better than B? paired difference of `vamba eval` runs, 95% interval, McNemar"),
     "chat": ("vamba.inference.cli:main", "ask a model about a video (streaming prefill; interactive follow-ups)"),
     "bench": ("vamba.bench.efficiency:main", "efficiency benchmark: VAMBA vs Qwen2-VL, memory and time vs frames"),
     "train": ("vamba.cli:train",

@@ -1,0 +1,118 @@
+"""``vamba compare``: is model A better than model B on one benchmark? Paired over questions and seeds.
+
+    vamba compare runs/eval/lvbench/vamba/ckpt_a --vs runs/eval/lvbench/vamba/ckpt_b
+    vamba compare a_seed0 a_seed1 a_seed2 --vs b_seed0 b_seed1 b_seed2 --out a_vs_b.json
+
+Each argument is a ``vamba eval`` output directory (its ``responses.jsonl``, ``summary.json``). With several
+runs per arm (one per training seed), the k-th run of A is paired with the k-th run of B. Only questions that
+every run answered are compared (a skipped video's question has no pair); how many were left out is printed.
+Per group (overall, then each ``meta.question_type`` value, e.g. LVBench's categories): the difference in
+accuracy A - B in points with its 95% bootstrap interval over seeds and questions, the exact McNemar p-value
+over all (run, question) pairs, and which arm the interval favours (``vamba.evaluation.stats``, the same
+judgement as the miniature ablations, docs/ablations.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vamba.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap, verdict
+from vamba.utils.io import atomic_write_json, read_jsonl
+
+FAVOURS = {"reproduced": "A", "contradicted": "B", "inconclusive": "neither (interval contains 0)"}
+
+
+class CompareError(ValueError):
+    """Runs that cannot be compared: a missing file, different benchmarks, no common question."""
+
+
+def load_run(run_dir: str | Path) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(benchmark name, qid -> record) of one ``vamba eval`` output directory."""
+    run_dir = Path(run_dir)
+    responses, summary = run_dir / "responses.jsonl", run_dir / "summary.json"
+    for path in (responses, summary):
+        if not path.is_file():
+            raise CompareError(f"{path} not found: give a finished `vamba eval` output directory")
+    records = {}
+    for r in read_jsonl(responses):
+        if not isinstance(r.get("correct"), bool):
+            raise CompareError(f"{responses}: question {r.get('qid')!r} has no true/false 'correct' (not a "
+                               "multiple-choice record)")
+        records[str(r["qid"])] = r
+    return json.loads(summary.read_text())["benchmark"], records
+
+
+def compare_runs(a_dirs: list[str | Path], b_dirs: list[str | Path], *, resamples: int = 10_000,
+                 level: float = 0.95) -> dict[str, Any]:
+    """The paired comparison of arm A (``a_dirs``, one per seed) with arm B (``b_dirs``, in the same seed order)."""
+    if not a_dirs or len(a_dirs) != len(b_dirs):
+        raise CompareError(f"give one run of B per run of A (paired by position), got {len(a_dirs)} and {len(b_dirs)}")
+    runs = [load_run(d) for d in [*a_dirs, *b_dirs]]
+    benchmarks = {name for name, _ in runs}
+    if len(benchmarks) != 1:
+        raise CompareError(f"the runs are of different benchmarks: {sorted(benchmarks)}")
+    first = runs[0][1]
+    every = set.intersection(*(set(records) for _, records in runs))
+    union = set.union(*(set(records) for _, records in runs))
+    qids = [q for q in first if q in every]  # benchmark order
+    if not qids:
+        raise CompareError("no question was answered in every run")
+    outcome = np.array([[records[q]["correct"] for q in qids] for _, records in runs], dtype=np.int8)
+    a, b = outcome[:len(a_dirs)], outcome[len(a_dirs):]
+    groups: dict[str, list[int]] = {"overall": list(range(len(qids)))}
+    for i, q in enumerate(qids):
+        types = first[q].get("meta", {}).get("question_type") or []
+        for t in [types] if isinstance(types, str) else types:
+            groups.setdefault(str(t), []).append(i)
+    rows = []
+    for group, cols in groups.items():
+        diff = paired_bootstrap(a[:, cols], b[:, cols], resamples=resamples, level=level)
+        only_a, only_b = discordant(a[:, cols], b[:, cols])
+        rows.append({"group": group, "questions": len(cols), "a": round(100 * float(a[:, cols].mean()), 2),
+                     "b": round(100 * float(b[:, cols].mean()), 2),
+                     "difference": {"estimate": round(diff.estimate, 2), "lo": round(diff.lo, 2),
+                                    "hi": round(diff.hi, 2), "level": level},
+                     "per_seed": [round(100 * float(x), 2) for x in (a[:, cols] - b[:, cols]).mean(axis=1)],
+                     "only_a": only_a, "only_b": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b),
+                     "favours": FAVOURS[verdict(diff, +1)]})
+    return {"benchmark": benchmarks.pop(), "a": [str(d) for d in a_dirs], "b": [str(d) for d in b_dirs],
+            "questions": len(qids), "left_out": len(union - every), "groups": rows}
+
+
+def render(result: dict[str, Any]) -> str:
+    level = round(100 * result["groups"][0]["difference"]["level"])
+    lines = [f"{result['benchmark']}: A ({len(result['a'])} run(s)) vs B, {result['questions']} questions answered in "
+             f"every run ({result['left_out']} left out: not answered in some run)", "",
+             f"| group | questions | A (%) | B (%) | A - B (points) [{level}% CI] | per seed | McNemar p | favours |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["groups"]:
+        d = r["difference"]
+        lines.append(f"| {r['group']} | {r['questions']} | {r['a']:.1f} | {r['b']:.1f} | {d['estimate']:+.1f} "
+                     f"[{d['lo']:+.1f}, {d['hi']:+.1f}] | {', '.join(f'{x:+.1f}' for x in r['per_seed'])} | "
+                     f"{r['mcnemar_p']:.2g} | {r['favours']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vamba compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", nargs="+", help="arm A: `vamba eval` output directories, one per seed")
+    parser.add_argument("--vs", nargs="+", required=True, metavar="B", help="arm B, in the same seed order")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--out", type=Path, help="also write the comparison as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        result = compare_runs(args.a, args.vs, resamples=args.resamples, level=args.level)
+    except (CompareError, ValueError) as e:
+        print(f"vamba compare: {e}", file=sys.stderr)
+        return 2
+    print(render(result))
+    if args.out:
+        atomic_write_json(args.out, result)
+    return 0
