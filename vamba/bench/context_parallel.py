@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vamba.bench.build import build, frame_grid, vamba_config
+from vamba.bench.build import TINY_TEXT, TINY_VISION, build, frame_grid, vamba_config
 from vamba.bench.steps import set_trainable
 from vamba.data.vision import PATCH_DIM
 from vamba.ops import available
@@ -263,12 +263,11 @@ def check(args) -> int:
 
     dist, cp = _init_ranks(args.device)
     device = torch.device(args.device)
-    text = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=8,
-                num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-                bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    vision = dict(depth=1, embed_dim=64, hidden_size=256, num_heads=2, mlp_ratio=2, spatial_merge_size=2,
-                  patch_size=14, temporal_patch_size=2)
+    # the bench's tiny model, wider and one layer deeper (head_dim 32 for the position-embedded cross-attention)
+    text = {**TINY_TEXT, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 3,
+            "num_attention_heads": 8,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}}
+    vision = {**TINY_VISION, "embed_dim": 64, "hidden_size": 256}
     backend = "fast" if device.type == "cuda" else "reference"
     config = VambaConfig(text_config=text, vision_config=vision, cross_attn_use_position_embeddings=True,
                          vision_mamba_mixer_config=dict(d_state=64, headdim=32, chunk_size=64, backend=backend))

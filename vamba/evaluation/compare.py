@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vamba.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap, verdict
+from vamba.evaluation.stats import judge_paired
 from vamba.utils.io import atomic_write_json, read_jsonl
 
 FAVOURS = {"reproduced": "A", "contradicted": "B", "inconclusive": "neither (interval contains 0)"}
@@ -71,15 +71,14 @@ def compare_runs(a_dirs: list[str | Path], b_dirs: list[str | Path], *, resample
             groups.setdefault(str(t), []).append(i)
     rows = []
     for group, cols in groups.items():
-        diff = paired_bootstrap(a[:, cols], b[:, cols], resamples=resamples, level=level)
-        only_a, only_b = discordant(a[:, cols], b[:, cols])
+        j = judge_paired(a[:, cols], b[:, cols], resamples=resamples, level=level)
+        d = j.difference
         rows.append({"group": group, "questions": len(cols), "a": round(100 * float(a[:, cols].mean()), 2),
                      "b": round(100 * float(b[:, cols].mean()), 2),
-                     "difference": {"estimate": round(diff.estimate, 2), "lo": round(diff.lo, 2),
-                                    "hi": round(diff.hi, 2), "level": level},
-                     "per_seed": [round(100 * float(x), 2) for x in (a[:, cols] - b[:, cols]).mean(axis=1)],
-                     "only_a": only_a, "only_b": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b),
-                     "favours": FAVOURS[verdict(diff, +1)]})
+                     "difference": {"estimate": round(d.estimate, 2), "lo": round(d.lo, 2), "hi": round(d.hi, 2),
+                                    "level": level},
+                     "per_seed": j.per_seed, "only_a": j.only_a, "only_b": j.only_b, "mcnemar_p": j.mcnemar_p,
+                     "favours": FAVOURS[j.verdict]})
     return {"benchmark": benchmarks.pop(), "a": [str(d) for d in a_dirs], "b": [str(d) for d in b_dirs],
             "questions": len(qids), "left_out": len(union - every), "groups": rows}
 

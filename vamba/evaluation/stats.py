@@ -14,6 +14,8 @@ ablations (docs/ablations.md):
   outcomes and 2/3 of their variance), which docs/ablations.md states beside the numbers.
 - ``bootstrap_mean(x)``: one arm's accuracy with the same interval.
 - ``verdict(lo, hi, sign)``: a claim's direction against an interval.
+- ``judge_paired(a, b)``: all of the above for "``a`` scores higher than ``b``" (the ablation report and
+  ``vamba compare`` both judge with it).
 
 Pure numpy; nothing here knows about models or benchmarks.
 """
@@ -129,3 +131,23 @@ def verdict(interval: Interval, sign: int) -> str:
     if hi < 0:
         return "contradicted"
     return "inconclusive"
+
+
+@dataclass(frozen=True)
+class PairedJudgement:
+    """"``a`` scores higher than ``b``" judged on paired ``[S, Q]`` outcomes (points)."""
+
+    difference: Interval  # mean of a - b with its paired bootstrap interval
+    per_seed: list[float]  # a - b per seed
+    only_a: int  # discordant pairs that only ``a`` got right
+    only_b: int
+    mcnemar_p: float
+    verdict: str  # reproduced / contradicted / inconclusive for a > b
+
+
+def judge_paired(a: np.ndarray, b: np.ndarray, *, resamples: int = 10_000, level: float = 0.95) -> PairedJudgement:
+    diff = paired_bootstrap(a, b, resamples=resamples, level=level)
+    only_a, only_b = discordant(a, b)
+    per_seed = (_grid(a) - _grid(b)).mean(axis=1)
+    return PairedJudgement(diff, [round(100 * float(x), 2) for x in per_seed], only_a, only_b,
+                           mcnemar_exact(only_a, only_b), verdict(diff, +1))

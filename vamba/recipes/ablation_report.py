@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from vamba.data.synth import LVBENCH_TYPES
-from vamba.evaluation.stats import (Interval, bootstrap_mean, discordant, mcnemar_exact, paired_bootstrap,
-                                    verdict)
+from vamba.evaluation.stats import Interval, bootstrap_mean, judge_paired
 from vamba.recipes.config import AblationTrainConfig
 from vamba.recipes.demo import CHANCE, TASK_TITLES
 
@@ -105,14 +104,12 @@ def compare(cfg: AblationTrainConfig, results: dict[tuple[str, int], dict[str, A
                     continue
                 a = _grid(results, claim.better, stage, seeds, cols)
                 b = _grid(results, claim.worse, stage, seeds, cols)
-                diff = paired_bootstrap(a, b, resamples=cfg.ablation.resamples)
-                only_better, only_worse = discordant(a, b)
+                j = judge_paired(a, b, resamples=cfg.ablation.resamples)
                 rows.append({"claim": claim.claim, "better": claim.better, "worse": claim.worse, "paper": claim.paper,
                              "shown": group == "overall" or group in claim.tasks, "stage": stage, "group": group,
-                             "seeds": seeds, "questions": int(len(cols)), "difference": _interval(diff),
-                             "per_seed": [round(100 * float(x), 2) for x in (a - b).mean(axis=1)],
-                             "only_better": only_better, "only_worse": only_worse,
-                             "mcnemar_p": mcnemar_exact(only_better, only_worse), "verdict": verdict(diff, +1)})
+                             "seeds": seeds, "questions": int(len(cols)), "difference": _interval(j.difference),
+                             "per_seed": j.per_seed, "only_better": j.only_a, "only_worse": j.only_b,
+                             "mcnemar_p": j.mcnemar_p, "verdict": j.verdict})
     return rows
 
 
