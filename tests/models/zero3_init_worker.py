@@ -8,6 +8,7 @@ they agree.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import deepspeed
@@ -41,6 +42,12 @@ def main(out: str) -> None:
         with open(out, "w") as f:
             json.dump(result, f)
     close_process_group()
+    # Skip interpreter finalisation: the gloo exit race that close_process_group narrows (its docstring) still
+    # aborted this worker once after a successful run (2026-12-02 fresh-clone CI); what this test checks is
+    # written above, and the race is not what it tests.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
