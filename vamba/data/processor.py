@@ -107,6 +107,9 @@ def _rgb_image(image: Any) -> Any:
 _VIDEO_KWARGS = {"num_frames", "fps", "do_sample_frames", "shortest_edge", "longest_edge", "odd_frames"}
 _PIXEL_KWARGS = {"min_pixels", "max_pixels"}  # both images and videos
 # transformers' bookkeeping that has no effect here (offsets are returned in the given text's characters).
+# from_pretrained: where files come from (passed on), and what AutoProcessor adds (no effect: no remote code here).
+_HUB_KWARGS = {"cache_dir", "force_download", "local_files_only", "revision", "token", "subfolder", "proxies"}
+_AUTO_KWARGS = {"trust_remote_code", "_from_auto", "code_revision", "return_unused_kwargs", "use_fast"}
 _IGNORED_KWARGS = {"return_text_replacement_offsets", "sanitize_control_tokens", "return_metadata", "device"}
 
 
@@ -141,18 +144,31 @@ class VambaProcessor(ProcessorMixin):
         return super().check_argument_for_proper_class(argument_name, argument)
 
     @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """The sub-processors of a checkpoint: its tokenizer, and image / video settings from its processor files
-        (``read_processor_dicts``), so a Qwen2-VL or released VAMBA checkpoint gets its own ``min_pixels`` /
-        ``max_pixels``. Keyword arguments of ``VambaVideoProcessor.SETTINGS`` override."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "VambaProcessor":
+        """The processor of a checkpoint: its tokenizer, its chat template (if it has one; else VAMBA's), and image /
+        video settings from its processor files (``read_processor_dicts``), so a Qwen2-VL or released VAMBA
+        checkpoint gets its own ``min_pixels`` / ``max_pixels``. Keyword arguments of
+        ``VambaVideoProcessor.SETTINGS`` override; hub arguments (``cache_dir``, ``revision``, ``token``, ...) are
+        passed on; anything else is an error.
+
+        NOTE: this owns the loading instead of the base class's, whose sub-processor resolution is private and
+        changes between releases (5.25 resolves videos through ``AutoVideoProcessor``, which maps a checkpoint
+        without our video-processor file to transformers' torchvision processor); the public entry points
+        (``AutoProcessor.from_pretrained`` -> this method, ``save_pretrained``) are stable."""
         from transformers import AutoTokenizer
 
-        hub = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "revision", "token",
-                                      "subfolder") if kwargs.get(k) is not None}
-        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **hub)
-        video_dict, image_dict, source = read_processor_dicts(pretrained_model_name_or_path, **hub)
-        overrides = {k: kwargs[k] for k in VambaVideoProcessor.SETTINGS if k in kwargs}
-        video = VambaVideoProcessor.from_pretrained(pretrained_model_name_or_path, **hub, **overrides)
+        hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        hub = {k: v for k, v in hub.items() if v is not None}
+        overrides = {k: kwargs.pop(k) for k in VambaVideoProcessor.SETTINGS if k in kwargs}
+        for key in _AUTO_KWARGS:
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(f"VambaProcessor.from_pretrained: unexpected argument(s) {sorted(kwargs)}; settings: "
+                            f"{list(VambaVideoProcessor.SETTINGS)}, hub: {sorted(_HUB_KWARGS)}")
+        path = pretrained_model_name_or_path
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        video_dict, image_dict, source = read_processor_dicts(path, **hub)
+        video = VambaVideoProcessor.from_pretrained(path, **hub, **overrides)
         limits = {k: v for k, v in overrides.items() if k in ("min_pixels", "max_pixels")}
         if image_dict is None:
             image = _ImageProcessor(min_pixels=video.min_pixels, max_pixels=video.max_pixels)
@@ -161,7 +177,8 @@ class VambaProcessor(ProcessorMixin):
             image = _ImageProcessor(**pixel_limits(image_dict))
         if limits:
             image = _ImageProcessor(**{**_image_limits(image), **limits})
-        return [image, tokenizer, video]
+        processor_dict, _ = cls.get_processor_dict(path, **hub)  # holds the checkpoint's chat template, if any
+        return cls(image, tokenizer, video, chat_template=processor_dict.get("chat_template"))
 
     # -- processing ---------------------------------------------------------------------------------------------
     def __call__(self, images: Any = None, text: str | list[str] | None = None, videos: Any = None,
