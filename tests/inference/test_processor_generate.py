@@ -122,3 +122,19 @@ def test_eval_adapter_takes_the_checkpoint_pixel_limits(ckpt: Path, synth_dir: P
     assert adapter.encode_video(request).grid[1:] == (4, 4)  # 64x64 frames -> 56x56 within the checkpoint's limits
     capped = load_video_qa_model(str(ckpt), device="cpu", dtype="float32", max_pixels=28 * 28)
     assert capped.encode_video(request).grid[1:] == (2, 2)
+
+
+def test_the_readme_snippet_runs(ckpt: Path, synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """README.md's "With transformers" code, as printed, on the tiny checkpoint and a real mp4 (only the paths and
+    the frame count are replaced): it broke once for every user when transformers changed its processor loading."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"## With transformers.*?```python\n(.+?)\n```", readme, flags=re.S).group(1)
+    for old, new in (('"out/vamba-7b"', repr(str(ckpt))), ('"movie.mp4"', repr(str(synth_dir / "videos" /
+                                                                                    "video_00000.mp4"))),
+                     ('"num_frames": 128', '"num_frames": 6'), ("max_new_tokens=128", "max_new_tokens=4")):
+        assert old in code, f"the README snippet no longer contains {old}: update this test with it"
+        code = code.replace(old, new)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.endswith("\n")  # the reply was printed (a random tiny model's may be blank)
