@@ -1,7 +1,7 @@
 """``vamba compare``: is model A better than model B on one benchmark? Paired over questions and seeds.
 
-    vamba compare runs/eval/lvbench/vamba/ckpt_a --vs runs/eval/lvbench/vamba/ckpt_b
-    vamba compare a_seed0 a_seed1 a_seed2 --vs b_seed0 b_seed1 b_seed2 --out a_vs_b.json
+    vamba compare runs/eval/lvbench/vamba/init_sa-final --vs runs/eval/lvbench/vamba/init_random-final
+    vamba compare a_seed0 a_seed1 a_seed2 --vs b_seed0 b_seed1 b_seed2 --out a_vs_b.json --names "SA" "random"
 
 Each argument is a ``vamba eval`` output directory (its ``responses.jsonl``, ``summary.json``). With several
 runs per arm (one per training seed), the k-th run of A is paired with the k-th run of B. Only questions that
@@ -9,7 +9,8 @@ every run answered are compared (a skipped video's question has no pair); how ma
 Per group (overall, then each ``meta.question_type`` value, e.g. LVBench's categories): the difference in
 accuracy A - B in points with its 95% bootstrap interval over seeds and questions, the exact McNemar p-value
 over all (run, question) pairs, and which arm the interval favours (``vamba.evaluation.stats``, the same
-judgement as the miniature ablations, docs/ablations.md).
+judgement as the miniature ablations, docs/ablations.md). The arms are labelled by the models their runs hold
+(``model_id`` in each run's settings), or by ``--names``.
 """
 from __future__ import annotations
 
