@@ -85,7 +85,10 @@ def test_limit_and_overrides_reach_the_run(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["score"] == 100 and summary["complete"]
     # One question of three: complete as asked, but not a benchmark score.
-    assert not summary["comparable"] and summary["not_comparable"] == ["limit=1: only the first questions of the "
-                                                                       "benchmark"]
+    assert not summary["comparable"]
+    assert summary["not_comparable"] == ["questions: 1 of the official 1549 answered (1 loaded)",
+                                         "videos: 1 loaded, the official set has 103",
+                                         "frames.num_frames: 64 (protocol: 1024)",
+                                         "generation.max_new_tokens: 8 (protocol: 512)", "limit: 1 (protocol: None)"]
     assert "NOT comparable" in (out / "report.md").read_text().splitlines()[2]
     assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", f"replay={recorded}", "limit=0"]) == 2

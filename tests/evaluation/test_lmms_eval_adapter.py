@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from vamba.evaluation.interface import FrameSettings
-from vamba.evaluation.lmms_eval_adapter import CLASS_PATH, LmmsEvalBridge, generation_from_kwargs
+from vamba.evaluation.lmms_eval_adapter import (CLASS_PATH, FrameOverrides, LmmsEvalBridge, benchmark_for_task,
+                                                edge_arg, generation_from_kwargs)
 
 from .minibench import Faulty
 
@@ -60,6 +61,51 @@ def test_bridge_encodes_each_video_once_and_keeps_request_order(tmp_path: Path) 
     assert [g.max_new_tokens for g in model.answered] == [16, 16, 16] and not model.answered[0].do_sample
 
 
+class Recording(Faulty):
+    """Remembers the frame settings each video was encoded with."""
+
+    def __init__(self, records) -> None:
+        super().__init__(records)
+        self.frames: dict[str, FrameSettings] = {}
+
+    def encode_video(self, video):
+        self.frames[video.path] = video.frames
+        return super().encode_video(video)
+
+
+def test_each_task_gets_its_own_protocol_frames(tmp_path: Path) -> None:
+    """Frames come from our benchmark modules per lmms-eval task, not one task's numbers for all."""
+    tasks = ("lvbench", "videomme_w_subtitle", "hourvideo", "nextqa_mc_test")
+    docs = [{"video_path": str(tmp_path / f"{task}.mp4"), "question": f"Q{i}"} for i, task in enumerate(tasks)]
+    task_dict = {task: {"test": [doc]} for task, doc in zip(tasks, docs)}
+    records = [{"video": d["video_path"], "prompt": d["question"], "response": "A"} for d in docs]
+    requests = [SimpleNamespace(args=(d["question"], {}, _doc_to_visual, 0, task, "test"))
+                for task, d in zip(tasks, docs)]
+    model = Recording(records)
+    assert LmmsEvalBridge(model, FrameOverrides()).generate_until(requests, task_dict) == ["A"] * 4
+    edges = {Path(path).stem: (f.num_frames, f.shortest_edge, f.longest_edge) for path, f in model.frames.items()}
+    assert edges == {"lvbench": (1024, 256, 560), "videomme_w_subtitle": (512, 256, 480),
+                     "hourvideo": (128, 256, 360), "nextqa_mc_test": (512, None, None)}
+
+    # model_args override what they name; native resolution can be asked for
+    model = Recording(records)
+    LmmsEvalBridge(model, FrameOverrides(64, edge_arg("native", "shortest_edge"), edge_arg(None, "longest_edge"))
+                   ).generate_until(requests[:1], task_dict)
+    assert model.frames[docs[0]["video_path"]] == FrameSettings(64, shortest_edge=None, longest_edge=None)
+
+
+def test_frame_model_args() -> None:
+    assert [edge_arg(v, "shortest_edge") for v in ("native", "None", None, "336", 448, "protocol")] == \
+        [None, None, None, 336, 448, "protocol"]
+    with pytest.raises(ValueError, match="shortest_edge='big'"):
+        edge_arg("big", "shortest_edge")
+    assert [benchmark_for_task(t) for t in ("mvbench_action_count", "longvideobench_val_v", "mlvu_dev", "egoschema")] \
+        == ["mvbench", "longvideobench", "mlvu", None]
+    assert FrameOverrides(16).for_task("egoschema") == FrameSettings(16)  # other tasks: frames must be given
+    with pytest.raises(ValueError, match="'egoschema' is none of our benchmarks.*num_frames"):
+        FrameOverrides().for_task("egoschema")
+
+
 def test_generation_kwargs() -> None:
     greedy = generation_from_kwargs({"max_new_tokens": 16, "temperature": 0, "top_p": 1.0, "do_sample": False})
     assert (greedy.max_new_tokens, greedy.do_sample) == (16, False)
@@ -94,8 +140,10 @@ def test_with_real_lmms_eval(tmp_path: Path) -> None:
     task_dict, docs, records = _task(tmp_path)
     replay = tmp_path / "replies.jsonl"
     replay.write_text("".join(json.dumps(r) + "\n" for r in records))
-    model = cls.create_from_arg_string(f"replay={replay},num_frames=8")
+    model = cls.create_from_arg_string(f"replay={replay},num_frames=8,shortest_edge=None,longest_edge=native")
     assert (model.rank, model.world_size) == (0, 1)
+    assert model.bridge.frames_for("lvbench") == FrameSettings(8, shortest_edge=None, longest_edge=None)
+    assert cls.create_from_arg_string(f"replay={replay}").bridge.frames_for("lvbench").num_frames == 1024
     model.task_dict = task_dict
     requests = [Instance(request_type="generate_until", arguments=a, idx=0,
                          metadata={"task": "lvbench", "doc_id": a[3], "repeats": 1})

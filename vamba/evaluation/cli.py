@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vamba.data.video import VideoDecodeError
 from vamba.evaluation.benchmarks import NAMES, BenchmarkDataError, get_benchmark
+from vamba.evaluation.run_names import default_run_dir, model_identity
 from vamba.evaluation.runner import RunMismatchError, VideoUnavailableError, evaluate, rescore_file, resolve_protocol
 from vamba.evaluation.sharding import dist_env
 from vamba.utils.logging import get_logger
@@ -49,7 +50,7 @@ class EvalConfig:
     data: str | None = None  # benchmark root folder (official layout, see docs/evaluation.md)
     protocol: str = "vamba"  # "vamba" (released VAMBA scripts) or "lmms_eval"
     extractor: str | None = None  # override the protocol's answer extractor
-    out: str | None = None  # run directory (default: runs/eval/<benchmark>/<protocol>/<model>)
+    out: str | None = None  # run directory (default: runs/eval/<benchmark>/<protocol>/<parent>-<model>[-k])
     responses: str | None = None  # re-score this responses.jsonl without a model
     replay: str | None = None  # answer from this responses.jsonl instead of a model
     limit: int | None = None  # first N questions only (smoke runs)
@@ -85,6 +86,12 @@ def load_model(cfg: EvalModelConfig):
     return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype, **limits)
 
 
+def replay_identity(responses: str) -> dict:
+    """The identity of a replayed recording: named after the run directory it came from (``replay-<dir>``)."""
+    identity = model_identity(responses)
+    return {**identity, "name": "replay-" + (Path(identity["path"]).parent.name or "responses")}
+
+
 def run(cfg: EvalConfig) -> tuple[dict, Path]:
     """Run (or re-score) as configured; returns the summary ({} while other ranks still work) and the run dir."""
     benchmark = get_benchmark(cfg.benchmark)
@@ -105,17 +112,18 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
     if cfg.replay:
         from vamba.evaluation.replay import ReplayModel
 
-        model, model_name = ReplayModel.from_file(cfg.replay), "replay"
+        model, identity = ReplayModel.from_file(cfg.replay), replay_identity(cfg.replay)
     elif cfg.model.path:
-        model, model_name = load_model(cfg.model), Path(cfg.model.path).name
+        model, identity = load_model(cfg.model), model_identity(cfg.model.path)
     else:
         raise ValueError("give model.path=<checkpoint>, replay=<responses.jsonl> or responses=<responses.jsonl>")
-    out = Path(cfg.out or Path("runs/eval") / benchmark.name / cfg.protocol / model_name)
+    out = Path(cfg.out) if cfg.out else default_run_dir(Path("runs/eval") / benchmark.name / cfg.protocol, identity)
     rank, world = dist_env()
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
                        world_size=world, progress=cfg.progress, strict=cfg.strict,
-                       extra={"model": cfg.model.path, "replay": cfg.replay, "data": cfg.data, "limit": cfg.limit,
-                              "subtitles": cfg.subtitles})
+                       extra={"model": cfg.model.path, "model_id": identity, "replay": cfg.replay, "data": cfg.data,
+                              "limit": cfg.limit, "subtitles": cfg.subtitles, "min_pixels": cfg.model.min_pixels,
+                              "max_pixels": cfg.model.max_pixels})
     return summary or {}, out
 
 

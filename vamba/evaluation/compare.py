@@ -1,7 +1,7 @@
 """``vamba compare``: is model A better than model B on one benchmark? Paired over questions and seeds.
 
-    vamba compare runs/eval/lvbench/vamba/ckpt_a --vs runs/eval/lvbench/vamba/ckpt_b
-    vamba compare a_seed0 a_seed1 a_seed2 --vs b_seed0 b_seed1 b_seed2 --out a_vs_b.json
+    vamba compare runs/eval/lvbench/vamba/init_sa-final --vs runs/eval/lvbench/vamba/init_random-final
+    vamba compare a_seed0 a_seed1 a_seed2 --vs b_seed0 b_seed1 b_seed2 --out a_vs_b.json --names "SA" "random"
 
 Each argument is a ``vamba eval`` output directory (its ``responses.jsonl``, ``summary.json``). With several
 runs per arm (one per training seed), the k-th run of A is paired with the k-th run of B. Only questions that
@@ -9,7 +9,8 @@ every run answered are compared (a skipped video's question has no pair); how ma
 Per group (overall, then each ``meta.question_type`` value, e.g. LVBench's categories): the difference in
 accuracy A - B in points with its 95% bootstrap interval over seeds and questions, the exact McNemar p-value
 over all (run, question) pairs, and which arm the interval favours (``vamba.evaluation.stats``, the same
-judgement as the miniature ablations, docs/ablations.md).
+judgement as the miniature ablations, docs/ablations.md). The arms are labelled by the models their runs hold
+(``model_id`` in each run's settings), or by ``--names``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 from vamba.evaluation.stats import judge_paired
 from vamba.utils.io import atomic_write_json, read_jsonl
 
-FAVOURS = {"reproduced": "A", "contradicted": "B", "inconclusive": "neither (interval contains 0)"}
+INCONCLUSIVE = "neither (interval contains 0)"
 
 
 class CompareError(ValueError):
@@ -47,9 +48,38 @@ def load_run(run_dir: str | Path) -> tuple[str, dict[str, dict[str, Any]]]:
     return json.loads(summary.read_text())["benchmark"], records
 
 
+def model_name(run_dir: str | Path) -> str:
+    """The model a ``vamba eval`` directory holds, as its records name it: ``model_id.name`` in its settings (runs
+    since 2026-12), else the checkpoint path's basename or the replayed file, else the directory's own name."""
+    run_dir = Path(run_dir)
+    settings = json.loads((run_dir / "summary.json").read_text()).get("settings") or {}
+    identity = settings.get("model_id") or {}
+    if identity.get("name"):
+        return str(identity["name"])
+    if settings.get("model"):
+        return Path(settings["model"]).name
+    if settings.get("replay"):
+        return f"replay {settings['replay']}"
+    return run_dir.resolve().name
+
+
+def arm_labels(a_dirs: list[str | Path], b_dirs: list[str | Path],
+               names: tuple[str, str] | None = None) -> tuple[str, str]:
+    """Labels of the two arms: ``names`` if given, else the models their runs hold (distinct names in seed order,
+    e.g. ``init_sa-final``); "(A)" / "(B)" are added when both arms would read the same."""
+    if names is not None:
+        a, b = names
+    else:
+        a, b = (", ".join(dict.fromkeys(model_name(d) for d in dirs)) for dirs in (a_dirs, b_dirs))
+    return (f"{a} (A)", f"{b} (B)") if a == b else (a, b)
+
+
 def compare_runs(a_dirs: list[str | Path], b_dirs: list[str | Path], *, resamples: int = 10_000,
-                 level: float = 0.95) -> dict[str, Any]:
-    """The paired comparison of arm A (``a_dirs``, one per seed) with arm B (``b_dirs``, in the same seed order)."""
+                 level: float = 0.95, names: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The paired comparison of arm A (``a_dirs``, one per seed) with arm B (``b_dirs``, in the same seed order).
+
+    :param names: labels of the two arms (default: the models their runs hold, ``arm_labels``).
+    """
     if not a_dirs or len(a_dirs) != len(b_dirs):
         raise CompareError(f"give one run of B per run of A (paired by position), got {len(a_dirs)} and {len(b_dirs)}")
     runs = [load_run(d) for d in [*a_dirs, *b_dirs]]
@@ -64,6 +94,8 @@ def compare_runs(a_dirs: list[str | Path], b_dirs: list[str | Path], *, resample
         raise CompareError("no question was answered in every run")
     outcome = np.array([[records[q]["correct"] for q in qids] for _, records in runs], dtype=np.int8)
     a, b = outcome[:len(a_dirs)], outcome[len(a_dirs):]
+    label_a, label_b = arm_labels(a_dirs, b_dirs, names)
+    favours = {"reproduced": label_a, "contradicted": label_b, "inconclusive": INCONCLUSIVE}
     groups: dict[str, list[int]] = {"overall": list(range(len(qids)))}
     for i, q in enumerate(qids):
         types = first[q].get("meta", {}).get("question_type") or []
@@ -78,16 +110,19 @@ def compare_runs(a_dirs: list[str | Path], b_dirs: list[str | Path], *, resample
                      "difference": {"estimate": round(d.estimate, 2), "lo": round(d.lo, 2), "hi": round(d.hi, 2),
                                     "level": level},
                      "per_seed": j.per_seed, "only_a": j.only_a, "only_b": j.only_b, "mcnemar_p": j.mcnemar_p,
-                     "favours": FAVOURS[j.verdict]})
-    return {"benchmark": benchmarks.pop(), "a": [str(d) for d in a_dirs], "b": [str(d) for d in b_dirs],
+                     "favours": favours[j.verdict]})
+    return {"benchmark": benchmarks.pop(), "labels": {"a": label_a, "b": label_b},
+            "a": [str(d) for d in a_dirs], "b": [str(d) for d in b_dirs],
             "questions": len(qids), "left_out": len(union - every), "groups": rows}
 
 
 def render(result: dict[str, Any]) -> str:
     level = round(100 * result["groups"][0]["difference"]["level"])
-    lines = [f"{result['benchmark']}: A ({len(result['a'])} run(s)) vs B, {result['questions']} questions answered in "
-             f"every run ({result['left_out']} left out: not answered in some run)", "",
-             f"| group | questions | A (%) | B (%) | A - B (points) [{level}% CI] | per seed | McNemar p | favours |",
+    a, b = result["labels"]["a"], result["labels"]["b"]
+    lines = [f"{result['benchmark']}: {a} ({len(result['a'])} run(s)) vs {b}, {result['questions']} questions "
+             f"answered in every run ({result['left_out']} left out: not answered in some run)", "",
+             f"| group | questions | {a} (%) | {b} (%) | {a} - {b} (points) [{level}% CI] | per seed | McNemar p "
+             "| favours |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["groups"]:
         d = r["difference"]
@@ -105,9 +140,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--out", type=Path, help="also write the comparison as JSON here")
+    parser.add_argument("--names", nargs=2, metavar=("NAME_A", "NAME_B"),
+                        help="labels of the two arms (default: the models their eval runs hold)")
     args = parser.parse_args(argv)
     try:
-        result = compare_runs(args.a, args.vs, resamples=args.resamples, level=args.level)
+        result = compare_runs(args.a, args.vs, resamples=args.resamples, level=args.level,
+                              names=tuple(args.names) if args.names else None)
     except (CompareError, ValueError) as e:
         print(f"vamba compare: {e}", file=sys.stderr)
         return 2

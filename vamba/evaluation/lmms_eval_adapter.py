@@ -3,8 +3,11 @@
 Registered through lmms-eval's entry-point group ``lmms_eval.models`` (see pyproject.toml), so after
 ``pip install -e .`` next to lmms-eval::
 
-    lmms-eval --model vamba --model_args pretrained=/ckpt/Vamba-Qwen2-VL-7B,num_frames=512 \\
+    lmms-eval --model vamba --model_args pretrained=/ckpt/Vamba-Qwen2-VL-7B \\
         --tasks videomme,mlvu_dev,longvideobench_val_v --batch_size 1
+
+Frames per task come from our benchmark modules (one source of truth): LVBench's 1,024 frames at 256/560,
+Video-MME's 512 at 256/480, and so on; ``num_frames`` / ``shortest_edge`` / ``longest_edge`` override them.
 
 lmms-eval is imported only when lmms-eval asks for the model class; this module is importable without
 it. ``LmmsEvalBridge`` holds the logic (group requests by video, encode each video once, answer, keep
@@ -12,10 +15,12 @@ lmms-eval's request order); ``VambaLmms`` is the thin ``lmms_eval.api.model.lmms
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vamba.evaluation.benchmarks import NAMES, get_benchmark
 from vamba.evaluation.interface import FrameSettings, GenerationSettings, VideoQAModel, VideoRequest
 from vamba.evaluation.sharding import dist_env
 
@@ -41,6 +46,64 @@ def generation_from_kwargs(kwargs: Mapping[str, Any]) -> GenerationSettings:
                               top_p=float(kwargs.get("top_p") or 1.0) if do_sample else 1.0)
 
 
+PROTOCOL = "protocol"  # model_args value: take this setting from the task's protocol (the default)
+NATIVE = ("none", "native")  # model_args edge values asking for the native size (no pre-resize)
+
+
+def benchmark_for_task(task: str) -> str | None:
+    """Our benchmark behind an lmms-eval task name (``videomme_w_subtitle`` -> ``videomme``, ``mvbench_action_count``
+    -> ``mvbench``, ``longvideobench_val_v`` -> ``longvideobench``), or ``None`` when it is none of ours."""
+    matches = [name for name in NAMES if task == name or task.startswith(name + "_")]
+    return max(matches, key=len) if matches else None
+
+
+def edge_arg(value: Any, name: str) -> int | None | str:
+    """A ``shortest_edge`` / ``longest_edge`` model arg: an integer, ``native`` / ``none`` (keep the native size;
+    lmms-eval may also hand over Python ``None``) or ``protocol`` (the task's own value)."""
+    if value is None or str(value).strip().lower() in NATIVE:
+        return None
+    if str(value).strip().lower() == PROTOCOL:
+        return PROTOCOL
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"vamba: model_args {name}={value!r} is not an integer, 'native' or 'protocol'") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameOverrides:
+    """Frame settings asked for in ``--model_args``; what is not asked for comes from the task's benchmark module.
+
+    Each of our benchmark modules holds its protocol's frames (LVBench 1,024 frames at 256/560, Video-MME 512 at
+    256/480, HourVideo 128 at 256/360, NExT-QA 512 at native size, ...), so an lmms-eval run of a task gets the
+    frames the VAMBA evaluation uses for it, not one task's numbers for every task.
+    """
+
+    num_frames: int | None = None
+    shortest_edge: int | None | str = PROTOCOL
+    longest_edge: int | None | str = PROTOCOL
+
+    def for_task(self, task: str) -> FrameSettings:
+        name = benchmark_for_task(task)
+        if name is None:
+            if self.num_frames is None:
+                raise ValueError(f"vamba: lmms-eval task {task!r} is none of our benchmarks ({', '.join(NAMES)}), so "
+                                 "its frames are unknown: give model_args num_frames=N (and shortest_edge / "
+                                 "longest_edge, default 256 / 480)")
+            base = FrameSettings(self.num_frames)
+        else:
+            benchmark = get_benchmark(name)
+            protocol = "lmms_eval" if "lmms_eval" in benchmark.protocols else "vamba"
+            base = benchmark.protocol(protocol).frames
+        changes: dict[str, Any] = {}
+        if self.num_frames is not None:
+            changes["num_frames"] = self.num_frames
+        for key in ("shortest_edge", "longest_edge"):
+            if getattr(self, key) != PROTOCOL:
+                changes[key] = getattr(self, key)
+        return dataclasses.replace(base, **changes)
+
+
 def _cut_at_stop(text: str, until: Sequence[str] | str | None) -> str:
     stops = [until] if isinstance(until, str) else list(until or [])
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
@@ -54,21 +117,25 @@ class LmmsEvalBridge:
     ``doc_to_visual(task_dict[task][split][doc_id])`` gives a one-element list with the video path.
     """
 
-    def __init__(self, model: VideoQAModel, frames: FrameSettings) -> None:
+    def __init__(self, model: VideoQAModel, frames: FrameSettings | FrameOverrides = FrameOverrides()) -> None:
+        """``frames``: fixed settings for every task, or overrides of each task's protocol (``FrameOverrides``)."""
         self.model = model
         self.frames = frames
 
+    def frames_for(self, task: str) -> FrameSettings:
+        return self.frames if isinstance(self.frames, FrameSettings) else self.frames.for_task(task)
+
     def generate_until(self, requests: Sequence[Any], task_dict: Mapping[str, Any]) -> list[str]:
-        by_video: dict[str, list[int]] = {}
+        by_video: dict[tuple[str, FrameSettings], list[int]] = {}
         for i, request in enumerate(requests):
             _, _, doc_to_visual, doc_id, task, split = request.args
             visuals = doc_to_visual(task_dict[task][split][doc_id])
             if len(visuals) != 1 or not isinstance(visuals[0], str):
                 raise ValueError(f"VAMBA answers about one video per question; {task} doc {doc_id} gave {visuals!r}")
-            by_video.setdefault(visuals[0], []).append(i)
+            by_video.setdefault((visuals[0], self.frames_for(task)), []).append(i)
         replies: list[str] = [""] * len(requests)
-        for path, indices in by_video.items():
-            encoded = self.model.encode_video(VideoRequest(path=path, frames=self.frames))
+        for (path, frames), indices in by_video.items():
+            encoded = self.model.encode_video(VideoRequest(path=path, frames=frames))
             for i in indices:
                 context, kwargs = requests[i].args[:2]
                 reply = self.model.answer(encoded, context, generation_from_kwargs(kwargs))
@@ -81,15 +148,16 @@ def _lmms_class() -> type:
     from lmms_eval.api.model import lmms
 
     class VambaLmms(lmms):
-        """``--model vamba --model_args pretrained=<ckpt>[,num_frames=512,shortest_edge=256,longest_edge=480,
+        """``--model vamba --model_args pretrained=<ckpt>[,num_frames=N,shortest_edge=E|native,longest_edge=E|native,
         device=auto,dtype=bfloat16,adapter=<module:function>]``; ``replay=<responses.jsonl>`` answers from
-        recorded replies instead (our responses scored by lmms-eval's own task code)."""
+        recorded replies instead (our responses scored by lmms-eval's own task code). Frame settings not given
+        come from each task's protocol in our benchmark modules (``FrameOverrides``)."""
 
         is_simple = True
 
-        def __init__(self, pretrained: str | None = None, replay: str | None = None, num_frames: int = 512,
-                     shortest_edge: int = 256, longest_edge: int = 480, device: str = "auto", dtype: str = "bfloat16",
-                     adapter: str | None = None, **unused: Any) -> None:
+        def __init__(self, pretrained: str | None = None, replay: str | None = None, num_frames: int | None = None,
+                     shortest_edge: Any = PROTOCOL, longest_edge: Any = PROTOCOL, device: str = "auto",
+                     dtype: str = "bfloat16", adapter: str | None = None, **unused: Any) -> None:
             super().__init__()
             from vamba.evaluation.cli import DEFAULT_ADAPTER, EvalModelConfig, load_model
             from vamba.evaluation.replay import ReplayModel
@@ -101,7 +169,8 @@ def _lmms_class() -> type:
                                                    device=device, dtype=dtype))
             else:
                 raise ValueError("vamba: give model_args pretrained=<checkpoint> (or replay=<responses.jsonl>)")
-            frames = FrameSettings(int(num_frames), shortest_edge=int(shortest_edge), longest_edge=int(longest_edge))
+            frames = FrameOverrides(None if num_frames is None else int(num_frames),
+                                    edge_arg(shortest_edge, "shortest_edge"), edge_arg(longest_edge, "longest_edge"))
             self.bridge = LmmsEvalBridge(model, frames)
             self._rank, self._world_size = dist_env()
 

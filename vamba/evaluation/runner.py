@@ -204,7 +204,8 @@ def finalize(benchmark: Benchmark, questions: Sequence[Question], run_dir: str |
                         drop_empty=spec.drop_empty_responses, expected=len(qids),
                         skipped={"questions": sum(s["questions"] for s in skips), "videos": len(skips),
                                  "details": skips[:50]},
-                        extra={"settings": settings})
+                        extra={"settings": settings}, loaded_qids=qids,
+                        loaded_videos=len({q.video for q in questions}))
     atomic_write_json(run_dir / "summary.json", summary)
     atomic_write_text(run_dir / "report.md", render(summary))
     return summary
@@ -228,9 +229,15 @@ def rescore_file(benchmark: Benchmark, responses: str | Path, out_dir: str | Pat
     records = rescore(recorded, spec.extractor, seed)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "responses.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    # The frames, decoding and question set behind the replies are those of the run that recorded them: its
+    # run.json, when it sits beside the file. Without it they are unknown and the score is not comparable.
+    run_json = responses.parent / "run.json"
+    recorded_settings = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    # The prompt is the recording's (its protocol), the extraction is this re-scoring's.
+    settings = {"protocol": protocol, **recorded_settings, "extractor": spec.extractor}
     summary = summarize(benchmark, records, protocol=protocol, extractor=spec.extractor,
                         drop_empty=spec.drop_empty_responses, expected=len(records),
-                        extra={"rescored_from": str(responses), "extraction_seed": seed})
+                        extra={"rescored_from": str(responses), "extraction_seed": seed, "settings": settings})
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_text(out_dir / "report.md", render(summary))
     return summary

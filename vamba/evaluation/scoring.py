@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import Benchmark, Question
+from vamba.evaluation.comparability import assess
 from vamba.evaluation.extraction import extract
 
 
@@ -34,14 +35,21 @@ def rescore(records: Sequence[Mapping[str, Any]], extractor: str, seed: int = 0)
 
 def summarize(benchmark: Benchmark, records: Sequence[Mapping[str, Any]], *, protocol: str, extractor: str,
               drop_empty: bool, expected: int, skipped: Mapping[str, Any] | None = None,
-              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The summary JSON: headline score, every breakdown, and how complete the run is.
+              extra: Mapping[str, Any] | None = None, loaded_qids: Sequence[str] | None = None,
+              loaded_videos: int | None = None) -> dict[str, Any]:
+    """The summary JSON: headline score, every breakdown, how complete the run is and whether it is comparable.
 
-    ``comparable`` is False, with the reasons in ``not_comparable``, when the score is over fewer questions
-    than the benchmark's: skipped (missing or undecodable) videos, or a ``limit`` in ``extra["settings"]``.
+    ``comparable`` is True only when the run used every setting of the published protocol and answered the whole
+    official question set (``vamba.evaluation.comparability``); otherwise ``not_comparable`` lists why and
+    ``comparability`` holds each differing setting (ours vs the protocol) and the question coverage.
+    ``loaded_qids`` / ``loaded_videos``: the questions the run was asked to answer (default: the records').
     """
     metrics = benchmark.metrics(records, drop_empty)
-    reasons = not_comparable_reasons(len(records), expected, skipped or {}, (extra or {}).get("settings") or {})
+    settings = (extra or {}).get("settings") or {}
+    answered = [str(r["qid"]) for r in records]
+    verdict = assess(benchmark, settings, list(loaded_qids) if loaded_qids is not None else answered,
+                     loaded_videos if loaded_videos is not None else len({r["video"] for r in records}), answered)
+    reasons = not_comparable_reasons(len(records), expected, skipped or {}) + verdict["not_comparable"]
     return {
         "benchmark": benchmark.name,
         "title": benchmark.title,
@@ -55,21 +63,18 @@ def summarize(benchmark: Benchmark, records: Sequence[Mapping[str, Any]], *, pro
         "complete": len(records) == expected,
         "comparable": not reasons,
         "not_comparable": reasons,
+        "comparability": {"differences": verdict["differences"], "questions": verdict["questions"]},
         "skipped": dict(skipped or {}),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **dict(extra or {}),
     }
 
 
-def not_comparable_reasons(answered: int, expected: int, skipped: Mapping[str, Any],
-                           settings: Mapping[str, Any]) -> list[str]:
-    """Why a score cannot be set beside the published numbers (empty when it can, as far as counts go)."""
-    reasons = []
-    if answered < expected:
-        why = f"{expected - answered} of {expected} questions not answered"
-        if skipped.get("questions"):
-            why += f" ({skipped['questions']} skipped: {skipped.get('videos', 0)} videos missing or undecodable)"
-        reasons.append(why)
-    if settings.get("limit") is not None:
-        reasons.append(f"limit={settings['limit']}: only the first questions of the benchmark")
-    return reasons
+def not_comparable_reasons(answered: int, expected: int, skipped: Mapping[str, Any]) -> list[str]:
+    """The run's own incompleteness: questions it was asked but did not answer (skipped videos)."""
+    if answered >= expected:
+        return []
+    why = f"{expected - answered} of {expected} questions not answered"
+    if skipped.get("questions"):
+        why += f" ({skipped['questions']} skipped: {skipped.get('videos', 0)} videos missing or undecodable)"
+    return [why]

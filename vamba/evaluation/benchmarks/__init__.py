@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from vamba.evaluation.benchmarks.base import Benchmark, BenchmarkDataError, ProtocolSpec, Question
+from vamba.evaluation.benchmarks.base import Benchmark, BenchmarkDataError, OfficialSet, ProtocolSpec, Question
 
 NAMES = ("lvbench", "videomme", "mlvu", "longvideobench", "mvbench", "nextqa", "hourvideo")
 
@@ -14,4 +14,4 @@ def get_benchmark(name: str) -> Benchmark:
     return importlib.import_module(f"vamba.evaluation.benchmarks.{name}").BENCHMARK
 
 
-__all__ = ["NAMES", "Benchmark", "BenchmarkDataError", "ProtocolSpec", "Question", "get_benchmark"]
+__all__ = ["NAMES", "Benchmark", "BenchmarkDataError", "OfficialSet", "ProtocolSpec", "Question", "get_benchmark"]

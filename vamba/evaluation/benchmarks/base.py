@@ -72,6 +72,19 @@ class ProtocolSpec:
 
 
 @dataclass(frozen=True)
+class OfficialSet:
+    """The size of the question set the published numbers were computed on, with where that number comes from.
+
+    A run is comparable with the published numbers only when it loaded and answered exactly this many questions
+    (and, where recorded, over this many videos); ``vamba.evaluation.comparability`` checks it.
+    """
+
+    questions: int
+    videos: int | None
+    source: str
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """A benchmark: how to load it, how each protocol asks, how it is scored.
 
@@ -79,6 +92,8 @@ class Benchmark:
         override), ``video_dir`` and, for Video-MME, ``subtitles``.
     :param metrics: records -> ``{"overall": ..., "<breakdown>": {...}, ...}`` (percentages).
     :param headline: the key of ``metrics`` that the paper reports (``overall``, ``m_avg``, ``task_mean``).
+    :param official: size of the official question set behind the published numbers; ``None`` = not recorded
+        here, so no run of it can be called comparable.
     """
 
     name: str
@@ -87,6 +102,7 @@ class Benchmark:
     protocols: Mapping[str, ProtocolSpec]
     metrics: Callable[[Sequence[Mapping[str, Any]], bool], dict[str, Any]]
     headline: str = "overall"
+    official: OfficialSet | None = None
 
     def protocol(self, name: str) -> ProtocolSpec:
         if name not in self.protocols:

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError, ProtocolSpec,
-                                              Question, fields, nonempty, option_lines, path_in, read_json,
-                                              require_file)
+from vamba.evaluation.benchmarks.base import (RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError, OfficialSet,
+                                              ProtocolSpec, Question, fields, nonempty, option_lines, path_in,
+                                              read_json, require_file)
 from vamba.evaluation.extraction import letters
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
@@ -62,6 +62,8 @@ def metrics(records: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> d
 _FRAMES = FrameSettings(512, shortest_edge=256, longest_edge=480)
 BENCHMARK = Benchmark(
     name="longvideobench", title="LongVideoBench", load=load, metrics=metrics,
+    official=OfficialSet(1337, None, "LongVideoBench paper (Wu et al. 2024, arXiv 2407.15754): validation split of "
+                                     "1,337 of its 6,678 questions (not re-counted here)"),
     protocols={
         "vamba": ProtocolSpec(vamba_prompt, "vamba", _FRAMES),
         "lmms_eval": ProtocolSpec(lmms_eval_prompt, "longvideobench", _FRAMES, GenerationSettings(max_new_tokens=32)),

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError,
-                                              ProtocolSpec, Question, fields, gold_letter, nonempty, path_in,
-                                              read_jsonl, require_file)
+                                              OfficialSet, ProtocolSpec, Question, fields, gold_letter, nonempty,
+                                              path_in, read_jsonl, require_file)
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -72,6 +72,8 @@ def metrics(records: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> d
 
 BENCHMARK = Benchmark(
     name="lvbench", title="LVBench", load=load, metrics=metrics,
+    official=OfficialSet(1549, 103, "LVBench paper (Wang et al. 2024, arXiv 2406.08035), abstract and Sec. 3: 1,549 "
+                                    "QA pairs over 103 videos"),
     protocols={
         "vamba": ProtocolSpec(vamba_prompt, "vamba", FrameSettings(1024, shortest_edge=256, longest_edge=560)),
         "lmms_eval": ProtocolSpec(lmms_eval_prompt, "mcq_extract", FrameSettings(1024, shortest_edge=256, longest_edge=560),

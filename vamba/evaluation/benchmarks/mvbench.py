@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, Benchmark, BenchmarkDataError, ProtocolSpec, Question,
-                                              fields, option_lines, path_in, read_json, require_file)
+from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, Benchmark, BenchmarkDataError, OfficialSet,
+                                              ProtocolSpec, Question, fields, option_lines, path_in, read_json,
+                                              require_file)
 from vamba.evaluation.extraction import letters
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown, macro_mean
@@ -102,6 +103,7 @@ _FRAMES = FrameSettings(512, sampling="mvbench_segments", shortest_edge=256, lon
 _NATIVE = FrameSettings(512, sampling="mvbench_segments", shortest_edge=None, longest_edge=None)
 BENCHMARK = Benchmark(
     name="mvbench", title="MVBench", load=load, metrics=metrics, headline="task_mean",
+    official=OfficialSet(4000, None, "MVBench paper (Li et al. 2024, arXiv 2311.17005): 20 tasks x 200 questions"),
     protocols={
         "vamba": ProtocolSpec(vamba_prompt, "vamba", _FRAMES, frame_folder_frames=_NATIVE),
         "lmms_eval": ProtocolSpec(lmms_eval_prompt, "mvbench", _FRAMES, LMMS_GENERATION, drop_empty_responses=True,

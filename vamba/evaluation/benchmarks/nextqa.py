@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (RESPOND_ABCDE, SELECT, Benchmark, BenchmarkDataError, ProtocolSpec,
-                                              Question, fields, nonempty, option_lines, path_in, read_parquet,
-                                              require_file)
+from vamba.evaluation.benchmarks.base import (RESPOND_ABCDE, SELECT, Benchmark, BenchmarkDataError, OfficialSet,
+                                              ProtocolSpec, Question, fields, nonempty, option_lines, path_in,
+                                              read_parquet, require_file)
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -53,6 +53,8 @@ def metrics(records: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> d
 _FRAMES = FrameSettings(512, shortest_edge=None, longest_edge=None)
 BENCHMARK = Benchmark(
     name="nextqa", title="NExT-QA", load=load, metrics=metrics,
+    official=OfficialSet(8564, 1000, "NExT-QA (Xiao et al. 2021) multiple-choice test split as lmms-lab/NExTQA "
+                                     "MC/test: 8,564 questions over 1,000 videos (not re-counted here)"),
     protocols={
         "vamba": ProtocolSpec(vamba_prompt, "vamba", _FRAMES),
         # lmms-eval's nextqa_mc_test sets no generation kwargs; 16 tokens is ample for a letter.

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, ProtocolSpec,
-                                              Question, fields, gold_letter, nonempty, path_in, read_parquet,
-                                              require_file)
+from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, OfficialSet,
+                                              ProtocolSpec, Question, fields, gold_letter, nonempty, path_in,
+                                              read_parquet, require_file)
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 
@@ -91,6 +91,8 @@ def metrics(records: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> d
 _FRAMES = FrameSettings(512, shortest_edge=256, longest_edge=480)
 BENCHMARK = Benchmark(
     name="videomme", title="Video-MME", load=load, metrics=metrics,
+    official=OfficialSet(2700, 900, "Video-MME paper (Fu et al. 2024, arXiv 2405.21075), abstract: 900 videos, "
+                                    "2,700 QA pairs (3 per video)"),
     protocols={
         "vamba": ProtocolSpec(vamba_prompt, "vamba", _FRAMES),
         "lmms_eval": ProtocolSpec(lmms_eval_prompt, "mcq_extract", _FRAMES, LMMS_GENERATION, extractor_choices=CHOICES),
