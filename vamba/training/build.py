@@ -110,7 +110,9 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
         raise ConfigError("model.offload_checkpoints=true needs model.gradient_checkpointing=true (it offloads "
                           "the checkpointed layers' inputs)")
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # non-reentrant, as the released scripts ask (and as our decoder layers always are), whatever the
+        # transformers version's default for the vision blocks
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.set_checkpoint_offload(m.offload_checkpoints)
     return model
 

@@ -136,6 +136,7 @@ class OptimConfig:
     epochs: float = 1.0
     max_grad_norm: float = 1.0
     bf16: bool = False
+    tf32: bool = False  # TF32 matmuls and convolutions on CUDA (the released scripts' --tf32 True); ignored on CPU
     adam_beta2: float = 0.999
 
 
