@@ -266,3 +266,22 @@ def test_missing_field_and_detection(released_files: Path) -> None:
     ours.write_text(yaml.safe_dump({"sources": [{"name": "c", "format": "caption", "path": "pixelprose.jsonl",
                                                  "media_root": "cc12m"}]}))
     assert type(Mixture.from_yaml(ours)) is Mixture
+
+
+def test_train_data_mixture_takes_the_released_file(released_files: Path, synth_dir: Path, tokenizer,
+                                                     tmp_path: Path) -> None:
+    """``vamba train data.mixture=<released yaml>``: the composed, validated config builds packed rows from it,
+    with ``data.max_img_seq_len`` as the ``auto`` budget."""
+    from tests.training.conftest import compose_config
+    from vamba.training.build import build_dataset
+    from vamba.training.config import validate
+
+    config = write_config(released_files, [video_source(released_files, "next_qa", "activitynetqa_processed.json",
+                                                         "conversation", "middle", "auto")], "train.yaml")
+    cfg = compose_config(f"data.mixture={config}", f"data.tokenizer={synth_dir / 'tokenizer'}",
+                         "data.max_img_seq_len=400", "data.packing=true", "data.text_budget=4096",
+                         "data.video_budget=4096", "device=cpu", f"output_dir={tmp_path / 'run'}")
+    validate(cfg)
+    rows = build_dataset(cfg, tokenizer)
+    samples = [s for r in range(len(rows)) for s in rows[r]]
+    assert len(samples) == 2 and all(s.grid_thw.tolist() == [[5, 10, 10]] for s in samples)
