@@ -20,7 +20,7 @@ from PIL import Image
 
 from vamba.data.dataset import ProcessingConfig, VambaDataset
 from vamba.data.mixture import Mixture
-from vamba.data.released import ReleasedMixture
+from vamba.data.released import ReleasedMixture, random_video_sources
 from vamba.data.released_sampling import auto_num_frames, fps_indices, middle_indices, rand_indices
 from vamba.data.sampling import uniform_indices
 from vamba.data.synth import write_mp4
@@ -129,7 +129,7 @@ def test_sft_layout_samples_and_frames(released_files: Path, tokenizer) -> None:
                      "middle", "auto"),
     ])
     mixture = Mixture.from_yaml(config, max_img_seq_len=400)
-    assert isinstance(mixture, ReleasedMixture)
+    assert isinstance(mixture, ReleasedMixture) and random_video_sources(mixture) == []
     # balancing over units (1 pack of 4 images, 2 videos, 1 packed record): N = 4, sqrt 1, 1.414, 1
     # -> p = 0.293, 0.414, 0.293 -> int(4 * 0.322) = 1, int(4 * 0.456) = 1, int(4 * 0.322) = 1
     names = [mixture.source_name(i) for i in range(len(mixture))]
@@ -180,6 +180,8 @@ def test_rand_frames_are_seeded_per_sample(released_files: Path, tokenizer) -> N
     assert torch.equal(first.pixel_values, again.pixel_values)
     assert any(not torch.equal(first.pixel_values, sample(e).pixel_values) for e in (1, 2, 3))
     # the frames are a released draw: one of range(3j, 3j + 2) per segment [3j, 3j + 3) of 24 frames
+    # `vamba distill-cache` refuses such a source (the cached targets would be for other frames)
+    assert random_video_sources(Mixture.from_yaml(config)) == ["perceptiontest"]
     raw = Mixture.from_yaml(config).get(0)
     vision = VisionConfig(shortest_edge=128, longest_edge=1280)
     reader = open_video(raw.media[0].source)
@@ -285,3 +287,10 @@ def test_train_data_mixture_takes_the_released_file(released_files: Path, synth_
     rows = build_dataset(cfg, tokenizer)
     samples = [s for r in range(len(rows)) for s in rows[r]]
     assert len(samples) == 2 and all(s.grid_thw.tolist() == [[5, 10, 10]] for s in samples)
+
+
+def test_a_data_list_without_paths_is_not_taken_for_ours(released_files: Path) -> None:
+    path = released_files / "half.yaml"
+    path.write_text(yaml.safe_dump({"data": [{"name": "x", "format": "caption"}]}))
+    with pytest.raises(ValueError, match="each `data:` entry needs json_path and data_path"):
+        Mixture.from_yaml(path)

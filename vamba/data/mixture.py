@@ -76,8 +76,8 @@ def load_mixture_config(path: str | os.PathLike) -> MixtureConfig:
     data = yaml.safe_load(path.read_text()) or {}
     raw_sources = data.get("sources") if isinstance(data, dict) else None
     if not raw_sources:
-        hint = " (a released VAMBA data config? read it with Mixture.from_yaml)" if isinstance(data, dict) and \
-            "data" in data else ""
+        hint = (" (a released VAMBA data config? each `data:` entry needs json_path and data_path, or say "
+                "`format: vamba_released` at the top)") if isinstance(data, dict) and "data" in data else ""
         raise ValueError(f"{path}: a mixture needs a non-empty 'sources' list{hint}")
     sources = []
     for n, raw in enumerate(raw_sources):

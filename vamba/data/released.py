@@ -283,6 +283,13 @@ class ReleasedSource:
         return RawSample(key, messages, [media])
 
 
+def random_video_sources(mixture: Any) -> list[str]:
+    """Names of a released mixture's sources whose videos are sampled at random (``rand``); [] for any other data."""
+    if not isinstance(mixture, ReleasedMixture):
+        return []
+    return [s.name for s in mixture.sources if s.sampling is not None and s.sampling.mode == "released_rand"]
+
+
 def _human_gpt(conversation: Any) -> Any:
     """The released loader keeps only human and gpt turns (other roles are skipped); malformed input is left for
     ``messages_from_llava`` to report."""
