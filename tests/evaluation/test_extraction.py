@@ -82,4 +82,5 @@ def test_mmmu_rule(reply: str, expected: str) -> None:
 def test_unknown_extractor() -> None:
     with pytest.raises(ValueError, match="unknown extractor 'regex'"):
         extract("regex", "A", ABCD)
-    assert set(EXTRACTORS) == {"vamba", "videomme_regex", "mcq_extract", "longvideobench", "mvbench", "mmmu"}
+    assert set(EXTRACTORS) == {"vamba", "vamba_hourvideo", "videomme_regex", "mcq_extract", "longvideobench",
+                               "mvbench", "mmmu"}

@@ -110,3 +110,22 @@ def test_hourvideo_samples_as_the_released_script() -> None:
         if name != "hourvideo":
             gen = get_benchmark(name).protocol("vamba").generation
             assert (gen.do_sample, gen.top_k, gen.max_new_tokens) == (False, None, 512), name
+
+
+def test_hourvideo_compares_the_first_character_of_the_upper_cased_label(tmp_path: Path) -> None:
+    """eval/eval_hourvideo.py main: ``predicted_answer_label = response[0].upper()`` and
+    ``correct = predicted_answer_label[0] == correct_answer_label or ...``. "ẚ" (U+1E9A) is alphabetic and
+    upper-cases to the two characters "Aʾ", so the reply "ẚ" is right for gold A there. The other scripts
+    (eval_lvbench.py main, ...) compare the lower-cased character itself: "ẚ" != "A" and != "a", wrong."""
+    import dataclasses
+
+    assert "ẚ".isalpha() and "ẚ".upper() == "Aʾ"  # the Unicode fact the case rests on
+    bench = get_benchmark("hourvideo")
+    spec = bench.protocol("vamba")
+    q = dataclasses.replace(bench.load(WRITERS["hourvideo"](tmp_path / "HourVideo"), {})[0], answer="A")
+    for reply, official in [("ẚ", True), ("The answer is ẚ.", True), ("ẚ", True), ("B", False), ("", False)]:
+        record = make_record(q, spec.prompt(q), reply, spec.extractor, q.choices)
+        assert record["correct"] is official, reply
+    assert make_record(q, spec.prompt(q), "", spec.extractor, q.choices)["pred"] == "Z"  # the script's fallback
+    other = get_benchmark("lvbench").protocol("vamba")
+    assert make_record(q, "", "ẚ", other.extractor, q.choices)["correct"] is False

@@ -115,3 +115,54 @@ def test_keys_added_with_plus_are_checked_against_the_schema(train_overrides, ca
         train_main([*train_overrides, added])
     key = added.lstrip("+").split("=")[0]
     assert e.value.code == 2 and f"unknown key(s) {key}: not in the schema" in capsys.readouterr().err
+
+
+# Facts read from the released scripts (TIGER-AI-Lab/Vamba), the flags each passes to train/train_vamba.py.
+RELEASED = {
+    # scripts/pretrain_vamba.sh
+    "paper_pretrain": {"global_batch_size": 16, "learning_rate": 1e-5, "lr_scheduler_type": "cosine",
+                       "warmup_ratio": 0.03, "weight_decay": 0.01, "bf16": True, "tf32": True,
+                       "gradient_checkpointing": True, "num_train_epochs": 1, "per_device_train_batch_size": 1,
+                       "max_img_seq_len": 120000, "max_txt_seq_len": 124000, "save_steps": 1000,
+                       "save_total_limit": 10, "logging_steps": 1, "zero_stage": 3,  # accelerate_config_zero3.yaml
+                       "trainable_modules": "cross_attn,vision_mixer,alpha"},
+    # scripts/sft_vamba.sh
+    "paper_sft": {"global_batch_size": 32, "learning_rate": 5e-6, "lr_scheduler_type": "cosine",
+                  "warmup_ratio": 0.03, "weight_decay": 0.01, "bf16": True, "tf32": True,
+                  "gradient_checkpointing": True, "num_train_epochs": 1, "per_device_train_batch_size": 1,
+                  "max_img_seq_len": 120000, "max_txt_seq_len": 124000, "save_steps": 100,
+                  "save_total_limit": 3, "logging_steps": 1, "zero_stage": 3,
+                  "trainable_modules": "visual.merger,model"},
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(RELEASED))
+def test_paper_experiments_resolve_to_the_released_values(experiment: str, train_overrides: list[str]) -> None:
+    """Each paper experiment, composed by Hydra, holds the released script's values; its trainable patterns pick
+    exactly the parameters the released substring rule (``any(m in name for m in trainable_modules)``,
+    train/train_vamba.py load_model) picks, on a real model's names; gradient checkpointing is non-reentrant."""
+    from vamba.training.build import build_model, load_tokenizer
+    from vamba.training.params import matches_any
+
+    r = RELEASED[experiment]
+    cfg = compose_config(f"experiment={experiment}", *FILL)
+    o = cfg.optim
+    assert (o.global_batch_size, o.lr, o.scheduler, o.warmup_ratio, o.weight_decay, o.bf16, o.tf32, o.epochs,
+            o.per_device_batch_size) == (r["global_batch_size"], r["learning_rate"], r["lr_scheduler_type"],
+                                         r["warmup_ratio"], r["weight_decay"], r["bf16"], r["tf32"],
+                                         r["num_train_epochs"], r["per_device_train_batch_size"])
+    assert cfg.model.gradient_checkpointing is r["gradient_checkpointing"]
+    assert (cfg.data.max_img_seq_len, cfg.data.max_text_tokens) == (r["max_img_seq_len"], r["max_txt_seq_len"])
+    assert (cfg.logging.save_steps, cfg.logging.save_total_limit, cfg.logging.logging_steps) == \
+        (r["save_steps"], r["save_total_limit"], r["logging_steps"])
+    assert cfg.deepspeed["zero_optimization"]["stage"] == r["zero_stage"]
+    # the same trainable parameters, on the names of a (tiny) model built with this stage's checkpointing
+    tiny = compose_config(*train_overrides, f"stage={cfg.stage.name}", f"stage.trainable=[{','.join(cfg.stage.trainable)}]",
+                          "model.gradient_checkpointing=true")
+    model = build_model(tiny, load_tokenizer(tiny))
+    names = [n for n, _ in model.named_parameters()]
+    released = {n for n in names if any(m in n for m in r["trainable_modules"].split(","))}
+    assert released and {n for n in names if matches_any(n, cfg.stage.trainable)} == released
+    funcs = [m._gradient_checkpointing_func for m in model.modules() if getattr(m, "gradient_checkpointing", False)
+             and hasattr(m, "_gradient_checkpointing_func")]
+    assert funcs and all(f.keywords == {"use_reentrant": False} for f in funcs)

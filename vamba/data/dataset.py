@@ -22,8 +22,9 @@ from vamba.data.sampling import FrameSampling, frames_for_token_budget, sample_f
 from vamba.data.shard import plan_row
 from vamba.data.skips import SkipLog
 from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, draw_seed, read_video, video_info
+from vamba.data.released_sampling import auto_num_frames
 from vamba.data.vision import (MERGE_SIZE, PATCH_SIZE, VisionConfig, load_image, num_video_tokens, process_frames,
-                               processed_size)
+                               processed_size, vamba_resize_size)
 
 # What a bad sample may raise; anything else is a bug and propagates.
 BAD_SAMPLE_ERRORS = (SampleError, VideoDecodeError)
@@ -121,12 +122,27 @@ class SampleProcessor:
         if limit is not None and tokens > limit:
             raise SampleError(f"{tokens} video tokens > max_video_tokens={limit}")
 
-    def sampling_for(self, info: VideoInfo) -> FrameSampling:
-        """The frame sampling of one video: ``sampling.video_tokens`` (if set) fixes its frame count."""
-        sampling = self.config.sampling
+    def vision_for(self, media: Media | None = None) -> VisionConfig:
+        """The resize of one visual item: the config's, with the item's own edges when it has them."""
+        if media is None or media.edges is None:
+            return self.config.vision
+        return dataclasses.replace(self.config.vision, shortest_edge=media.edges[0], longest_edge=media.edges[1])
+
+    def sampling_for(self, info: VideoInfo, media: Media | None = None) -> FrameSampling:
+        """The frame sampling of one video (the item's own, else the config's): ``video_tokens`` or the released
+        ``patch_budget`` (if set) fixes its frame count."""
+        sampling = self.config.sampling if media is None or media.sampling is None else media.sampling
+        vision = self.vision_for(media)
+        if sampling.patch_budget is not None:
+            h, w = vamba_resize_size(info.height, info.width, vision.shortest_edge, vision.longest_edge)
+            try:
+                num_frames = auto_num_frames(h, w, sampling.patch_budget)
+            except ValueError as e:
+                raise SampleError(str(e)) from None
+            return dataclasses.replace(sampling, num_frames=num_frames, patch_budget=None)
         if sampling.video_tokens is None:
             return sampling
-        h, w = processed_size(info.height, info.width, self.config.vision)
+        h, w = processed_size(info.height, info.width, vision)
         try:
             num_frames = frames_for_token_budget(sampling.video_tokens, h, w)
         except ValueError as e:
@@ -142,11 +158,13 @@ class SampleProcessor:
                 count = 1
             else:
                 info = video_info(media.source, self.config.video)
-                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info), torch.Generator()).indices)
+                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info, media),
+                                          torch.Generator()).indices)
                 height, width = info.height, info.width
-            h, w = processed_size(height, width, self.config.vision)
+            vision = self.vision_for(media)
+            h, w = processed_size(height, width, vision)
             per_patch = (h // PATCH_SIZE) * (w // PATCH_SIZE) // MERGE_SIZE**2
-            out.append((num_video_tokens(count, height, width, self.config.vision) // per_patch, per_patch))
+            out.append((num_video_tokens(count, height, width, vision) // per_patch, per_patch))
         return out
 
     def lengths(self, raw: RawSample) -> tuple[int, int]:
@@ -160,9 +178,9 @@ class SampleProcessor:
     def _frames(self, media: Media, generator: torch.Generator, patches: tuple[int, int] | None = None) -> np.ndarray:
         if media.kind == "image":
             return _image_frames(media.source)
-        sampling = self.config.sampling
-        if sampling.video_tokens is not None:
-            sampling = self.sampling_for(video_info(media.source, self.config.video))
+        sampling = self.config.sampling if media.sampling is None else media.sampling
+        if sampling.video_tokens is not None or sampling.patch_budget is not None:
+            sampling = self.sampling_for(video_info(media.source, self.config.video), media)
         positions = None if patches is None else slice(2 * patches[0], 2 * patches[1])  # 2 frames a patch
         return read_video(media.source, sampling, self.config.video, generator, positions).frames
 
@@ -185,7 +203,7 @@ class SampleProcessor:
             h, w = frames.shape[1:3]
             if max(h, w) / max(1, min(h, w)) > 200:
                 raise SampleError(f"aspect ratio of a {h}x{w} frame exceeds 200")
-            pv, grid = process_frames(frames, self.config.vision)
+            pv, grid = process_frames(frames, self.vision_for(media))
             if piece is not None and int(grid[0, 0]) != piece[1] - piece[0]:
                 raise SampleError(f"decoded {int(grid[0, 0])} temporal patches for the piece {piece} of item {i}")
             pixel_values.append(pv)

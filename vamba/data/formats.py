@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vamba.data.chat import Message, SampleError, messages_from_llava
+from vamba.data.sampling import FrameSampling
 
 MediaKind = Literal["image", "video"]
 FormatName = Literal["caption", "webdataset", "llava", "hf"]
@@ -38,10 +39,15 @@ CAPTION_PROMPTS = {
 
 @dataclass
 class Media:
-    """One visual item: ``source`` is a file path, a frame-folder path, encoded bytes or a PIL image."""
+    """One visual item: ``source`` is a file path, a frame-folder path, encoded bytes or a PIL image.
+
+    ``sampling`` and ``edges`` (shortest, longest) override the processing config's for this item: a released
+    data config (``vamba.data.released``) sets frames and resize per source. None: the config's."""
 
     kind: MediaKind
     source: Any
+    sampling: FrameSampling | None = None
+    edges: tuple[int | None, int | None] | None = None
 
 
 @dataclass

@@ -15,7 +15,8 @@ Mixture YAML (paths are relative to the YAML file)::
         num_samples: 200              # exact count instead of a weight (cycles through a shuffled order)
 
 Unknown keys are errors (a typo must fail at start, not an hour in). The sample order is a deterministic
-function of ``seed``.
+function of ``seed``. ``Mixture.from_yaml`` also reads a released VAMBA data config (a top-level ``data:`` list of
+sources, ``vamba.data.released``) as it is.
 """
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def load_mixture_config(path: str | os.PathLike) -> MixtureConfig:
     data = yaml.safe_load(path.read_text()) or {}
     raw_sources = data.get("sources") if isinstance(data, dict) else None
     if not raw_sources:
-        raise ValueError(f"{path}: a mixture needs a non-empty 'sources' list")
+        hint = (" (a released VAMBA data config? each `data:` entry needs json_path and data_path, or say "
+                "`format: vamba_released` at the top)") if isinstance(data, dict) and "data" in data else ""
+        raise ValueError(f"{path}: a mixture needs a non-empty 'sources' list{hint}")
     sources = []
     for n, raw in enumerate(raw_sources):
         cfg = from_dict(SourceConfig, raw, f"{path}: sources[{n}]")
@@ -115,7 +118,16 @@ class Mixture:
         self.order = [self.order[p] for p in perm]
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> Mixture:
+    def from_yaml(cls, path: str | os.PathLike, max_img_seq_len: int | None = None) -> Mixture:
+        """Our mixture YAML, or a released VAMBA data config (detected by its shape: vamba.data.released), whose
+        ``video_num_frames: auto`` budget is ``max_img_seq_len`` (None: the released scripts' 120000)."""
+        from vamba.data import released  # released builds on this module: imported here, not at the top
+
+        path = Path(path)
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+        if released.is_released_config(data):
+            budget = released.RELEASED_MAX_IMG_SEQ_LEN if max_img_seq_len is None else max_img_seq_len
+            return released.ReleasedMixture.from_file(path, data, budget)
         return cls(load_mixture_config(path))
 
     def __len__(self) -> int:

@@ -1,4 +1,6 @@
-"""Which frames of a video to read: the released VAMBA uniform sampler, fixed-fps and random segments.
+"""Which frames of a video to read: the released VAMBA uniform sampler, fixed-fps and random segments, and the
+released *training* samplers of its data configs (``released_middle``, ``released_rand``, ``released_fps``:
+``vamba.data.released_sampling``).
 
 Every sampler maps a video's length (``total_frames``, its average ``fps``) to sorted frame indices;
 ``sample_frames`` returns them with their timestamps in seconds (``index / fps``).
@@ -10,7 +12,10 @@ from typing import Literal
 
 import torch
 
-SamplingMode = Literal["uniform", "fps", "random"]
+from vamba.data import released_sampling
+
+SamplingMode = Literal["uniform", "fps", "random", "released_middle", "released_rand", "released_fps"]
+SAMPLING_MODES = ("uniform", "fps", "random", "released_middle", "released_rand", "released_fps")
 
 
 def uniform_indices(total_frames: int, num_frames: int) -> list[int]:
@@ -88,16 +93,20 @@ def frames_for_token_budget(video_tokens: int, height: int, width: int, patch_si
 class FrameSampling:
     """How to pick frames. ``mode``: ``uniform`` (VAMBA eval), ``fps`` (``fps`` with cap ``num_frames``),
     ``random`` (segment-random, training). ``num_frames`` is the count (uniform/random) or cap (fps);
-    ``video_tokens`` replaces it by ``frames_for_token_budget`` of each video (see ``vamba.data.dataset``)."""
+    ``video_tokens`` replaces it by ``frames_for_token_budget`` of each video (see ``vamba.data.dataset``).
+    ``released_*``: the released training samplers (``vamba.data.released_sampling``; ``released_fps`` uses
+    ``fps`` and no cap); ``patch_budget`` is the released ``video_num_frames: auto`` (``auto_num_frames`` of
+    each video at its edge-resized size replaces ``num_frames``)."""
 
     mode: SamplingMode = "uniform"
     num_frames: int = 16
     fps: float = 1.0
     video_tokens: int | None = None  # when set: num_frames per video from this budget at its processed size
+    patch_budget: int | None = None  # released `auto`: num_frames per video from this many encoder patches
 
     def __post_init__(self) -> None:
-        if self.mode not in ("uniform", "fps", "random"):
-            raise ValueError(f"unknown frame sampling mode {self.mode!r}; expected uniform, fps or random")
+        if self.mode not in SAMPLING_MODES:
+            raise ValueError(f"unknown frame sampling mode {self.mode!r}; expected one of {', '.join(SAMPLING_MODES)}")
         if self.num_frames <= 0:
             raise ValueError(f"num_frames must be positive, got {self.num_frames}")
 
@@ -117,9 +126,16 @@ def sample_frames(total_frames: int, video_fps: float, sampling: FrameSampling,
         indices = uniform_indices(total_frames, sampling.num_frames)
     elif sampling.mode == "fps":
         indices = fps_indices(total_frames, video_fps, sampling.fps, sampling.num_frames)
+    elif sampling.mode == "released_middle":
+        indices = released_sampling.middle_indices(total_frames, sampling.num_frames)
+    elif sampling.mode == "released_fps":
+        indices = released_sampling.fps_indices(total_frames, video_fps, sampling.fps)
     else:
         if generator is None:
             raise ValueError("random frame sampling needs a torch.Generator (for reproducibility)")
-        indices = random_indices(total_frames, sampling.num_frames, generator)
+        if sampling.mode == "released_rand":
+            indices = released_sampling.rand_indices(total_frames, sampling.num_frames, generator)
+        else:
+            indices = random_indices(total_frames, sampling.num_frames, generator)
     fps = video_fps if video_fps > 0 else 1.0
     return SampledFrames(indices, [i / fps for i in indices])

@@ -5,7 +5,8 @@ Every rule is reproduced with its quirks, because published numbers depend on th
 
 | name | used by | on failure |
 |---|---|---|
-| ``vamba`` | every released VAMBA eval script | "" (wrong; stays in the denominator) |
+| ``vamba`` | every released VAMBA eval script but HourVideo | "" (wrong; stays in the denominator) |
+| ``vamba_hourvideo`` | eval_hourvideo.py (compares the upper-cased label's first character) | "Z" |
 | ``videomme_regex`` | official Video-MME; lmms-eval videomme/mlvu/lvbench until 2026-04 | "" |
 | ``mcq_extract`` | lmms-eval videomme/mlvu/lvbench now (``extract_mcq_answer``) | "" |
 | ``longvideobench`` | lmms-eval longvideobench | random valid letter |
@@ -34,6 +35,24 @@ def extract_vamba(response: str, choices: Sequence[str] = (), options: Sequence[
     character with the lower-cased gold is the same test. Quirks kept: "Option C" -> "O", "I think C"
     -> "I"; a reply with no letter returns its first character (never a letter, so wrong).
     """
+    return _vamba_character(response).upper()
+
+
+def extract_vamba_hourvideo(response: str, choices: Sequence[str] = (), options: Sequence[str] = (),
+                            rng: random.Random | None = None) -> str:
+    """eval_hourvideo.py's variant of VAMBA's rule: its ``predicted_answer_label`` is the character upper-cased
+    ("Z" for a reply with no character) and only ``predicted_answer_label[0]`` is compared with the gold letter.
+
+    That differs from ``extract_vamba`` where upper-casing gives two characters: "ẚ" (U+1E9A) becomes "Aʾ",
+    whose first character "A" is right for gold A in HourVideo (and wrong in every other released script, which
+    compare the lower-cased character itself). The script's second test, ``label[0] == gold.lower()``, can never
+    hold for a gold A-E: the first character of an upper-cased string is never a lower-case ASCII letter.
+    """
+    return (_vamba_character(response).upper() or "Z")[0]
+
+
+def _vamba_character(response: str) -> str:
+    """The character VAMBA's rule reads, lower-cased (or "" for a reply with nothing left)."""
     text = response.lower()
     if "the answer is" in text:
         text = text.split("the answer is")[-1].strip()
@@ -45,8 +64,8 @@ def extract_vamba(response: str, choices: Sequence[str] = (), options: Sequence[
         text = text.split("the option is ")[-1].strip()
     letter = next((c for c in text if c.isalpha()), None)
     if letter is not None:
-        return letter.upper()
-    return text[:1].upper()
+        return letter
+    return text[:1]
 
 
 # The official Video-MME list; two entries are concatenations (a missing comma upstream), kept as is.
@@ -213,6 +232,7 @@ def _random_choice(choices: Sequence[str], rng: random.Random | None) -> str:
 
 EXTRACTORS: dict[str, Extractor] = {
     "vamba": extract_vamba,
+    "vamba_hourvideo": extract_vamba_hourvideo,
     "videomme_regex": extract_videomme_regex,
     "mcq_extract": extract_mcq,
     "longvideobench": extract_longvideobench,

@@ -110,7 +110,9 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
         raise ConfigError("model.offload_checkpoints=true needs model.gradient_checkpointing=true (it offloads "
                           "the checkpointed layers' inputs)")
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # non-reentrant, as the released scripts ask (and as our decoder layers always are), whatever the
+        # transformers version's default for the vision blocks
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.set_checkpoint_offload(m.offload_checkpoints)
     return model
 
@@ -223,7 +225,7 @@ def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None,
     from vamba.data.packing import plan_rows
 
     d = cfg.data
-    dataset = VambaDataset(Mixture.from_yaml(d.mixture), tok, data_config(d, skip_log, shard))
+    dataset = VambaDataset(Mixture.from_yaml(d.mixture, d.max_img_seq_len), tok, data_config(d, skip_log, shard))
     if d.cache_in_memory:
         dataset = MemoryCache(dataset)
     if cfg.debug.overfit_batches > 0:

@@ -85,6 +85,9 @@ class DataConfig:
     num_workers: int = 0
     cache_in_memory: bool = False  # keep processed samples (small sets, deterministic sampling: the demo)
     seed: int = 0
+    # A released VAMBA data config as data.mixture (vamba.data.released): the released scripts' --max_img_seq_len,
+    # the `video_num_frames: auto` budget in vision-encoder patches (about a quarter as many merged video tokens)
+    max_img_seq_len: int = 120_000
 
 
 @dataclass
@@ -133,6 +136,7 @@ class OptimConfig:
     epochs: float = 1.0
     max_grad_norm: float = 1.0
     bf16: bool = False
+    tf32: bool = False  # TF32 matmuls and convolutions on CUDA (the released scripts' --tf32 True); ignored on CPU
     adam_beta2: float = 0.999
 
 

@@ -124,6 +124,7 @@ def write_cache(cfg) -> int:
     than ``random``), or the cached targets would belong to other frames than the student sees.
     """
     from vamba.data.collate import Collator
+    from vamba.data.released import random_video_sources
     from vamba.training.build import build_dataset, load_teacher, load_tokenizer, special_ids
     from vamba.training.config import ConfigError
     from vamba.training.distill import supervised_positions, teacher_topk
@@ -146,6 +147,10 @@ def write_cache(cfg) -> int:
     ids = special_ids(tok)
     dataset = build_dataset(cfg, tok)
     samples = getattr(dataset, "dataset", dataset)  # packed rows: cache the samples under them
+    drawn = random_video_sources(samples.data)
+    if drawn:
+        raise ConfigError(f"the released data config samples the videos of {drawn} with video_sample_type: rand, "
+                          f"other frames each epoch; cache with middle (or a fixed fps)")
     writer = TopKCacheWriter(d.cache_dir, top_k=d.top_k, vocab_size=teacher.config.text_config.vocab_size,
                              teacher=str(d.teacher))
     collate = Collator(tok.pad_token_id)

@@ -144,7 +144,8 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         gradient_accumulation_steps=gradient_accumulation(o, world, cfg.parallel.context_parallel_size),
         learning_rate=o.lr, weight_decay=o.weight_decay, lr_scheduler_type=o.scheduler, warmup_steps=o.warmup_ratio,
         adam_beta2=o.adam_beta2, max_steps=o.max_steps, num_train_epochs=o.epochs, max_grad_norm=o.max_grad_norm,
-        bf16=o.bf16, logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
+        bf16=o.bf16, tf32=o.tf32 if torch.cuda.is_available() and not _device_is_cpu(cfg) else None,
+        logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
         report_to=report_to, disable_tqdm=not lg.progress, dataloader_num_workers=cfg.data.num_workers,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
         ddp_find_unused_parameters=False)

@@ -54,7 +54,8 @@ def metrics(records: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> d
 BENCHMARK = Benchmark(
     name="hourvideo", title="HourVideo", load=load, metrics=metrics,
     protocols={
-        "vamba": ProtocolSpec(vamba_prompt, "vamba", FrameSettings(128, shortest_edge=256, longest_edge=360),
+        # vamba_hourvideo: this script compares only the first character of the upper-cased reply letter
+        "vamba": ProtocolSpec(vamba_prompt, "vamba_hourvideo", FrameSettings(128, shortest_edge=256, longest_edge=360),
                               GenerationSettings(max_new_tokens=512, do_sample=True, temperature=1.0, top_p=0.9,
                                                  seed=0)),
     })
