@@ -29,6 +29,7 @@ from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_
                                   special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.config import TrainConfig, gradient_accumulation, validate
+from vamba.training.params import LoraSummary, TrainableSummary
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
@@ -195,10 +196,10 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     processor = training_processor(cfg, tok)
     model = build_model(cfg, tok)
     model.set_context_parallel(context)
-    summary = apply_stage(model, cfg.stage)
-    logger.info("stage %s: %s", cfg.stage.name, summary)
+    summary: TrainableSummary | LoraSummary = apply_stage(model, cfg.stage)
     if cfg.stage.lora.enable:
-        model = apply_lora(model, cfg.stage)
+        model, summary = apply_lora(model, cfg.stage)
+    logger.info("stage %s: %s", cfg.stage.name, summary)
 
     d = cfg.stage.distill
     teacher = cache = None
