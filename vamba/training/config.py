@@ -92,7 +92,9 @@ class DistillConfig:
     """Paper: L = L_LM + lambda * KL(teacher || VAMBA) on text next-token distributions (vamba.training.distill).
 
     ``weight`` is lambda; 0 loads no teacher at all. ``source``: ``online`` runs ``teacher`` (a Qwen2-VL
-    checkpoint) on each batch; ``cache`` reads top-k logits written by ``vamba distill-cache``."""
+    checkpoint) on each batch; ``cache`` reads top-k logits written by ``vamba distill-cache``, after comparing
+    the settings the cache recorded (teacher, data, frames, pixels, top_k: vamba.training.cache_settings) with
+    this run's; ``check_cache=false`` turns a mismatch, or a cache too old to have recorded them, into a warning."""
 
     weight: float = 0.0
     source: str = "online"
@@ -100,6 +102,7 @@ class DistillConfig:
     cache_dir: str | None = None
     top_k: int | None = 64
     temperature: float = 1.0
+    check_cache: bool = True
 
 
 @dataclass
