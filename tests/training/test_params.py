@@ -127,3 +127,20 @@ def test_stage_summary_counts_what_trains_not_the_frozen_last_mamba_block() -> N
     assert summary.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert summary.per_pattern["*.vision_mixer.*"] == sum(
         p.numel() for n, p in model.named_parameters() if n.startswith("model.layers.0.vision_mixer."))
+
+
+def test_every_lora_parameter_gets_a_gradient_under_gradient_checkpointing() -> None:
+    # DDP runs with find_unused_parameters=False: a trainable adapter without a gradient (one on the last, unused
+    # Mamba-2 block; one behind a checkpointed layer whose input needs no grad now that the embeddings are frozen)
+    # would break it
+    from tests.models.vamba_tiny import video_batch
+
+    model, _, _ = _lora_stage("stage=sft", "stage.lora.train_in_full=[visual.merger.*]")
+    model.gradient_checkpointing_enable()
+    model.train()
+    with torch.no_grad():  # B starts at zero, so A would get no gradient in the first step
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.1)
+    model(**video_batch([6, 5], [[(2, 4, 4)], [(2, 4, 4)]])).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and not (p.grad is not None and p.grad.any())] == []

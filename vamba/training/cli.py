@@ -6,8 +6,9 @@
         stage.distill.weight=1 stage.distill.teacher=/ckpt/Qwen2-VL-7B-Instruct deepspeed=zero3
     torchrun --nproc_per_node 8 -m vamba.cli train experiment=paper_pretrain model.path=... data.mixture=...
     vamba train -m experiment=ablation_distill model.path=... data.mixture=...   # a sweep
-    vamba distill-cache experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml stage.distill.cache_dir=cache/pt
-    vamba train experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \
+    vamba distill-cache experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \\
+        stage.distill.cache_dir=cache/pt
+    vamba train experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \\
         stage.distill.source=cache stage.distill.cache_dir=cache/pt
 
 ``vamba distill-cache`` takes the keys of the training run it serves (the same experiment, data and stage keys:
