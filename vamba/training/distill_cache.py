@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from vamba.training.cache_settings import cache_settings, differences
+from vamba.training.config import ConfigError
 from vamba.utils.io import atomic_write_json, safetensors_header
 
 FORMAT = 2
@@ -52,7 +53,7 @@ class TopKCacheWriter:
             found = [f"{k}: folder {old.get(k)!r}, now {meta[k]!r}" for k in compared[:3] if old.get(k) != meta[k]]
             found += differences(old.get("settings", {}), meta["settings"])
             if found:
-                raise ValueError(f"{self.root} holds a teacher cache written for other inputs ({'; '.join(found)}); "
+                raise ConfigError(f"{self.root} holds a teacher cache written for other inputs ({'; '.join(found)}); "
                                  f"use another stage.distill.cache_dir")
         else:
             atomic_write_json(meta_path, {**meta, "written_with": dict(written_with or {})})
@@ -149,10 +150,10 @@ def write_cache(cfg) -> int:
     """
     from vamba.data.collate import Collator
     from vamba.training.build import build_dataset, load_teacher, load_tokenizer, special_ids
-    from vamba.training.config import ConfigError
     from vamba.training.distill import supervised_positions, teacher_topk
     from vamba.data.teacher_view import build_teacher_view
     from vamba.training.teacher import teacher_logits_at
+    from vamba.utils.provenance import code_commit
 
     d = cfg.stage.distill
     if not d.teacher or not d.cache_dir:
@@ -168,14 +169,13 @@ def write_cache(cfg) -> int:
     tok = load_tokenizer(cfg)
     teacher = load_teacher(d.teacher, dtype=torch.bfloat16 if cfg.optim.bf16 else torch.float32).to(device)
     ids = special_ids(tok)
-    dataset = build_dataset(cfg, tok)
-    samples = getattr(dataset, "dataset", dataset)  # packed rows: cache the samples under them
-    from vamba.utils.provenance import code_commit
-
+    # before the data: resuming into a folder written for other settings fails at once
     writer = TopKCacheWriter(d.cache_dir, top_k=d.top_k, vocab_size=teacher.config.text_config.vocab_size,
                              teacher=str(d.teacher), settings=cache_settings(cfg, tok, d.teacher),
                              written_with={"teacher_dtype": str(teacher.dtype), "git_commit": code_commit(),
                                            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    dataset = build_dataset(cfg, tok)
+    samples = getattr(dataset, "dataset", dataset)  # packed rows: cache the samples under them
     collate = Collator(tok.pad_token_id)
     for i in range(len(samples)):
         sample = samples[i]
