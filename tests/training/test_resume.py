@@ -100,7 +100,7 @@ def test_resume_on_both_sides_of_an_epoch_boundary_reproduces_every_loss(four_sa
 def test_resume_with_lora_restores_the_modules_trained_beside_the_adapters(four_samples, tmp_path) -> None:
     # LoRA on the decoder, the merger in full: the Trainer's checkpoint holds the adapters only.
     overrides = [*four_samples, "stage=sft", "stage.lora.enable=true", "stage.lora.r=4",
-                 "stage.trainable=[visual.merger.*]", "optim.max_steps=3"]
+                 "stage.lora.train_in_full=[visual.merger.*]", "optim.max_steps=3"]
     train(compose_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
     train(compose_config(*overrides, f"output_dir={tmp_path / 'resumed'}", "debug.stop_after_steps=2"))
     assert (tmp_path / "resumed" / "checkpoint-2" / "outside_adapters.safetensors").is_file()

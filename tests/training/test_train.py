@@ -92,9 +92,9 @@ def test_lambda_zero_never_builds_a_teacher(train_overrides) -> None:
 
 
 def test_lora_sft_trains_adapters_and_merger(train_overrides) -> None:
-    # LoRA on the decoder projections, the merger in full, nothing else
+    # LoRA on the decoder's linear layers, the merger in full (stage.lora.train_in_full), nothing else
     cfg = compose_config(*train_overrides, "stage=sft", "stage.lora.enable=true", "stage.lora.r=4",
-                         "stage.trainable=[visual.merger.*]", "optim.max_steps=2")
+                         "stage.lora.train_in_full=[visual.merger.*]", "optim.max_steps=2")
     tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
     before = build_model(cfg, tok).state_dict()
     result = train(cfg)

@@ -5,14 +5,16 @@ checkpoint, tokenizer without the Qwen2 special tokens, a stage pattern that mat
 """
 from __future__ import annotations
 
+import re
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
 from torch import nn
 
 from vamba.training.config import ConfigError, DataConfig, ModelConfig, StageConfig, TinyDims, TrainConfig
-from vamba.models.zero import check_zero3_partitioned
-from vamba.training.params import TrainableSummary, select_trainable
+from vamba.models.zero import check_zero3_partitioned, full_numel
+from vamba.training.params import LoraSummary, TrainableSummary, matches_any, select_trainable
 
 SPECIAL = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -119,27 +121,65 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
 
 def apply_stage(model: nn.Module, stage: StageConfig) -> TrainableSummary:
     """Freeze everything except the stage's patterns; never train parameters without effect (DDP safety)."""
-    summary = select_trainable(model, list(stage.trainable))
+    return select_trainable(model, list(stage.trainable), frozenset(model.parameters_without_effect()))
+
+
+def lora_targets(model: nn.Module, stage: StageConfig) -> list[str]:
+    """Names of the ``nn.Linear`` modules that get LoRA adapters: those whose name fully matches
+    ``stage.lora.target_modules`` and whose weight ``stage.trainable`` selects (the stage says *what* tunes, LoRA
+    says *how*), less modules without effect (the last layer's Mamba-2 block: an adapter there gets no gradient,
+    which would break DDP)."""
     idle = set(model.parameters_without_effect())
-    for name, p in model.named_parameters():
-        if name in idle:
-            p.requires_grad_(False)
-    return summary
+    pattern = re.compile(stage.lora.target_modules)
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and pattern.fullmatch(name)
+             and matches_any(f"{name}.weight", stage.trainable) and f"{name}.weight" not in idle]
+    if not names:
+        raise ConfigError(f"stage.lora.target_modules={stage.lora.target_modules!r} matches no linear layer that "
+                          f"stage.trainable={list(stage.trainable)} selects: LoRA would train nothing")
+    return names
 
 
-def apply_lora(model: nn.Module, stage: StageConfig) -> nn.Module:
-    """Wrap ``model`` with LoRA adapters on the modules matching ``stage.lora.target_modules``; parameters the
-    stage selected outside those modules (e.g. the merger) stay trainable in full."""
+def apply_lora(model: nn.Module, stage: StageConfig) -> tuple[nn.Module, LoraSummary]:
+    """Wrap ``model`` with LoRA adapters on ``lora_targets(model, stage)``; train the adapters and the parameters
+    ``stage.lora.train_in_full`` selects, nothing else.
+
+    PEFT's ``get_peft_model`` freezes every parameter but the adapters; the released train_vamba.py adds nothing
+    back (its ``trainable_modules`` only set ``requires_grad`` before that call), so by default nothing trains in
+    full here either.
+
+    Raises:
+        ConfigError: no target layer; a ``train_in_full`` pattern matching no parameter, or selecting a parameter
+            of a layer that gets an adapter.
+    """
     from peft import LoraConfig, get_peft_model
 
-    keep = {id(p) for p in model.parameters() if p.requires_grad}
     lora = stage.lora
+    targets = lora_targets(model, stage)
+    adapted = set(targets)
+    idle = set(model.parameters_without_effect())
+    in_full = {pattern: 0 for pattern in lora.train_in_full}
+    full_params: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        hit = [pattern for pattern in lora.train_in_full if fnmatchcase(name, pattern)]
+        if not hit or name in idle:
+            continue
+        if name.rsplit(".", 1)[0] in adapted:
+            raise ConfigError(f"stage.lora.train_in_full {hit} selects {name}, a parameter of a layer that gets a "
+                              f"LoRA adapter: train it through the adapter or in full, not both")
+        for pattern in hit:
+            in_full[pattern] += full_numel(param)
+        full_params.append(param)
+    unused = [pattern for pattern, count in in_full.items() if count == 0]
+    if unused:
+        raise ConfigError(f"stage.lora.train_in_full pattern(s) {unused} match no parameter that has an effect")
     peft_model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                  target_modules=lora.target_modules, bias="none"))
-    for name, p in peft_model.named_parameters():
-        if id(p) in keep and ".base_layer." not in name:
-            p.requires_grad_(True)
-    return peft_model
+                                                  target_modules=targets, bias="none"))
+    for param in full_params:
+        param.requires_grad_(True)
+    adapters = sum(full_numel(p) for n, p in peft_model.named_parameters() if ".lora_" in n)
+    frozen = sum(full_numel(p) for p in peft_model.parameters() if not p.requires_grad)
+    return peft_model, LoraSummary(adapters, len(targets), in_full, frozen)
 
 
 def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:

@@ -6,7 +6,15 @@
         stage.distill.weight=1 stage.distill.teacher=/ckpt/Qwen2-VL-7B-Instruct deepspeed=zero3
     torchrun --nproc_per_node 8 -m vamba.cli train experiment=paper_pretrain model.path=... data.mixture=...
     vamba train -m experiment=ablation_distill model.path=... data.mixture=...   # a sweep
-    vamba distill-cache model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml output_dir=cache/pt
+    vamba distill-cache experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \\
+        stage.distill.cache_dir=cache/pt
+    vamba train experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \\
+        stage.distill.source=cache stage.distill.cache_dir=cache/pt
+
+``vamba distill-cache`` takes the keys of the training run it serves (the same experiment, data and stage keys:
+its teacher is ``stage.distill.teacher``, which ``experiment=paper_pretrain`` sets to ``model.path``) and writes
+the cache into ``stage.distill.cache_dir`` with Hydra's record (``.hydra/``) inside it; training refuses a cache
+whose recorded settings differ from its own (vamba.training.cache_settings).
 
 Configs live in ``configs/`` (train.yaml and its groups); ``--cfg job`` prints the composed config,
 ``--help`` lists the groups. A recipe (the demo, the ablations) is given to ``main`` by ``vamba.cli``: its schema
@@ -113,8 +121,21 @@ def _distill_cache_task(cfg) -> None:
         raise SystemExit(2) from None
     finally:
         _close_process_group()
-    print(f"vamba distill-cache: {n} samples cached in {config.output_dir}")
+    print(f"vamba distill-cache: {n} samples cached in {Path(config.stage.distill.cache_dir).resolve()}")
+
+
+def _value_or(value, default):
+    return default if value is None else value
 
 
 def distill_cache_main(argv: list[str]) -> int:
+    """``vamba distill-cache``: Hydra's run directory (its ``.hydra/`` record) is the cache folder
+    (``stage.distill.cache_dir``; ``output_dir`` only when no cache folder is set, which then is an error),
+    not a training run directory that would hold nothing else."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("vamba_or"):
+        OmegaConf.register_new_resolver("vamba_or", _value_or)
+    if not any(a.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for a in argv):
+        argv = [*argv, "hydra.run.dir='${vamba_or:${stage.distill.cache_dir},${output_dir}}'"]
     return _hydra_main(_distill_cache_task, argv, "distill-cache")

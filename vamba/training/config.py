@@ -95,7 +95,9 @@ class DistillConfig:
     """Paper: L = L_LM + lambda * KL(teacher || VAMBA) on text next-token distributions (vamba.training.distill).
 
     ``weight`` is lambda; 0 loads no teacher at all. ``source``: ``online`` runs ``teacher`` (a Qwen2-VL
-    checkpoint) on each batch; ``cache`` reads top-k logits written by ``vamba distill-cache``."""
+    checkpoint) on each batch; ``cache`` reads top-k logits written by ``vamba distill-cache``, after comparing
+    the settings the cache recorded (teacher, data, frames, pixels, top_k: vamba.training.cache_settings) with
+    this run's; ``check_cache=false`` turns a mismatch, or a cache too old to have recorded them, into a warning."""
 
     weight: float = 0.0
     source: str = "online"
@@ -103,15 +105,25 @@ class DistillConfig:
     cache_dir: str | None = None
     top_k: int | None = 64
     temperature: float = 1.0
+    check_cache: bool = True
 
 
 @dataclass
 class LoraConfig:
+    """``enable``: the stage trains LoRA adapters instead of full weights (vamba.training.build.apply_lora).
+
+    Adapters go on every ``nn.Linear`` whose module name fully matches ``target_modules`` (a regex) and whose
+    weight ``stage.trainable`` selects; every other parameter is frozen, as in the released train_vamba.py
+    (PEFT freezes all but the adapters there and nothing is added back). ``train_in_full``: glob patterns of
+    parameters to train in full beside the adapters (default none; e.g. ``[visual.merger.*]``)."""
+
     enable: bool = False
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: str = r"model\.layers\.\d+\.(self_attn|cross_attn|mlp)\.\w+_proj"  # regex over module names
+    # the language model's linear layers, lm_head excluded: what the released code meant to adapt
+    target_modules: str = r"model\.layers\.\d+\.(self_attn|cross_attn|mlp|vision_mixer\.mixer)\.\w+_proj"
+    train_in_full: list[str] = field(default_factory=list)
 
 
 @dataclass

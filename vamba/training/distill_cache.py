@@ -2,43 +2,61 @@
 
 Layout of a cache directory::
 
-    meta.json                     {"format": 1, "top_k": K, "vocab_size": V, "teacher": "...", ...}
+    meta.json                     {"format": 2, "top_k": K, "vocab_size": V, "teacher": "<path>",
+                                   "settings": {what the logits depend on}, "written_with": {...}}
     index.json                    {sample_id: shard file name}
     shard-00000.safetensors       tensors "<sample_id>/values" [T_i, K] (bf16) and "<sample_id>/indices" [T_i, K] (int32)
 
 T_i is the number of supervised positions of sample i (``distill.supervised_positions``), in order.
+``settings`` (``vamba.training.cache_settings``): teacher and data fingerprints, frames, pixels, top_k; training
+compares them with its own and refuses a cache written for other inputs. Format 1 caches (before settings were
+recorded) read the same but cannot be checked.
 Writing is resumable and loss-free: every shard is written to a temporary name and renamed, then
 ``index.json`` is replaced atomically; a restarted writer skips the ids already in the index.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from vamba.training.cache_settings import cache_settings, differences
+from vamba.training.config import ConfigError
 from vamba.utils.io import atomic_write_json, safetensors_header
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)  # same layout; 1 lacks ``settings``
 
 
 class TopKCacheWriter:
     """Append teacher top-k per sample; flush a shard every ``shard_size`` samples (and on ``close``)."""
 
-    def __init__(self, root: str | Path, *, top_k: int, vocab_size: int, teacher: str, shard_size: int = 256,
-                 shard_prefix: str = "shard") -> None:
+    def __init__(self, root: str | Path, *, top_k: int, vocab_size: int, teacher: str,
+                 settings: dict[str, Any] | None = None, written_with: dict[str, Any] | None = None,
+                 shard_size: int = 256, shard_prefix: str = "shard") -> None:
+        """``settings``: what the logits depend on (``cache_settings``); a folder holding a cache of other
+        settings is an error naming them (resuming must not mix two caches). ``written_with``: provenance
+        (teacher dtype, commit, date), recorded and never compared."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "top_k": top_k, "vocab_size": vocab_size, "teacher": teacher}
+        meta = {"format": FORMAT, "top_k": top_k, "vocab_size": vocab_size, "teacher": teacher,
+                "settings": dict(settings or {})}
         meta_path = self.root / "meta.json"
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
-            if old != meta:
-                raise ValueError(f"{self.root} holds a cache for {old}, not {meta}; use another directory")
+            compared = ("format", "top_k", "vocab_size", "settings")
+            found = [f"{k}: folder {old.get(k)!r}, now {meta[k]!r}" for k in compared[:3] if old.get(k) != meta[k]]
+            found += differences(old.get("settings", {}), meta["settings"])
+            if found:
+                raise ConfigError(f"{self.root} holds a teacher cache written for other inputs ({'; '.join(found)}); "
+                                 f"use another stage.distill.cache_dir")
         else:
-            atomic_write_json(meta_path, meta)
+            atomic_write_json(meta_path, {**meta, "written_with": dict(written_with or {})})
         self.top_k, self.shard_size, self.prefix = top_k, shard_size, shard_prefix
         self.index: dict[str, str] = _read_index(self.root)
         self._pending: dict[str, Tensor] = {}
@@ -87,13 +105,18 @@ class TopKCache:
             raise FileNotFoundError(f"no teacher cache at {self.root} (missing meta.json); write one with "
                                     f"`vamba distill-cache`")
         self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise ValueError(f"{self.root}: cache format {self.meta.get('format')} is not {FORMAT}")
-        if vocab_size is not None and self.meta["vocab_size"] != vocab_size:
-            raise ValueError(f"{self.root}: cache written for vocabulary {self.meta['vocab_size']}, model has {vocab_size}")
+        if self.meta.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"{self.root}: cache format {self.meta.get('format')} is not one of {READABLE_FORMATS}")
+        if vocab_size is not None:
+            self.check_vocab(vocab_size)
         self.index = _read_index(self.root)
         self._shard_name: str | None = None
         self._shard: dict[str, Tensor] = {}
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """Raises ``ValueError`` when the cache's token ids index another vocabulary than the model's."""
+        if self.meta["vocab_size"] != vocab_size:
+            raise ValueError(f"{self.root}: cache written for vocabulary {self.meta['vocab_size']}, model has {vocab_size}")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -118,7 +141,9 @@ def _read_index(root: Path) -> dict[str, str]:
 
 def write_cache(cfg) -> int:
     """``vamba distill-cache``: run the teacher (``stage.distill.teacher``) over the training data of ``cfg``
-    (same data keys as the training run) and write each sample's top-k logits to ``stage.distill.cache_dir``.
+    (same experiment / data keys as the training run) and write each sample's top-k logits to
+    ``stage.distill.cache_dir``, with the settings they depend on in its ``meta.json``. Returns the number of
+    samples in the cache.
 
     Resumable: samples already in the index are skipped. Frames must be deterministic (``data.sampling`` other
     than ``random``), or the cached targets would belong to other frames than the student sees.
@@ -126,10 +151,10 @@ def write_cache(cfg) -> int:
     from vamba.data.collate import Collator
     from vamba.data.released import random_video_sources
     from vamba.training.build import build_dataset, load_teacher, load_tokenizer, special_ids
-    from vamba.training.config import ConfigError
     from vamba.training.distill import supervised_positions, teacher_topk
     from vamba.data.teacher_view import build_teacher_view
     from vamba.training.teacher import teacher_logits_at
+    from vamba.utils.provenance import code_commit
 
     d = cfg.stage.distill
     if not d.teacher or not d.cache_dir:
@@ -145,14 +170,17 @@ def write_cache(cfg) -> int:
     tok = load_tokenizer(cfg)
     teacher = load_teacher(d.teacher, dtype=torch.bfloat16 if cfg.optim.bf16 else torch.float32).to(device)
     ids = special_ids(tok)
+    # before the data: resuming into a folder written for other settings fails at once
+    writer = TopKCacheWriter(d.cache_dir, top_k=d.top_k, vocab_size=teacher.config.text_config.vocab_size,
+                             teacher=str(d.teacher), settings=cache_settings(cfg, tok, d.teacher),
+                             written_with={"teacher_dtype": str(teacher.dtype), "git_commit": code_commit(),
+                                           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     dataset = build_dataset(cfg, tok)
     samples = getattr(dataset, "dataset", dataset)  # packed rows: cache the samples under them
     drawn = random_video_sources(samples.data)
     if drawn:
         raise ConfigError(f"the released data config samples the videos of {drawn} with video_sample_type: rand, "
                           f"other frames each epoch; cache with middle (or a fixed fps)")
-    writer = TopKCacheWriter(d.cache_dir, top_k=d.top_k, vocab_size=teacher.config.text_config.vocab_size,
-                             teacher=str(d.teacher))
     collate = Collator(tok.pad_token_id)
     for i in range(len(samples)):
         sample = samples[i]

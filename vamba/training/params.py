@@ -36,27 +36,56 @@ def matches_any(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
 
-def select_trainable(model: nn.Module, patterns: list[str]) -> TrainableSummary:
-    """Set ``requires_grad`` to True exactly for parameters matching one of ``patterns``.
+def select_trainable(model: nn.Module, patterns: list[str], always_frozen: frozenset[str] = frozenset()
+                     ) -> TrainableSummary:
+    """Set ``requires_grad`` to True exactly for parameters matching one of ``patterns`` and not named in
+    ``always_frozen`` (parameters without effect); the summary counts what then trains.
 
     Raises:
         ValueError: a pattern matches no parameter (lists a few parameter names to help).
     """
     per_pattern = {p: 0 for p in patterns}
+    matched: set[str] = set()
     trainable = frozen = 0
     for name, param in model.named_parameters():
         hit = [p for p in patterns if fnmatchcase(name, p)]
+        matched.update(hit)
+        train = bool(hit) and name not in always_frozen
         numel = full_numel(param)
-        for p in hit:
-            per_pattern[p] += numel
-        param.requires_grad_(bool(hit))
-        if hit:
+        param.requires_grad_(train)
+        if train:
             trainable += numel
+            for p in hit:
+                per_pattern[p] += numel
         else:
             frozen += numel
-    unused = [p for p, n in per_pattern.items() if n == 0]
+    unused = [p for p in patterns if p not in matched]
     if unused:
         names = [n for n, _ in model.named_parameters()]
         sample = ", ".join(names[:: max(1, len(names) // 8)][:8])
         raise ValueError(f"trainable pattern(s) {unused} match no parameter; names look like: {sample}")
     return TrainableSummary(trainable, frozen, per_pattern)
+
+
+@dataclass(frozen=True)
+class LoraSummary:
+    """What a LoRA stage trains (vamba.training.build.apply_lora): the adapter parameters (``lora_A``, ``lora_B``)
+    on ``adapted_modules`` linear layers, the parameters trained in full beside them per
+    ``stage.lora.train_in_full`` pattern, and the frozen rest (the adapted layers' base weights included)."""
+
+    adapters: int
+    adapted_modules: int
+    in_full: dict[str, int]
+    frozen: int
+
+    def __str__(self) -> str:
+        full = sum(self.in_full.values())
+        trainable = self.adapters + full
+        total = trainable + self.frozen
+        lines = [f"LoRA: trainable {trainable:,} / {total:,} parameters ({100 * trainable / max(total, 1):.2f}%): "
+                 f"adapters {self.adapters:,} on {self.adapted_modules} linear layers, in full {full:,}"]
+        lines += [f"  in full {pattern}: {count:,}" for pattern, count in self.in_full.items()]
+        if not self.in_full:
+            lines.append("  nothing trains in full beside the adapters (stage.lora.train_in_full=[])")
+        return "\n".join(lines)
+

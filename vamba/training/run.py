@@ -29,6 +29,7 @@ from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_
                                   special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.config import TrainConfig, gradient_accumulation, validate
+from vamba.training.params import LoraSummary, TrainableSummary
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
@@ -160,6 +161,22 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
     return cfg.resume
 
 
+def open_teacher_cache(cfg: TrainConfig, tok):
+    """``stage.distill.cache_dir`` as a ``TopKCache``, after checking that its logits belong to this run's samples,
+    frames and pixels (and teacher, when the run names one): ``vamba.training.cache_settings``. Runs before the
+    model is built, so a wrong cache fails in seconds."""
+    from vamba.training.cache_settings import cache_settings, check_cache_settings
+    from vamba.training.distill_cache import TopKCache
+
+    d = cfg.stage.distill
+    cache = TopKCache(d.cache_dir)
+    found = check_cache_settings(cache.meta, cache_settings(cfg, tok, d.teacher), d.cache_dir, check=d.check_cache)
+    if found:
+        logger.warning("stage.distill.check_cache=false: distilling from %s although %s", d.cache_dir,
+                       "; ".join(found))
+    return cache
+
+
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
     validate(cfg)
@@ -193,22 +210,21 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
 
         context = init_context_parallel(cfg.parallel.context_parallel_size)
     tok = load_tokenizer(cfg)
+    d = cfg.stage.distill
+    cache = open_teacher_cache(cfg, tok) if d.weight > 0 and d.source == "cache" else None  # before the model
     processor = training_processor(cfg, tok)
     model = build_model(cfg, tok)
     model.set_context_parallel(context)
-    summary = apply_stage(model, cfg.stage)
-    logger.info("stage %s: %s", cfg.stage.name, summary)
+    summary: TrainableSummary | LoraSummary = apply_stage(model, cfg.stage)
     if cfg.stage.lora.enable:
-        model = apply_lora(model, cfg.stage)
+        model, summary = apply_lora(model, cfg.stage)
+    logger.info("stage %s: %s", cfg.stage.name, summary)
 
-    d = cfg.stage.distill
-    teacher = cache = None
+    teacher = None
     if d.weight > 0 and d.source == "online":
         teacher = load_teacher(d.teacher, dtype=torch.bfloat16 if cfg.optim.bf16 else torch.float32)
-    elif d.weight > 0:
-        from vamba.training.distill_cache import TopKCache
-
-        cache = TopKCache(d.cache_dir, vocab_size=model.config.text_config.vocab_size)
+    if cache is not None:
+        cache.check_vocab(model.config.text_config.vocab_size)
 
     from vamba.data.collate import Collator
 
