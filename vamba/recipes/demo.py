@@ -40,7 +40,7 @@ def _synth(out: Path, seed: int, videos: int, images: int, bench: int, d: DemoCo
     from vamba.data.synth import SynthConfig, generate
 
     if not (out / "manifest.json").exists():
-        generate(SynthConfig(out_dir=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
+        generate(SynthConfig(out=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
                              size=d.frame_size, min_frames=32, max_frames=64, seed=seed,
                              shuffle_options=d.shuffle_options, order_question=d.order_question,
                              tasks=tuple(d.tasks), workers=d.data_workers))

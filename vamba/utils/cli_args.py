@@ -151,7 +151,7 @@ def help_text(schema: type, prog: str, doc: str = "", positional: Sequence[str] 
     rows = [(k.name, type_name(k.type), "required" if k.default == REQUIRED else f"default {_show(k.default)}", k.help)
             for k in keys(schema)]
     # a very long default (a module path) would push every meaning far right: it overflows its column instead
-    widths = [min(max(len(r[i]) for r in rows), 24) for i in range(3)]
+    widths = [min(max((len(r[i]) for r in rows), default=0), 24) for i in range(3)]
     lines = [usage, ""]
     if doc.strip():
         lines += [inspect.cleandoc(doc), ""]
@@ -161,7 +161,7 @@ def help_text(schema: type, prog: str, doc: str = "", positional: Sequence[str] 
     lines += [f"  {n:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {h}".rstrip() for n, t, d, h in rows]
     if deprecated:
         old = ", ".join(f"{o} -> {n}" for o, n in deprecated.items())
-        lines += ["", f"deprecated spellings (still accepted, with a warning): {old}; any --flag-name VALUE -> "
+        lines += ["", f"deprecated spellings (still accepted, with a deprecation line): {old}; any --flag-name VALUE -> "
                       "flag_name=VALUE"]
     return "\n".join(lines)
 
