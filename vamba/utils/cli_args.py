@@ -141,6 +141,8 @@ def _show(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_show(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -148,22 +150,27 @@ def help_text(schema: type, prog: str, doc: str = "", positional: Sequence[str] 
               deprecated: Mapping[str, str] | None = None) -> str:
     """The ``--help`` page: the command's description, then one line per key (type, default, meaning)."""
     usage = f"usage: {prog}" + "".join(f" [{p.upper()}]" for p in positional) + " [key=value ...]"
-    rows = [(k.name, type_name(k.type), "required" if k.default == REQUIRED else f"default {_show(k.default)}", k.help)
-            for k in keys(schema)]
-    # a very long default (a module path) would push every meaning far right: it overflows its column instead
-    widths = [min(max((len(r[i]) for r in rows), default=0), 24) for i in range(3)]
     lines = [usage, ""]
     if doc.strip():
         lines += [inspect.cleandoc(doc), ""]
     if positional:
         lines += ["positional arguments are the keys " + ", ".join(positional) + " in this order", ""]
     lines.append("keys (key=value; nested: a.b=value; lists: [a,b]; None: None):")
-    lines += [f"  {n:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {h}".rstrip() for n, t, d, h in rows]
+    lines += key_rows(keys(schema))
     if deprecated:
         old = ", ".join(f"{o} -> {n}" for o, n in deprecated.items())
         lines += ["", f"deprecated spellings (still accepted, with a deprecation line): {old}; any --flag-name VALUE -> "
                       "flag_name=VALUE"]
     return "\n".join(lines)
+
+
+def key_rows(table: Sequence[Key]) -> list[str]:
+    """One aligned line per key: name, type, default, meaning."""
+    rows = [(k.name, type_name(k.type), "required" if k.default == REQUIRED else f"default {_show(k.default)}", k.help)
+            for k in table]
+    # a very long entry (a module path as default) would push every meaning far right: it overflows its column
+    widths = [min(max((len(r[i]) for r in rows), default=0), cap) for i, cap in enumerate((34, 20, 24))]
+    return [f"  {n:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {h}".rstrip() for n, t, d, h in rows]
 
 
 def suggest(key: str, valid: Sequence[str]) -> str:
