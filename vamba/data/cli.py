@@ -16,11 +16,17 @@ from vamba.utils.cli_args import parse_args, wants_help
 USAGE = __doc__
 
 
-def synth(argv: list[str]) -> int:
-    from vamba.data.synth import SynthConfig, generate
+def parse_synth(argv: list[str]):
+    from vamba.data.synth import SynthConfig
 
-    config = parse_args(SynthConfig, argv, prog="vamba data synth", doc="write the synthetic data set (docs/data.md)",
-                        deprecated={"out_dir": "out", "output_dir": "out"})
+    return parse_args(SynthConfig, argv, prog="vamba data synth", doc="write the synthetic data set (docs/data.md)",
+                      deprecated={"out_dir": "out", "output_dir": "out"})
+
+
+def synth(argv: list[str]) -> int:
+    from vamba.data.synth import generate
+
+    config = parse_synth(argv)
     manifest = generate(config)
     print(json.dumps({k: manifest[k] for k in ("counts", "tasks")}, indent=2))
     print(f"wrote {len(manifest['files'])} files to {config.out}")
@@ -36,10 +42,15 @@ class StatsArgs:
     video_budget: int = 0  # video tokens per packed row
 
 
+def parse_stats(argv: list[str]) -> StatsArgs:
+    return parse_args(StatsArgs, argv, prog="vamba data stats",
+                      doc="Measure every sample of a mixture (headers only) and print token statistics and skip counts.",
+                      deprecated={"frames": "num_frames"})
+
+
 def stats(argv: list[str]) -> int:
     """Measure every sample of a mixture (headers only) and print token statistics and skip counts."""
-    args = parse_args(StatsArgs, argv, prog="vamba data stats", doc=stats.__doc__ or "",
-                      deprecated={"frames": "num_frames"})
+    args = parse_stats(argv)
     from transformers import AutoTokenizer
 
     from vamba.data.dataset import ProcessingConfig, VambaDataset

@@ -107,9 +107,13 @@ class CompareConfig:
     out: str | None = None  # also write the comparison as JSON here
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(CompareConfig, argv, prog="vamba compare", doc=__doc__ or "", positional=("a",),
+def parse(argv: list[str]) -> CompareConfig:
+    return parse_args(CompareConfig, argv, prog="vamba compare", doc=__doc__ or "", positional=("a",),
                       deprecated={"vs": "b"})
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     try:
         result = compare_runs(args.a, args.b, resamples=args.resamples, level=args.level)
     except (CompareError, ValueError) as e:

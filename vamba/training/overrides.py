@@ -72,7 +72,7 @@ def _has_key(cfg: Any, key: str) -> bool:
             return True  # inside a list or past a leaf: Hydra's own check reports it
         if not dataclasses.is_dataclass(OmegaConf.get_type(node)):
             return True  # a free-form dict (deepspeed, ablation.variants) takes any key
-        if part not in node:
+        if part not in node.keys():  # `in node` is False for a key whose value is ??? (required, not yet set)
             return False
         node = node._get_node(part)
     return True

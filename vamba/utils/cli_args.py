@@ -251,6 +251,7 @@ def _tokens(argv: Sequence[str], by_name: Mapping[str, Key], deprecated: Mapping
         arg = argv[i]
         i += 1
         if _is_flag(arg):
+            start = i - 1
             flag, eq, value = arg.partition("=")
             name = flag.lstrip("-").replace("-", "_")
             negated = name.startswith("no_") and name not in by_name and name not in deprecated
@@ -275,7 +276,7 @@ def _tokens(argv: Sequence[str], by_name: Mapping[str, Key], deprecated: Mapping
                     raise ArgsError(f"{flag} needs a value (write {key}=VALUE)")
                 text = argv[i]
                 i += 1
-            _deprecate(prog, f"{arg if eq or _is_bool(tp) else flag + ' ' + text}", f"{key}={text}")
+            _deprecate(prog, " ".join(argv[start:i]), f"{key}={text}")
             pairs.append((key, text))
             continue
         name, _, value = arg.partition("=")
