@@ -145,19 +145,25 @@ def _parsers():
                 __import__("vamba.doctor", fromlist=["DoctorArgs"]).DoctorArgs, argv, prog="vamba doctor")}
 
 
-COMMAND = re.compile(r"(?:^|`|\$ |&& )(vamba (?:data synth|data stats|[a-z-]+)|python3? scripts/bench_efficiency\.py)"
+COMMAND = re.compile(r"(?:^|`|&& )(vamba (?:data synth|data stats|[a-z-]+)|python3? scripts/bench_efficiency\.py)"
                      r"(?=[ `]|$)(.*)")
 
 
 def documented_commands() -> list[tuple[str, str, list[str]]]:
     """(where, command, arguments) of every ``vamba <command> ...`` line of README.md, docs/, configs/, scripts/ and
-    the modules' docstrings; a line ending in a backslash continues on the next."""
+    the modules' docstrings; a line ending in a backslash continues on the next. Left out on purpose: transcripts
+    (``$ vamba ...`` followed by what it printed: they show errors and deprecation lines) and docs/cli.md's section
+    on the earlier spellings."""
     found = []
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "configs").rglob("*.yaml")),
              *sorted((ROOT / "scripts").rglob("*.py")), *sorted((ROOT / "scripts").rglob("*.sh")),
              *sorted((ROOT / "vamba").rglob("*.py"))]
     for path in files:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
+        if path.name == "cli.md":
+            start = text.index("## Earlier spellings")
+            text = text[:start] + text[text.index("\n## ", start + 1):]
+        lines = text.splitlines()
         i = 0
         while i < len(lines):
             line = lines[i]
@@ -166,7 +172,7 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
                 line = line[:-1] + " " + lines[i].strip()
             i += 1
             match = COMMAND.search(line)
-            if not match:
+            if not match or line.lstrip().startswith("$ "):
                 continue
             command = "bench" if "bench_efficiency" in match.group(1) else match.group(1).removeprefix("vamba ")
             rest = match.group(2).split("`")[0] if "`" in line[:match.start(1) + 1] else match.group(2)
