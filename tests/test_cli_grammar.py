@@ -74,7 +74,9 @@ def test_old_flag_spellings_parse_with_a_deprecation_line(capsys: pytest.Capture
                    "vamba t: --flag is deprecated; write flag=true", "vamba t: --items 7 8 is deprecated; write "
                    "items=7,8", "vamba t: --ratio=0.25 is deprecated; write ratio=0.25"]
     assert parse_args(Schema, ["name=x", "--no-flag"], prog="t").flag is False
+    capsys.readouterr()
     assert parse_args(Schema, ["name=x", "cnt=5"], prog="t", deprecated={"cnt": "count"}).count == 5
+    assert capsys.readouterr().err == "t: cnt=5 is deprecated; write count=5\n"
 
 
 def test_help_lists_type_default_and_meaning() -> None:

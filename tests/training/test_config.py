@@ -141,4 +141,4 @@ def test_demo_frames_is_the_old_spelling_of_demo_num_frames(capsys) -> None:
     schemas = {name: recipe.schema for name, recipe in RECIPES.items()}
     assert check(["experiment=demo", "demo.frames=4"], "train", CONFIG_DIR, schemas) == [
         "experiment=demo", "demo.num_frames=4"]
-    assert "demo.frames= is deprecated; write demo.num_frames=4" in capsys.readouterr().err
+    assert "vamba train: demo.frames=4 is deprecated; write demo.num_frames=4" in capsys.readouterr().err

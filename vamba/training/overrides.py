@@ -91,7 +91,7 @@ def check(argv: Sequence[str], prog: str, config_dir: Path, schemas: Mapping[str
         key, eq, value = arg.partition("=")
         if eq and key.lstrip("+") in DEPRECATED:
             new = key[: len(key) - len(key.lstrip("+"))] + DEPRECATED[key.lstrip("+")]
-            print(f"vamba {prog}: {key}= is deprecated; write {new}={value}", file=sys.stderr)
+            print(f"vamba {prog}: {arg} is deprecated; write {new}={value}", file=sys.stderr)
             arg = f"{new}={value}"
         out.append(arg)
     names = set(groups(config_dir)) | {"schema"}

@@ -282,7 +282,7 @@ def _tokens(argv: Sequence[str], by_name: Mapping[str, Key], deprecated: Mapping
         name, _, value = arg.partition("=")
         if _is_pair(arg):
             if name in deprecated:
-                _deprecate(prog, f"{name}=", f"{deprecated[name]}=")
+                _deprecate(prog, arg, f"{deprecated[name]}={value}")
                 name = deprecated[name]
             pairs.append((name, value))
             continue
