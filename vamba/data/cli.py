@@ -1,7 +1,7 @@
 """``vamba data <tool>``: ``synth`` writes the synthetic data set; ``stats`` checks a mixture end to end.
 
     vamba data synth out=data/synthetic num_videos=48 seed=0
-    vamba data stats mixture=data/synthetic/mixture.yaml tokenizer=data/synthetic/tokenizer text_budget=2048 video_budget=512
+    vamba data stats mixture=data/synthetic/mixture.yaml tokenizer=data/synthetic/tokenizer text_budget=2048
 
 ``vamba data <tool> --help`` lists the tool's keys.
 """
@@ -42,14 +42,15 @@ class StatsArgs:
     video_budget: int = 0  # video tokens per packed row
 
 
+STATS_DOC = "Measure every sample of a mixture (headers only) and print token statistics and skip counts."
+
+
 def parse_stats(argv: list[str]) -> StatsArgs:
-    return parse_args(StatsArgs, argv, prog="vamba data stats",
-                      doc="Measure every sample of a mixture (headers only) and print token statistics and skip counts.",
-                      deprecated={"frames": "num_frames"})
+    return parse_args(StatsArgs, argv, prog="vamba data stats", doc=STATS_DOC, deprecated={"frames": "num_frames"})
 
 
 def stats(argv: list[str]) -> int:
-    """Measure every sample of a mixture (headers only) and print token statistics and skip counts."""
+    """``vamba data stats``: see ``STATS_DOC``."""
     args = parse_stats(argv)
     from transformers import AutoTokenizer
 

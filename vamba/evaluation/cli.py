@@ -7,8 +7,8 @@ Examples::
     vamba eval benchmark=lvbench responses=runs/eval/lvbench/vamba/x/responses.jsonl extractor=mcq_extract
     vamba eval benchmark=mlvu data=/datasets/MLVU replay=old_run/responses.jsonl out=runs/replayed
 
-Keys are validated (a typo fails at once, naming the closest key); ``key=value`` pairs only (docs/cli.md). Ranks come from torchrun's
-``RANK``/``WORLD_SIZE``; each rank evaluates its share and the last one to finish writes the report.
+Keys are validated (a typo fails at once, naming the closest key); ``key=value`` pairs only (docs/cli.md).
+Ranks come from torchrun's ``RANK``/``WORLD_SIZE``; each rank evaluates its share and the last one to finish writes the report.
 """
 from __future__ import annotations
 

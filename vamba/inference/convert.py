@@ -149,7 +149,7 @@ class ConvertConfig:
     out: str  # output folder (written to a temporary folder beside it, then renamed)
     tokenizer: str | None = None  # take the tokenizer (and, if SRC has none, the processor settings) from here
     overwrite: bool = False  # replace an existing out folder
-    dtype: str = "auto"  # auto (keep SRC's: a conversion stores weights, it computes nothing) | bfloat16 | float16 | float32
+    dtype: str = "auto"  # auto (keep SRC's: a conversion computes nothing) | bfloat16 | float16 | float32
     num_frames: int | None = None  # processor default: frames read (with fps: the cap)
     fps: float | None = None  # processor default: read frames at this rate
     min_pixels: int | None = None  # processor default: smart-resize floor

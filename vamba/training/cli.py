@@ -9,9 +9,9 @@
     vamba distill-cache model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml output_dir=cache/pt
 
 Configs live in ``configs/`` (train.yaml and its groups); ``--cfg job`` prints the composed config,
-``--help`` lists the groups and every key (``vamba.training.overrides``, from the schemas). A recipe (the demo, the ablations) is given to ``main`` by ``vamba.cli``: its schema
-is registered beside ``TrainConfig`` and, when an experiment selects it, ``vamba train`` runs the recipe instead of
-one stage.
+``--help`` lists the groups and every key (``vamba.training.overrides``, from the schemas). A recipe (the demo, the
+ablations) is given to ``main`` by ``vamba.cli``: its schema is registered beside ``TrainConfig`` and, when an
+experiment selects it, ``vamba train`` runs the recipe instead of one stage.
 """
 from __future__ import annotations
 
