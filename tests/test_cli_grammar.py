@@ -227,3 +227,24 @@ def test_console_entry_end_to_end() -> None:
     done = subprocess.run([sys.executable, "-m", "vamba.cli", "data", "stats", "--help"], capture_output=True,
                           text=True, cwd=ROOT)
     assert done.returncode == 0 and "mixture" in done.stdout and "text_budget" in done.stdout
+
+
+def test_doctor_verdict_names_what_is_missing_and_the_next_step() -> None:
+    from vamba.doctor import verdict
+
+    versions = {"torch": "2", "transformers": "5", "hydra-core": "1", "accelerate": "1", "av": "18", "deepspeed": "0"}
+    assert verdict({"versions": versions, "devices": []}) == (
+        "ready for CPU tests and the CPU demo (no CUDA GPU: GPU training and the fast kernels need one)",
+        "vamba train experiment=demo")
+    line, step = verdict({"versions": {**versions, "av": None}, "devices": []})
+    assert line == "NOT READY: missing decord or av (video decoding)" and step == 'pip install -e ".[dev]"'
+    gpu = {"versions": versions, "devices": ["H100"], "kernels": {"causal_conv1d": "ModuleNotFoundError"}}
+    assert verdict(gpu)[1] == 'pip install -e ".[kernels]"' and "causal_conv1d" in verdict(gpu)[0]
+    assert verdict({**gpu, "versions": {**versions, "deepspeed": None}})[1] == 'pip install -e ".[train]"'
+    assert verdict({**gpu, "kernels": {"causal_conv1d": "ok"}})[0] == "ready for GPU training (fast kernels available)"
+
+
+def test_doctor_ends_with_the_verdict(capsys: pytest.CaptureFixture) -> None:
+    assert vamba_main(["doctor"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert last[0].startswith("verdict: ") and last[1].startswith("next: ")

@@ -28,6 +28,9 @@ def test_eval_is_a_vamba_command(capsys: pytest.CaptureFixture) -> None:
     (["benchmark=lvbench"], "data=<benchmark folder> is required"),
     (["data=x"], "required: benchmark=..."),
     (["benchmark=lvbench", "what"], "unexpected argument 'what': write key=value"),
+    # an earlier spelling: parsed (the run then stops at the missing data=), with the key to write instead
+    (["benchmark=lvbench", "frames=8"], "vamba eval: frames=8 is deprecated; write num_frames=8"),
+    (["benchmark=lvbench", "--limit", "3"], "vamba eval: --limit 3 is deprecated; write limit=3"),
 ])
 def test_bad_arguments_fail_fast(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert vamba_main(["eval", *argv]) == 2
