@@ -1,8 +1,8 @@
 """Efficiency benchmark, VAMBA vs the Qwen2-VL transformer: memory and time vs frames (vamba/bench/efficiency.py;
 also ``vamba bench``). Runs from a checkout without installing.
 
-    python scripts/bench_efficiency.py --out-dir docs/results --tag h100
-    python scripts/bench_efficiency.py --device cpu --scale tiny --frames 4 8 --out-dir /tmp/bench
+    python scripts/bench_efficiency.py out=docs/results tag=h100
+    python scripts/bench_efficiency.py device=cpu scale=tiny num_frames=[4,8] out=/tmp/bench
 """
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
 """The ``vamba`` command: one line per subcommand, each implemented in the module it names.
 
-Usage: ``vamba <command> [args...]``. Hydra-driven commands (train, eval) take ``key=value`` overrides. This is the
-only module that imports ``vamba.recipes`` and ``vamba.bench`` (docs/design.md).
+Usage: ``vamba <command> [key=value ...]``; ``vamba <command> --help`` lists the command's keys. Every command takes
+``key=value`` arguments: train and distill-cache through Hydra, the others through ``vamba.utils.cli_args`` (one
+grammar, docs/cli.md). This is the only module that imports ``vamba.recipes`` and ``vamba.bench`` (docs/design.md).
 """
 from __future__ import annotations
 
 import importlib
 import sys
+
+from vamba.utils.cli_args import ArgsError, print_error
 
 # command -> ("module:function", one-line help). Functions take the remaining argv (list[str]) and
 # return an exit code. Imports are lazy so ``vamba --help`` is instant and a missing optional
@@ -36,8 +39,10 @@ def train(argv: list[str]) -> int:
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: vamba <command> [args...]", "", "commands:"]
+    lines = ["usage: vamba <command> [key=value ...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "vamba <command> --help lists the command's keys with their types, defaults and meaning;",
+              "start with: vamba doctor"]
     return "\n".join(lines)
 
 
@@ -51,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vamba: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func = COMMANDS[name][0].split(":")
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except ArgsError as e:  # an argument that does not fit the command's keys: one line, not a traceback
+        return print_error(f"vamba {name}", e)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help exits 0 the way argparse does; in-process callers get the code back
+            return 0
+        raise
 
 
 if __name__ == "__main__":

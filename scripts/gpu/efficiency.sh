@@ -21,11 +21,11 @@ python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" 2>
 # Autotuned kernels (what users run); the Triton autotuning of the first VAMBA calls is part of the budget and is
 # recorded per sweep as warmup_s.
 TAG=${TAG:-h100}
-timeout ${BENCH_TIMEOUT:-440} python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag "$TAG" \
-  --budget-s ${BUDGET_S:-380} ${MEM_GIB:+--memory-gib $MEM_GIB} > "$OUT/bench_efficiency.log" 2>&1
+timeout ${BENCH_TIMEOUT:-440} python3 scripts/bench_efficiency.py out="$OUT" tag="$TAG" \
+  budget_s=${BUDGET_S:-380} ${MEM_GIB:+memory_gib=$MEM_GIB} > "$OUT/bench_efficiency.log" 2>&1
 echo "bench rc=$?"
 if [ ! -f "$OUT/efficiency_$TAG.md" ] && [ -f "$OUT/efficiency_$TAG.json" ]; then
-  python3 scripts/bench_efficiency.py --report-only "$OUT/efficiency_$TAG.json" >> "$OUT/bench_efficiency.log" 2>&1
+  python3 scripts/bench_efficiency.py report_only="$OUT/efficiency_$TAG.json" >> "$OUT/bench_efficiency.log" 2>&1
 fi
 grep -vE "INFO|Warning|warn" "$OUT/bench_efficiency.log" | tail -45
 

@@ -35,7 +35,7 @@ if [ "$DEVICE" = cuda ]; then
   FRAMES=${FRAMES:-3600}
   VIDEO_SIZE=640x360
   POINTS=${POINTS:-goals}
-  BENCH_ARGS=${BENCH_ARGS:---memory-gib 79.2 --piece-frames 512 --workers 12}
+  BENCH_ARGS=${BENCH_ARGS:-memory_gib=79.2 piece_frames=512 workers=12}
   BUDGET_S=${BUDGET_S:-330}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$LOG" 2>&1
@@ -47,7 +47,7 @@ else  # the CPU smoke test: the same path at the tiny scale
   VIDEO_SIZE=84x56
   POINTS=${POINTS:-vamba:prefill:8 qwen2_vl:prefill:8 vamba:prefill:12 vamba:answer_file:12 vamba:train:8/4 \
 vamba:train_shared:4 vamba:train_shared:8 vamba:stage1:4 vamba:stage1:8 vamba:train:4 qwen2_vl:train:4 vamba:prefill:4}
-  BENCH_ARGS=${BENCH_ARGS:---device cpu --scale tiny --piece-frames 4 --workers 2 --answer-tokens 4 --reps 1}
+  BENCH_ARGS=${BENCH_ARGS:-device=cpu scale=tiny piece_frames=4 workers=2 answer_tokens=4 reps=1}
   BUDGET_S=${BUDGET_S:-300}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
   echo "cpu smoke test: no GPU" > "$LOG"
@@ -99,13 +99,13 @@ fi
 WRITER=$!
 
 # 2. The benchmark: the goals' points first; BUDGET_S skips what is predicted not to fit, the timeout is the hard stop.
-timeout "$BENCH_TIMEOUT" python3 scripts/bench_efficiency.py --out-dir "$OUT" --tag "$TAG" --frame-size "$VIDEO_SIZE" \
-  --budget-s "$BUDGET_S" --answer-video "$VIDEO" --points $POINTS $BENCH_ARGS >> "$LOG" 2>&1
+timeout "$BENCH_TIMEOUT" python3 scripts/bench_efficiency.py out="$OUT" tag="$TAG" frame_size="$VIDEO_SIZE" \
+  budget_s="$BUDGET_S" answer_video="$VIDEO" points="$(echo $POINTS | tr ' ' ,)" $BENCH_ARGS >> "$LOG" 2>&1
 rc=$?
 wait "$WRITER" 2>/dev/null
 JSON="$OUT/efficiency_$TAG.json"
 if [ -f "$JSON" ] && [ ! -f "$OUT/efficiency_$TAG.md" -o $rc -ne 0 ]; then  # cut short: the summary of what it has
-  python3 scripts/bench_efficiency.py --report-only "$JSON" >> "$LOG" 2>&1
+  python3 scripts/bench_efficiency.py report_only="$JSON" >> "$LOG" 2>&1
 fi
 cat "$OUT/video.log"
 head -3 "$LOG"

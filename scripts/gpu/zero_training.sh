@@ -21,7 +21,7 @@ NGPU=$(nvidia-smi -L | wc -l)
 NPROC=${ZERO_NPROC:-$NGPU}
 if [ "$NPROC" -ge 2 ] || [ -n "${ZERO_NPROC:-}" ]; then
   D=${DATA:-$RUNS/data}
-  [ -n "${DATA:-}" ] || python3 -m vamba.cli data synth out_dir="$D" num_videos=12 num_images=12 num_bench_videos=0 size=224 \
+  [ -n "${DATA:-}" ] || python3 -m vamba.cli data synth out="$D" num_videos=12 num_images=12 num_bench_videos=0 size=224 \
     min_frames=32 max_frames=48 > "$OUT/synth.log" 2>&1
   python3 - "$D" <<'PY'
 import json, sys

@@ -12,14 +12,14 @@ from vamba.bench.build import frame_grid, vamba_config
 from vamba.bench.flops import qwen_llm_flops, vamba_llm_flops
 from vamba.models.mamba2 import Mamba2Block
 
-TINY = ["bench", "--device", "cpu", "--scale", "tiny", "--frame-size", "56x84", "--piece-frames", "2", "--reps", "1"]
+TINY = ["bench", "device=cpu", "scale=tiny", "frame_size=56x84", "piece_frames=2", "reps=1"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    assert vamba_main([*TINY, "--frames", "2", "4", "--stage1-frames", "4", "--answer-frames", "4", "--answer-tokens",
-                       "3", "--out-dir", str(out), "--tag", "t"]) == 0
+    assert vamba_main([*TINY, "num_frames=[2,4]", "stage1_frames=4", "answer_frames=4", "answer_tokens=3",
+                       f"out={out}", "tag=t"]) == 0
     return out
 
 

@@ -28,8 +28,8 @@ def test_hour_script_measures_its_points_and_fails_loudly(tmp_path: Path) -> Non
     assert rows[2]["video"] == "hour_84x56_12.mp4" and rows[2]["answer_tokens"] == 4
     # A point that ends in an error fails the script, with the reason as its last line.
     env.update(POINTS="vamba:prefill:4 vamba:answer_file:12", OUT=str(tmp_path / "bad"),
-               BENCH_ARGS="--device cpu --scale tiny --piece-frames 4 --reps 1 --answer-video-wait-s 0 "
-                          "--answer-video /nonexistent/hour.mp4")
+               BENCH_ARGS="device=cpu scale=tiny piece_frames=4 reps=1 answer_video_wait_s=0 "
+                          "answer_video=/nonexistent/hour.mp4")
     done = subprocess.run(["bash", "scripts/gpu/hour.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "FAILED: points ended in an error: vamba:answer_file:12" in (done.stdout + done.stderr).strip().splitlines()[-1]

@@ -11,7 +11,7 @@ from vamba.data.synth import SynthConfig, generate
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    generate(SynthConfig(out_dir=str(out), num_videos=6, num_images=4, num_bench_videos=3, min_frames=16,
+    generate(SynthConfig(out=str(out), num_videos=6, num_images=4, num_bench_videos=3, min_frames=16,
                          max_frames=24, seed=0))
     return out
 

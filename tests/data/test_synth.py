@@ -104,11 +104,11 @@ def test_after_needs_the_order_of_three_events() -> None:
 
 
 def test_tasks_choose_what_a_data_set_asks(tmp_path: Path) -> None:
-    from vamba.data.synth import parse_overrides
+    from vamba.utils.cli_args import parse_args
 
     assert SynthConfig().tasks == ("needle", "order", "count")
-    assert parse_overrides(["tasks=after, needle"]).tasks == ("after", "needle")  # vamba data synth tasks=...
-    manifest = generate(SynthConfig(out_dir=str(tmp_path), num_videos=4, num_images=0, num_bench_videos=4,
+    assert parse_args(SynthConfig, ["tasks=after, needle"], prog="t").tasks == ("after", "needle")  # vamba data synth
+    manifest = generate(SynthConfig(out=str(tmp_path), num_videos=4, num_images=0, num_bench_videos=4,
                                     min_frames=16, max_frames=16, tokenizer=False, tasks=("after", "needle")))
     assert manifest["tasks"] == {"after": 2, "needle": 2}
     rows = [json.loads(line) for line in (tmp_path / "lvbench" / "lvbench_processed.jsonl").read_text().splitlines()]
@@ -148,9 +148,9 @@ def test_manifest_lists_every_file(synth_dir: Path) -> None:
 def test_deterministic_per_seed(tmp_path: Path) -> None:
     small = {"num_videos": 3, "num_images": 2, "num_bench_videos": 1, "min_frames": 8, "max_frames": 12,
              "tokenizer": False}
-    a = generate(SynthConfig(out_dir=str(tmp_path / "a"), seed=5, **small))
-    b = generate(SynthConfig(out_dir=str(tmp_path / "b"), seed=5, **small))
-    generate(SynthConfig(out_dir=str(tmp_path / "c"), seed=6, **small))
+    a = generate(SynthConfig(out=str(tmp_path / "a"), seed=5, **small))
+    b = generate(SynthConfig(out=str(tmp_path / "b"), seed=5, **small))
+    generate(SynthConfig(out=str(tmp_path / "c"), seed=6, **small))
     assert a["files"] == b["files"]
     for name in ("captions.jsonl", "llava_video.json", "lvbench/video_info.meta.jsonl"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
@@ -182,8 +182,8 @@ def test_video_workers_write_the_same_files(tmp_path: Path) -> None:
     """Videos encoded by 2 processes are byte-identical to those of 1 (the demo encodes with 2)."""
     small = {"num_videos": 4, "num_images": 1, "num_bench_videos": 3, "min_frames": 8, "max_frames": 12,
              "tokenizer": False, "seed": 2}
-    one = generate(SynthConfig(out_dir=str(tmp_path / "one"), **small))
-    two = generate(SynthConfig(out_dir=str(tmp_path / "two"), workers=2, **small))
+    one = generate(SynthConfig(out=str(tmp_path / "one"), **small))
+    two = generate(SynthConfig(out=str(tmp_path / "two"), workers=2, **small))
     videos = [f for f in one["files"] if f.endswith(".mp4")]
     assert one["files"] == two["files"] and len(videos) == 4 + 2 * 3  # bench videos: LVBench + Video-MME copies
     for f in videos:
@@ -195,17 +195,17 @@ def test_video_workers_write_the_same_files(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from vamba.cli import main
 
-    assert main(["data", "synth", f"out_dir={tmp_path}", "num_videos=2", "num_images=1", "num_bench_videos=1",
+    assert main(["data", "synth", f"out={tmp_path}", "num_videos=2", "num_images=1", "num_bench_videos=1",
                  "min_frames=8", "max_frames=8", "tokenizer=false"]) == 0
     assert (tmp_path / "manifest.json").exists() and "wrote" in capsys.readouterr().out
-    assert main(["data", "synth", f"out_dir={tmp_path}", "num_videos=1", "num_images=1", "num_bench_videos=1",
+    assert main(["data", "synth", f"out={tmp_path}", "num_videos=1", "num_images=1", "num_bench_videos=1",
                  "min_frames=8", "max_frames=8", "tokenizer=false"]) == 0
     assert not (tmp_path / "videos" / "video_00001.mp4").exists()  # files of the previous run are replaced
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert all((tmp_path / f).exists() for f in manifest["files"]) and manifest["counts"]["videos"] == 1
     capsys.readouterr()
     assert main(["data", "synth", "num_vidoes=2"]) == 2
-    assert "unknown option 'num_vidoes'" in capsys.readouterr().err
+    assert "unknown key num_vidoes; did you mean num_videos?" in capsys.readouterr().err
     assert main(["data", "synth", "size=33"]) == 2
     assert main(["data"]) == 0 and main(["data", "nope"]) == 2
 

@@ -20,11 +20,17 @@ def test_eval_is_a_vamba_command(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["benchmark=lvbench", "bogus=1"], "Key 'bogus' not in 'EvalConfig'"),
-    (["benchmark=lvbench", "limit=many"], "could not be converted to Integer"),
+    (["benchmark=lvbench", "bogus=1"], "unknown key bogus"),
+    (["benchmark=lvbench", "num_frame=8"], "unknown key num_frame; did you mean num_frames?"),
+    (["benchmark=lvbench", "model.pth=x"], "unknown key model.pth; did you mean model.path? valid keys of model:"),
+    (["benchmark=lvbench", "limit=many"], "limit expects int, got 'many'"),
     (["benchmark=egoschema", "data=x", "replay=y"], "unknown benchmark 'egoschema'"),
     (["benchmark=lvbench"], "data=<benchmark folder> is required"),
-    (["benchmark=lvbench", "--limit", "3"], "expected key=value arguments"),
+    (["data=x"], "required: benchmark=..."),
+    (["benchmark=lvbench", "what"], "unexpected argument 'what': write key=value"),
+    # an earlier spelling: parsed (the run then stops at the missing data=), with the key to write instead
+    (["benchmark=lvbench", "frames=8"], "vamba eval: frames=8 is deprecated; write num_frames=8"),
+    (["benchmark=lvbench", "--limit", "3"], "vamba eval: --limit 3 is deprecated; write limit=3"),
 ])
 def test_bad_arguments_fail_fast(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert vamba_main(["eval", *argv]) == 2

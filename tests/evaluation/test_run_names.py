@@ -102,8 +102,8 @@ def test_compare_labels_arms_by_their_models(tmp_path: Path, monkeypatch: pytest
         in printed
     assert json.loads(out.read_text())["labels"] == {"a": "init_sa-final", "b": "init_random-final"}
     # named by the user; the same name on both arms is told apart
-    assert vamba_main(["compare", str(runs / "init_sa-final"), "--vs", str(runs / "init_random-final"),
-                       "--resamples", "100", "--names", "SA init", "random init"]) == 0
+    assert vamba_main(["compare", f"a={runs / 'init_sa-final'}", f"b={runs / 'init_random-final'}",
+                       "resamples=100", "names=[SA init,random init]"]) == 0
     assert capsys.readouterr().out.startswith("lvbench: SA init (1 run(s)) vs random init,")
     assert vamba_main(["compare", str(runs / "init_sa-final"), "--vs", str(runs / "init_sa-final"),
                        "--resamples", "100", "--out", str(out)]) == 0

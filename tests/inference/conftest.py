@@ -15,7 +15,7 @@ from vamba.models import VambaConfig, VambaForConditionalGeneration
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    generate(SynthConfig(out_dir=str(out), num_videos=1, num_images=0, num_bench_videos=3, min_frames=16,
+    generate(SynthConfig(out=str(out), num_videos=1, num_images=0, num_bench_videos=3, min_frames=16,
                          max_frames=20, seed=0))
     return out
 

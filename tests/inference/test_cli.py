@@ -12,8 +12,8 @@ from vamba.inference.chat import VambaChat
 
 
 def args(checkpoint: Path, video: Path, *rest: str) -> list[str]:
-    return ["chat", "--model", str(checkpoint), "--video", str(video), "--frames", "6", "--device", "cpu",
-            "--dtype", "float32", "--piece-frames", "4", "--max-new-tokens", "4", *rest]
+    return ["chat", f"model.path={checkpoint}", f"video={video}", "num_frames=6", "model.device=cpu",
+            "model.dtype=float32", "piece_frames=4", "max_new_tokens=4", *rest]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,25 @@ def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "does not exist" in capsys.readouterr().err
     assert vamba_main(args(tmp_path / "nockpt", tmp_path / "missing.mp4", "Q?")) == 2
     assert "checkpoint directory" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        vamba_main(["chat", "--video", "x.mp4"])  # --model is required
+    assert vamba_main(["chat", "video=x.mp4"]) == 2
+    assert "required: model.path=..." in capsys.readouterr().err
+    assert vamba_main(["chat", "model.path=x", "video=x.mp4", "num_frame=8"]) == 2
+    assert "unknown key num_frame; did you mean num_frames?" in capsys.readouterr().err
+
+
+def test_old_flags_parse_to_the_same_config_with_a_deprecation_line(capsys: pytest.CaptureFixture) -> None:
+    from vamba.inference.cli import parse
+
+    old = parse(["--model", "ckpt", "--video", "v.mp4", "--frames", "6", "--device", "cpu", "--dtype", "float32",
+                 "--piece-frames", "4", "--max-new-tokens", "4", "--sample", "--top-p=0.5", "Q?", "-i"])
+    err = capsys.readouterr().err
+    new = parse(["model.path=ckpt", "video=v.mp4", "num_frames=6", "model.device=cpu", "model.dtype=float32",
+                 "piece_frames=4", "max_new_tokens=4", "do_sample=true", "top_p=0.5", "question=Q?",
+                 "interactive=true"])
+    assert old == new and capsys.readouterr().err == ""
+    for line in ["--model ckpt is deprecated; write model.path=ckpt", "--frames 6 is deprecated; write num_frames=6",
+                 "--sample is deprecated; write do_sample=true", "-i is deprecated; write interactive=true"]:
+        assert f"vamba chat: {line}" in err
 
 
 def test_interactive_video_switch_and_bad_video(checkpoint: Path, synth_dir: Path, tmp_path: Path, monkeypatch,

@@ -67,8 +67,8 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_released_checkpoint_converts_and_auto_classes_load_it(released: Path, tmp_path: Path) -> None:
     tokenizer = fixture_tokenizer(tmp_path / "tok")
     dst = tmp_path / "vamba-tiny"
-    assert vamba_main(["convert", str(released), str(dst), "--tokenizer", str(tokenizer), "--num-frames", "16",
-                       "--max-pixels", "50176"]) == 0
+    assert vamba_main(["convert", f"src={released}", f"out={dst}", f"tokenizer={tokenizer}", "num_frames=16",
+                       "max_pixels=50176"]) == 0
     assert json.loads((dst / "config.json").read_text())["model_type"] == "vamba"
     assert not list(tmp_path.glob(".vamba-tiny.*"))  # no temporary folder left behind
     model = AutoModelForImageTextToText.from_pretrained(dst, dtype=torch.float32).eval()
@@ -87,11 +87,11 @@ def test_released_checkpoint_converts_and_auto_classes_load_it(released: Path, t
 
 def test_refusals(released: Path, tmp_path: Path, capsys) -> None:
     dst = tmp_path / "out"
-    with pytest.raises(ConversionError, match="no tokenizer files.*--tokenizer"):
+    with pytest.raises(ConversionError, match="no tokenizer files.*tokenizer=PATH"):
         convert(released, dst)
     assert not dst.exists() and not list(tmp_path.glob(".out.*"))
     assert vamba_main(["convert", str(released), str(dst)]) == 2
-    assert "pass --tokenizer" in capsys.readouterr().err
+    assert "pass tokenizer=PATH" in capsys.readouterr().err
 
     wrong = tmp_path / "wrong-tok"  # ids of another model
     build_tiny_tokenizer(wrong)
@@ -103,7 +103,7 @@ def test_refusals(released: Path, tmp_path: Path, capsys) -> None:
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")
     tokenizer = fixture_tokenizer(tmp_path / "tok")
-    with pytest.raises(ConversionError, match="exists; pass --overwrite"):
+    with pytest.raises(ConversionError, match="exists; pass overwrite=true"):
         convert(released, dst, tokenizer=tokenizer)
     assert (dst / "keep.txt").read_text() == "mine"
     convert(released, dst, tokenizer=tokenizer, overwrite=True)

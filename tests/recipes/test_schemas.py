@@ -19,8 +19,8 @@ def test_experiments_select_the_recipe_schemas() -> None:
 def test_recipe_keys_are_checked() -> None:
     with pytest.raises(ConfigCompositionException, match="demo.framez"):
         compose_config("experiment=demo", "demo.framez=4")  # a typo in the recipe's section
-    with pytest.raises(ConfigCompositionException, match="demo.frames"):
-        compose_config("demo.frames=4")  # a plain training run has no demo section
+    with pytest.raises(ConfigCompositionException, match="demo.num_frames"):
+        compose_config("demo.num_frames=4")  # a plain training run has no demo section
     with pytest.raises(ConfigCompositionException, match="ablation.seeds"):
         compose_config("experiment=demo", "ablation.seeds=[1]")
 

@@ -31,7 +31,7 @@ def synth(tmp_path_factory) -> Path:
     from vamba.data.synth import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("synth")
-    generate(SynthConfig(out_dir=str(out), num_videos=12, num_images=8, num_bench_videos=3, min_frames=16,
+    generate(SynthConfig(out=str(out), num_videos=12, num_images=8, num_bench_videos=3, min_frames=16,
                          max_frames=24, seed=0))
     return out
 

@@ -111,10 +111,9 @@ def test_gradient_accumulation() -> None:
 @pytest.mark.parametrize("added", ["+optim.lrr=1", "++optim.lrr=1", "+model.tiny.widht=3", "+lrr=1"])
 def test_keys_added_with_plus_are_checked_against_the_schema(train_overrides, capsys, added) -> None:
     # Hydra adds a `+key` even to a typed node; `vamba train` must refuse it as it refuses `optim.lrr=1`
-    with pytest.raises(SystemExit) as e:
-        train_main([*train_overrides, added])
+    assert train_main([*train_overrides, added]) == 2
     key = added.lstrip("+").split("=")[0]
-    assert e.value.code == 2 and f"unknown key(s) {key}: not in the schema" in capsys.readouterr().err
+    assert f"vamba train: unknown key {key}" in capsys.readouterr().err
 
 
 # Facts read from the released scripts (TIGER-AI-Lab/Vamba), the flags each passes to train/train_vamba.py.
@@ -166,3 +165,32 @@ def test_paper_experiments_resolve_to_the_released_values(experiment: str, train
     funcs = [m._gradient_checkpointing_func for m in model.modules() if getattr(m, "gradient_checkpointing", False)
              and hasattr(m, "_gradient_checkpointing_func")]
     assert funcs and all(f.keywords == {"use_reentrant": False} for f in funcs)
+
+
+
+def test_keys_added_with_plus_are_refused_after_composition_too() -> None:
+    # the check after composition, for a config composed without the command line's check (tests, sweeps)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) optim.lrr: not in the schema"):
+        compose_config("+optim.lrr=1")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["optim.lrr=1e-4"], "unknown key optim.lrr; did you mean optim.lr? valid keys of optim: optim.lr "),
+    (["experiment=demo", "demo.framez=4"], "unknown key demo.framez; did you mean demo.frame_size?"),
+    (["data.num_frame=4"], "did you mean data.num_frames?"),
+])
+def test_a_typo_names_the_closest_key_not_hydras_plus_advice(argv, message, capsys) -> None:
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "+optim" not in err and "append" not in err
+
+
+def test_demo_frames_is_the_old_spelling_of_demo_num_frames(capsys) -> None:
+    from vamba.training.overrides import check
+
+    from vamba.recipes import RECIPES
+
+    schemas = {name: recipe.schema for name, recipe in RECIPES.items()}
+    assert check(["experiment=demo", "demo.frames=4"], "train", CONFIG_DIR, schemas) == [
+        "experiment=demo", "demo.num_frames=4"]
+    assert "vamba train: demo.frames=4 is deprecated; write demo.num_frames=4" in capsys.readouterr().err

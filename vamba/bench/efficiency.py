@@ -4,19 +4,19 @@ Both models at the same scale (``7b``: Qwen2-VL-7B sizes; ``2b``; ``tiny`` for C
 built directly on the device (``vamba.bench.build``). Qwen2-VL is transformers' own
 ``Qwen2VLForConditionalGeneration`` (SDPA) with one ``<|video_pad|>`` per merged video token (full self-attention
 over video + text); VAMBA gets the same video in its own stream. Inputs are synthetic pixel tensors of the exact
-Qwen2-VL shape for ``--frame-size`` (640x360 -> smart resize 644x364 -> 1196 patches per frame pair, 299 merged
+Qwen2-VL shape for ``frame_size`` (640x360 -> smart resize 644x364 -> 1196 patches per frame pair, 299 merged
 tokens per 2 frames). Swept over frame counts (64, 128, 256, ... until out of memory), per model and mode
 (``vamba.bench.steps``):
 
 - ``prefill``: video + a short question -> caches and the first token's logits (no grad). VAMBA uses its
-  streaming prefill (``--piece-frames`` frames per piece); Qwen2-VL one forward.
+  streaming prefill (``piece_frames`` frames per piece); Qwen2-VL one forward.
 - ``train``: one forward+backward with gradient checkpointing; trainable: the LLM (every parameter outside
   the vision tower; VAMBA's LLM includes its cross-attention, Mamba-2 blocks and alpha), the vision tower
   frozen; loss on the text tokens only for both.
 - ``train_shared``: VAMBA training only the weights it shares with Qwen2-VL's LLM.
 - ``train_offload``: VAMBA's ``train`` with each checkpointed layer's inputs kept in pinned host memory until
   backward (``set_checkpoint_offload``; ``host_bytes`` per step in the JSON); compared with Qwen2-VL's ``train``.
-- one VAMBA *stage-1* step (trainable: cross-attention, Mamba-2 blocks, alpha) at ``--stage1-frames`` frames.
+- one VAMBA *stage-1* step (trainable: cross-attention, Mamba-2 blocks, alpha) at ``stage1_frames`` frames.
 
 Per point (``vamba.bench.sweep``): wall time (``vamba.utils.timing.measure``: the first run of a point under 15 s
 only warms, then the median of 3 more runs, or 1 more above a second), the vision tower's share (forward hooks on
@@ -27,22 +27,22 @@ matmul rate. Results are written after every point (a killed run keeps what it m
 ``efficiency_<tag>.json``, ``efficiency_stage1_<tag>.json``, plots ``efficiency_<tag>_{memory,time}.png`` and
 the summary ``efficiency_<tag>.md`` (``vamba.bench.efficiency_report``).
 
-    python scripts/bench_efficiency.py --out-dir docs/results --tag h100            # 7B on the GPU
-    vamba bench --device cpu --scale tiny --frames 4 8 --out-dir /tmp/bench         # CPU check of the logic
+    python scripts/bench_efficiency.py out=docs/results tag=h100                    # 7B on the GPU
+    vamba bench device=cpu scale=tiny num_frames=[4,8] out=/tmp/bench               # CPU check of the logic
 
 Only torch, transformers, matplotlib and this package are imported (the GPU image has no hydra/decord/av).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import functools
 import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -52,6 +52,7 @@ from vamba.bench.flops import llm_flops
 from vamba.bench.plan import GOAL_POINTS, Point, run_points
 from vamba.bench.steps import qwen_steps, set_trainable, vamba_steps
 from vamba.bench.sweep import Budget, Sweeper, VisionTimer, answer, stage1
+from vamba.utils.cli_args import auto_dtype, parse_args
 from vamba.utils.io import atomic_write_json
 from vamba.utils.provenance import code_commit, environment
 from vamba.utils.timing import GIB, Clock, free, matmul_tflops
@@ -59,48 +60,49 @@ from vamba.utils.timing import GIB, Clock, free, matmul_tflops
 DEFAULT_FRAMES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="vamba bench", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out-dir", default="docs/results")
-    p.add_argument("--tag", default=None, help="file name tag (default: device kind, e.g. h100 or cpu)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--scale", default="7b", choices=["7b", "2b", "tiny"])
-    p.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
-    p.add_argument("--frames", type=int, nargs="+", default=None, help=f"default: {DEFAULT_FRAMES}")
-    p.add_argument("--hour-point", action=argparse.BooleanOptionalAction, default=True,
-                   help=f"add {HOUR_FRAMES} frames to VAMBA's prefill sweep")
-    p.add_argument("--frame-size", default="640x360", help="WIDTHxHEIGHT of the source frames")
-    p.add_argument("--models", nargs="+", default=["qwen2_vl", "vamba"], choices=["vamba", "qwen2_vl"],
-                   help="measured in this order (the baseline first: it is bounded by memory early)")
-    p.add_argument("--modes", nargs="+", default=["prefill", "train", "train_shared", "train_offload"],
-                   choices=["prefill", "train", "train_shared", "train_offload"],
-                   help="train_shared: VAMBA training only the weights it shares with Qwen2-VL's LLM; "
-                        "train_offload: VAMBA's train with checkpointed layer inputs in host memory")
-    p.add_argument("--question-tokens", type=int, default=32)
-    p.add_argument("--train-tokens", type=int, default=128)
-    p.add_argument("--piece-frames", type=int, default=128, help="VAMBA streaming prefill: frames per piece")
-    p.add_argument("--answer-frames", type=int, default=HOUR_FRAMES,
-                   help="VAMBA: decode --answer-tokens after streaming this many frames (a prefill point)")
-    p.add_argument("--answer-tokens", type=int, default=32, help="0: no answer point")
-    p.add_argument("--stage1-frames", type=int, default=256, help="0: no stage-1 point")
-    p.add_argument("--reps", type=int, default=3, help="runs per point (median) when one run takes under 1 s")
-    p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for all sweeps")
-    p.add_argument("--point-cap-s", type=float, default=120.0, help="skip a point predicted to take longer")
-    p.add_argument("--memory-gib", type=float, default=None,
-                   help="cap this process's GPU memory (e.g. 79.1: an 80 GB H100's room on a larger GPU)")
-    p.add_argument("--report-only", metavar="JSON", help="only (re)write the summary and plots of a results JSON")
-    p.add_argument("--mamba-backend", default=None, help="default: fast on CUDA (fail loudly), reference on CPU")
-    p.add_argument("--vision-compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="VAMBA's vision tower compiled (VambaConfig.vision_compile; default: on CUDA)")
-    p.add_argument("--points", nargs="+", metavar="MODEL:MODE:FRAMES[/FALLBACK]",
-                   help="measure these points in this order instead of the sweeps (vamba.bench.plan; 'goals': "
-                        "the goals' points first)")
-    p.add_argument("--answer-video", default=None, help="answer_file points: the video file (e.g. an hour at 1 fps)")
-    p.add_argument("--answer-video-wait-s", type=float, default=120.0,
-                   help="answer_file: wait this long for the video to appear (another process may be writing it)")
-    p.add_argument("--workers", type=int, default=8, help="answer_file: threads resizing the decoded frames")
-    return p.parse_args(argv)
+Model = Literal["vamba", "qwen2_vl"]
+Mode = Literal["prefill", "train", "train_shared", "train_offload"]
+
+
+@dataclass
+class BenchConfig:
+    out: str = "docs/results"  # folder of the JSON, plots and summary
+    tag: str | None = None  # file name tag (default: device kind, e.g. h100 or cpu)
+    device: str = "auto"  # auto (cuda when present, else cpu) | cpu | cuda | cuda:N
+    scale: Literal["7b", "2b", "tiny"] = "7b"  # model dimensions (tiny: CPU checks)
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32
+    num_frames: list[int] | None = None  # frame counts swept (default: 64, 128, ... 16384)
+    hour_point: bool = True  # add an hour of frames (HOUR_FRAMES) to VAMBA's prefill sweep
+    frame_size: str = "640x360"  # WIDTHxHEIGHT of the source frames
+    # measured in this order (the baseline first: it is bounded by memory early)
+    models: list[Model] = field(default_factory=lambda: ["qwen2_vl", "vamba"])
+    # train_shared: VAMBA training only the weights it shares with Qwen2-VL's LLM; train_offload: VAMBA's train with
+    # checkpointed layer inputs in host memory
+    modes: list[Mode] = field(default_factory=lambda: ["prefill", "train", "train_shared", "train_offload"])
+    question_tokens: int = 32  # text tokens of the question (prefill)
+    train_tokens: int = 128  # text tokens of a training sample
+    piece_frames: int = 128  # VAMBA streaming prefill: frames per piece
+    answer_frames: int = HOUR_FRAMES  # VAMBA: decode answer_tokens after streaming this many frames (a prefill point)
+    answer_tokens: int = 32  # 0: no answer point
+    stage1_frames: int = 256  # 0: no stage-1 point
+    reps: int = 3  # runs per point (median) when one run takes under 1 s
+    budget_s: float = 420.0  # wall-clock budget for all sweeps
+    point_cap_s: float = 120.0  # skip a point predicted to take longer
+    memory_gib: float | None = None  # cap this process's GPU memory (e.g. 79.1: an 80 GB H100's room on a larger GPU)
+    report_only: str | None = None  # only (re)write the summary and plots of this results JSON
+    mamba_backend: str | None = None  # default: fast on CUDA (fail loudly), reference on CPU
+    vision_compile: bool | None = None  # VAMBA's vision tower compiled (VambaConfig.vision_compile; default: on CUDA)
+    # measure these points (MODEL:MODE:FRAMES[/FALLBACK]) in this order instead of the sweeps (vamba.bench.plan;
+    # 'goals': the goals' points first)
+    points: list[str] | None = None
+    answer_video: str | None = None  # answer_file points: the video file (e.g. an hour at 1 fps)
+    answer_video_wait_s: float = 120.0  # answer_file: wait this long for the video to appear (another writer)
+    workers: int = 8  # answer_file: threads resizing the decoded frames
+
+
+def parse(argv: list[str]) -> BenchConfig:
+    return parse_args(BenchConfig, argv, prog="vamba bench", doc=__doc__ or "",
+                      deprecated={"frames": "num_frames", "out_dir": "out"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,16 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     from vamba.models import VambaForConditionalGeneration
 
     started = time.monotonic()
-    device = torch.device(args.device)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     cuda = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("bfloat16" if cuda else "float32")]
+    dtype = DTYPES[auto_dtype(args.dtype, str(device))]
     grid_hw = frame_grid(*parse_frame_size(args.frame_size))
-    frames = sorted(set(args.frames or DEFAULT_FRAMES))
+    frames = sorted(set(args.num_frames or DEFAULT_FRAMES))
     if any(n < 2 or n % 2 for n in frames):
         raise SystemExit("vamba bench: frame counts must be even and >= 2")
     device_name, device_kind = device_tag(device)
     tag = args.tag or device_kind
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     setup = Setup(device, dtype, grid_hw, args.question_tokens, args.train_tokens, args.piece_frames)

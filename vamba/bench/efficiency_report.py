@@ -1,4 +1,4 @@
-"""The efficiency benchmark's report: summary tables, its goals, plots (``vamba bench --report-only``).
+"""The efficiency benchmark's report: summary tables, its goals, plots (``vamba bench report_only=JSON``).
 
 Reads only the results JSON that ``vamba.bench.efficiency`` writes, so a cut-short run can be reported and
 the committed JSON re-rendered without a GPU.
@@ -257,7 +257,7 @@ def plot(result: dict, out_dir: Path, tag: str) -> list[Path]:
         for ax, (panel, series) in zip(axes, panels.items()):
             ooms = []
             for model, mode, colour, style, label in series:
-                # by frame count: --points measures in the goals' order, not along the axis
+                # by frame count: points= measures in the goals' order, not along the axis
                 good = sorted(ok_rows(rows, model, mode), key=lambda r: r["frames"])
                 if quantity == "memory":
                     good = [r for r in good if "peak_gib" in r]

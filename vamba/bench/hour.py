@@ -1,4 +1,4 @@
-"""The hour answered end to end from a video file (``vamba bench --points vamba:answer_file:3600 --answer-video F``).
+"""The hour answered end to end from a video file (``vamba bench points=vamba:answer_file:3600 answer_video=F``).
 
 What a user's ``VambaChat`` does with an hour of video at 1 fps: the file is decoded (decord when installed, else
 PyAV), its frames resized and cut into patches (``vamba.inference.video.VideoPlan.pieces``: one decoding thread, a

@@ -1,4 +1,4 @@
-"""The efficiency benchmark's points in a given order (``vamba bench --points ...``), the goals' points first.
+"""The efficiency benchmark's points in a given order (``vamba bench points=[...]``), the goals' points first.
 
 The sweeps of ``vamba.bench.sweep`` measure model by model and frame count by frame count; a run with little device
 time measures instead a list of points ``MODEL:MODE:FRAMES`` in the order given (``GOAL_POINTS``: the points the
@@ -10,7 +10,7 @@ compilation); every point is then timed by ``vamba.bench.sweep.measure_point`` (
 after a warming run, so the hour's first run, which compiles its last piece's shapes, is not the one timed). A point
 predicted not to fit the time left is recorded as skipped; after an out-of-memory point, the larger points of the
 same model and mode are not run. Modes: those of the sweeps, ``stage1`` (cross-attention, Mamba-2 blocks, alpha
-trainable) and ``answer_file`` (``vamba.bench.hour``: the hour answered end to end from ``--answer-video``).
+trainable) and ``answer_file`` (``vamba.bench.hour``: the hour answered end to end from ``answer_video``).
 """
 from __future__ import annotations
 
@@ -57,13 +57,13 @@ class Point:
             frames, _, fallback = frames.partition("/")
             point = cls(model, mode, int(frames), int(fallback) if fallback else None)
         except ValueError:
-            raise ValueError(f"--points: {text!r} is not MODEL:MODE:FRAMES[/FALLBACK]") from None
+            raise ValueError(f"points: {text!r} is not MODEL:MODE:FRAMES[/FALLBACK]") from None
         if model not in ("vamba", "qwen2_vl") or mode not in MODES:
-            raise ValueError(f"--points: {text!r}: model vamba or qwen2_vl, mode one of {MODES}")
+            raise ValueError(f"points: {text!r}: model vamba or qwen2_vl, mode one of {MODES}")
         if model == "qwen2_vl" and mode not in ("prefill", "train"):
-            raise ValueError(f"--points: {text!r}: Qwen2-VL has the modes prefill and train")
+            raise ValueError(f"points: {text!r}: Qwen2-VL has the modes prefill and train")
         if any(n is not None and (n < 2 or n % 2) for n in (point.frames, point.fallback)):
-            raise ValueError(f"--points: {text!r}: frame counts must be even and >= 2")
+            raise ValueError(f"points: {text!r}: frame counts must be even and >= 2")
         return point
 
 
@@ -215,7 +215,7 @@ def _warm(name: str, mode: str, steps: dict, frames: int, setup: Setup, info: di
 def _answer_file(point: Point, args: argparse.Namespace, model, timer: VisionTimer) -> dict[str, Any]:
     video = Path(args.answer_video) if args.answer_video else None
     if video is None:
-        return {"status": "error", "error": "no --answer-video given"}
+        return {"status": "error", "error": "no answer_video given"}
     missing = wait_for(video, args.answer_video_wait_s)
     if missing:
         return {"status": "error", "error": missing}

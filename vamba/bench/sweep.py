@@ -150,8 +150,8 @@ def row_line(row: dict) -> str:
 
 
 def answer(prefill: Callable[..., Step], sweeper: Sweeper, args: argparse.Namespace, result: dict) -> None:
-    """The hour-long target end to end: ``--answer-frames`` (an hour at 1 fps) streamed, the question prefilled and
-    ``--answer-tokens`` greedy tokens decoded against the video cache; one row of mode ``answer``."""
+    """The hour-long target end to end: ``answer_frames`` (an hour at 1 fps) streamed, the question prefilled and
+    ``answer_tokens`` greedy tokens decoded against the video cache; one row of mode ``answer``."""
     setup, n = sweeper.setup, args.answer_frames
     if not any(r["model"] == "vamba" and r["mode"] == "prefill" and r["frames"] == n for r in result["rows"]):
         return  # not a point of the prefill sweep

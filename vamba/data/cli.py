@@ -1,50 +1,64 @@
 """``vamba data <tool>``: ``synth`` writes the synthetic data set; ``stats`` checks a mixture end to end.
 
-    vamba data synth out_dir=data/synthetic num_videos=48 seed=0
-    vamba data stats mixture=data/synthetic/mixture.yaml tokenizer=data/synthetic/tokenizer \
-        text_budget=2048 video_budget=512
+    vamba data synth out=data/synthetic num_videos=48 seed=0
+    vamba data stats mixture=data/synthetic/mixture.yaml tokenizer=data/synthetic/tokenizer text_budget=2048
+
+``vamba data <tool> --help`` lists the tool's keys.
 """
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+
+from vamba.utils.cli_args import parse_args, wants_help
 
 USAGE = __doc__
 
 
-def synth(argv: list[str]) -> int:
-    from vamba.data.synth import generate, parse_overrides
+def parse_synth(argv: list[str]):
+    from vamba.data.synth import SynthConfig
 
-    manifest = generate(parse_overrides(argv))
+    return parse_args(SynthConfig, argv, prog="vamba data synth", doc="write the synthetic data set (docs/data.md)",
+                      deprecated={"out_dir": "out", "output_dir": "out"})
+
+
+def synth(argv: list[str]) -> int:
+    from vamba.data.synth import generate
+
+    config = parse_synth(argv)
+    manifest = generate(config)
     print(json.dumps({k: manifest[k] for k in ("counts", "tasks")}, indent=2))
-    print(f"wrote {len(manifest['files'])} files to {manifest['config']['out_dir']}")
+    print(f"wrote {len(manifest['files'])} files to {config.out}")
     return 0
 
 
-def stats(argv: list[str]) -> int:
-    """Measure every sample of a mixture (headers only) and print token statistics and skip counts."""
-    from dataclasses import dataclass
+@dataclass
+class StatsArgs:
+    mixture: str  # the mixture YAML (vamba.data.mixture)
+    tokenizer: str  # tokenizer folder (a checkpoint, or the synthetic set's tokenizer/)
+    num_frames: int = 16  # frames sampled per video (uniformly)
+    text_budget: int = 0  # > 0: also plan packed rows under these budgets (text tokens per row)
+    video_budget: int = 0  # video tokens per packed row
 
+
+STATS_DOC = "Measure every sample of a mixture (headers only) and print token statistics and skip counts."
+
+
+def parse_stats(argv: list[str]) -> StatsArgs:
+    return parse_args(StatsArgs, argv, prog="vamba data stats", doc=STATS_DOC, deprecated={"frames": "num_frames"})
+
+
+def stats(argv: list[str]) -> int:
+    """``vamba data stats``: see ``STATS_DOC``."""
+    args = parse_stats(argv)
     from transformers import AutoTokenizer
 
     from vamba.data.dataset import ProcessingConfig, VambaDataset
     from vamba.data.mixture import Mixture
     from vamba.data.packing import plan_rows
     from vamba.data.sampling import FrameSampling
-    from vamba.data.synth import parse_overrides
 
-    @dataclass
-    class StatsArgs:
-        mixture: str = ""
-        tokenizer: str = ""
-        num_frames: int = 16
-        text_budget: int = 0  # > 0: also plan packed rows under these budgets
-        video_budget: int = 0
-
-    args = parse_overrides(argv, StatsArgs)
-    if not args.mixture or not args.tokenizer:
-        print("vamba data stats: mixture=... and tokenizer=... are required", file=sys.stderr)
-        return 2
     dataset = VambaDataset(Mixture.from_yaml(args.mixture), AutoTokenizer.from_pretrained(args.tokenizer),
                            ProcessingConfig(sampling=FrameSampling("uniform", args.num_frames)))
     measured = dataset.measure()
@@ -66,11 +80,14 @@ TOOLS = {"synth": synth, "stats": stats}
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in TOOLS:
-        print(USAGE, file=sys.stderr if argv else sys.stdout)
-        return 2 if argv else 0
+    if not argv or (wants_help(argv[:1])):
+        print(USAGE)
+        return 0
+    if argv[0] not in TOOLS:
+        print(f"vamba data: unknown tool {argv[0]!r} (synth or stats)\n{USAGE}", file=sys.stderr)
+        return 2
     try:
         return TOOLS[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # ArgsError is a ValueError: one line, exit 2
         print(f"vamba data {argv[0]}: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ carries one task that needs the whole video:
   the two candidate colours but not which one follows the anchor: 50% at best.
 
 Events last at least ``num_frames / 8`` frames, so 8 or more uniformly sampled frames always see each one.
-``generate(SynthConfig(out_dir=...))`` writes (paths relative to ``out_dir``)::
+``generate(SynthConfig(out=...))`` writes (paths relative to ``out``)::
 
     videos/*.mp4, images/*.png         training media
     captions.jsonl / captions.parquet  caption pairs (images and videos)
@@ -65,16 +65,16 @@ LVBENCH_INSTRUCTION = ("Select the best answer to the following multiple-choice 
 
 @dataclass
 class SynthConfig:
-    out_dir: str = "synthetic"
-    num_videos: int = 48
-    num_images: int = 48
-    num_bench_videos: int = 24
-    size: int = 64
-    min_frames: int = 24
+    out: str = "synthetic"  # folder to write (created; files are overwritten)
+    num_videos: int = 48  # training videos (mp4)
+    num_images: int = 48  # training images (png)
+    num_bench_videos: int = 24  # videos of the miniature benchmarks (LVBench / Video-MME / MLVU layouts)
+    size: int = 64  # frame side in pixels (even, >= 32)
+    min_frames: int = 24  # frames per video: drawn between min_frames and max_frames
     max_frames: int = 48
-    fps: int = 8
-    seed: int = 0
-    tokenizer: bool = True
+    fps: int = 8  # frame rate written into the videos
+    seed: int = 0  # the same seed writes the same files
+    tokenizer: bool = True  # also write the tiny word-level tokenizer (vamba.data.tiny_tokenizer)
     # False: a question whose options are a whole closed set (the four colours) lists them in one fixed
     # order, as the counting options 1-4 always are; the letter then names the answer by itself.
     shuffle_options: bool = True
@@ -314,12 +314,12 @@ def _write_webdataset(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 
 def generate(config: SynthConfig) -> dict:
-    """Write the synthetic data set under ``config.out_dir``; returns the manifest."""
+    """Write the synthetic data set under ``config.out``; returns the manifest."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
 
-    out = Path(config.out_dir)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "manifest.json"
     if previous.exists():  # a re-run replaces the files of the previous set (and only those)
@@ -452,27 +452,3 @@ sources:
     path: llava_image.json
     weight: 1.0
 """
-
-
-def parse_overrides(argv: list[str], cls=SynthConfig):
-    """``key=value`` arguments -> ``cls`` (values converted to the field's type; unknown keys are errors)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value, got {arg!r}")
-        if key not in fields:
-            raise ValueError(f"unknown option {key!r}; valid: {', '.join(fields)}")
-        kind = fields[key].type
-        if kind in ("bool", bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"{key} expects true/false, got {value!r}")
-            values[key] = value.lower() in ("true", "1")
-        elif kind in ("int", int):
-            values[key] = int(value)
-        elif key == "tasks":  # tasks=needle,order,after
-            values[key] = tuple(t.strip() for t in value.split(",") if t.strip())
-        else:
-            values[key] = value
-    return cls(**values)

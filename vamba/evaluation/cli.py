@@ -7,8 +7,8 @@ Examples::
     vamba eval benchmark=lvbench responses=runs/eval/lvbench/vamba/x/responses.jsonl extractor=mcq_extract
     vamba eval benchmark=mlvu data=/datasets/MLVU replay=old_run/responses.jsonl out=runs/replayed
 
-Keys are validated (a typo fails at once); ``key=value`` pairs only. Ranks come from torchrun's
-``RANK``/``WORLD_SIZE``; each rank evaluates its share and the last one to finish writes the report.
+Keys are validated (a typo fails at once, naming the closest key); ``key=value`` pairs only (docs/cli.md).
+Ranks come from torchrun's ``RANK``/``WORLD_SIZE``; each rank evaluates its share and the last one to finish writes the report.
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
 from vamba.data.video import VideoDecodeError
 from vamba.evaluation.benchmarks import NAMES, BenchmarkDataError, get_benchmark
 from vamba.evaluation.run_names import default_run_dir, model_identity
 from vamba.evaluation.runner import RunMismatchError, VideoUnavailableError, evaluate, rescore_file, resolve_protocol
 from vamba.evaluation.sharding import dist_env
+from vamba.utils.cli_args import ArgsError, auto_dtype, parse_args
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -38,10 +38,10 @@ class EvalModelConfig:
 
     path: str | None = None  # checkpoint directory (released VAMBA layout or ours)
     adapter: str = DEFAULT_ADAPTER  # "module:function"(path, device, dtype) -> VideoQAModel
-    device: str = "auto"
-    dtype: str = "bfloat16"
+    device: str = "auto"  # auto (this rank's GPU, else CPU) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32
     min_pixels: int | None = None  # smart-resize limits; default: the checkpoint's processor files
-    max_pixels: int | None = None
+    max_pixels: int | None = None  # (the smart-resize cap)
 
 
 @dataclass
@@ -55,23 +55,24 @@ class EvalConfig:
     replay: str | None = None  # answer from this responses.jsonl instead of a model
     limit: int | None = None  # first N questions only (smoke runs)
     num_frames: int | None = None  # override the protocol's frame count
-    max_new_tokens: int | None = None
-    do_sample: bool | None = None
+    max_new_tokens: int | None = None  # override the protocol's answer length
+    do_sample: bool | None = None  # override the protocol's decoding (true: sampling, false: greedy)
     seed: int = 0  # random-fallback extraction and sampled decoding
     annotation: str | None = None  # annotation file/folder, absolute or relative to data
     video_dir: str | None = None  # video folder, absolute or relative to data
     subtitles: bool = False  # Video-MME: add subtitles to the prompt
     strict: bool = False  # stop at the first missing or undecodable video (as the released scripts) instead of skipping
-    progress: bool = True
+    progress: bool = True  # a progress bar on stderr
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
 
 
+# Spellings of earlier versions (and of the other commands before they shared one grammar) -> the key now.
+DEPRECATED = {"frames": "num_frames", "out_dir": "out", "output_dir": "out"}
+
+
 def parse(argv: list[str]) -> EvalConfig:
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ValueError(f"expected key=value arguments, got {bad}")
-    cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.from_dotlist(argv))
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return parse_args(EvalConfig, argv, prog="vamba eval", doc=f"{__doc__}\nbenchmarks: {', '.join(NAMES)}",
+                      deprecated=DEPRECATED)
 
 
 def load_model(cfg: EvalModelConfig):
@@ -83,7 +84,7 @@ def load_model(cfg: EvalModelConfig):
         raise ValueError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
     limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
-    return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype, **limits)
+    return factory(path=cfg.path, device=cfg.device, dtype=auto_dtype(cfg.dtype, cfg.device), **limits)
 
 
 def replay_identity(responses: str) -> dict:
@@ -128,20 +129,14 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("benchmarks: " + ", ".join(NAMES))
-        defaults = OmegaConf.to_container(OmegaConf.structured(EvalConfig))
-        keys = [f"{k}={v}" for k, v in defaults.items() if k != "model"]
-        keys += [f"model.{k}={v}" for k, v in defaults["model"].items()]
-        print("keys (defaults; ??? = required): " + " ".join(keys))
-        return 0
+    if not argv:
+        argv = ["--help"]
     try:
         cfg = parse(argv)
         summary, out = run(cfg)
     # Our own errors about what was asked for (keys, paths, benchmark files, a checkpoint, a video that cannot be
     # decoded) are one line; anything else (out of memory, a bug) surfaces with its traceback.
-    except (OmegaConfBaseException, ValueError, FileNotFoundError, BenchmarkDataError, RunMismatchError,
+    except (ArgsError, ValueError, FileNotFoundError, BenchmarkDataError, RunMismatchError,
             VideoUnavailableError, VideoDecodeError) as e:
         print(f"vamba eval: {e}", file=sys.stderr)
         return 2

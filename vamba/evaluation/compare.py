@@ -1,28 +1,29 @@
 """``vamba compare``: is model A better than model B on one benchmark? Paired over questions and seeds.
 
-    vamba compare runs/eval/lvbench/vamba/init_sa-final --vs runs/eval/lvbench/vamba/init_random-final
-    vamba compare a_seed0 a_seed1 a_seed2 --vs b_seed0 b_seed1 b_seed2 --out a_vs_b.json --names "SA" "random"
+    vamba compare a=runs/eval/lvbench/vamba/init_sa-final b=runs/eval/lvbench/vamba/init_random-final
+    vamba compare a=[a_seed0,a_seed1,a_seed2] b=[b_seed0,b_seed1,b_seed2] out=a_vs_b.json names=[SA,random]
 
-Each argument is a ``vamba eval`` output directory (its ``responses.jsonl``, ``summary.json``). With several
+Each run is a ``vamba eval`` output directory (its ``responses.jsonl``, ``summary.json``). With several
 runs per arm (one per training seed), the k-th run of A is paired with the k-th run of B. Only questions that
 every run answered are compared (a skipped video's question has no pair); how many were left out is printed.
 Per group (overall, then each ``meta.question_type`` value, e.g. LVBench's categories): the difference in
 accuracy A - B in points with its 95% bootstrap interval over seeds and questions, the exact McNemar p-value
 over all (run, question) pairs, and which arm the interval favours (``vamba.evaluation.stats``, the same
 judgement as the miniature ablations, docs/ablations.md). The arms are labelled by the models their runs hold
-(``model_id`` in each run's settings), or by ``--names``.
+(``model_id`` in each run's settings), or by ``names=[A,B]``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vamba.evaluation.stats import judge_paired
+from vamba.utils.cli_args import parse_args
 from vamba.utils.io import atomic_write_json, read_jsonl
 
 INCONCLUSIVE = "neither (interval contains 0)"
@@ -132,24 +133,33 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class CompareConfig:
+    a: list[str]  # arm A: `vamba eval` output directories, one per seed (also the positional arguments)
+    b: list[str]  # arm B, in the same seed order
+    resamples: int = 10_000  # bootstrap resamples
+    level: float = 0.95  # interval level
+    out: str | None = None  # also write the comparison as JSON here
+    names: list[str] | None = None  # labels of arms A and B (default: the models their eval runs hold)
+
+
+def parse(argv: list[str]) -> CompareConfig:
+    return parse_args(CompareConfig, argv, prog="vamba compare", doc=__doc__ or "", positional=("a",),
+                      deprecated={"vs": "b"})
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vamba compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", nargs="+", help="arm A: `vamba eval` output directories, one per seed")
-    parser.add_argument("--vs", nargs="+", required=True, metavar="B", help="arm B, in the same seed order")
-    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
-    parser.add_argument("--out", type=Path, help="also write the comparison as JSON here")
-    parser.add_argument("--names", nargs=2, metavar=("NAME_A", "NAME_B"),
-                        help="labels of the two arms (default: the models their eval runs hold)")
-    args = parser.parse_args(argv)
+    args = parse(argv)
+    if args.names is not None and len(args.names) != 2:
+        print(f"vamba compare: names takes two labels (arm A, arm B), got {args.names}", file=sys.stderr)
+        return 2
     try:
-        result = compare_runs(args.a, args.vs, resamples=args.resamples, level=args.level,
+        result = compare_runs(args.a, args.b, resamples=args.resamples, level=args.level,
                               names=tuple(args.names) if args.names else None)
     except (CompareError, ValueError) as e:
         print(f"vamba compare: {e}", file=sys.stderr)
         return 2
     print(render(result))
     if args.out:
-        atomic_write_json(args.out, result)
+        atomic_write_json(Path(args.out), result)
     return 0

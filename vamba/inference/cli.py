@@ -1,8 +1,8 @@
 """``vamba chat``: ask a VAMBA model about a video from the terminal.
 
-    vamba chat --model ckpt/ --video movie.mp4 "What happens at the end?"      # one question, then exit
-    vamba chat --model ckpt/ --video movie.mp4                                  # interactive: follow-ups
-    vamba chat --model ckpt/ --video lecture.mp4 --fps 1 --frames 3600 "Summarise the talk."
+    vamba chat model.path=ckpt/ video=movie.mp4 "What happens at the end?"     # one question, then exit
+    vamba chat model.path=ckpt/ video=movie.mp4                                 # interactive: follow-ups
+    vamba chat model.path=ckpt/ video=lecture.mp4 fps=1 num_frames=3600 "Summarise the talk."
 
 The video is encoded once (progress bar on stderr); answers stream to stdout token by token. In the
 interactive mode every question sees the earlier turns and reuses the encoded video; ``/reset`` forgets the
@@ -10,65 +10,80 @@ turns, ``/video PATH`` encodes another video, ``/quit`` (or end of input) leaves
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoDecodeError
+from vamba.utils.cli_args import auto_dtype, parse_args
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vamba chat", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("question", nargs="?", help="ask this and exit (default: interactive)")
-    p.add_argument("--model", required=True, help="checkpoint directory (model + tokenizer)")
-    p.add_argument("--video", required=True, help="video file or folder of frames")
-    p.add_argument("--frames", type=int, default=None,
-                   help="frames to read (with --fps: the cap); default: the checkpoint's processor (128 without one)")
-    p.add_argument("--fps", type=float, default=None, help="read frames at this rate instead of uniformly")
-    p.add_argument("--shortest-edge", type=int, default=None, help="VAMBA pre-resize: raise sides to this")
-    p.add_argument("--longest-edge", type=int, default=None, help="VAMBA pre-resize: cap the long side")
-    p.add_argument("--min-pixels", type=int, default=None, help="smart-resize floor (default: the checkpoint's)")
-    p.add_argument("--max-pixels", type=int, default=None, help="smart-resize cap (default: the checkpoint's)")
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--piece-frames", type=int, default=128, help="frames per piece of the streaming prefill")
-    p.add_argument("--interactive", "-i", action="store_true", help="keep asking after the first question")
-    return p
+@dataclass
+class ChatModelConfig:
+    """``model.*``: the checkpoint and where it runs (the same keys as ``vamba eval``'s ``model.*``)."""
+
+    path: str = "???"  # checkpoint directory (model + tokenizer + processor files)
+    device: str = "auto"  # auto (this rank's GPU, else CPU) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32
+    min_pixels: int | None = None  # smart-resize floor (default: the checkpoint's processor files)
+    max_pixels: int | None = None  # smart-resize cap (default: the checkpoint's processor files)
+    shortest_edge: int | None = None  # VAMBA pre-resize: raise sides to this
+    longest_edge: int | None = None  # VAMBA pre-resize: cap the long side
+
+
+@dataclass
+class ChatConfig:
+    video: str = "???"  # video file or folder of frames
+    question: str | None = None  # ask this and exit (default: interactive); also the one positional argument
+    num_frames: int | None = None  # frames to read (with fps: the cap); default: the checkpoint's processor (128)
+    fps: float | None = None  # read frames at this rate instead of uniformly
+    max_new_tokens: int = 512
+    do_sample: bool = False  # sample instead of greedy decoding
+    temperature: float = 0.7  # with do_sample
+    top_p: float = 0.9  # with do_sample
+    seed: int | None = None
+    piece_frames: int = 128  # frames per piece of the streaming prefill
+    interactive: bool = False  # keep asking after the first question
+    model: ChatModelConfig = field(default_factory=ChatModelConfig)
+
+
+# The argparse flags of earlier versions (``--model ckpt``, ``--frames 8``, ``--sample``, ``-i``) -> the key now.
+DEPRECATED = {"model": "model.path", "frames": "num_frames", "sample": "do_sample", "i": "interactive",
+              **{k: f"model.{k}" for k in ("device", "dtype", "min_pixels", "max_pixels", "shortest_edge",
+                                           "longest_edge")}}
+
+
+def parse(argv: list[str]) -> ChatConfig:
+    return parse_args(ChatConfig, argv, prog="vamba chat", doc=__doc__ or "", positional=("question",),
+                      deprecated=DEPRECATED)
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     from transformers import TextStreamer
 
     from vamba.inference.chat import VambaChat
 
-    if args.frames is not None and args.frames < 1:
-        print("vamba chat: --frames must be >= 1", file=sys.stderr)
+    if args.num_frames is not None and args.num_frames < 1:
+        print("vamba chat: num_frames must be >= 1", file=sys.stderr)
         return 2
     try:
-        # Resize and frame defaults are the checkpoint's (its processor files); the flags given here win.
-        chat = VambaChat.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+        # Resize and frame defaults are the checkpoint's (its processor files); the keys given here win.
+        chat = VambaChat.from_pretrained(args.model.path, device=args.model.device,
+                                         dtype=auto_dtype(args.model.dtype, args.model.device),
                                          piece_frames=args.piece_frames)
-        edits = {"shortest_edge": args.shortest_edge, "longest_edge": args.longest_edge,
-                 "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
+        edits = {"shortest_edge": args.model.shortest_edge, "longest_edge": args.model.longest_edge,
+                 "min_pixels": args.model.min_pixels, "max_pixels": args.model.max_pixels}
         chat.vision = replace(chat.vision, **{k: v for k, v in edits.items() if v is not None})
-        frames = chat.sampling.num_frames if args.frames is None else args.frames
-        fps = args.fps or (chat.sampling.fps if chat.sampling.mode == "fps" and args.frames is None else None)
+        frames = chat.sampling.num_frames if args.num_frames is None else args.num_frames
+        fps = args.fps or (chat.sampling.fps if chat.sampling.mode == "fps" and args.num_frames is None else None)
         sampling = FrameSampling("fps", frames, fps=fps) if fps else FrameSampling("uniform", frames)
         video = chat.encode(args.video, sampling=sampling, progress=True)
     except (FileNotFoundError, ValueError, VideoDecodeError) as e:
         print(f"vamba chat: {e}", file=sys.stderr)
         return 2
     print(f"[{video.frames} frames, {video.tokens} video tokens, encoded in {video.seconds:.1f} s]", file=sys.stderr)
-    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
                    top_p=args.top_p, seed=args.seed)
     conversation = chat.conversation(video)
 

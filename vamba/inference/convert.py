@@ -1,8 +1,9 @@
-"""``vamba convert SRC DST``: any checkpoint VAMBA loads -> a ``vamba``-typed checkpoint with its processor.
+"""``vamba convert src=SRC out=DST``: any checkpoint VAMBA loads -> a ``vamba``-typed checkpoint with its processor.
 
-    vamba convert TIGER-Lab/Vamba-Qwen2-VL-7B out/vamba-7b                   # released checkpoint (qwen2_vl-typed)
-    vamba convert path/to/Qwen2-VL-7B-Instruct out/vamba-7b-init             # Qwen2-VL: cross-attn from self-attn
-    vamba convert ckpt/ out/ --tokenizer path/to/Qwen2-VL-7B-Instruct         # SRC without tokenizer files
+    vamba convert src=TIGER-Lab/Vamba-Qwen2-VL-7B out=out/vamba-7b           # released checkpoint (qwen2_vl-typed)
+    vamba convert src=path/to/Qwen2-VL-7B-Instruct out=out/vamba-7b-init     # Qwen2-VL: cross-attn from self-attn
+    vamba convert src=ckpt/ out=out/ tokenizer=path/to/Qwen2-VL-7B-Instruct  # SRC without tokenizer files
+    vamba convert ckpt/ out/                                                 # src and out may also be positional
 
 The released checkpoint says ``model_type: qwen2_vl``, so transformers' Auto classes build plain Qwen2-VL from it
 and drop every VAMBA weight. DST says ``model_type: vamba`` and holds a ``VambaProcessor``, so after
@@ -10,13 +11,12 @@ and drop every VAMBA weight. DST says ``model_type: vamba`` and holds a ``VambaP
 and ``AutoProcessor.from_pretrained(DST)`` a ``VambaProcessor`` (docs/model.md).
 
 Processor settings (pixel limits, frames, edges) come from SRC's processor files (a Qwen2-VL or released
-checkpoint's ``preprocessor_config.json``), else from the ``--tokenizer`` folder's, else the defaults (said on
-stderr); options override. DST is written to a temporary folder beside it and renamed when complete; an existing
-DST is refused unless ``--overwrite``.
+checkpoint's ``preprocessor_config.json``), else from the ``tokenizer=`` folder's, else the defaults (said on
+stderr); keys given override. DST is written to a temporary folder beside it and renamed when complete; an existing
+DST is refused unless ``overwrite=true``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,6 +29,7 @@ from typing import Any
 from vamba.data.processor import build_processor
 from vamba.data.video_processor import VambaVideoProcessor, read_processor_dicts
 from vamba.inference.chat import DTYPES
+from vamba.utils.cli_args import parse_args
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
@@ -71,7 +72,7 @@ def load_tokenizer(src: str, tokenizer: str | None):
 
     path = tokenizer or src
     if not _has_tokenizer(path):
-        hint = ("; pass --tokenizer PATH (the tokenizer the checkpoint was trained with, e.g. its Qwen2-VL base "
+        hint = ("; pass tokenizer=PATH (the tokenizer the checkpoint was trained with, e.g. its Qwen2-VL base "
                 "model's folder)") if tokenizer is None else ""
         raise ConversionError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}){hint}")
     try:
@@ -104,7 +105,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
     src, dst = os.fspath(src), Path(dst)
     tokenizer = os.fspath(tokenizer) if tokenizer is not None else None
     if dst.exists() and not overwrite:
-        raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
+        raise ConversionError(f"{dst} exists; pass overwrite=true to replace it")
     if os.path.isdir(src) and dst.resolve() == Path(src).resolve():
         raise ConversionError("SRC and DST are the same folder")
     if dtype != "auto" and dtype not in DTYPES:
@@ -130,7 +131,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
     try:
         model.save_pretrained(str(tmp))
         processor.save_pretrained(str(tmp))
-        if dst.exists():  # --overwrite: the old DST goes only once the new one is complete
+        if dst.exists():  # overwrite=true: the old DST goes only once the new one is complete
             old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old."))
             os.replace(dst, old / dst.name)
             os.replace(tmp, dst)
@@ -142,31 +143,32 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
     return Converted(dst, kind, found or "defaults (no processor file in SRC)")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vamba convert", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("src", help="checkpoint folder or hub id (local Hugging Face cache): released VAMBA, Qwen2-VL, ours")
-    p.add_argument("dst", help="output folder (written to a temporary folder beside it, then renamed)")
-    p.add_argument("--tokenizer", default=None, help="take the tokenizer (and, if SRC has none, the processor "
-                                                       "settings) from this folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-    p.add_argument("--dtype", default="auto", help="auto (SRC's), bfloat16, float16 or float32")
-    p.add_argument("--num-frames", type=int, default=None, help="processor default: frames read (with --fps: cap)")
-    p.add_argument("--fps", type=float, default=None, help="processor default: read frames at this rate")
-    p.add_argument("--min-pixels", type=int, default=None)
-    p.add_argument("--max-pixels", type=int, default=None)
-    p.add_argument("--shortest-edge", type=int, default=None, help="VAMBA pre-resize: raise sides to this")
-    p.add_argument("--longest-edge", type=int, default=None, help="VAMBA pre-resize: cap the long side")
-    return p
+@dataclass
+class ConvertConfig:
+    src: str  # checkpoint folder or hub id (local Hugging Face cache): released VAMBA, Qwen2-VL, ours
+    out: str  # output folder (written to a temporary folder beside it, then renamed)
+    tokenizer: str | None = None  # take the tokenizer (and, if SRC has none, the processor settings) from here
+    overwrite: bool = False  # replace an existing out folder
+    dtype: str = "auto"  # auto (keep SRC's: a conversion computes nothing) | bfloat16 | float16 | float32
+    num_frames: int | None = None  # processor default: frames read (with fps: the cap)
+    fps: float | None = None  # processor default: read frames at this rate
+    min_pixels: int | None = None  # processor default: smart-resize floor
+    max_pixels: int | None = None  # processor default: smart-resize cap
+    shortest_edge: int | None = None  # VAMBA pre-resize: raise sides to this
+    longest_edge: int | None = None  # VAMBA pre-resize: cap the long side
+
+
+def parse(argv: list[str]) -> ConvertConfig:
+    return parse_args(ConvertConfig, argv, prog="vamba convert", doc=__doc__ or "", positional=("src", "out"),
+                      deprecated={"dst": "out", "out_dir": "out", "frames": "num_frames"})
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     from vamba.models.loading import IncompatibleCheckpointError
 
     try:
-        done = convert(args.src, args.dst, tokenizer=args.tokenizer, overwrite=args.overwrite, dtype=args.dtype,
+        done = convert(args.src, args.out, tokenizer=args.tokenizer, overwrite=args.overwrite, dtype=args.dtype,
                        num_frames=args.num_frames, fps=args.fps, min_pixels=args.min_pixels,
                        max_pixels=args.max_pixels, shortest_edge=args.shortest_edge, longest_edge=args.longest_edge)
     except (ConversionError, IncompatibleCheckpointError, FileNotFoundError, ValueError) as e:

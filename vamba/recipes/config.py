@@ -21,7 +21,7 @@ class DemoConfig:
     num_images: int = 1000  # single-frame shape/colour questions: the cheapest perception signal
     num_mc_videos: int = 1600  # multiple-choice training videos (the training set's benchmark split)
     num_bench_videos: int = 120  # held-out benchmark (another seed)
-    frames: int = 8
+    num_frames: int = 8  # frames per video (training and the benchmark); was demo.frames
     frame_size: int = 112  # frames are frame_size^2 pixels: (frame_size / 28)^2 = 16 tokens per 2 frames
     shuffle_options: bool = False  # colour options in one fixed order (vamba.data.synth.SynthConfig)
     # event order asked as "what colour was the shape that appeared first?" (closed colour options) rather

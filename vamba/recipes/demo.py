@@ -40,7 +40,7 @@ def _synth(out: Path, seed: int, videos: int, images: int, bench: int, d: DemoCo
     from vamba.data.synth import SynthConfig, generate
 
     if not (out / "manifest.json").exists():
-        generate(SynthConfig(out_dir=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
+        generate(SynthConfig(out=str(out), num_videos=videos, num_images=images, num_bench_videos=bench,
                              size=d.frame_size, min_frames=32, max_frames=64, seed=seed,
                              shuffle_options=d.shuffle_options, order_question=d.order_question,
                              tasks=tuple(d.tasks), workers=d.data_workers))
@@ -60,7 +60,7 @@ def _protocol(frames: int, max_new_tokens: int = 4):
 
 def held_out_questions(cfg: DemoTrainConfig, data: dict[str, Path]) -> list:
     """The held-out benchmark's questions (``vamba.evaluation`` ``Question``s) in benchmark order."""
-    benchmark, _ = _protocol(cfg.demo.frames)
+    benchmark, _ = _protocol(cfg.demo.num_frames)
     return benchmark.load(data["bench"], {})
 
 
@@ -85,7 +85,7 @@ def write_data(cfg: DemoTrainConfig, out: Path) -> dict[str, Path]:
     bench = _synth(out / "bench", 1, 0, 0, d.num_bench_videos, d)
     # Multiple-choice training questions: the training set's own benchmark split, phrased exactly as the
     # evaluation prompts (the held-out benchmark uses other videos: seed 1).
-    benchmark, spec = _protocol(d.frames)
+    benchmark, spec = _protocol(d.num_frames)
     mc = [{"id": f"mc_{q.qid}", "video": os.path.relpath(q.video, train), "conversations": [
         {"from": "human", "value": "<video>\n" + spec.prompt(q)}, {"from": "gpt", "value": _reply(q, d.explain)}]}
         for q in benchmark.load(train / "lvbench", {})]
@@ -131,7 +131,7 @@ def train_teacher(cfg: DemoTrainConfig, data: dict[str, Path], out: Path) -> Pat
     ids = special_ids(tok)
     collate = Collator(tok.pad_token_id)
     dataset = MemoryCache(VambaDataset(Mixture.from_yaml(data["train"] / "all.yaml"), tok,
-                                       data_config(dataclasses.replace(cfg.data, num_frames=d.frames), None)))
+                                       data_config(dataclasses.replace(cfg.data, num_frames=d.num_frames), None)))
 
     def collator(items):
         return teacher_training_batch(collate(items), vision_start_id=ids["vision_start_token_id"],
@@ -160,7 +160,7 @@ def stage_config(cfg: DemoTrainConfig, *, stage: str, model_path: Path, mixture:
     c = copy.deepcopy(cfg)
     c.output_dir, c.device = str(out), "cpu"
     c.model.path = str(model_path)
-    c.data.mixture, c.data.tokenizer, c.data.num_frames = str(mixture), str(tokenizer), cfg.demo.frames
+    c.data.mixture, c.data.tokenizer, c.data.num_frames = str(mixture), str(tokenizer), cfg.demo.num_frames
     c.data.sampling, c.data.cache_in_memory, c.data.num_workers = "uniform", True, 0
     c.stage.name = stage
     mixer = ["*.vision_mixer.*"] if cfg.model.vision_mixer != "none" else []
@@ -186,7 +186,7 @@ def evaluate_model(cfg: DemoTrainConfig, data: dict[str, Path], model_dir: Path,
     from vamba.inference.video_qa import load_video_qa_model
     from vamba.inference.qwen2vl_video_qa import Qwen2VLVideoQA
 
-    benchmark, spec = _protocol(cfg.demo.frames, max_new_tokens=16 if cfg.demo.explain else 4)
+    benchmark, spec = _protocol(cfg.demo.num_frames, max_new_tokens=16 if cfg.demo.explain else 4)
     if teacher:
         tok = AutoTokenizer.from_pretrained(data["tokenizer"])
         model = Qwen2VLVideoQA(Qwen2VLForConditionalGeneration.from_pretrained(str(model_dir)), tok)

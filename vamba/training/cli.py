@@ -17,9 +17,9 @@ the cache into ``stage.distill.cache_dir`` with Hydra's record (``.hydra/``) ins
 whose recorded settings differ from its own (vamba.training.cache_settings).
 
 Configs live in ``configs/`` (train.yaml and its groups); ``--cfg job`` prints the composed config,
-``--help`` lists the groups. A recipe (the demo, the ablations) is given to ``main`` by ``vamba.cli``: its schema
-is registered beside ``TrainConfig`` and, when an experiment selects it, ``vamba train`` runs the recipe instead of
-one stage.
+``--help`` lists the groups and every key (``vamba.training.overrides``, from the schemas). A recipe (the demo, the
+ablations) is given to ``main`` by ``vamba.cli``: its schema is registered beside ``TrainConfig`` and, when an
+experiment selects it, ``vamba train`` runs the recipe instead of one stage.
 """
 from __future__ import annotations
 
@@ -51,7 +51,19 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
         print(f"vamba {prog}: no configs at {CONFIG_DIR}; install the package from its repository (pip install -e .)",
               file=sys.stderr)
         return 2
-    register({name: recipe.schema for name, recipe in (recipes or {}).items()})
+    from vamba.training.overrides import check, train_help
+    from vamba.utils.cli_args import ArgsError, wants_help
+
+    schemas = {name: recipe.schema for name, recipe in (recipes or {}).items()}
+    if wants_help(argv):  # ours, from the schemas; Hydra's page (--hydra-help) describes no key of ours
+        print(train_help(prog, __doc__ or "", CONFIG_DIR, schemas))
+        return 0
+    try:
+        argv = check(argv, prog, CONFIG_DIR, schemas)
+    except ArgsError as e:
+        print(f"vamba {prog}: {e}", file=sys.stderr)
+        return 2
+    register(schemas)
     saved = sys.argv
     sys.argv = [f"vamba {prog}", *argv]
     try:

@@ -48,20 +48,20 @@ class ModelConfig:
     """``path``: a Qwen2-VL checkpoint (converted: cross-attention from self-attention) or a VAMBA one.
     Without a path the model is built with random weights at ``size`` (Qwen2-VL-2B/7B dimensions or tiny)."""
 
-    name: str = "tiny"
-    path: str | None = None
-    size: str = "tiny"
+    name: str = "tiny"  # a label (the configs/model/*.yaml option's name)
+    path: str | None = None  # checkpoint to start from (Qwen2-VL or VAMBA); None: random weights at size
+    size: str = "tiny"  # tiny | 2b | 7b: dimensions when built without a path
     tiny: TinyDims = field(default_factory=TinyDims)
     dtype: str = "float32"  # weights at load; training precision is optim.bf16
-    attention_backend: str = "auto"
+    attention_backend: str = "auto"  # attention implementation (docs/model.md)
     vision_attention: str = "auto"  # the vision tower's forward (vamba.models.vision): auto | batched | varlen | reference
     vision_compile: bool = False  # torch.compile the fast vision forward's blocks
-    cross_attn_init: str = "self_attn"
-    use_alpha_balancing: bool = True
+    cross_attn_init: str = "self_attn"  # self_attn (copy of the layer's self-attention, the paper) | random
+    use_alpha_balancing: bool = True  # x + a*SA + (1-a)*CA with a learnable a; false: the plain sum
     # mamba2 | selective_scan (Mamba-1-style, pure PyTorch: the ablation) | none (video tokens reach every
     # layer as the merger made them)
     vision_mixer: str = "mamba2"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute each layer in backward: less memory, more time
     offload_checkpoints: bool = False  # with checkpointing: each layer's inputs wait in host memory (docs/model.md)
     allow_random_init: bool = False  # 2b/7b without a path: random weights (benchmarks, GPU tests) only if set
 
@@ -70,19 +70,19 @@ class ModelConfig:
 class DataConfig:
     """A mixture YAML (vamba.data.mixture) and how its records become batches (docs/data.md)."""
 
-    name: str = "synthetic"
-    mixture: str = MISSING
+    name: str = "synthetic"  # a label (the configs/data/*.yaml option's name)
+    mixture: str = MISSING  # the mixture YAML (vamba.data.mixture, docs/data.md)
     tokenizer: str | None = None  # default: the model path (its tokenizer files)
-    num_frames: int = 16
+    num_frames: int = 16  # frames sampled per video
     sampling: str = "uniform"  # uniform | random | fps
-    min_pixels: int = 56 * 56
-    max_pixels: int = 224 * 224
+    min_pixels: int = 56 * 56  # smart-resize floor, pixels per frame
+    max_pixels: int = 224 * 224  # smart-resize cap, pixels per frame
     max_text_tokens: int | None = 2048
     max_video_tokens: int | None = None
-    packing: bool = False
+    packing: bool = False  # pack samples into rows under text_budget / video_budget
     text_budget: int = 4096  # per packed row
-    video_budget: int = 8192
-    num_workers: int = 0
+    video_budget: int = 8192  # video tokens per packed row
+    num_workers: int = 0  # DataLoader worker processes
     cache_in_memory: bool = False  # keep processed samples (small sets, deterministic sampling: the demo)
     seed: int = 0
     # A released VAMBA data config as data.mixture (vamba.data.released): the released scripts' --max_img_seq_len,
@@ -99,13 +99,13 @@ class DistillConfig:
     the settings the cache recorded (teacher, data, frames, pixels, top_k: vamba.training.cache_settings) with
     this run's; ``check_cache=false`` turns a mismatch, or a cache too old to have recorded them, into a warning."""
 
-    weight: float = 0.0
-    source: str = "online"
-    teacher: str | None = None
-    cache_dir: str | None = None
-    top_k: int | None = 64
-    temperature: float = 1.0
-    check_cache: bool = True
+    weight: float = 0.0  # lambda; 0 loads no teacher
+    source: str = "online"  # online (run the teacher) | cache (read vamba distill-cache's output)
+    teacher: str | None = None  # the teacher's Qwen2-VL checkpoint (source=online)
+    cache_dir: str | None = None  # vamba distill-cache's output folder (source=cache)
+    top_k: int | None = 64  # teacher tokens kept per position
+    temperature: float = 1.0  # distillation temperature
+    check_cache: bool = True  # a cache written for other settings is an error (false: a warning)
 
 
 @dataclass
@@ -130,7 +130,8 @@ class LoraConfig:
 class StageConfig:
     """What a stage trains (glob patterns over parameter names, vamba.training.params) and its loss."""
 
-    name: str = "pretrain"
+    name: str = "pretrain"  # pretrain | sft
+    # glob patterns over parameter names (vamba.training.params): what this stage trains
     trainable: list[str] = field(default_factory=lambda: ["*.cross_attn.*", "*.vision_mixer.*", "*.alpha"])
     distill: DistillConfig = field(default_factory=DistillConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -138,16 +139,16 @@ class StageConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-5
+    lr: float = 1e-5  # peak learning rate
     weight_decay: float = 0.01
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"  # the HF Trainer's lr_scheduler_type (cosine, linear, constant, ...)
+    warmup_ratio: float = 0.03  # learning-rate warmup, as a fraction of the steps
     global_batch_size: int = 16  # = per_device_batch_size * data-parallel size * gradient accumulation (docs/training.md)
-    per_device_batch_size: int = 1
+    per_device_batch_size: int = 1  # samples (packed rows) per device and micro-step
     max_steps: int = -1  # > 0 overrides epochs
-    epochs: float = 1.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
+    epochs: float = 1.0  # passes over the data
+    max_grad_norm: float = 1.0  # gradient clipping
+    bf16: bool = False  # bf16 mixed precision (float32 master weights: model.dtype)
     tf32: bool = False  # TF32 matmuls and convolutions on CUDA (the released scripts' --tf32 True); ignored on CPU
     adam_beta2: float = 0.999
 
@@ -190,9 +191,9 @@ class DebugConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = MISSING
+    output_dir: str = MISSING  # run directory: config, logs, checkpoints, final model
     resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | never | <checkpoint dir>
-    seed: int = 0
+    seed: int = 0  # the run's random seed
     device: str = "auto"  # auto | cpu | cuda
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
