@@ -76,6 +76,16 @@ def test_missing_path_fails(train_overrides) -> None:
         validate(cfg)
 
 
+def test_synthetic_tokenizer_beside_a_checkpoint_names_the_fix(synth, tmp_path, monkeypatch) -> None:
+    """The default data=synthetic group's relative tokenizer, left in place when a checkpoint is given (the old
+    stage-1 command of docs/training.md), says how to use the checkpoint's own tokenizer."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config(f"model.path={tmp_path}", f"data.mixture={synth / 'mixture.yaml'}", f"output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="data.tokenizer='data/synthetic/tokenizer'.*data=image_captions.*"
+                                          "data.tokenizer=null"):
+        validate(cfg)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["stage.distill.weight=1"], "needs stage.distill.teacher"),
     (["stage.distill.weight=1", "stage.distill.source=cache"], "needs stage.distill.cache_dir"),

@@ -273,6 +273,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
                           "or a VAMBA checkpoint); model.allow_random_init=true trains random weights (benchmarks)")
     _exists(cfg.data.mixture, "data.mixture")
+    if cfg.data.tokenizer is not None and cfg.model.path is not None and not Path(cfg.data.tokenizer).exists():
+        # the usual cause: the default data=synthetic group's tokenizer left in place beside a real checkpoint
+        raise ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: no such file or directory (data={cfg.data.name}'s "
+                          "tokenizer); with model.path the checkpoint's own tokenizer is used when data.tokenizer=null: "
+                          "pick the data group of your data (data=image_captions for stage 1, data=video_instruct for "
+                          "stage 2) or pass data.tokenizer=null")
     _exists(cfg.data.tokenizer, "data.tokenizer")
     if cfg.data.tokenizer is None and cfg.model.path is None:
         raise ConfigError("data.tokenizer is required when model.path is not given")
