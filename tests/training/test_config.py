@@ -1,6 +1,8 @@
 """Config validation: every group option composes; typos, wrong types and missing paths fail at start."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
@@ -125,3 +127,41 @@ def test_keys_added_with_plus_are_checked_against_the_schema(train_overrides, ca
         train_main([*train_overrides, added])
     key = added.lstrip("+").split("=")[0]
     assert e.value.code == 2 and f"unknown key(s) {key}: not in the schema" in capsys.readouterr().err
+
+
+def test_a_logging_backend_that_is_not_installed_fails_before_anything_is_built(train_overrides, capsys,
+                                                                                 monkeypatch) -> None:
+    """logging=tensorboard without the package used to fail in the Trainer, after the model, teacher and data were
+    built; now `vamba train` exits 2 at validation with the install line."""
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed, whatever this environment has
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(SystemExit) as e:
+        train_main([*train_overrides, "logging=tensorboard", "optim.max_steps=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'pip install -e ".[train]"' in err and "logging.report_to=tensorboard" in err, err
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WANDB_MODE": "onlin"}, "WANDB_MODE='onlin': choose one of"),
+    ({"WANDB_MODE": "online"}, "WANDB_MODE=online but no W&B API key"),
+])
+def test_wandb_mode_and_key_are_checked(train_overrides, tmp_path, monkeypatch, env, message) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.delenv("NETRC", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose_config(*train_overrides, "logging=wandb")
+    if not _wandb_installed():
+        pytest.skip("wandb is not installed")
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    if env["WANDB_MODE"] == "online":
+        validate(cfg)
+
+
+def _wandb_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None

@@ -10,6 +10,7 @@ its own section, registered beside it (``register``) and selected by its experim
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,56 @@ def _exists(path: str | None, key: str) -> None:
         raise ConfigError(f"{key}={path!r}: no such file or directory")
 
 
+# logging.report_to -> (modules any one of which the HF Trainer's callback imports, the one-line fix when none is there).
+# transformers' TensorBoardCallback takes torch.utils.tensorboard (the ``tensorboard`` package) or tensorboardX.
+REPORTER_MODULES = {
+    "tensorboard": (("tensorboard", "tensorboardX"), 'pip install -e ".[train]" (or: pip install tensorboard)'),
+    "wandb": (("wandb",), "pip install wandb"),
+}
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # wandb.Settings.mode
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: the module is set to None in sys.modules (blocked)
+        return False
+
+
+def wandb_key_known() -> bool:
+    """A W&B API key is available: ``WANDB_API_KEY`` or the ``wandb login`` entry in ~/.netrc."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def check_reporters(report_to: list[str]) -> None:
+    """Every logging back-end importable, and wandb's mode usable, before anything is built (the Trainer would
+    import them only once the model, the teacher and the data are ready, minutes in)."""
+    for reporter in report_to:
+        _one_of(reporter, REPORTERS, "logging.report_to")
+        modules, fix = REPORTER_MODULES[reporter]
+        if not any(_importable(m) for m in modules):
+            raise ConfigError(f"logging.report_to={reporter} needs the {modules[0]} package, which is not installed: "
+                              f"{fix}")
+    if "wandb" in report_to:
+        mode = os.environ.get("WANDB_MODE")
+        if mode is not None and mode not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE={mode!r}: choose one of {', '.join(WANDB_MODES)}")
+        if mode in ("online", "run", "shared") and not wandb_key_known():
+            raise ConfigError(f"WANDB_MODE={mode} but no W&B API key (WANDB_API_KEY, or `wandb login`): set one, or "
+                              f"unset WANDB_MODE to log offline into the run directory (`wandb sync` later)")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
     _one_of(cfg.stage.name, STAGES, "stage.name")
@@ -257,8 +308,7 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.model.vision_mixer, (*VISION_MIXER_KINDS, "none"), "model.vision_mixer")
     _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
-    for reporter in cfg.logging.report_to:
-        _one_of(reporter, REPORTERS, "logging.report_to")
+    check_reporters(list(cfg.logging.report_to))
     _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
     if cfg.parallel.context_parallel_size < 1:
         raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")

@@ -28,7 +28,7 @@ from transformers import TrainerCallback, TrainingArguments
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
                                   special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
-from vamba.training.config import TrainConfig, gradient_accumulation, validate
+from vamba.training.config import TrainConfig, gradient_accumulation, validate, wandb_key_known
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
@@ -131,8 +131,8 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     if "wandb" in lg.report_to:
         os.environ.setdefault("WANDB_PROJECT", lg.project)
         os.environ.setdefault("WANDB_DIR", str(out))
-        if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-            os.environ["WANDB_MODE"] = "offline"  # no key: log locally, `wandb sync` later
+        if not wandb_key_known() and "WANDB_MODE" not in os.environ:
+            os.environ["WANDB_MODE"] = "offline"  # no key (env or `wandb login`): log locally, `wandb sync` later
     if "tensorboard" in lg.report_to:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     deepspeed = cfg.deepspeed
