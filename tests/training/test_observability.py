@@ -2,6 +2,9 @@
 the invocation history, the console log and plots, the load summary, the validation loss."""
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ import pytest
 from vamba.training.cli import main as train_main
 
 
-def _without(overrides: list[str], prefix: str) -> list[str]:
+def _without(overrides: list[str], prefix: str | tuple[str, ...]) -> list[str]:
     return [o for o in overrides if not o.startswith(prefix)]
 
 
@@ -24,3 +27,51 @@ def test_a_config_that_fails_validation_leaves_no_run_directory(train_overrides,
     with pytest.raises(SystemExit):  # a typed value that validation refuses
         train_main([*train_overrides, "optim.warmup_ratio=2"])
     assert not Path(next(o for o in train_overrides if o.startswith("output_dir=")).split("=", 1)[1]).exists()
+
+
+def _small_mixture(synth: Path, out: Path) -> Path:
+    """3 samples of the synthetic set (2 captions, 1 video conversation)."""
+    out.write_text(f"seed: 0\nsources:\n"
+                   f"  - {{name: captions, format: caption, path: {synth / 'captions.jsonl'}, num_samples: 2}}\n"
+                   f"  - {{name: video_qa, format: llava, path: {synth / 'llava_video.json'}, num_samples: 1}}\n")
+    return out
+
+
+def test_summary_history_console_log_and_curves(train_overrides, synth, tmp_path) -> None:
+    """A global batch of 16 over 9 samples made every step an epoch without a word; a resumed run's
+    run_info.json kept only the last invocation; nothing of the console reached the run directory."""
+    mixture = _small_mixture(synth, tmp_path / "small.yaml")
+    run = [*_without(train_overrides, ("optim.global_batch_size=", "data.mixture=", "optim.per_device_batch_size=")),
+           f"data.mixture={mixture}", "optim.global_batch_size=4", "optim.per_device_batch_size=1",
+           "optim.max_steps=2", "logging.save_steps=1"]
+    assert train_main([*run, "debug.stop_after_steps=1"]) == 0
+    assert train_main(run) == 0
+    out = Path(next(o for o in train_overrides if o.startswith("output_dir=")).split("=", 1)[1])
+    info = json.loads((out / "run_info.json").read_text())
+    assert [i["resumed_from_step"] for i in info["invocations"]] == [None, 1]
+    assert info["resumed_from"].endswith("checkpoint-1") and info["invocations"][0]["argv"][-1] == "debug.stop_after_steps=1"
+    summary = info["invocations"][1]["summary"]
+    assert summary == info["summary"] and info["invocations"][0]["summary"]["total_steps"] == 2
+    assert summary["samples"] == 3 and summary["samples_per_source"] == {"captions": 2, "video_qa": 1}
+    assert summary["global_batch"] == 4 and summary["gradient_accumulation"] == 4 and summary["world_size"] == 1
+    assert summary["micro_batches_per_epoch"] == 3 and summary["steps_per_epoch"] == 1
+    assert summary["total_steps"] == 2 and summary["epochs"] == 2 and summary["trainable"].startswith("trainable ")
+    assert "every optimizer step is a whole epoch" in summary["warnings"][0]
+    console = (out / "console.log").read_text()
+    assert console.count("run summary:") == 2 and "whole epoch" in console and "resuming from" in console
+    assert "step 2: {" in console and "'loss':" in console
+    pytest.importorskip("matplotlib")
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_are_skipped_with_a_message_without_matplotlib(tmp_path, monkeypatch, caplog) -> None:
+    from vamba.training.observe import write_curves
+
+    for name in ["matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                 *(m for m in sys.modules if m.startswith("matplotlib."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed (an earlier test may have imported it)
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    with caplog.at_level(logging.INFO, logger="vamba"):
+        assert write_curves(tmp_path) is None
+    assert not (tmp_path / "loss.png").exists()
+    assert "loss.png not drawn: matplotlib is not installed (pip install matplotlib)" in caplog.text
