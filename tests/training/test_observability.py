@@ -75,3 +75,35 @@ def test_curves_are_skipped_with_a_message_without_matplotlib(tmp_path, monkeypa
         assert write_curves(tmp_path) is None
     assert not (tmp_path / "loss.png").exists()
     assert "loss.png not drawn: matplotlib is not installed (pip install matplotlib)" in caplog.text
+
+
+def test_a_validation_split_logs_the_held_out_loss(train_overrides, synth, tmp_path) -> None:
+    """data.val_fraction holds the last samples of the mixture out of training; eval_loss (the LM loss of the model
+    at that step on them) goes to log.jsonl every logging.eval_steps and at the end."""
+    import torch
+
+    from tests.training.conftest import compose_config
+    from vamba.data.collate import Collator
+    from vamba.models import VambaForConditionalGeneration
+    from vamba.training.build import build_dataset, build_eval_dataset, load_tokenizer
+    from vamba.utils.io import read_jsonl
+
+    mixture = _small_mixture(synth, tmp_path / "small.yaml")
+    run = [*_without(train_overrides, ("data.mixture=", "optim.global_batch_size=")), f"data.mixture={mixture}",
+           "optim.global_batch_size=2", "optim.max_steps=3", "logging.eval_steps=2", "data.val_fraction=0.34"]
+    assert train_main(run) == 0
+    out = Path(next(o for o in train_overrides if o.startswith("output_dir=")).split("=", 1)[1])
+    evals = {r["step"]: r["eval_loss"] for r in read_jsonl(out / "log.jsonl") if "eval_loss" in r}
+    assert sorted(evals) == [2, 3]  # every 2 steps, and the last one
+    summary = json.loads((out / "run_info.json").read_text())["summary"]
+    assert summary["samples"] == 2 and summary["validation_samples"] == 1 and summary["eval_steps"] == 2
+
+    cfg = compose_config(*run)
+    tok = load_tokenizer(cfg)
+    train_keys = {build_dataset(cfg, tok)[i].key for i in range(2)}
+    held = build_eval_dataset(cfg, tok)
+    assert len(held) == 1 and held[0].key not in train_keys
+    model = VambaForConditionalGeneration.from_pretrained(out / "final").eval()
+    with torch.no_grad():
+        loss = model(**Collator(tok.pad_token_id)([held[0]])).loss
+    assert abs(float(loss) - evals[3]) < 1e-4, (float(loss), evals[3])

@@ -86,6 +86,10 @@ class DataConfig:
     num_workers: int = 0
     cache_in_memory: bool = False  # keep processed samples (small sets, deterministic sampling: the demo)
     seed: int = 0
+    # A validation set (eval_loss every logging.eval_steps): the last val_fraction of the mixture's shuffled order,
+    # held out of training, or a mixture YAML of its own (val_mixture). Neither: no validation.
+    val_fraction: float = 0.0
+    val_mixture: str | None = None
 
 
 @dataclass
@@ -157,6 +161,7 @@ class LoggingConfig:
     save_steps: int = 500
     save_total_limit: int | None = 2
     progress: bool = True
+    eval_steps: int = 0  # with a validation set (data.val_fraction / data.val_mixture): evaluate every N steps; 0: at each save
 
 
 @dataclass
@@ -332,6 +337,16 @@ def validate(cfg: TrainConfig) -> None:
     _exists(cfg.data.tokenizer, "data.tokenizer")
     if cfg.data.tokenizer is None and cfg.model.path is None:
         raise ConfigError("data.tokenizer is required when model.path is not given")
+    if not 0 <= cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction}: must be in [0, 1)")
+    if cfg.data.val_fraction > 0 and cfg.data.val_mixture is not None:
+        raise ConfigError("data.val_fraction and data.val_mixture both set: choose one validation set")
+    _exists(cfg.data.val_mixture, "data.val_mixture")
+    if has_validation(cfg.data) and cfg.parallel.context_parallel_size > 1:
+        raise ConfigError("a validation set (data.val_fraction / data.val_mixture) with "
+                          "parallel.context_parallel_size > 1 is not supported")
+    if cfg.logging.eval_steps < 0:
+        raise ConfigError(f"logging.eval_steps={cfg.logging.eval_steps}: must be >= 0 (0: at each save)")
     if cfg.data.cache_in_memory and (cfg.data.sampling == "random" or cfg.data.num_workers > 0):
         raise ConfigError("data.cache_in_memory needs deterministic frames (sampling uniform or fps) and "
                           "num_workers=0 (workers would each keep their own copy)")
@@ -353,6 +368,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
     if cfg.resume not in ("auto", "never"):
         _exists(cfg.resume, "resume")
+
+
+def has_validation(d: DataConfig) -> bool:
+    return d.val_fraction > 0 or d.val_mixture is not None
 
 
 def gradient_accumulation(optim: OptimConfig, world_size: int, context_parallel_size: int = 1) -> int:

@@ -77,13 +77,14 @@ class RunSummary(TrainerCallback):
     about batch arithmetic that would surprise, and save it in ``run_info.json``."""
 
     def __init__(self, out: Path, sources: dict[str, int], dataset_len: int, packed: bool, trainable: str,
-                 data_parallel: int) -> None:
+                 data_parallel: int, val_samples: int | None = None) -> None:
         self.out = out
         self.sources = sources
         self.dataset_len = dataset_len
         self.packed = packed
         self.trainable = trainable
         self.data_parallel = data_parallel
+        self.val_samples = val_samples
         self.summary: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
@@ -100,6 +101,7 @@ class RunSummary(TrainerCallback):
             "per_device_batch": per_device, "gradient_accumulation": accumulation, "global_batch": global_batch,
             "micro_batches_per_epoch": batches, "steps_per_epoch": steps_per_epoch, "total_steps": state.max_steps,
             "epochs": state.num_train_epochs, "trainable": self.trainable.splitlines()[0],
+            "validation_samples": self.val_samples, "eval_steps": args.eval_steps if self.val_samples else None,
         }
         warnings = []
         if global_batch > self.dataset_len:
@@ -122,6 +124,8 @@ class RunSummary(TrainerCallback):
             f"{state.num_train_epochs} epoch(s)",
             self.trainable.splitlines()[0],
         ]
+        if self.val_samples:
+            lines.append(f"validation: {self.val_samples} samples, eval_loss every {args.eval_steps} steps")
         logger.info("run summary:\n  %s", "\n  ".join(lines))
         for warning in warnings:
             logger.warning("%s", warning)

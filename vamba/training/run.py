@@ -30,12 +30,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
-from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
-                                  special_ids, training_processor)
+from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
+                                  load_tokenizer, special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSummary, append_invocation, console_log,
                                     samples_per_source)
-from vamba.training.config import TrainConfig, gradient_accumulation, validate, wandb_key_known
+from vamba.training.config import TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.io import append_jsonl, atomic_write_text
 from vamba.utils.logging import get_logger
@@ -154,6 +154,8 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         adam_beta2=o.adam_beta2, max_steps=o.max_steps, num_train_epochs=o.epochs, max_grad_norm=o.max_grad_norm,
         bf16=o.bf16, logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
         report_to=report_to, disable_tqdm=not lg.progress, dataloader_num_workers=cfg.data.num_workers,
+        eval_strategy="steps" if has_validation(cfg.data) else "no", eval_steps=lg.eval_steps or lg.save_steps,
+        per_device_eval_batch_size=o.per_device_batch_size, prediction_loss_only=True,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
         ddp_find_unused_parameters=False)
 
@@ -230,14 +232,16 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
     shard = None if context is None else (context.rank, context.size)
     local = shard if cfg.parallel.decode == "local" else None  # else: whole videos decoded, cut after collation
     dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"), shard=local)
+    eval_dataset = build_eval_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
     world = int(os.environ.get("WORLD_SIZE", 1))
     observers: list[TrainerCallback] = [
         RunSummary(out, samples_per_source(dataset), len(dataset), cfg.data.packing, str(summary),
-                   data_parallel=world // cfg.parallel.context_parallel_size), CurvesCallback(out)]
+                   data_parallel=world // cfg.parallel.context_parallel_size,
+                   val_samples=None if eval_dataset is None else len(eval_dataset)), CurvesCallback(out)]
     if steps_log is not None:
         observers.append(ConsoleLogCallback(steps_log))
     trainer = VambaTrainer(
-        model=model, args=args, train_dataset=dataset,
+        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
         data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=None if local else shard),
         context_parallel=context, checkpoint_processor=processor,
         callbacks=[JsonlLogger(out / "log.jsonl"), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
@@ -253,7 +257,10 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         faulthandler.cancel_dump_traceback_later()
 
     final = out / "final"
-    if cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps:
+    finished = cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps
+    if finished and eval_dataset is not None and trainer.state.global_step % args.eval_steps:
+        trainer.evaluate()  # the last step's validation loss (the Trainer evaluates only every eval_steps)
+    if finished:
         trained = trainer.model
         if cfg.stage.lora.enable:
             trained = trained.merge_and_unload()
