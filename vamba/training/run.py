@@ -33,9 +33,9 @@ from transformers import TrainerCallback, TrainingArguments
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
                                   load_tokenizer, special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
+from vamba.training.config import TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
 from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSummary, append_invocation, console_log,
                                     samples_per_source)
-from vamba.training.config import TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.io import append_jsonl, atomic_write_text
 from vamba.utils.logging import get_logger
