@@ -107,3 +107,16 @@ def test_a_validation_split_logs_the_held_out_loss(train_overrides, synth, tmp_p
     with torch.no_grad():
         loss = model(**Collator(tok.pad_token_id)([held[0]])).loss
     assert abs(float(loss) - evals[3]) < 1e-4, (float(loss), evals[3])
+
+
+def test_console_log_copies_warnings_and_keeps_them_on_the_console(tmp_path, capsys) -> None:
+    import warnings
+
+    from vamba.training.observe import console_log
+
+    with pytest.raises(ValueError), console_log(tmp_path):
+        warnings.warn("frames will be dropped", UserWarning)
+        raise ValueError("a broken sample")
+    text = (tmp_path / "console.log").read_text()
+    assert "UserWarning: frames will be dropped" in text and "ValueError: a broken sample" in text
+    assert "frames will be dropped" in capsys.readouterr().err

@@ -156,6 +156,12 @@ def console_log(out: Path) -> Iterator[logging.Logger]:
     for name in names:
         logging.getLogger(name).addHandler(handler)
     logging.captureWarnings(True)
+    # captured warnings go to the "py.warnings" logger alone: without a console handler of its own they would now
+    # reach the file only
+    warnings_console = None
+    if not logging.getLogger("py.warnings").handlers[:-1]:  # ours is the only one
+        warnings_console = logging.StreamHandler()
+        logging.getLogger("py.warnings").addHandler(warnings_console)
     # the step lines go to the file only: the Trainer already prints them on the console
     steps = logging.getLogger("vamba_console.steps")
     steps.propagate = False
@@ -168,6 +174,8 @@ def console_log(out: Path) -> Iterator[logging.Logger]:
         raise
     finally:
         logging.captureWarnings(False)
+        if warnings_console is not None:
+            logging.getLogger("py.warnings").removeHandler(warnings_console)
         for name in names:
             logging.getLogger(name).removeHandler(handler)
         steps.removeHandler(handler)
