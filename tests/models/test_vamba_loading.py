@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,54 @@ def test_an_unknown_model_key_in_config_json_is_an_error_naming_it(saved, tmp_pa
     (path / "model.safetensors").symlink_to(source / "model.safetensors")
     with pytest.raises(ValueError, match=bad):
         VambaForConditionalGeneration.from_pretrained(path)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def transformers_log():
+    """What transformers' loader logs (its library logger does not propagate to pytest's caplog)."""
+    handler = _Records()
+    log = logging.getLogger("transformers.modeling_utils")
+    log.addHandler(handler)
+    yield handler.messages
+    log.removeHandler(handler)
+
+
+def test_converting_qwen2_vl_prints_one_summary_line_not_the_missing_table(qwen, transformers_log, caplog):
+    """transformers logged a LOAD REPORT table with every new cross-attention and Mamba-2 tensor as MISSING (all
+    expected when converting); one line of ours says what was loaded and initialised instead."""
+    from vamba.models.loading import NEW_MODULE_KEYS
+
+    _, root = qwen
+    with caplog.at_level("INFO", logger="vamba"):
+        model = VambaForConditionalGeneration.from_pretrained(root / "v5", vision_mamba_mixer_config=MAMBA)
+    assert not [m for m in transformers_log if "LOAD REPORT" in m], transformers_log
+    keys = load_file(str(root / "v5" / "model.safetensors")).keys()
+    new = [k for k in model.state_dict() if NEW_MODULE_KEYS.search(k)]
+    cross = sum(".cross_attn." in k for k in new)
+    mamba = sum(".vision_mixer." in k for k in new)
+    assert cross and mamba
+    assert (f"loaded {len(keys)} tensors; initialised {len(new)} new (cross_attn from self_attn: {cross}, "
+            f"mamba: {mamba}, alpha: {len(new) - cross - mamba}); unexpected 0") in caplog.text
+
+
+def test_a_key_missing_beyond_the_new_modules_keeps_transformers_table(qwen, tmp_path, transformers_log):
+    _, root = qwen
+    path = tmp_path / "q"
+    path.mkdir()
+    (path / "config.json").write_text((root / "v5" / "config.json").read_text())
+    state = load_file(str(root / "v5" / "model.safetensors"))
+    state.pop("model.language_model.layers.0.self_attn.k_proj.weight")
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(IncompatibleCheckpointError, match=r"model\.layers\.0\.self_attn\.k_proj\.weight"):
+        VambaForConditionalGeneration.from_pretrained(path, vision_mamba_mixer_config=MAMBA)
+    table = [m for m in transformers_log if "LOAD REPORT" in m]
+    assert table and "layers.0.self_attn.k_proj" in table[0] and "MISSING" in table[0], transformers_log

@@ -1,6 +1,8 @@
 """Config validation: every group option composes; typos, wrong types and missing paths fail at start."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
@@ -76,6 +78,16 @@ def test_missing_path_fails(train_overrides) -> None:
         validate(cfg)
 
 
+def test_synthetic_tokenizer_beside_a_checkpoint_names_the_fix(synth, tmp_path, monkeypatch) -> None:
+    """The default data=synthetic group's relative tokenizer, left in place when a checkpoint is given (the old
+    stage-1 command of docs/training.md), says how to use the checkpoint's own tokenizer."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config(f"model.path={tmp_path}", f"data.mixture={synth / 'mixture.yaml'}", f"output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="data.tokenizer='data/synthetic/tokenizer'.*data=image_captions.*"
+                                          "data.tokenizer=null"):
+        validate(cfg)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["stage.distill.weight=1"], "needs stage.distill.teacher"),
     (["stage.distill.weight=1", "stage.distill.source=cache"], "needs stage.distill.cache_dir"),
@@ -89,6 +101,10 @@ def test_missing_path_fails(train_overrides) -> None:
     (["optim.warmup_ratio=1.5"], "warmup_ratio"),
     (["parallel.context_parallel_size=0"], "parallel.context_parallel_size=0"),
     (["parallel.decode=half"], "parallel.decode='half'"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5: must be in"),
+    (["data.val_fraction=0.1", "data.val_mixture=/v.yaml"], "both set"),
+    (["data.val_mixture=/no/val.yaml"], "data.val_mixture='/no/val.yaml': no such file"),
+    (["logging.eval_steps=-1"], "logging.eval_steps=-1"),
     (["parallel.context_parallel_size=2", "model.vision_mixer=selective_scan"], "supports model.vision_mixer=mamba2"),
     (["parallel.context_parallel_size=2", "stage.distill.weight=1", "stage.distill.teacher=/t"], "source=cache"),
 ])
@@ -194,3 +210,42 @@ def test_demo_frames_is_the_old_spelling_of_demo_num_frames(capsys) -> None:
     assert check(["experiment=demo", "demo.frames=4"], "train", CONFIG_DIR, schemas) == [
         "experiment=demo", "demo.num_frames=4"]
     assert "vamba train: demo.frames=4 is deprecated; write demo.num_frames=4" in capsys.readouterr().err
+
+
+
+def test_a_logging_backend_that_is_not_installed_fails_before_anything_is_built(train_overrides, capsys,
+                                                                                 monkeypatch) -> None:
+    """logging=tensorboard without the package used to fail in the Trainer, after the model, teacher and data were
+    built; now `vamba train` exits 2 at validation with the install line."""
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed, whatever this environment has
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(SystemExit) as e:
+        train_main([*train_overrides, "logging=tensorboard", "optim.max_steps=1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'pip install -e ".[train]"' in err and "logging.report_to=tensorboard" in err, err
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WANDB_MODE": "onlin"}, "WANDB_MODE='onlin': choose one of"),
+    ({"WANDB_MODE": "online"}, "WANDB_MODE=online but no W&B API key"),
+])
+def test_wandb_mode_and_key_are_checked(train_overrides, tmp_path, monkeypatch, env, message) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.delenv("NETRC", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose_config(*train_overrides, "logging=wandb")
+    if not _wandb_installed():
+        pytest.skip("wandb is not installed")
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    if env["WANDB_MODE"] == "online":
+        validate(cfg)
+
+
+def _wandb_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None

@@ -133,6 +133,12 @@ class Mixture:
     def __len__(self) -> int:
         return len(self.order)
 
+    def take(self, start: int, stop: int) -> Mixture:
+        """Samples ``start:stop`` of this mixture's (shuffled) order, sharing its sources: a held-out split."""
+        taken = Mixture.__new__(Mixture)  # not __init__: that would draw the order again
+        taken.config, taken.sources, taken.order = self.config, self.sources, self.order[start:stop]
+        return taken
+
     def get(self, i: int) -> RawSample:
         s, r = self.order[i]
         return self.sources[s].get(r)

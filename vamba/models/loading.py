@@ -25,12 +25,16 @@ a partial checkpoint never yields a silently random-initialised model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from typing import Any, Callable
 
 from vamba.models.configuration import VambaConfig, check_known_keys
 from vamba.utils.io import read_checkpoint_json, safetensors_header
+from vamba.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 # Checkpoint key -> our key, for checkpoints saved by transformers 5.x Qwen2VLForConditionalGeneration.
 KEY_MAPPING_5X = {r"^model\.language_model\.": "model.", r"^model\.visual\.": "visual."}
@@ -169,21 +173,64 @@ def load_pretrained(cls, hf_from_pretrained: Callable, path: str, *args: Any, **
     if kwargs.pop("ignore_mismatched_sizes", False):
         raise ValueError("ignore_mismatched_sizes is not supported: a shape mismatch is always an error")
     # transformers then reports mismatches instead of raising, so our error can name them.
-    model, info = hf_from_pretrained(path, *args, config=config, key_mapping=key_mapping,
-                                     output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
-    missing = set(info.get("missing_keys", ()))
-    unexpected = set(info.get("unexpected_keys", ()))
-    mismatched = info.get("mismatched_keys", ())
-    allowed_missing = {k for k in missing if NEW_MODULE_KEYS.search(k)} if kind == "qwen2_vl" else set()
-    problems = _problems(missing - allowed_missing, unexpected, [str(m) for m in mismatched])
-    if problems:
-        raise IncompatibleCheckpointError(f"{path} ({kind} checkpoint) does not fit {cls.__name__} with this config: "
-                                          f"{problems}")
+    with _HeldLoadReport() as report:
+        model, info = hf_from_pretrained(path, *args, config=config, key_mapping=key_mapping,
+                                         output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        missing = set(info.get("missing_keys", ()))
+        unexpected = set(info.get("unexpected_keys", ()))
+        mismatched = info.get("mismatched_keys", ())
+        allowed_missing = {k for k in missing if NEW_MODULE_KEYS.search(k)} if kind == "qwen2_vl" else set()
+        problems = _problems(missing - allowed_missing, unexpected, [str(m) for m in mismatched])
+        if problems:
+            raise IncompatibleCheckpointError(f"{path} ({kind} checkpoint) does not fit {cls.__name__} with this "
+                                              f"config: {problems}")
+        report.expected = True  # only the new modules are missing: our one line replaces transformers' table
     if kind == "qwen2_vl":
         new_cross = {k for k in missing if ".cross_attn." in k}
         if new_cross and config.cross_attn_init == "self_attn":
             model.init_cross_attn_from_self_attn()
+        logger.info("%s", load_summary(path, len(keys) - len(unexpected), missing, config.cross_attn_init))
     return (model, info) if want_info else model
+
+
+def load_summary(path: str, loaded: int, new: set[str], cross_attn_init: str) -> str:
+    """One line for a converted Qwen2-VL checkpoint: what was loaded and which new VAMBA tensors were initialised."""
+    cross = sum(".cross_attn." in k for k in new)
+    mamba = sum(".vision_mixer." in k for k in new)
+    alpha = sum(k.endswith(".alpha") for k in new)
+    source = "from self_attn" if cross_attn_init == "self_attn" else "random"
+    return (f"{path}: loaded {loaded} tensors; initialised {len(new)} new (cross_attn {source}: {cross}, mamba: "
+            f"{mamba}, alpha: {alpha}); unexpected 0")
+
+
+class _HeldLoadReport(logging.Filter):
+    """Hold back transformers' ``LOAD REPORT`` table (a warning of ``transformers.modeling_utils`` listing every
+    key as MISSING / UNEXPECTED / MISMATCH) while a checkpoint loads. Converting Qwen2-VL, every new cross-attention
+    and Mamba-2 tensor is MISSING by design: ``expected = True`` then drops the table for our one-line summary.
+    Otherwise (a key that should not be missing, an unexpected or misshapen one, an error inside transformers) the
+    held table is logged after all, beside our error naming the keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expected = False
+        self.held: list[logging.LogRecord] = []
+        self.logger = logging.getLogger("transformers.modeling_utils")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.held.append(record)
+            return False
+        return True
+
+    def __enter__(self) -> _HeldLoadReport:
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeFilter(self)
+        if not self.expected:
+            for record in self.held:
+                self.logger.handle(record)
 
 
 def ensure_plain_qwen2_vl(path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> None:

@@ -256,16 +256,40 @@ class MemoryCache(torch.utils.data.Dataset):
         return self.dataset.skips
 
 
+def split_mixture(d: DataConfig):
+    """(training mixture, validation mixture or None): ``data.val_fraction`` holds out the last samples of the
+    mixture's shuffled order (so both splits mix the sources in proportion); ``data.val_mixture`` is its own YAML."""
+    from vamba.data.mixture import Mixture
+
+    mixture = Mixture.from_yaml(d.mixture, d.max_img_seq_len)
+    if d.val_mixture is not None:
+        return mixture, Mixture.from_yaml(d.val_mixture, d.max_img_seq_len)
+    held = round(d.val_fraction * len(mixture))
+    if d.val_fraction > 0 and not 0 < held < len(mixture):
+        raise ConfigError(f"data.val_fraction={d.val_fraction} of {len(mixture)} samples holds out {held}: "
+                          f"need at least one for validation and one for training")
+    if held == 0:
+        return mixture, None
+    return mixture.take(0, len(mixture) - held), mixture.take(len(mixture) - held, len(mixture))
+
+
+def build_eval_dataset(cfg: TrainConfig, tok, skip_log: str | None = None):
+    """The validation set (unpacked samples, processed as the training ones), or None without one."""
+    from vamba.data.dataset import VambaDataset
+
+    held = split_mixture(cfg.data)[1]
+    return None if held is None else VambaDataset(held, tok, data_config(cfg.data, skip_log))
+
+
 def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None,
                   shard: tuple[int, int] | None = None) -> torch.utils.data.Dataset:
     """The training set: samples (padded batches) or packed rows (``data.packing``). ``shard=(rank, size)``:
     context parallelism, decode only this rank's temporal patches of each row."""
     from vamba.data.dataset import PackedDataset, VambaDataset
-    from vamba.data.mixture import Mixture
     from vamba.data.packing import plan_rows
 
     d = cfg.data
-    dataset = VambaDataset(Mixture.from_yaml(d.mixture, d.max_img_seq_len), tok, data_config(d, skip_log, shard))
+    dataset = VambaDataset(split_mixture(d)[0], tok, data_config(d, skip_log, shard))
     if d.cache_in_memory:
         dataset = MemoryCache(dataset)
     if cfg.debug.overfit_batches > 0:

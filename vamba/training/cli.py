@@ -85,19 +85,53 @@ def to_config(cfg):
     return from_dictconfig(cfg)
 
 
-def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
-    from vamba.training.config import ConfigError
+def save_hydra_record(cfg, output_dir: Path) -> None:
+    """Hydra's own record (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), written by us once the config
+    is valid: ``configs/train.yaml`` sets ``hydra.output_subdir: null`` and ``hydra.run.dir: .``, because Hydra
+    creates its run directory and writes this record before the task starts, so a config that then failed
+    validation left a new ``runs/train/<date>/`` holding only ``.hydra/``."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
+    from vamba.utils.io import atomic_write_text
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    record = output_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(record / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+    atomic_write_text(record / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """A multirun job's directory, which Hydra creates before the task runs, when the job failed validation."""
+    try:
+        directory.rmdir()  # only succeeds on an empty directory
+    except OSError:
+        pass
+
+
+def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
+    from vamba.training.config import ConfigError, validate
+
+    config = None
     try:
         config = to_config(cfg)
         recipe = next((r for r in recipes.values() if type(config) is r.schema), None)
         if recipe is not None:
+            save_hydra_record(cfg, Path(config.output_dir))
             recipe.run(config)
         else:
             from vamba.training.run import train
 
+            validate(config)  # before any directory is made (train validates again: it is also called directly)
+            save_hydra_record(cfg, Path(config.output_dir))
             train(config)
     except ConfigError as e:
+        if config is not None:
+            _remove_if_empty(Path(config.output_dir))
         print(f"vamba train: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:

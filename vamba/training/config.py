@@ -10,6 +10,7 @@ its own section, registered beside it (``register``) and selected by its experim
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,10 @@ class DataConfig:
     # A released VAMBA data config as data.mixture (vamba.data.released): the released scripts' --max_img_seq_len,
     # the `video_num_frames: auto` budget in vision-encoder patches (about a quarter as many merged video tokens)
     max_img_seq_len: int = 120_000
+    # A validation set (eval_loss every logging.eval_steps): the last val_fraction of the mixture's shuffled order,
+    # held out of training, or a mixture YAML of its own (val_mixture). Neither: no validation.
+    val_fraction: float = 0.0
+    val_mixture: str | None = None
 
 
 @dataclass
@@ -173,6 +178,7 @@ class LoggingConfig:
     save_steps: int = 500
     save_total_limit: int | None = 2
     progress: bool = True
+    eval_steps: int = 0  # with a validation set (data.val_fraction / data.val_mixture): evaluate every N steps; 0: at each save
 
 
 @dataclass
@@ -263,6 +269,56 @@ def _exists(path: str | None, key: str) -> None:
         raise ConfigError(f"{key}={path!r}: no such file or directory")
 
 
+# logging.report_to -> (modules any one of which the HF Trainer's callback imports, the one-line fix when none is there).
+# transformers' TensorBoardCallback takes torch.utils.tensorboard (the ``tensorboard`` package) or tensorboardX.
+REPORTER_MODULES = {
+    "tensorboard": (("tensorboard", "tensorboardX"), 'pip install -e ".[train]" (or: pip install tensorboard)'),
+    "wandb": (("wandb",), "pip install wandb"),
+}
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # wandb.Settings.mode
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: the module is set to None in sys.modules (blocked)
+        return False
+
+
+def wandb_key_known() -> bool:
+    """A W&B API key is available: ``WANDB_API_KEY`` or the ``wandb login`` entry in ~/.netrc."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def check_reporters(report_to: list[str]) -> None:
+    """Every logging back-end importable, and wandb's mode usable, before anything is built (the Trainer would
+    import them only once the model, the teacher and the data are ready, minutes in)."""
+    for reporter in report_to:
+        _one_of(reporter, REPORTERS, "logging.report_to")
+        modules, fix = REPORTER_MODULES[reporter]
+        if not any(_importable(m) for m in modules):
+            raise ConfigError(f"logging.report_to={reporter} needs the {modules[0]} package, which is not installed: "
+                              f"{fix}")
+    if "wandb" in report_to:
+        mode = os.environ.get("WANDB_MODE")
+        if mode is not None and mode not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE={mode!r}: choose one of {', '.join(WANDB_MODES)}")
+        if mode in ("online", "run", "shared") and not wandb_key_known():
+            raise ConfigError(f"WANDB_MODE={mode} but no W&B API key (WANDB_API_KEY, or `wandb login`): set one, or "
+                              f"unset WANDB_MODE to log offline into the run directory (`wandb sync` later)")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
     _one_of(cfg.stage.name, STAGES, "stage.name")
@@ -274,8 +330,7 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.model.vision_mixer, (*VISION_MIXER_KINDS, "none"), "model.vision_mixer")
     _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
-    for reporter in cfg.logging.report_to:
-        _one_of(reporter, REPORTERS, "logging.report_to")
+    check_reporters(list(cfg.logging.report_to))
     _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
     if cfg.parallel.context_parallel_size < 1:
         raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")
@@ -290,9 +345,25 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
                           "or a VAMBA checkpoint); model.allow_random_init=true trains random weights (benchmarks)")
     _exists(cfg.data.mixture, "data.mixture")
+    if cfg.data.tokenizer is not None and cfg.model.path is not None and not Path(cfg.data.tokenizer).exists():
+        # the usual cause: the default data=synthetic group's tokenizer left in place beside a real checkpoint
+        raise ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: no such file or directory (data={cfg.data.name}'s "
+                          "tokenizer); with model.path the checkpoint's own tokenizer is used when data.tokenizer=null: "
+                          "pick the data group of your data (data=image_captions for stage 1, data=video_instruct for "
+                          "stage 2) or pass data.tokenizer=null")
     _exists(cfg.data.tokenizer, "data.tokenizer")
     if cfg.data.tokenizer is None and cfg.model.path is None:
         raise ConfigError("data.tokenizer is required when model.path is not given")
+    if not 0 <= cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={cfg.data.val_fraction}: must be in [0, 1)")
+    if cfg.data.val_fraction > 0 and cfg.data.val_mixture is not None:
+        raise ConfigError("data.val_fraction and data.val_mixture both set: choose one validation set")
+    _exists(cfg.data.val_mixture, "data.val_mixture")
+    if has_validation(cfg.data) and cfg.parallel.context_parallel_size > 1:
+        raise ConfigError("a validation set (data.val_fraction / data.val_mixture) with "
+                          "parallel.context_parallel_size > 1 is not supported")
+    if cfg.logging.eval_steps < 0:
+        raise ConfigError(f"logging.eval_steps={cfg.logging.eval_steps}: must be >= 0 (0: at each save)")
     if cfg.data.cache_in_memory and (cfg.data.sampling == "random" or cfg.data.num_workers > 0):
         raise ConfigError("data.cache_in_memory needs deterministic frames (sampling uniform or fps) and "
                           "num_workers=0 (workers would each keep their own copy)")
@@ -314,6 +385,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
     if cfg.resume not in ("auto", "never"):
         _exists(cfg.resume, "resume")
+
+
+def has_validation(d: DataConfig) -> bool:
+    return d.val_fraction > 0 or d.val_mixture is not None
 
 
 def gradient_accumulation(optim: OptimConfig, world_size: int, context_parallel_size: int = 1) -> int:

@@ -3,8 +3,11 @@
 Run directory (``output_dir``)::
 
     config.yaml          the resolved config (every key, after all overrides)
-    run_info.json        git commit, command line, versions and devices (vamba.utils.provenance), date
+    run_info.json        git commit, command line, versions and devices (vamba.utils.provenance), date, the start-up
+                         summary; every invocation of the directory in ``invocations`` (vamba.training.observe)
     log.jsonl            every logged step (loss, lm_loss, distill_loss, lr, grad_norm, alpha/layer_i, ...)
+    console.log          our log lines, transformers' warnings and each step's logs, appended per invocation
+    loss.png             loss (and eval loss), learning rate and gradient norm over the steps (needs matplotlib)
     skips.jsonl          samples the data pipeline skipped, with the reason
     checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
                          complete or absent: written under .staging/ and renamed (vamba.training.checkpoints)
@@ -14,9 +17,11 @@ Run directory (``output_dir``)::
 from __future__ import annotations
 
 import faulthandler
+import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +30,15 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
-from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
-                                  special_ids, training_processor)
+from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
+                                  load_tokenizer, special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
-from vamba.training.config import TrainConfig, gradient_accumulation, validate
+from vamba.training.config import TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
+from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSummary, append_invocation, console_log,
+                                    samples_per_source)
 from vamba.training.params import LoraSummary, TrainableSummary
 from vamba.training.trainer import KeyedCollator, VambaTrainer
-from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
+from vamba.utils.io import append_jsonl, atomic_write_text
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -111,14 +118,15 @@ class StallDump(TrainerCallback):
 
 
 def write_run_info(cfg: TrainConfig, out: Path, resumed_from: str | None = None) -> None:
-    """``config.yaml`` and ``run_info.json`` of this invocation (``resumed_from``: the checkpoint it continues)."""
+    """``config.yaml`` and this invocation's entry in ``run_info.json`` (``resumed_from``: the checkpoint it
+    continues; earlier invocations of the same run directory are kept in ``invocations``)."""
     from vamba.utils.provenance import code_commit, environment
 
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    atomic_write_json(out / "run_info.json", {
+    append_invocation(out, {
         "git_commit": code_commit(), "argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": int(os.environ.get("WORLD_SIZE", 1)), "resumed_from": resumed_from,
-        "environment": environment()})
+        "resumed_from_step": None if resumed_from is None else checkpoint_step(resumed_from)}, environment())
 
 
 def _device_is_cpu(cfg: TrainConfig) -> bool:
@@ -132,8 +140,8 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     if "wandb" in lg.report_to:
         os.environ.setdefault("WANDB_PROJECT", lg.project)
         os.environ.setdefault("WANDB_DIR", str(out))
-        if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-            os.environ["WANDB_MODE"] = "offline"  # no key: log locally, `wandb sync` later
+        if not wandb_key_known() and "WANDB_MODE" not in os.environ:
+            os.environ["WANDB_MODE"] = "offline"  # no key (env or `wandb login`): log locally, `wandb sync` later
     if "tensorboard" in lg.report_to:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     deepspeed = cfg.deepspeed
@@ -148,6 +156,8 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         bf16=o.bf16, tf32=o.tf32 if torch.cuda.is_available() and not _device_is_cpu(cfg) else None,
         logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
         report_to=report_to, disable_tqdm=not lg.progress, dataloader_num_workers=cfg.data.num_workers,
+        eval_strategy="steps" if has_validation(cfg.data) else "no", eval_steps=lg.eval_steps or lg.save_steps,
+        per_device_eval_batch_size=o.per_device_batch_size, prediction_loss_only=True,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
         ddp_find_unused_parameters=False)
 
@@ -179,12 +189,20 @@ def open_teacher_cache(cfg: TrainConfig, tok):
 
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
-    validate(cfg)
+    validate(cfg)  # before the run directory exists: a config that cannot run leaves nothing behind
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
+    with ExitStack() as stack:
+        # (first access of process_index sets up the process group under torchrun)
+        steps_log = stack.enter_context(console_log(out)) if args.process_index == 0 else None
+        return _train(cfg, out, args, callbacks or [], steps_log)
+
+
+def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list[TrainerCallback],
+           steps_log: logging.Logger | None) -> TrainResult:
     resume = resume_checkpoint(cfg, out)
-    if args.process_index == 0:  # (first access sets up the process group under torchrun)
+    if args.process_index == 0:
         clean_staging(out)
         write_run_info(cfg, out, resume)
         # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
@@ -231,11 +249,19 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     shard = None if context is None else (context.rank, context.size)
     local = shard if cfg.parallel.decode == "local" else None  # else: whole videos decoded, cut after collation
     dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"), shard=local)
+    eval_dataset = build_eval_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    observers: list[TrainerCallback] = [
+        RunSummary(out, samples_per_source(dataset), len(dataset), cfg.data.packing, str(summary),
+                   data_parallel=world // cfg.parallel.context_parallel_size,
+                   val_samples=None if eval_dataset is None else len(eval_dataset)), CurvesCallback(out)]
+    if steps_log is not None:
+        observers.append(ConsoleLogCallback(steps_log))
     trainer = VambaTrainer(
-        model=model, args=args, train_dataset=dataset,
+        model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
         data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=None if local else shard),
         context_parallel=context, checkpoint_processor=processor,
-        callbacks=[JsonlLogger(out / "log.jsonl"), *(callbacks or [])], teacher=teacher, teacher_cache=cache,
+        callbacks=[JsonlLogger(out / "log.jsonl"), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.debug.stop_after_steps > 0:
@@ -248,7 +274,10 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
         faulthandler.cancel_dump_traceback_later()
 
     final = out / "final"
-    if cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps:
+    finished = cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps
+    if finished and eval_dataset is not None and trainer.state.global_step % args.eval_steps:
+        trainer.evaluate()  # the last step's validation loss (the Trainer evaluates only every eval_steps)
+    if finished:
         trained = trainer.model
         if cfg.stage.lora.enable:
             trained = trained.merge_and_unload()

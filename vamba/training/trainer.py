@@ -6,6 +6,7 @@ optimizer, scheduler, RNG states, data position), logging back-ends and progress
 - loss = LM loss + lambda * distillation (paper Sec. 3.3), the teacher run online on the same batch or read
   from a top-k cache (``vamba.training.distill``); lambda = 0 never touches a teacher;
 - weight decay only where it belongs (``vamba.training.params.NO_DECAY_PATTERNS``);
+- ``eval_loss`` on a validation set: the LM loss alone (no distillation term, no teacher run);
 - per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``
   (text + video tokens), ``frames_per_s`` (temporal patches x 2; an image counts 2), ``step_s`` and, on CUDA,
   ``mfu`` (model FLOPs utilisation: 6 * parameters * tokens / s / peak bf16 FLOPs) and
@@ -206,6 +207,10 @@ class VambaTrainer(Trainer):
             self._check_same_samples(keys)
         out = model(**inputs)
         loss = lm_loss = out.loss
+        if not model.training:
+            # evaluation (the validation set): the LM loss alone, comparable across distillation weights and
+            # without a teacher or cache entry for held-out samples; the step metrics stay the training steps'
+            return (loss, out) if return_outputs else loss
         self._sums["lm_loss"] += float(lm_loss.detach())
         if self.distill_weight > 0:
             mask = supervised_positions(inputs["labels"])
