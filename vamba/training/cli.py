@@ -162,6 +162,7 @@ def _distill_cache_task(cfg) -> None:
     try:
         config = to_config(cfg)
         n = write_cache(config)
+        save_hydra_record(cfg, Path(config.stage.distill.cache_dir))  # the command that wrote the cache
     except ConfigError as e:
         print(f"vamba distill-cache: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -170,18 +171,7 @@ def _distill_cache_task(cfg) -> None:
     print(f"vamba distill-cache: {n} samples cached in {Path(config.stage.distill.cache_dir).resolve()}")
 
 
-def _value_or(value, default):
-    return default if value is None else value
-
-
 def distill_cache_main(argv: list[str]) -> int:
-    """``vamba distill-cache``: Hydra's run directory (its ``.hydra/`` record) is the cache folder
-    (``stage.distill.cache_dir``; ``output_dir`` only when no cache folder is set, which then is an error),
-    not a training run directory that would hold nothing else."""
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("vamba_or"):
-        OmegaConf.register_new_resolver("vamba_or", _value_or)
-    if not any(a.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for a in argv):
-        argv = [*argv, "hydra.run.dir='${vamba_or:${stage.distill.cache_dir},${output_dir}}'"]
+    """``vamba distill-cache``: writes into ``stage.distill.cache_dir`` with Hydra's record (``.hydra/``) inside it,
+    not into a training run directory that would hold nothing else."""
     return _hydra_main(_distill_cache_task, argv, "distill-cache")
