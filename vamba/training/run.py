@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
+from vamba.training import rundir
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_model, load_teacher, load_tokenizer,
                                   special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
@@ -151,7 +152,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
 
 
 def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
-    if cfg.resume == "never":
+    if cfg.resume in ("never", "replace"):
         return None
     if cfg.resume == "auto":
         latest = latest_checkpoint(out)
@@ -165,8 +166,11 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
-    resume = resume_checkpoint(cfg, out)
     if args.process_index == 0:  # (first access sets up the process group under torchrun)
+        # one run per directory: lock it, refuse or move aside another run's files (docs/reliability.md)
+        rundir.claim(out, cfg.resume)
+    resume = resume_checkpoint(cfg, out)
+    if args.process_index == 0:
         clean_staging(out)
         write_run_info(cfg, out, resume)
         # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
@@ -245,4 +249,5 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     skips = getattr(getattr(dataset, "dataset", dataset), "skips", None)
     if skips is not None and args.process_index == 0:
         logger.info("data: %s", skips.report())
+    rundir.release(out)  # (a run that raises keeps it until its process ends or trains here again)
     return TrainResult(out, final, list(trainer.state.log_history), str(summary))
