@@ -203,7 +203,11 @@ def test_resume_auto_skips_an_incomplete_checkpoint_naming_it(tmp_path, caplog) 
     for step, files in ((2, ["trainer_state.json", "model.safetensors"]), (4, ["model.safetensors"])):
         (tmp_path / f"checkpoint-{step}").mkdir()
         for name in files:
-            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+            path = tmp_path / f"checkpoint-{step}" / name
+            if name == "trainer_state.json":  # (its files must parse: tests/training/test_run_dir.py)
+                path.write_text(json.dumps({"global_step": step}))
+            else:
+                save_file({"w": torch.zeros(1)}, str(path))
     (tmp_path / STAGING / "checkpoint-6").mkdir(parents=True)
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     assert f"skipping incomplete checkpoint {tmp_path / 'checkpoint-4'}" in caplog.text
