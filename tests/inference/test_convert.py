@@ -4,6 +4,8 @@ logits identical to loading the source directly."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import shutil
 from pathlib import Path
 
@@ -106,8 +108,14 @@ def test_refusals(released: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(ConversionError, match="exists; pass overwrite=true"):
         convert(released, dst, tokenizer=tokenizer)
     assert (dst / "keep.txt").read_text() == "mine"
-    convert(released, dst, tokenizer=tokenizer, overwrite=True)
-    assert not (dst / "keep.txt").exists() and (dst / "processor_config.json").exists()
+    with pytest.raises(ConversionError, match="refuses to replace .*not look like a converted VAMBA checkpoint.*keep.txt"):
+        convert(released, dst, tokenizer=tokenizer, overwrite=True)  # a folder of the user's, not a checkpoint
+    assert (dst / "keep.txt").read_text() == "mine"
+    (dst / "keep.txt").unlink()
+    convert(released, dst, tokenizer=tokenizer, overwrite=True)  # an empty folder: nothing to lose
+    (dst / "stale.txt").write_text("from the older conversion")
+    convert(released, dst, tokenizer=tokenizer, overwrite=True)  # a checkpoint of ours: replaced whole
+    assert not (dst / "stale.txt").exists() and (dst / "processor_config.json").exists()
     assert not list(tmp_path.glob(".out.*"))
     with pytest.raises(ConversionError, match="not a checkpoint directory"):
         convert(tmp_path / "nowhere", tmp_path / "x")
@@ -133,3 +141,37 @@ def test_qwen2_vl_checkpoint_converts_with_its_processor_settings(tmp_path: Path
     torch.testing.assert_close(layer.cross_attn.q_proj.weight, layer.self_attn.q_proj.weight, rtol=0, atol=0)
     vision = AutoProcessor.from_pretrained(done.path).vision_config()
     assert (vision.min_pixels, vision.max_pixels) == (3136, 12845056)
+
+
+def test_overwrite_never_deletes_the_source_nor_a_folder_that_is_not_a_checkpoint(released: Path, tmp_path: Path,
+                                                                                     capsys) -> None:
+    """Issue 28 item 2: DST a parent of SRC (or SRC itself) with --overwrite deleted SRC, then printed a path that no
+    longer existed; DST a user's folder was replaced whole."""
+    home = tmp_path / "home"
+    src = home / "ckpt"
+    shutil.copytree(released, src)
+    tokenizer = fixture_tokenizer(tmp_path / "tok")
+    (home / "thesis.tex").write_text("mine")
+    before = sorted(p.name for p in src.iterdir())
+    for dst in (home, src, src / "vamba", tokenizer):
+        assert vamba_main(["convert", str(src), str(dst), "--tokenizer", str(tokenizer), "--overwrite"]) == 2
+        assert "one holds the other" in capsys.readouterr().err
+    assert sorted(p.name for p in src.iterdir()) == before and (home / "thesis.tex").read_text() == "mine"
+    assert not (src / "vamba").exists() and not list(home.glob(".*"))
+    assert vamba_main(["convert", str(src), str(tmp_path / "data"), "--tokenizer", str(tokenizer)]) == 0
+    capsys.readouterr()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "llama"}')
+    assert vamba_main(["convert", str(src), str(tmp_path / "other"), "--tokenizer", str(tokenizer), "--overwrite"]) == 2
+    assert "refuses to replace" in capsys.readouterr().err and (tmp_path / "other" / "config.json").exists()
+
+
+def test_the_converted_folder_follows_the_umask(released: Path, tmp_path: Path) -> None:
+    """mkdtemp makes 0700 folders: a converted checkpoint was private whatever the umask (a shared group lost it)."""
+    old = os.umask(0o022)
+    try:
+        dst = tmp_path / "out"
+        convert(released, dst, tokenizer=fixture_tokenizer(tmp_path / "tok"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o755

@@ -111,7 +111,9 @@ def test_documented_command_writes_the_cache_it_names_and_training_checks_its_se
     assert proc.returncode == 0, proc.stderr[-3000:]
     # before: it printed runs/train/<date> (a folder holding only .hydra), and this command failed
     assert f"2 samples cached in {cache}" in proc.stdout
-    assert {p.name for p in cache.iterdir()} == {".hydra", "meta.json", "index.json", "shard-00000.safetensors"}
+    names = {p.name for p in cache.iterdir()}
+    assert {".hydra", "meta.json", "index.json"} <= names and len({n for n in names if n.startswith("shard-")}) == 1
+    assert names <= {".hydra", "meta.json", "index.json", ".index.lock"} | {n for n in names if n.startswith("shard-")}
     assert not (tmp_path / "runs").exists()
     meta = json.loads((cache / "meta.json").read_text())
     assert meta["settings"]["data.num_frames"] == 16 and meta["settings"]["data.max_pixels"] == 602112
@@ -182,3 +184,45 @@ def test_fingerprints_follow_contents_not_paths(synth, tmp_path, monkeypatch) ->
     records = (mixture.parent / "captions.jsonl").read_text()
     (mixture.parent / "captions.jsonl").write_text(records.replace("Shapes", "Forms", 1))
     assert cs.mixture_fingerprint(mixture) != before
+
+
+def _targets(sample_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(sum(map(ord, sample_id)))
+    return torch.randn(3, 4, generator=g), torch.randint(0, 10, (3, 4), generator=g)
+
+
+def _write_cache(root: str, name: str, peer: str) -> None:
+    """One writer process: open the cache, wait until the other writer has opened it too, then write 4 samples in
+    2 shards."""
+    import time
+    from pathlib import Path
+
+    w = TopKCacheWriter(root, top_k=4, vocab_size=10, teacher="t", shard_size=2)
+    Path(root, f"ready-{name}").touch()
+    while not Path(root, f"ready-{peer}").exists():
+        time.sleep(0.01)
+    for i in range(4):
+        w.add(f"{name}{i}", *_targets(f"{name}{i}"))
+    w.close()
+
+
+def test_two_writers_of_one_cache_lose_no_sample(tmp_path) -> None:
+    """Issue 28 item 4: two writers (two `vamba distill-cache` runs, or ranks) both named their first shard
+    shard-00000 and replaced each other's index: samples were lost, found later as a KeyError."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["vamba.training.distill_cache", "tests.training.test_distill_cache"])
+    procs = [ctx.Process(target=_write_cache, args=(str(tmp_path), a, b)) for a, b in (("a", "b"), ("b", "a"))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    cache = TopKCache(tmp_path, vocab_size=10)
+    assert len(cache) == 8 and len(list(tmp_path.glob("shard-*.safetensors"))) == 4
+    for sid in [f"{n}{i}" for n in "ab" for i in range(4)]:
+        values, indices = cache[sid]
+        want_values, want_indices = _targets(sid)
+        torch.testing.assert_close(values, want_values.bfloat16().float())
+        assert torch.equal(indices, want_indices)

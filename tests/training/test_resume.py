@@ -118,9 +118,10 @@ def test_resume_from_a_checkpoint_missing_a_tensor_fails_naming_it(four_samples,
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(IncompatibleCheckpointError, match=f"checkpoint-1 does not fit .*missing keys: {gone}"):
         train(compose_config(*four_samples, f"output_dir={out}"))
-    weights.write_bytes(b"")  # and a file cut to nothing: named, and called truncated
+    weights.write_bytes(b"")  # and a file cut to nothing: named, and called truncated (resume=auto skips that
+    # checkpoint with this warning: tests/training/test_run_dir.py)
     with pytest.raises(ValueError, match=f"{weights} is truncated"):
-        train(compose_config(*four_samples, f"output_dir={out}"))
+        train(compose_config(*four_samples, f"output_dir={out}", f"resume={out / 'checkpoint-1'}"))
 
 
 # -- a real `vamba train` process killed (SIGKILL) during its saves ---------------------------------------------
@@ -203,7 +204,11 @@ def test_resume_auto_skips_an_incomplete_checkpoint_naming_it(tmp_path, caplog) 
     for step, files in ((2, ["trainer_state.json", "model.safetensors"]), (4, ["model.safetensors"])):
         (tmp_path / f"checkpoint-{step}").mkdir()
         for name in files:
-            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+            path = tmp_path / f"checkpoint-{step}" / name
+            if name == "trainer_state.json":  # (its files must parse: tests/training/test_run_dir.py)
+                path.write_text(json.dumps({"global_step": step}))
+            else:
+                save_file({"w": torch.zeros(1)}, str(path))
     (tmp_path / STAGING / "checkpoint-6").mkdir(parents=True)
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     assert f"skipping incomplete checkpoint {tmp_path / 'checkpoint-4'}" in caplog.text

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vamba.data.synth_files import finish, prepare, written_files
 from vamba.utils.io import atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
@@ -81,6 +82,7 @@ class SynthConfig:
     order_question: str = "shapes"  # "shapes" or "colour" (module docstring)
     tasks: tuple[str, ...] = DEFAULT_TASKS  # videos cycle through these tasks, in this order
     workers: int = 1  # processes encoding videos (the files do not depend on it)
+    overwrite: bool = False  # write into a folder that holds files synth did not write (same names replaced)
 
     def __post_init__(self) -> None:
         if self.size % 2 or self.size < 32:
@@ -320,12 +322,10 @@ def generate(config: SynthConfig) -> dict:
     from PIL import Image
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    previous = out / "manifest.json"
-    if previous.exists():  # a re-run replaces the files of the previous set (and only those)
-        for name in json.loads(previous.read_text()).get("files", []):
-            (out / name).unlink(missing_ok=True)
-    previous.unlink(missing_ok=True)  # absent until the new set is complete
+    # A re-run removes the files of the previous set, and only those; the user's files are never listed, never
+    # deleted, and never overwritten without overwrite=true (vamba.data.synth_files). The manifest is absent until
+    # the new set is complete.
+    before = prepare(out, config.overwrite)
     rng = random.Random(config.seed)
     texts: list[str] = []
 
@@ -411,9 +411,10 @@ def generate(config: SynthConfig) -> dict:
         "counts": {"videos": len(specs), "images": len(images), "captions": len(captions),
                    "bench_videos": len(bench), "bench_questions": len(bench)},
         "tasks": {t: sum(s.task == t for s in specs) for t in config.tasks},
-        "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"),
+        "files": written_files(out, before),  # name -> size and sha256 of each file this run wrote
     }
     atomic_write_json(out / "manifest.json", manifest)
+    finish(out)
     return manifest
 
 

@@ -30,6 +30,7 @@ from vamba.data.processor import build_processor
 from vamba.data.video_processor import VambaVideoProcessor, read_processor_dicts
 from vamba.inference.chat import DTYPES
 from vamba.utils.cli_args import parse_args
+from vamba.utils.io import chmod_like_created
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
@@ -95,6 +96,47 @@ def check_tokens(tokenizer, config, tokenizer_path: str) -> None:
                                   f"{key} = {want}: not this model's tokenizer")
 
 
+def _overlap(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are the same folder or one holds the other (after resolving links)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def _replaceable(dst: Path) -> str | None:
+    """Why DST may not be replaced by ``overwrite=true``, or None: only a checkpoint this command (or ``save_pretrained``
+    of a VAMBA model) wrote, i.e. a folder whose config.json says ``model_type: vamba``. Anything else may be the
+    user's (a data folder, a home directory given by mistake) and replacing it would delete it whole."""
+    if not dst.is_dir() or dst.is_symlink():
+        return "it is not a folder"
+    try:
+        model_type = json.loads((dst / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    names = sorted(p.name for p in dst.iterdir())
+    if model_type != "vamba" and names:  # (an empty folder holds nothing to lose)
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        return (f"it does not look like a converted VAMBA checkpoint (no config.json with model_type vamba); it holds: "
+                f"{shown}")
+    return None
+
+
+def check_destination(src: str, dst: Path, overwrite: bool, tokenizer: str | None = None) -> None:
+    """Refuse, before anything is loaded or written, a DST that would destroy an input or a folder that is not ours:
+    DST equal to SRC (or the tokenizer folder), holding it or inside it (replacing DST would delete SRC, and the
+    temporary folder beside DST would land inside SRC), and an existing DST without ``overwrite=true`` or that is not a
+    VAMBA checkpoint."""
+    for name, path in (("SRC", src), ("--tokenizer", tokenizer)):
+        if path is not None and os.path.isdir(path) and _overlap(Path(path), dst):
+            raise ConversionError(f"DST {dst} and {name} {path} are the same folder or one holds the other: choose "
+                                  f"a DST outside {name}")
+    if dst.exists() or dst.is_symlink():
+        if not overwrite:
+            raise ConversionError(f"{dst} exists; pass overwrite=true to replace it")
+        reason = _replaceable(dst)
+        if reason is not None:
+            raise ConversionError(f"overwrite=true refuses to replace {dst}: {reason}")
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | os.PathLike | None = None,
             overwrite: bool = False, dtype: str = "auto", **settings: Any) -> Converted:
     """Write SRC as a ``vamba`` checkpoint with its processor at DST (module docstring). ``settings``: any of
@@ -104,10 +146,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
 
     src, dst = os.fspath(src), Path(dst)
     tokenizer = os.fspath(tokenizer) if tokenizer is not None else None
-    if dst.exists() and not overwrite:
-        raise ConversionError(f"{dst} exists; pass overwrite=true to replace it")
-    if os.path.isdir(src) and dst.resolve() == Path(src).resolve():
-        raise ConversionError("SRC and DST are the same folder")
+    check_destination(src, dst, overwrite, tokenizer)
     if dtype != "auto" and dtype not in DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
     kind = checkpoint_kind(_config_dict(src))
@@ -128,10 +167,13 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.converting."))
+    chmod_like_created(tmp, directory=True)  # mkdtemp's 0700 would make the checkpoint private whatever the umask
     try:
         model.save_pretrained(str(tmp))
         processor.save_pretrained(str(tmp))
-        if dst.exists():  # overwrite=true: the old DST goes only once the new one is complete
+        if dst.exists() or dst.is_symlink():  # overwrite=true: the old DST goes only once the new one is complete
+            check_destination(src, dst, overwrite, tokenizer)  # again: DST may have changed while we converted
+            # Two renames, not one exchange: killed between them, the old checkpoint is still whole in .DST.old.*
             old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old."))
             os.replace(dst, old / dst.name)
             os.replace(tmp, dst)

@@ -14,7 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
-from vamba.utils.io import atomic_write_text, read_jsonl
+from vamba.training.config import ConfigError
+from vamba.utils.io import atomic_write_text, read_jsonl, safetensors_header
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -24,24 +25,55 @@ TRAINER_STATE = "trainer_state.json"  # written last by the Trainer: a checkpoin
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+class IncompleteCheckpointError(ConfigError):
+    """A checkpoint whose files do not parse (cut short, edited, or not a Trainer checkpoint)."""
+
+
+def incomplete_reason(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from, or None when its files parse: a Trainer state that is a JSON object
+    with an integer ``global_step`` (the Trainer writes it last), and safetensors files whose headers are whole and
+    well formed (header only: no tensor is read)."""
+    state = checkpoint / TRAINER_STATE
+    if not state.is_file():
+        return f"no {TRAINER_STATE}"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        return f"{state} is not a JSON object ({e}; cut short?)"
+    if not isinstance(step, int) or isinstance(step, bool):
+        return f"{state} has no integer global_step"
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        try:
+            safetensors_header(weights)
+        except (OSError, ValueError) as e:
+            return str(e)
+    return None
+
+
 def checkpoint_step(checkpoint: str | os.PathLike) -> int:
-    """The optimizer step a checkpoint was saved at (its Trainer state's ``global_step``)."""
+    """The optimizer step a checkpoint was saved at (its Trainer state's ``global_step``). Raises
+    ``IncompleteCheckpointError`` saying what is wrong when its files do not parse."""
+    reason = incomplete_reason(Path(checkpoint))
+    if reason is not None:
+        raise IncompleteCheckpointError(f"cannot resume from {checkpoint}: {reason}")
     return int(json.loads((Path(checkpoint) / TRAINER_STATE).read_text())["global_step"])
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The complete ``checkpoint-<step>`` of ``output_dir`` with the highest step, or None. Directories without a
-    Trainer state (written before saves were staged, or by hand) are skipped with a warning naming them."""
+    """The complete ``checkpoint-<step>`` of ``output_dir`` with the highest step, or None. Directories whose files
+    do not parse (no or a truncated Trainer state, a cut weights file: written before saves were staged, damaged or
+    copied by hand) are skipped with a warning naming them and what is wrong: the previous checkpoint is used."""
     out = Path(output_dir)
     if not out.is_dir():
         return None
     found = sorted(((int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
                    reverse=True)
     for _, path in found:
-        if (path / TRAINER_STATE).is_file():
+        reason = incomplete_reason(path)
+        if reason is None:
             return path
-        logger.warning("skipping incomplete checkpoint %s (no %s): delete it or resume=<another checkpoint>",
-                       path, TRAINER_STATE)
+        logger.warning("skipping incomplete checkpoint %s (%s): delete it or resume=<another checkpoint>",
+                       path, reason)
     return None
 
 

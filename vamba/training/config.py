@@ -198,7 +198,9 @@ class DebugConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = MISSING  # run directory: config, logs, checkpoints, final model
-    resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | never | <checkpoint dir>
+    # auto (latest checkpoint in output_dir, if any) | never (refused if output_dir holds a run) | replace (start anew,
+    # the old run's files moved into output_dir/replaced-<time>/) | <checkpoint dir>
+    resume: str = "auto"  # auto | never | replace | <checkpoint dir> (see above)
     seed: int = 0  # the run's random seed
     device: str = "auto"  # auto | cpu | cuda
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -217,6 +219,9 @@ def register(schemas: Mapping[str, type] | None = None) -> None:
     subclass; the recipes' own, selected by an experiment with ``override /schema: <name>``)."""
     from hydra.core.config_store import ConfigStore
 
+    from vamba.training.rundir import register_resolver
+
+    register_resolver()  # ${vamba_run_name:}, the default output_dir's unique name
     store = ConfigStore.instance()
     for name, node in {"train": TrainConfig, **(schemas or {})}.items():
         store.store(group="schema", name=name, node=node, package="_global_")
@@ -383,7 +388,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("optim.global_batch_size and optim.per_device_batch_size must be >= 1")
     if not 0 <= o.warmup_ratio < 1:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
-    if cfg.resume not in ("auto", "never"):
+    if cfg.resume not in ("auto", "never", "replace"):
         _exists(cfg.resume, "resume")
 
 

@@ -5,19 +5,26 @@ Layout of a cache directory::
     meta.json                     {"format": 2, "top_k": K, "vocab_size": V, "teacher": "<path>",
                                    "settings": {what the logits depend on}, "written_with": {...}}
     index.json                    {sample_id: shard file name}
-    shard-00000.safetensors       tensors "<sample_id>/values" [T_i, K] (bf16) and "<sample_id>/indices" [T_i, K] (int32)
+    shard-r<rank>-<random>.safetensors   tensors "<sample_id>/values" [T_i, K] (bf16) and "<sample_id>/indices"
+                                  [T_i, K] (int32)
 
 T_i is the number of supervised positions of sample i (``distill.supervised_positions``), in order.
 ``settings`` (``vamba.training.cache_settings``): teacher and data fingerprints, frames, pixels, top_k; training
 compares them with its own and refuses a cache written for other inputs. Format 1 caches (before settings were
 recorded) read the same but cannot be checked.
-Writing is resumable and loss-free: every shard is written to a temporary name and renamed, then
-``index.json`` is replaced atomically; a restarted writer skips the ids already in the index.
+Writing is resumable and loss-free: every shard is written to a temporary name, flushed to disk and renamed, then
+``index.json`` is replaced atomically; a restarted writer skips the ids already in the index. Several writers (two
+``vamba distill-cache`` runs, or ranks) may write one cache at once: shard names are unique per writer and per
+flush (rank + a random part; a count of the shards a writer had seen gave two writers the same name, and the second
+rename replaced the first's samples), and each writer merges its entries into the index under a lock
+(``.index.lock``) instead of replacing the index with its own view.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ from torch import Tensor
 
 from vamba.training.cache_settings import cache_settings, differences
 from vamba.training.config import ConfigError
-from vamba.utils.io import atomic_write_json, safetensors_header
+from vamba.utils.io import atomic_write_json, fsync_dir, safetensors_header
+from vamba.utils.locks import waiting_lock
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)  # same layout; 1 lacks ``settings``
@@ -82,13 +90,22 @@ class TopKCacheWriter:
     def flush(self) -> None:
         if not self._pending_ids:
             return
-        n = len({v for v in self.index.values() if v.startswith(self.prefix)})
-        name = f"{self.prefix}-{n:05d}.safetensors"
+        rank = os.environ.get("RANK", "0")
+        name = f"{self.prefix}-r{rank}-{uuid.uuid4().hex[:16]}.safetensors"
         tmp = self.root / f".{name}.tmp"
         save_file(self._pending, str(tmp))
+        with open(tmp, "rb") as f:  # the data reaches the disk before the rename that publishes it
+            os.fsync(f.fileno())
         tmp.replace(self.root / name)
-        self.index.update({i: name for i in self._pending_ids})
-        atomic_write_json(self.root / "index.json", self.index)
+        fsync_dir(self.root)
+        with waiting_lock(self.root / ".index.lock"):
+            # merge: another writer may have added its samples since we read the index (the first entry of an id
+            # stays: both shards hold the same targets)
+            merged = _read_index(self.root)
+            for i in self._pending_ids:
+                merged.setdefault(i, name)
+            atomic_write_json(self.root / "index.json", merged)
+        self.index = merged
         self._pending, self._pending_ids = {}, []
 
     def close(self) -> None:

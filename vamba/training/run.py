@@ -30,6 +30,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
+from vamba.training import rundir
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
                                   load_tokenizer, special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
@@ -163,7 +164,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
 
 
 def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
-    if cfg.resume == "never":
+    if cfg.resume in ("never", "replace"):
         return None
     if cfg.resume == "auto":
         latest = latest_checkpoint(out)
@@ -193,8 +194,11 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
+    if args.process_index == 0:  # (first access sets up the process group under torchrun)
+        # one run per directory, before anything is written: lock it, refuse or move aside another run's files
+        # (docs/reliability.md)
+        rundir.claim(out, cfg.resume)
     with ExitStack() as stack:
-        # (first access of process_index sets up the process group under torchrun)
         steps_log = stack.enter_context(console_log(out)) if args.process_index == 0 else None
         return _train(cfg, out, args, callbacks or [], steps_log)
 
@@ -291,4 +295,5 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
     skips = getattr(getattr(dataset, "dataset", dataset), "skips", None)
     if skips is not None and args.process_index == 0:
         logger.info("data: %s", skips.report())
+    rundir.release(out)  # (a run that raises keeps it until its process ends or trains here again)
     return TrainResult(out, final, list(trainer.state.log_history), str(summary))

@@ -8,8 +8,39 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+def current_umask() -> int:
+    """The process's umask. Read from /proc (Linux) rather than with ``os.umask(0)`` and back: that would leave, for
+    an instant, every other thread creating files with no umask at all."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def chmod_like_created(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file made by ``mkstemp`` (always 0600) or a folder made by ``mkdtemp`` (0700) the mode that ``open`` /
+    ``mkdir`` would have: 0666 / 0777 less the umask, so that a group-shared run directory stays readable."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk: without this a power loss can undo the rename."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename (file and folder
+    flushed to disk; the file's mode follows the umask as a plain ``open`` would)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,10 +49,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        chmod_like_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
@@ -81,11 +114,36 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path} is not a safetensors file (unreadable header: {e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object)")
-    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    for key, entry in header.items():
+        if key != "__metadata__":
+            _check_tensor_entry(path, key, entry)
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise ValueError(f"{path} is truncated ({size} bytes, its header describes {8 + n + end}): an interrupted "
                          f"write or copy?")
     return header
+
+
+def _check_tensor_entry(path: Path, key: str, entry: Any) -> None:
+    """One tensor of a safetensors header must be ``{"dtype": str, "shape": [int...], "data_offsets": [begin, end]}``:
+    a header of valid JSON but another shape (a hand-edited or foreign file) would otherwise surface as a bare
+    ``TypeError`` / ``KeyError`` far from the file."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path} is not a valid safetensors file: header entry {key!r} {what}")
+
+    if not isinstance(entry, dict):
+        raise bad(f"is {type(entry).__name__}, not an object with dtype, shape and data_offsets")
+    missing = [k for k in ("dtype", "shape", "data_offsets") if k not in entry]
+    if missing:
+        raise bad(f"has no {', '.join(missing)}")
+    if not isinstance(entry["dtype"], str):
+        raise bad(f"has dtype {entry['dtype']!r}, not a string")
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise bad(f"has shape {shape!r}, not a list of sizes")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise bad(f"has data_offsets {offsets!r}, not [begin, end] with 0 <= begin <= end")
 
 
 def read_checkpoint_json(path: str | os.PathLike, name: str, hub_kwargs: dict[str, Any] | None = None
