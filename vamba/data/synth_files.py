@@ -144,7 +144,7 @@ def prepare(out: Path, overwrite: bool) -> Snapshot:
     if not overwrite:
         if not ours and present:
             raise OutputFolderInUse(
-                f"{out} is not empty and holds no synth manifest ({_some(present)}): choose an empty or new out_dir, "
+                f"{out} is not empty and holds no synth manifest ({_some(present)}): choose an empty or new out, "
                 f"or pass overwrite=true to write into it (files of the same names are then replaced)")
         clashes = {name for name in present if Path(name).parts[0] in OUTPUTS}
         if clashes:

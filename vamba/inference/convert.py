@@ -125,7 +125,7 @@ def check_destination(src: str, dst: Path, overwrite: bool, tokenizer: str | Non
     DST equal to SRC (or the tokenizer folder), holding it or inside it (replacing DST would delete SRC, and the
     temporary folder beside DST would land inside SRC), and an existing DST without ``overwrite=true`` or that is not a
     VAMBA checkpoint."""
-    for name, path in (("SRC", src), ("--tokenizer", tokenizer)):
+    for name, path in (("SRC", src), ("the tokenizer folder", tokenizer)):
         if path is not None and os.path.isdir(path) and _overlap(Path(path), dst):
             raise ConversionError(f"DST {dst} and {name} {path} are the same folder or one holds the other: choose "
                                   f"a DST outside {name}")
