@@ -5,7 +5,8 @@
     vamba train model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml stage=pretrain \\
         stage.distill.weight=1 stage.distill.teacher=/ckpt/Qwen2-VL-7B-Instruct deepspeed=zero3
     torchrun --nproc_per_node 8 -m vamba.cli train experiment=paper_pretrain model.path=... data.mixture=...
-    vamba train -m experiment=ablation_distill model.path=... data.mixture=...   # a sweep
+    vamba train -m optim.lr=1e-5,2e-5 model.path=... data.mixture=...   # a sweep, one process (not under torchrun)
+    vamba train experiment=ablation_distill ablation.launcher=slurm ablation.model=... ...  # docs/ablations.md
     vamba distill-cache model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml output_dir=cache/pt
 
 Configs live in ``configs/`` (train.yaml and its groups); ``--cfg job`` prints the composed config,
@@ -43,6 +44,13 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
         print(f"vamba {prog}: no configs at {CONFIG_DIR}; install the package from its repository (pip install -e .)",
               file=sys.stderr)
         return 2
+    exclusive = _exclusive_modes(argv)
+    if len(exclusive) > 1:
+        # Hydra refuses these together with a bare ValueError traceback ("Only one of --run, --multirun, --cfg ...")
+        print(f"vamba {prog}: {' and '.join(exclusive)} cannot be combined: --cfg / --info describe the one config a "
+              "command composes, and a sweep (-m) composes one per job. Print a job's config by giving its values "
+              f"without -m (e.g. `vamba {prog} experiment=X key=value --cfg job`).", file=sys.stderr)
+        return 2
     register({name: recipe.schema for name, recipe in (recipes or {}).items()})
     saved = sys.argv
     sys.argv = [f"vamba {prog}", *argv]
@@ -51,6 +59,14 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
     finally:
         sys.argv = saved
     return 0
+
+
+def _exclusive_modes(argv: list[str]) -> list[str]:
+    """Hydra's mutually exclusive modes on a command line, as the user spelt them (-m, --cfg, --info, ...)."""
+    modes = {"-m": "-m", "--multirun": "-m", "-c": "--cfg", "--cfg": "--cfg", "-i": "--info", "--info": "--info",
+             "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
+    found = {modes[a.split("=", 1)[0]] for a in argv if a.split("=", 1)[0] in modes}
+    return sorted(found)
 
 
 def to_config(cfg):
