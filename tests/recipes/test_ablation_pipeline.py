@@ -210,3 +210,24 @@ def test_a_sweep_with_cfg_is_a_message_not_a_traceback(argv, capsys) -> None:
     assert main(["train", *argv]) == 2
     err = capsys.readouterr().err
     assert "cannot be combined" in err and "without -m" in err and "Traceback" not in err
+
+
+def test_a_failed_step_ends_its_arm_and_the_command_names_it(tmp_path) -> None:
+    """`local`: a step that fails (here stage 1's `vamba train` refuses a misspelt key, in its first second) leaves
+    no marker and ends its arm x seed; the others go on; the report lists what did not finish; the command raises
+    naming every failure."""
+    for name in ("model", "pt.yaml", "sft.yaml", "bench"):
+        (tmp_path / name).touch()
+    overrides = ["experiment=ablation_alpha", f"output_dir={tmp_path / 'out'}", f"ablation.model={tmp_path / 'model'}",
+                 f"ablation.pretrain_data={tmp_path / 'pt.yaml'}", f"ablation.sft_data={tmp_path / 'sft.yaml'}",
+                 f"ablation.benchmark_data={tmp_path / 'bench'}", "ablation.seeds=[0]"]
+    cfg = compose_config(*overrides)
+    cfg.ablation.pretrain_args = ["optim.lrr=1"]
+    with pytest.raises(RuntimeError, match=r"2 of 2 arm x seed jobs failed: use_alpha_balancing=true/seed0: pretrain "
+                                           r"exited with code [1-9].*use_alpha_balancing=false/seed0: pretrain"):
+        run_pipeline(cfg, overrides)
+    out = tmp_path / "out"
+    assert not list(out.glob("runs/*/seed0/*.done"))
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["claims"] == [] and len(summary["not_finished"]) == 4  # 2 arms x 2 evaluations
+    assert "Not finished yet" in (out / "report.md").read_text()

@@ -133,10 +133,10 @@ def run_local(jobs: list[list[Step]]) -> dict[str, str]:
             if step.marker.exists():
                 continue
             command = [sys.executable, "-m", "vamba.cli", *step.argv]
-            logger.info("ablation: %s/seed%d %s: %s", step.arm, step.seed, step.name, shlex.join(command))
+            logger.info("ablation: %s/seed%d %s: %s", step.arm, step.seed, step.name, shell_join(command))
             code = subprocess.run(command, check=False).returncode
             if code != 0:
-                failed[f"{step.arm}/seed{step.seed}"] = f"{step.name} exited with code {code}: {shlex.join(command)}"
+                failed[f"{step.arm}/seed{step.seed}"] = f"{step.name} exited with code {code}: {shell_join(command)}"
                 logger.warning("ablation: %s", failed[f"{step.arm}/seed{step.seed}"])
                 break
             step.marker.touch()
