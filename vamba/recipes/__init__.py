@@ -1,12 +1,13 @@
 """Whole pipelines over the layers below: the CPU demo (``demo``: synthetic data -> teacher -> conversion -> two
-training stages -> evaluation) and the miniature ablations (``ablation``: the demo's recipe per variant and seed).
+training stages -> evaluation), the miniature ablations (``ablation``: the demo's recipe per variant and seed) and
+the full-scale ablation pipeline (``ablation_pipeline``: ``vamba train`` / ``vamba eval`` commands per arm and seed).
 Each owns its config schema (``config``). Only ``vamba.cli`` imports this package (docs/design.md).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from vamba.recipes.config import AblationTrainConfig, DemoTrainConfig
+from vamba.recipes.config import AblationTrainConfig, DemoTrainConfig, PipelineTrainConfig
 from vamba.training.cli import Recipe
 
 
@@ -22,6 +23,17 @@ def _run_ablation(cfg: AblationTrainConfig) -> Any:
     return run_ablation(cfg)
 
 
+def _run_pipeline(cfg: PipelineTrainConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from vamba.recipes.ablation_pipeline import run_pipeline
+
+    # the command line that composed cfg: checked (no stray training key) and repeated by the report step
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return run_pipeline(cfg, overrides)
+
+
 # schema name (``override /schema: <name>`` in an experiment) -> the recipe ``vamba train`` runs for it
 RECIPES: dict[str, Recipe] = {"demo": Recipe(DemoTrainConfig, _run_demo),
-                              "ablation": Recipe(AblationTrainConfig, _run_ablation)}
+                              "ablation": Recipe(AblationTrainConfig, _run_ablation),
+                              "ablation_pipeline": Recipe(PipelineTrainConfig, _run_pipeline)}

@@ -17,7 +17,7 @@ import numpy as np
 
 from vamba.data.synth import LVBENCH_TYPES
 from vamba.evaluation.stats import Interval, bootstrap_mean, judge_paired
-from vamba.recipes.config import AblationTrainConfig
+from vamba.recipes.config import AblationTrainConfig, ClaimConfig
 from vamba.recipes.demo import CHANCE, TASK_TITLES
 
 STAGE_TITLES = {"pretrain": "after stage 1 (LLM frozen)", "sft": "after stage 2"}
@@ -29,14 +29,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _grid(results: dict[tuple[str, int], dict[str, Any]], name: str, stage: str, seeds: list[int],
+def grid(results: dict[tuple[str, int], dict[str, Any]], name: str, stage: str, seeds: list[int],
           columns: np.ndarray) -> np.ndarray:
     """``[len(seeds), len(columns)]`` 0/1 outcomes of variant ``name`` at ``stage``."""
     rows = [np.frombuffer(results[(name, s)]["stages"][stage]["correct"].encode(), dtype=np.uint8) for s in seeds]
     return (np.stack(rows)[:, columns] == ord("1")).astype(np.int8)
 
 
-def _answered(results: dict[tuple[str, int], dict[str, Any]], keys: list[tuple[str, int]], stage: str,
+def answered(results: dict[tuple[str, int], dict[str, Any]], keys: list[tuple[str, int]], stage: str,
               n: int) -> np.ndarray:
     """Questions answered in every given run (a skipped video's question cannot be paired)."""
     ok = np.ones(n, dtype=bool)
@@ -45,7 +45,7 @@ def _answered(results: dict[tuple[str, int], dict[str, Any]], keys: list[tuple[s
     return ok
 
 
-def _interval(ci: Interval) -> dict[str, float]:
+def interval_json(ci: Interval) -> dict[str, float]:
     return {"estimate": round(ci.estimate, 2), "lo": round(ci.lo, 2), "hi": round(ci.hi, 2), "level": ci.level}
 
 
@@ -64,12 +64,12 @@ def summarize(cfg: AblationTrainConfig, results: dict[tuple[str, int], dict[str,
         row: dict[str, Any] = {"overrides": overrides, "seeds": seeds, "stages": {}, "loss": {}}
         for stage in results[(name, seeds[0])]["stages"]:
             runs = [results[(name, s)]["stages"][stage] for s in seeds]
-            ok = _answered(results, [(name, s) for s in seeds], stage, n)
+            ok = answered(results, [(name, s) for s in seeds], stage, n)
             row["stages"][stage] = {
                 "accuracy": mean_std([r["accuracy"] for r in runs]),
                 "tasks": {t: mean_std([r["tasks"][t] for r in runs]) for t in cfg.demo.tasks
                           if all(t in r["tasks"] for r in runs)},
-                "ci": {group: _interval(bootstrap_mean(_grid(results, name, stage, seeds, cols[ok[cols]]),
+                "ci": {group: interval_json(bootstrap_mean(grid(results, name, stage, seeds, cols[ok[cols]]),
                                                        resamples=resamples))
                        for group, cols in columns.items() if ok[cols].any()}}
         for stage, curves in ((s, [dict(map(tuple, results[(name, k)]["loss"][s])) for k in seeds])
@@ -80,34 +80,35 @@ def summarize(cfg: AblationTrainConfig, results: dict[tuple[str, int], dict[str,
     return {"questions": {"count": n, "per_task": {t: int(len(c)) for t, c in columns.items() if t != "overall"},
                           "qids": [q.qid for q in questions], "tasks": tasks},
             "teacher": teacher, "variants": variants,
-            "claims": compare(cfg, results, columns),
+            "claims": compare(cfg.ablation.claims, results, columns, cfg.ablation.resamples),
             "runs": {f"{name}/seed{seed}": r for (name, seed), r in sorted(results.items())}}
 
 
-def compare(cfg: AblationTrainConfig, results: dict[tuple[str, int], dict[str, Any]],
-            columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Each claim at each stage, overall and per task, on the seeds both variants ran."""
+def compare(claims: list[ClaimConfig], results: dict[tuple[str, int], dict[str, Any]],
+            columns: dict[str, np.ndarray], resamples: int) -> list[dict[str, Any]]:
+    """Each claim at each stage, overall and per group of questions (``columns``: group -> question indices), on
+    the seeds both variants ran. ``results[(variant, seed)]["stages"][stage]["correct"]``: one character per
+    question ('1' right, '0' wrong, '.' not answered). The miniature and the full-scale pipeline both judge here."""
     rows = []
     n = len(columns["overall"])
-    for claim in cfg.ablation.claims:
-        seeds = sorted({s for v, s in results if v == claim.better} & {s for v, s in results if v == claim.worse})
-        if not seeds:
-            continue
+    for claim in claims:
         for stage in STAGE_TITLES:
-            keys = [(v, s) for v in (claim.better, claim.worse) for s in seeds]
-            if not all(stage in results[k]["stages"] for k in keys):
+            seeds = sorted(s for v, s in results if v == claim.better and stage in results[(v, s)]["stages"]
+                           and stage in results.get((claim.worse, s), {}).get("stages", {}))
+            if not seeds:
                 continue
-            ok = _answered(results, keys, stage, n)
+            keys = [(v, s) for v in (claim.better, claim.worse) for s in seeds]
+            ok = answered(results, keys, stage, n)
             for group, cols in columns.items():
                 cols = cols[ok[cols]]
                 if not len(cols):
                     continue
-                a = _grid(results, claim.better, stage, seeds, cols)
-                b = _grid(results, claim.worse, stage, seeds, cols)
-                j = judge_paired(a, b, resamples=cfg.ablation.resamples)
+                a = grid(results, claim.better, stage, seeds, cols)
+                b = grid(results, claim.worse, stage, seeds, cols)
+                j = judge_paired(a, b, resamples=resamples)
                 rows.append({"claim": claim.claim, "better": claim.better, "worse": claim.worse, "paper": claim.paper,
                              "shown": group == "overall" or group in claim.tasks, "stage": stage, "group": group,
-                             "seeds": seeds, "questions": int(len(cols)), "difference": _interval(j.difference),
+                             "seeds": seeds, "questions": int(len(cols)), "difference": interval_json(j.difference),
                              "per_seed": j.per_seed, "only_better": j.only_a, "only_worse": j.only_b,
                              "mcnemar_p": j.mcnemar_p, "verdict": j.verdict})
     return rows
@@ -121,19 +122,7 @@ def render(summary: dict[str, Any], title: str) -> str:
     lines = [f"## {title}", "", f"{q['count']} held-out questions ("
              + ", ".join(f"{TASK_TITLES[t]} {k}" for t, k in q["per_task"].items()) + f"), the same for every run; "
              f"chance {CHANCE:.0f}%.", ""]
-    if summary["claims"]:
-        lines += ["### Claims (paired: the same questions and seeds; 95% bootstrap interval over seeds and questions)",
-                  "", "| claim | paper | stage | questions | seeds | better − worse (points) [95% CI] | "
-                  "McNemar p | verdict |", "|---|---|---|---|---|---|---|---|"]
-        for r in summary["claims"]:
-            if not r["shown"]:
-                continue
-            d = r["difference"]
-            what = "overall" if r["group"] == "overall" else TASK_TITLES[r["group"]]
-            lines.append(f"| {r['claim']}: {r['better']} vs {r['worse']} | {r['paper']} | {STAGE_TITLES[r['stage']]}, "
-                         f"{what} | {r['questions']} | {len(r['seeds'])} | {d['estimate']:+.1f} [{d['lo']:+.1f}, "
-                         f"{d['hi']:+.1f}] | {_p(r['mcnemar_p'])} | {r['verdict']} |")
-        lines.append("")
+    lines += render_claims(summary["claims"], TASK_TITLES)
     for stage, stage_title in STAGE_TITLES.items():
         rows = {name: v["stages"][stage] for name, v in summary["variants"].items() if stage in v["stages"]}
         if not rows:
@@ -144,9 +133,9 @@ def render(summary: dict[str, Any], title: str) -> str:
         for name, row in rows.items():
             k = len(summary["variants"][name]["seeds"])
             ci = row["ci"]["overall"]
-            cells = " | ".join(_cell(row["tasks"][t], k) if t in row["tasks"] else "-" for t in tasks)
+            cells = " | ".join(cell(row["tasks"][t], k) if t in row["tasks"] else "-" for t in tasks)
             lines.append(f"| {name} | {' '.join(summary['variants'][name]['overrides']) or '(the demo)'} | {k} | "
-                         f"{_cell(row['accuracy'], k)} | [{ci['lo']:.1f}, {ci['hi']:.1f}] | {cells} |")
+                         f"{cell(row['accuracy'], k)} | [{ci['lo']:.1f}, {ci['hi']:.1f}] | {cells} |")
         lines.append("")
     teacher = summary["teacher"]
     lines += [f"Teacher (Qwen2-VL, shared, one training): {teacher['accuracy']:.1f} overall, "
@@ -158,7 +147,25 @@ def render(summary: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-def _cell(ms: tuple[float, float], seeds: int) -> str:  # one seed has no spread to show
+def render_claims(claims: list[dict[str, Any]], group_titles: dict[str, str]) -> list[str]:
+    """The claims table (markdown lines, empty without claims): the rows of ``compare`` marked ``shown``."""
+    if not claims:
+        return []
+    lines = ["### Claims (paired: the same questions and seeds; 95% bootstrap interval over seeds and questions)",
+             "", "| claim | paper | stage | questions | seeds | better − worse (points) [95% CI] | "
+             "McNemar p | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for r in claims:
+        if not r["shown"]:
+            continue
+        d = r["difference"]
+        what = "overall" if r["group"] == "overall" else group_titles.get(r["group"], r["group"])
+        lines.append(f"| {r['claim']}: {r['better']} vs {r['worse']} | {r['paper']} | {STAGE_TITLES[r['stage']]}, "
+                     f"{what} | {r['questions']} | {len(r['seeds'])} | {d['estimate']:+.1f} [{d['lo']:+.1f}, "
+                     f"{d['hi']:+.1f}] | {_p(r['mcnemar_p'])} | {r['verdict']} |")
+    return lines + [""]
+
+
+def cell(ms: tuple[float, float], seeds: int) -> str:  # one seed has no spread to show
     return f"{ms[0]:.1f} ± {ms[1]:.1f}" if seeds > 1 else f"{ms[0]:.1f}"
 
 

@@ -5,7 +5,8 @@
     vamba train model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml stage=pretrain \\
         stage.distill.weight=1 stage.distill.teacher=/ckpt/Qwen2-VL-7B-Instruct deepspeed=zero3
     torchrun --nproc_per_node 8 -m vamba.cli train experiment=paper_pretrain model.path=... data.mixture=...
-    vamba train -m experiment=ablation_distill model.path=... data.mixture=...   # a sweep
+    vamba train -m optim.lr=1e-5,2e-5 model.path=... data.mixture=...   # a sweep, one process (not under torchrun)
+    vamba train experiment=ablation_distill ablation.launcher=slurm ablation.model=... ...  # docs/ablations.md
     vamba distill-cache experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \\
         stage.distill.cache_dir=cache/pt
     vamba train experiment=paper_pretrain model.path=/ckpt/Qwen2-VL-7B-Instruct data.mixture=/data/pt.yaml \\
@@ -58,6 +59,13 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
     if wants_help(argv):  # ours, from the schemas; Hydra's page (--hydra-help) describes no key of ours
         print(train_help(prog, __doc__ or "", CONFIG_DIR, schemas))
         return 0
+    exclusive = _exclusive_modes(argv)
+    if len(exclusive) > 1:
+        # Hydra refuses these together with a bare ValueError traceback ("Only one of --run, --multirun, --cfg ...")
+        print(f"vamba {prog}: {' and '.join(exclusive)} cannot be combined: --cfg / --info describe the one config a "
+              "command composes, and a sweep (-m) composes one per job. Print a job's config by giving its values "
+              f"without -m (e.g. `vamba {prog} experiment=X key=value --cfg job`).", file=sys.stderr)
+        return 2
     try:
         argv = check(argv, prog, CONFIG_DIR, schemas)
     except ArgsError as e:
@@ -71,6 +79,14 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
     finally:
         sys.argv = saved
     return 0
+
+
+def _exclusive_modes(argv: list[str]) -> list[str]:
+    """Hydra's mutually exclusive modes on a command line, as the user spelt them (-m, --cfg, --info, ...)."""
+    modes = {"-m": "-m", "--multirun": "-m", "-c": "--cfg", "--cfg": "--cfg", "-i": "--info", "--info": "--info",
+             "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
+    found = {modes[a.split("=", 1)[0]] for a in argv if a.split("=", 1)[0] in modes}
+    return sorted(found)
 
 
 def to_config(cfg):
