@@ -66,7 +66,7 @@ LVBENCH_INSTRUCTION = ("Select the best answer to the following multiple-choice 
 
 @dataclass
 class SynthConfig:
-    out: str = "synthetic"  # folder to write (created; files are overwritten)
+    out: str = "synthetic"  # folder to write (created; a rerun replaces only the files synth wrote)
     num_videos: int = 48  # training videos (mp4)
     num_images: int = 48  # training images (png)
     num_bench_videos: int = 24  # videos of the miniature benchmarks (LVBench / Video-MME / MLVU layouts)
