@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vamba.data.sampling import FrameSampling, SampledFrames, sample_frames
+from vamba.data.sampling import FrameSampling, SampledFrames, VideoHeaderError, sample_frames
 
 Backend = Literal["decord", "pyav", "auto"]
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # a frame folder's files
@@ -315,7 +315,10 @@ def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, confi
             reader = open_video(source, backend, config.folder_fps)
             info = reader.info()
             gen = None if seed is None else torch.Generator().manual_seed(seed)
-            sampled = sample_frames(info.num_frames, info.fps, sampling, gen)
+            try:
+                sampled = sample_frames(info.num_frames, info.fps, sampling, gen)
+            except VideoHeaderError as e:  # e.g. fps 0 from this backend's header: the next backend may read it
+                raise VideoDecodeError(f"{_name(source)}: {e}") from e
             wanted = sampled.indices if positions is None else sampled.indices[positions]
             return DecodedVideo(reader.get_frames(wanted), sampled, info, "folder" if is_folder else backend)
 
