@@ -40,12 +40,13 @@ def stats(argv: list[str]) -> int:
         num_frames: int = 16
         text_budget: int = 0  # > 0: also plan packed rows under these budgets
         video_budget: int = 0
+        confine_media: bool = True  # media paths must stay inside each source's media_root
 
     args = parse_overrides(argv, StatsArgs)
     if not args.mixture or not args.tokenizer:
         print("vamba data stats: mixture=... and tokenizer=... are required", file=sys.stderr)
         return 2
-    dataset = VambaDataset(Mixture.from_yaml(args.mixture), AutoTokenizer.from_pretrained(args.tokenizer),
+    dataset = VambaDataset(Mixture.from_yaml(args.mixture, args.confine_media), AutoTokenizer.from_pretrained(args.tokenizer),
                            ProcessingConfig(sampling=FrameSampling("uniform", args.num_frames)))
     measured = dataset.measure()
     lengths = [x for x in measured if x is not None]

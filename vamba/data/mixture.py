@@ -92,9 +92,10 @@ def load_mixture_config(path: str | os.PathLike) -> MixtureConfig:
 class Mixture:
     """The sources of a mixture and the sample order: ``mixture[i]`` is ``(source index, record index)``."""
 
-    def __init__(self, config: MixtureConfig) -> None:
+    def __init__(self, config: MixtureConfig, confine_media: bool = True) -> None:
         self.config = config
-        self.sources = [Source(s.name, s.format, s.path, s.media_root, s.media_kind) for s in config.sources]
+        self.sources = [Source(s.name, s.format, s.path, s.media_root, s.media_kind, confine_media)
+                        for s in config.sources]
         self.order: list[tuple[int, int]] = []
         for s, (cfg, source) in enumerate(zip(config.sources, self.sources)):
             g = torch.Generator().manual_seed(config.seed * 1_000_003 + s)
@@ -115,8 +116,9 @@ class Mixture:
         self.order = [self.order[p] for p in perm]
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> Mixture:
-        return cls(load_mixture_config(path))
+    def from_yaml(cls, path: str | os.PathLike, confine_media: bool = True) -> Mixture:
+        """``confine_media``: each source's media paths must stay inside its ``media_root`` (``Source``)."""
+        return cls(load_mixture_config(path), confine_media)
 
     def __len__(self) -> int:
         return len(self.order)

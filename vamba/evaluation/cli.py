@@ -61,6 +61,9 @@ class EvalConfig:
     video_dir: str | None = None  # video folder, absolute or relative to data
     subtitles: bool = False  # Video-MME: add subtitles to the prompt
     strict: bool = False  # stop at the first missing or undecodable video (as the released scripts) instead of skipping
+    # videos named by the annotation must lie inside data (or video_dir): a benchmark file from elsewhere cannot make
+    # the run open /etc/passwd or ../../x; false reads any path
+    confine_media: bool = True
     progress: bool = True
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
 
@@ -112,8 +115,10 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
         raise ValueError("give model.path=<checkpoint>, replay=<responses.jsonl> or responses=<responses.jsonl>")
     out = Path(cfg.out or Path("runs/eval") / benchmark.name / cfg.protocol / model_name)
     rank, world = dist_env()
+    roots = [Path(cfg.data)] + ([Path(cfg.data) / cfg.video_dir] if cfg.video_dir else [])  # absolute: itself
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
                        world_size=world, progress=cfg.progress, strict=cfg.strict,
+                       media_roots=roots if cfg.confine_media else None,
                        extra={"model": cfg.model.path, "replay": cfg.replay, "data": cfg.data, "limit": cfg.limit,
                               "subtitles": cfg.subtitles})
     return summary or {}, out

@@ -223,7 +223,7 @@ def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None,
     from vamba.data.packing import plan_rows
 
     d = cfg.data
-    dataset = VambaDataset(Mixture.from_yaml(d.mixture), tok, data_config(d, skip_log, shard))
+    dataset = VambaDataset(Mixture.from_yaml(d.mixture, d.confine_media), tok, data_config(d, skip_log, shard))
     if d.cache_in_memory:
         dataset = MemoryCache(dataset)
     if cfg.debug.overfit_batches > 0:

@@ -85,6 +85,8 @@ class DataConfig:
     num_workers: int = 0
     cache_in_memory: bool = False  # keep processed samples (small sets, deterministic sampling: the demo)
     seed: int = 0
+    # a row's media path that leaves its source's media_root (../.., an absolute path) is a counted skip, not a read
+    confine_media: bool = True
 
 
 @dataclass
