@@ -13,6 +13,7 @@ Keys are validated (a typo fails at once); ``key=value`` pairs only. Ranks come 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class EvalModelConfig:
     dtype: str = "bfloat16"
     min_pixels: int | None = None  # smart-resize limits; default: the checkpoint's processor files
     max_pixels: int | None = None
+    # seconds one video may take to open and decode (decord hangs on some files): past it the video's questions are
+    # skipped with the reason, or a strict run stops; null: no limit. Given to adapters that take decode_timeout_s.
+    decode_timeout_s: float | None = 1800.0
 
 
 @dataclass
@@ -85,6 +89,11 @@ def load_model(cfg: EvalModelConfig):
         raise ValueError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
     limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
+    parameters = inspect.signature(factory).parameters
+    if "decode_timeout_s" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        limits["decode_timeout_s"] = cfg.decode_timeout_s
+    else:  # an adapter that reads videos its own way: say that the limit does not reach it
+        logger.warning("model.adapter %s takes no decode_timeout_s: model.decode_timeout_s does not apply", cfg.adapter)
     return factory(path=cfg.path, device=cfg.device, dtype=cfg.dtype, **limits)
 
 

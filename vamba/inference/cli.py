@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--piece-frames", type=int, default=128, help="frames per piece of the streaming prefill")
+    p.add_argument("--decode-timeout", type=float, default=1800.0,  # VambaChat.DEFAULT_DECODE_TIMEOUT_S
+                   help="seconds a video may take to open and decode (decord hangs on some files); 0: no limit")
     p.add_argument("--interactive", "-i", action="store_true", help="keep asking after the first question")
     return p
 
@@ -56,7 +58,8 @@ def main(argv: list[str]) -> int:
     try:
         # Resize and frame defaults are the checkpoint's (its processor files); the flags given here win.
         chat = VambaChat.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                         piece_frames=args.piece_frames)
+                                         piece_frames=args.piece_frames,
+                                         decode_timeout_s=args.decode_timeout if args.decode_timeout > 0 else None)
         edits = {"shortest_edge": args.shortest_edge, "longest_edge": args.longest_edge,
                  "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
         chat.vision = replace(chat.vision, **{k: v for k, v in edits.items() if v is not None})
