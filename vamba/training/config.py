@@ -148,6 +148,10 @@ class ParallelConfig:
     # that fails to decode is then skipped on every rank alike; with local a frame-level failure on one rank stops
     # the run with an error naming the samples, since the group's ranks must train on the same samples)
     decode: str = "local"
+    # seconds a collective may wait for the other ranks before the run fails (torch's process-group timeout; HF's
+    # ddp_timeout). A failing rank exits at once (vamba.utils.distributed.exit_failed); this bounds the wait when a
+    # rank dies without the launcher noticing, or hangs.
+    ddp_timeout: int = 1800
 
 
 @dataclass
@@ -262,6 +266,8 @@ def validate(cfg: TrainConfig) -> None:
     for reporter in cfg.logging.report_to:
         _one_of(reporter, REPORTERS, "logging.report_to")
     _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
+    if cfg.parallel.ddp_timeout < 1:
+        raise ConfigError(f"parallel.ddp_timeout={cfg.parallel.ddp_timeout}: must be >= 1 (seconds)")
     if cfg.parallel.context_parallel_size < 1:
         raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")
     if cfg.parallel.context_parallel_size > 1 and cfg.model.vision_mixer == "selective_scan":

@@ -30,6 +30,7 @@ from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.config import TrainConfig, gradient_accumulation, validate
 from vamba.training.trainer import KeyedCollator, VambaTrainer
+from vamba.utils.distributed import on_rank_zero
 from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
@@ -147,7 +148,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         bf16=o.bf16, logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
         report_to=report_to, disable_tqdm=not lg.progress, dataloader_num_workers=cfg.data.num_workers,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
-        ddp_find_unused_parameters=False)
+        ddp_find_unused_parameters=False, ddp_timeout=cfg.parallel.ddp_timeout)
 
 
 def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
@@ -159,6 +160,20 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
     return cfg.resume
 
 
+def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: str | None) -> None:
+    """Rank 0's set-up of ``out``: staging left by a killed save, the run files, ``log.jsonl`` cut to the resumed step."""
+    clean_staging(out)
+    write_run_info(cfg, out, resume)
+    # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
+    # comes again
+    step = 0 if resume is None else checkpoint_step(resume)
+    dropped = truncate_log(out / "log.jsonl", step)
+    if resume is not None:
+        logger.info("resuming from %s (step %d)", resume, step)
+    if dropped:
+        logger.info("log.jsonl: %d records after step %d dropped (this run logs those steps again)", dropped, step)
+
+
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
     validate(cfg)
@@ -166,17 +181,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
     resume = resume_checkpoint(cfg, out)
-    if args.process_index == 0:  # (first access sets up the process group under torchrun)
-        clean_staging(out)
-        write_run_info(cfg, out, resume)
-        # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
-        # comes again
-        step = 0 if resume is None else checkpoint_step(resume)
-        dropped = truncate_log(out / "log.jsonl", step)
-        if resume is not None:
-            logger.info("resuming from %s (step %d)", resume, step)
-        if dropped:
-            logger.info("log.jsonl: %d records after step %d dropped (this run logs those steps again)", dropped, step)
+    args.process_index  # noqa: B018 (its first access sets up the process group under torchrun)
+    # Rank 0's set-up, its failure broadcast: the other ranks stop with it instead of waiting in their next collective.
+    on_rank_zero(lambda: _prepare_run_dir(cfg, out, resume), "preparing the run directory")
     if cfg.debug.detect_anomaly:
         torch.autograd.set_detect_anomaly(True)
 
