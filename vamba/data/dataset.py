@@ -96,7 +96,13 @@ def _media_name(source) -> str:
     return str(source)
 
 
-def _image_frames(source) -> np.ndarray:
+def _check_pixels(height: int, width: int, source, max_pixels: int | None) -> None:
+    if max_pixels is not None and height * width > max_pixels:
+        raise SampleError(f"{_media_name(source)}: a {height}x{width} image (max_frame_pixels={max_pixels})")
+
+
+def _image_frames(source, max_pixels: int | None = None) -> np.ndarray:
+    _check_pixels(*_image_size(source), source, max_pixels)  # from the header, before the pixels are decoded
     try:
         return load_image(source)
     except _IMAGE_ERRORS as e:  # missing, truncated, not an image, a decompression bomb
@@ -168,6 +174,7 @@ class SampleProcessor:
         for media in raw.media:
             if media.kind == "image":
                 height, width = _image_size(media.source)
+                _check_pixels(height, width, media.source, self.config.video.max_frame_pixels)
                 count = 1
             else:
                 info = self._video_info(media.source)
@@ -193,7 +200,7 @@ class SampleProcessor:
 
     def _frames(self, media: Media, generator: torch.Generator, patches: tuple[int, int] | None = None) -> np.ndarray:
         if media.kind == "image":
-            return _image_frames(media.source)
+            return _image_frames(media.source, self.config.video.max_frame_pixels)
         sampling = self.config.sampling
         if sampling.video_tokens is not None:
             sampling = self.sampling_for(self._video_info(media.source))
@@ -206,6 +213,9 @@ class SampleProcessor:
         ``(t0, t1)`` to decode, or None for an item held by another rank (None: every item whole)."""
         generator = generator or torch.Generator().manual_seed(self.config.seed)
         input_ids, labels = self.encode_text(raw)
+        if pieces is None and self.config.max_video_tokens is not None:
+            # from the headers, before any frame is decoded at full size (a sample over the limit costs no decode)
+            self._check_video_tokens(sum(t * per for t, per in self.media_patches(raw)))
         if pieces is not None and len(pieces) != len(raw.media):
             raise ValueError(f"{raw.key}: {len(pieces)} pieces for {len(raw.media)} visual items")
         pixel_values, grids, offsets = [], [], []

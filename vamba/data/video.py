@@ -257,6 +257,21 @@ class VideoReadConfig:
     fallback: Backend | None = "pyav"
     timeout_s: float | None = 60.0
     folder_fps: float = 25.0
+    # Caps on what an untrusted header may claim, checked before frames are decoded (None: no cap): the frame count
+    # (10 million: 92 hours at 30 fps) and a frame's pixels (8K UHD), also applied to images by vamba.data.dataset.
+    max_frames: int | None = 10_000_000
+    max_frame_pixels: int | None = 7680 * 4320
+
+
+def check_header(info: VideoInfo, source: str | os.PathLike | bytes, config: VideoReadConfig) -> VideoInfo:
+    """``info`` if it is within ``config``'s caps, else ``VideoDecodeError`` naming the file and the cap."""
+    if config.max_frames is not None and info.num_frames > config.max_frames:
+        raise VideoDecodeError(f"{_name(source)}: its header gives {info.num_frames} frames (max_frames="
+                               f"{config.max_frames})")
+    if config.max_frame_pixels is not None and info.height * info.width > config.max_frame_pixels:
+        raise VideoDecodeError(f"{_name(source)}: its header gives {info.height}x{info.width} frames "
+                               f"(max_frame_pixels={config.max_frame_pixels})")
+    return info
 
 
 class DecoderExhaustedError(RuntimeError):
@@ -339,7 +354,7 @@ def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, confi
     for backend in backends:
         def attempt(backend: str = backend) -> DecodedVideo:
             reader = open_video(source, backend, config.folder_fps)
-            info = reader.info()
+            info = check_header(reader.info(), source, config)
             gen = None if seed is None else torch.Generator().manual_seed(seed)
             try:
                 sampled = sample_frames(info.num_frames, info.fps, sampling, gen)
@@ -362,8 +377,8 @@ def video_info(source: str | os.PathLike | bytes, config: VideoReadConfig | None
     errors = []
     for backend in dict.fromkeys([first, config.fallback or first]):
         try:
-            return run_with_timeout(lambda b=backend: open_video(source, b, config.folder_fps).info(),
-                                     config.timeout_s)
+            return run_with_timeout(lambda b=backend: check_header(open_video(source, b, config.folder_fps).info(),
+                                                                   source, config), config.timeout_s)
         except VideoDecodeError as e:
             errors.append(f"{backend}: {e}")
     raise VideoDecodeError(f"cannot read {_name(source)} ({'; '.join(errors)})")

@@ -156,10 +156,12 @@ def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
 def data_config(d: DataConfig, skip_log: str | None, shard: tuple[int, int] | None = None):
     from vamba.data.dataset import ProcessingConfig
     from vamba.data.sampling import FrameSampling
+    from vamba.data.video import VideoReadConfig
     from vamba.data.vision import VisionConfig
 
     return ProcessingConfig(sampling=FrameSampling(d.sampling, d.num_frames),
                             vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
+                            video=VideoReadConfig(max_frames=d.max_source_frames, max_frame_pixels=d.max_source_pixels),
                             max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
                             skip_log=skip_log, shard=shard)
 

@@ -87,6 +87,9 @@ class DataConfig:
     seed: int = 0
     # a row's media path that leaves its source's media_root (../.., an absolute path) is a counted skip, not a read
     confine_media: bool = True
+    # caps on what a media header may claim, checked before decoding (null: none): frame count, pixels of a frame/image
+    max_source_frames: int | None = 10_000_000
+    max_source_pixels: int | None = 7680 * 4320
 
 
 @dataclass
