@@ -165,6 +165,8 @@ class LoggingConfig:
     save_steps: int = 500
     save_total_limit: int | None = 2
     progress: bool = True
+    # seconds wandb.init may take (WANDB_INIT_TIMEOUT): with WANDB_API_KEY set and no network it waited past a minute
+    wandb_init_timeout: int = 30
 
 
 @dataclass

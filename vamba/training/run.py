@@ -132,6 +132,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     if "wandb" in lg.report_to:
         os.environ.setdefault("WANDB_PROJECT", lg.project)
         os.environ.setdefault("WANDB_DIR", str(out))
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", str(lg.wandb_init_timeout))  # fail, not hang, without network
         if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
             os.environ["WANDB_MODE"] = "offline"  # no key: log locally, `wandb sync` later
     if "tensorboard" in lg.report_to:
