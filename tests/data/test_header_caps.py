@@ -51,7 +51,8 @@ def test_frame_count_and_pixel_caps_are_counted_skips(tmp_path: Path, synth_dir:
     else:
         assert ds.try_get(0) is None and ds.try_get(1) is None
     assert sum(ds.skips.counts.values()) == 2
-    loose = VambaDataset(_source(tmp_path, synth_dir), tokenizer, ProcessingConfig(sampling=FrameSampling("uniform", 4)))
+    loose = VambaDataset(_source(tmp_path, synth_dir), tokenizer,
+                         ProcessingConfig(sampling=FrameSampling("uniform", 4)))
     assert all(x is not None for x in loose.measure())
 
 

@@ -46,7 +46,8 @@ def stats(argv: list[str]) -> int:
     if not args.mixture or not args.tokenizer:
         print("vamba data stats: mixture=... and tokenizer=... are required", file=sys.stderr)
         return 2
-    dataset = VambaDataset(Mixture.from_yaml(args.mixture, args.confine_media), AutoTokenizer.from_pretrained(args.tokenizer),
+    dataset = VambaDataset(Mixture.from_yaml(args.mixture, args.confine_media),
+                           AutoTokenizer.from_pretrained(args.tokenizer),
                            ProcessingConfig(sampling=FrameSampling("uniform", args.num_frames)))
     measured = dataset.measure()
     lengths = [x for x in measured if x is not None]

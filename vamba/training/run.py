@@ -162,7 +162,8 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
 
 
 def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: str | None) -> None:
-    """Rank 0's set-up of ``out``: staging left by a killed save, the run files, ``log.jsonl`` cut to the resumed step."""
+    """Rank 0's set-up of ``out``: staging left by a killed save, the run files, ``log.jsonl`` cut to the resumed
+    step."""
     clean_staging(out)
     write_run_info(cfg, out, resume)
     # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)

@@ -1,4 +1,4 @@
-"""Ending a torch.distributed run: without an abort at interpreter exit when it succeeded, at once when a rank failed."""
+"""Ending a torch.distributed run: without an abort at interpreter exit when it succeeded, at once when one failed."""
 from __future__ import annotations
 
 import os
