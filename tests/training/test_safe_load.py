@@ -74,7 +74,7 @@ def test_zero2_resume_refuses_a_planted_payload(tmp_path: Path) -> None:
 
     from vamba.data.synth import SynthConfig, generate
 
-    from .conftest import TINY
+    from tests.training.conftest import TINY
 
     synth = tmp_path / "synth"
     generate(SynthConfig(out_dir=str(synth), num_videos=4, num_images=4, num_bench_videos=1, min_frames=16,
