@@ -65,3 +65,21 @@ def test_strict_stops_and_confine_media_false_opens(tmp_path: Path) -> None:
     assert _run(root, tmp_path / "strict", "strict=true") != 0 and _opened() == []
     assert _run(root, tmp_path / "open", "confine_media=false") == 0
     assert sorted(set(_opened())) == sorted({str(outside), str(root / "videos" / "../../outside.mp4")})
+
+
+def test_videomme_subtitles_outside_the_benchmark_are_refused(tmp_path: Path) -> None:
+    """Video-MME reads subtitle/<videoID>.srt while loading, before the runner sees any path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from vamba.evaluation.benchmarks import BenchmarkDataError, get_benchmark
+
+    root = WRITERS["videomme"](tmp_path / "VMME")
+    (tmp_path / "secret.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nsecret\n")
+    table = root / "videomme" / "test-00000-of-00001.parquet"
+    rows = pq.read_table(table).to_pylist()
+    rows[0]["videoID"] = "../../secret"
+    pq.write_table(pa.Table.from_pylist(rows), table)
+    with pytest.raises(BenchmarkDataError, match="outside"):
+        get_benchmark("videomme").load(root, {"subtitles": True})
