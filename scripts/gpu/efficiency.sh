@@ -10,6 +10,10 @@
 #   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/efficiency.sh
 set -u
+# Wheels this script installs (pytest, decord) go to a folder only this user can write: a fixed /tmp path on
+# PYTHONPATH would import whatever another local user put there.
+SITE=$(mktemp -d)
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -34,7 +38,7 @@ grep -vE "INFO|Warning|warn" "$OUT/bench_efficiency.log" | tail -45
 # instead of autotuning ~10: same math, minutes less compilation for the test's own shapes.
 left=$(( ${CALL_LIMIT_S:-520} - SECONDS ))
 if [ "$left" -gt 45 ]; then
-  python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site \
+  python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target "$SITE" \
     .whl/pytest-*.whl .whl/pluggy-*.whl .whl/iniconfig-*.whl 2>/dev/null
   MAMBA_DETERMINISTIC=1 timeout $left python3 -m pytest -q -p no:cacheprovider -rfE tests/gpu/test_inference_gpu.py \
     -m gpu > "$OUT/gpu_tests.log" 2>&1

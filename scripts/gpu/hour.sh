@@ -22,6 +22,10 @@
 # CPU smoke test of this whole path (tiny models, a PyAV mp4 from vamba.data.synth; only the GPU lines differ):
 #   OUT=/tmp/hour-smoke DEVICE=cpu bash scripts/gpu/hour.sh
 set -u
+# Wheels this script installs (pytest, decord) go to a folder only this user can write: a fixed /tmp path on
+# PYTHONPATH would import whatever another local user put there.
+SITE=$(mktemp -d)
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -39,7 +43,7 @@ if [ "$DEVICE" = cuda ]; then
   BUDGET_S=${BUDGET_S:-330}
   BENCH_TIMEOUT=${BENCH_TIMEOUT:-400}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$LOG" 2>&1
-  python3 -c "import decord" 2>/dev/null || python3 -m pip install -q --no-deps --target /tmp/site \
+  python3 -c "import decord" 2>/dev/null || python3 -m pip install -q --no-deps --target "$SITE" \
     .whl/decord-*.whl >> "$LOG" 2>&1
 else  # the CPU smoke test: the same path at the tiny scale
   TAG=${TAG:-cpu_smoke}

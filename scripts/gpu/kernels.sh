@@ -4,11 +4,15 @@
 # back). Run from the project root, with the wheels folder at .whl/:
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/kernels.sh
 set -u
+# Wheels this script installs (pytest, decord) go to a folder only this user can write: a fixed /tmp path on
+# PYTHONPATH would import whatever another local user put there.
+SITE=$(mktemp -d)
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 # The GPU image may lack pytest: install the carried wheels only if it is missing.
-python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/pytest-*.whl .whl/pluggy-*.whl .whl/iniconfig-*.whl
+python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target "$SITE" .whl/pytest-*.whl .whl/pluggy-*.whl .whl/iniconfig-*.whl
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia_smi.txt" 2>&1
 python3 -c "import json, vamba.ops; print(json.dumps(vamba.ops.available()))" 2>&1 | tee -a "$OUT/nvidia_smi.txt"
 

@@ -9,8 +9,12 @@
 # BENCH_ARGS adds options (e.g. "--device cpu --scale tiny --frame-size 56x84 --check-frames 2": a local check).
 # Run from the project root:
 #   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
-#   export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/vision.sh   # /tmp/site: pytest from .whl/ if missing
+#   export PYTHONPATH=$PWD && bash scripts/gpu/vision.sh   # pytest from .whl/ if missing, into a private folder
 set -u
+# Wheels this script installs (pytest, decord) go to a folder only this user can write: a fixed /tmp path on
+# PYTHONPATH would import whatever another local user put there.
+SITE=$(mktemp -d)
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/vamba-out}
 mkdir -p "$OUT"
 export OUT PYTHONUNBUFFERED=1
@@ -28,7 +32,7 @@ grep -vE "INFO|Warning|warn" "$OUT/bench_vision.log" | tail -25
 
 left=$(( ${CALL_LIMIT_S:-560} - SECONDS ))
 if [ "$left" -gt 45 ]; then
-  python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site \
+  python3 -c "import pytest" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target "$SITE" \
     .whl/pytest-*.whl .whl/pluggy-*.whl .whl/iniconfig-*.whl 2>/dev/null
   VAMBA_GPU_REPORT="$OUT/vision_gpu_compare.jsonl" timeout $left python3 -m pytest -q -p no:cacheprovider -rfE \
     tests/gpu/test_vision_gpu.py -m gpu > "$OUT/gpu_vision_tests.log" 2>&1

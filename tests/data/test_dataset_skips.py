@@ -27,7 +27,7 @@ def broken_source(tmp_path: Path, synth_dir: Path) -> Source:
                {"video": "corrupt.mp4", "caption": "c"}, {"video": "cut.mp4", "caption": "t"},
                {"image": "ok.png", "caption": "good image"}, {"image": "bad.png", "caption": "b"}]
     (tmp_path / "ann.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return Source("broken", "caption", tmp_path / "ann.jsonl")
+    return Source("broken", "caption", tmp_path / "ann.jsonl", confine_media=False)  # the good video lies elsewhere
 
 
 def _config(**kw) -> ProcessingConfig:

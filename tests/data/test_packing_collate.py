@@ -114,7 +114,7 @@ def test_skips_of_worker_processes_are_summed(tmp_path: Path, synth_dir: Path, t
     records += [{"video": f"missing{i}.mp4", "caption": "gone"} for i in range(4)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     cfg = ProcessingConfig(sampling=FrameSampling("uniform", 4), skip_log=str(tmp_path / "skips.jsonl"))
-    ds = VambaDataset(Source("mixed", "caption", tmp_path / "a.jsonl"), tokenizer, cfg)
+    ds = VambaDataset(Source("mixed", "caption", tmp_path / "a.jsonl", confine_media=False), tokenizer, cfg)
     rows = [[0, 4], [1, 5], [2, 6], [3, 7]]
     loader = torch.utils.data.DataLoader(PackedDataset(ds, rows), batch_size=1, num_workers=2,
                                          collate_fn=Collator(tokenizer.pad_token_id))

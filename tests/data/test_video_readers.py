@@ -13,7 +13,7 @@ from vamba.data.video import (
     FrameFolderReader,
     VideoDecodeError,
     VideoReadConfig,
-    _run_with_timeout,
+    run_with_timeout,
     open_video,
     read_video,
     video_info,
@@ -145,12 +145,12 @@ def test_empty_frame_folder(tmp_path: Path) -> None:
 def test_timeout_turns_a_hang_into_an_error() -> None:
     start = time.monotonic()
     with pytest.raises(VideoDecodeError, match="longer than 0.2 s"):
-        _run_with_timeout(lambda: time.sleep(0.6), 0.2)
+        run_with_timeout(lambda: time.sleep(0.6), 0.2)
     assert time.monotonic() - start < 0.5
     time.sleep(0.6)  # let the abandoned thread end before other tests run
-    assert _run_with_timeout(lambda: 42, 1.0) == 42  # later reads are not stuck behind the hung one
+    assert run_with_timeout(lambda: 42, 1.0) == 42  # later reads are not stuck behind the hung one
     with pytest.raises(ZeroDivisionError):  # errors surface in the caller
-        _run_with_timeout(lambda: 1 / 0, 1.0)
+        run_with_timeout(lambda: 1 / 0, 1.0)
 
 
 def test_video_info_falls_back(video_path: Path) -> None:

@@ -40,6 +40,7 @@ class StatsArgs:
     num_frames: int = 16  # frames sampled per video (uniformly)
     text_budget: int = 0  # > 0: also plan packed rows under these budgets (text tokens per row)
     video_budget: int = 0  # video tokens per packed row
+    confine_media: bool = True  # media paths must stay inside each source's media_root
 
 
 STATS_DOC = "Measure every sample of a mixture (headers only) and print token statistics and skip counts."
@@ -59,7 +60,8 @@ def stats(argv: list[str]) -> int:
     from vamba.data.packing import plan_rows
     from vamba.data.sampling import FrameSampling
 
-    dataset = VambaDataset(Mixture.from_yaml(args.mixture), AutoTokenizer.from_pretrained(args.tokenizer),
+    dataset = VambaDataset(Mixture.from_yaml(args.mixture, confine_media=args.confine_media),
+                           AutoTokenizer.from_pretrained(args.tokenizer),
                            ProcessingConfig(sampling=FrameSampling("uniform", args.num_frames)))
     measured = dataset.measure()
     lengths = [x for x in measured if x is not None]

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, SampleError, encode_chat, insert_vision_markers
 from vamba.data.formats import Media, RawSample, Source
 from vamba.data.mixture import Mixture
-from vamba.data.sampling import FrameSampling, frames_for_token_budget, sample_frames
+from vamba.data.sampling import FrameSampling, VideoHeaderError, frames_for_token_budget, sample_frames
 from vamba.data.shard import plan_row
 from vamba.data.skips import SkipLog
 from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, draw_seed, read_video, video_info
@@ -79,11 +79,35 @@ class ProcessedSample:
         return int(self.grid_thw.prod(-1).sum()) // 4
 
 
-def _image_frames(source) -> np.ndarray:
+# What PIL raises for an image file it cannot use. DecompressionBombError (a header declaring more than twice
+# PIL's MAX_IMAGE_PIXELS, e.g. a 65-byte PNG claiming 30000x30000) is no OSError: without it here one such file
+# stopped `vamba data stats` and `vamba train`.
+_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
+# Qwen2-VL's smart_resize refuses a side ratio over 200; checked on the header so packing skips such an image.
+MAX_ASPECT_RATIO = 200
+
+
+def _media_name(source) -> str:
+    """How a skip names a visual item: its path, or what it is when it has none (bytes from a shard, a PIL image)."""
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return f"<{source.width}x{source.height} image>"
+    return str(source)
+
+
+def _check_pixels(height: int, width: int, source, max_pixels: int | None) -> None:
+    if max_pixels is not None and height * width > max_pixels:
+        raise SampleError(f"{_media_name(source)}: a {height}x{width} image (max_frame_pixels={max_pixels})")
+
+
+def _image_frames(source, max_pixels: int | None = None) -> np.ndarray:
+    _check_pixels(*_image_size(source), source, max_pixels)  # from the header, before the pixels are decoded
     try:
         return load_image(source)
-    except (OSError, UnidentifiedImageError, ValueError) as e:  # missing, truncated, not an image
-        raise SampleError(f"cannot read image: {e}") from e
+    except _IMAGE_ERRORS as e:  # missing, truncated, not an image, a decompression bomb
+        raise SampleError(f"cannot read image {_media_name(source)}: {e}") from e
 
 
 def _image_size(source) -> tuple[int, int]:
@@ -94,8 +118,13 @@ def _image_size(source) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             return im.height, im.width
-    except (OSError, UnidentifiedImageError) as e:
-        raise SampleError(f"cannot read image: {e}") from e
+    except _IMAGE_ERRORS as e:
+        raise SampleError(f"cannot read image {_media_name(source)}: {e}") from e
+
+
+def _check_aspect(height: int, width: int, source) -> None:
+    if max(height, width) / max(1, min(height, width)) > MAX_ASPECT_RATIO:
+        raise SampleError(f"{_media_name(source)}: aspect ratio of a {height}x{width} frame exceeds {MAX_ASPECT_RATIO}")
 
 
 class SampleProcessor:
@@ -121,6 +150,12 @@ class SampleProcessor:
         limit = self.config.max_video_tokens
         if limit is not None and tokens > limit:
             raise SampleError(f"{tokens} video tokens > max_video_tokens={limit}")
+
+    def _video_info(self, source) -> VideoInfo:
+        """A video's header, refused (``SampleError`` naming it) when no frame size from it can be resized."""
+        info = video_info(source, self.config.video)
+        _check_aspect(info.height, info.width, source)
+        return info
 
     def vision_for(self, media: Media | None = None) -> VisionConfig:
         """The resize of one visual item: the config's, with the item's own edges when it has them."""
@@ -155,12 +190,17 @@ class SampleProcessor:
         for media in raw.media:
             if media.kind == "image":
                 height, width = _image_size(media.source)
+                _check_pixels(height, width, media.source, self.config.video.max_frame_pixels)
                 count = 1
             else:
-                info = video_info(media.source, self.config.video)
-                count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info, media),
-                                          torch.Generator()).indices)
+                info = self._video_info(media.source)
+                try:
+                    count = len(sample_frames(info.num_frames, info.fps, self.sampling_for(info, media),
+                                              torch.Generator()).indices)
+                except VideoHeaderError as e:  # fps 0 or NaN in the header, with fps sampling
+                    raise SampleError(f"{_media_name(media.source)}: {e}") from e
                 height, width = info.height, info.width
+            _check_aspect(height, width, media.source)  # before smart_resize, which raises on it
             vision = self.vision_for(media)
             h, w = processed_size(height, width, vision)
             per_patch = (h // PATCH_SIZE) * (w // PATCH_SIZE) // MERGE_SIZE**2
@@ -177,10 +217,10 @@ class SampleProcessor:
 
     def _frames(self, media: Media, generator: torch.Generator, patches: tuple[int, int] | None = None) -> np.ndarray:
         if media.kind == "image":
-            return _image_frames(media.source)
+            return _image_frames(media.source, self.config.video.max_frame_pixels)
         sampling = self.config.sampling if media.sampling is None else media.sampling
         if sampling.video_tokens is not None or sampling.patch_budget is not None:
-            sampling = self.sampling_for(video_info(media.source, self.config.video), media)
+            sampling = self.sampling_for(self._video_info(media.source), media)
         positions = None if patches is None else slice(2 * patches[0], 2 * patches[1])  # 2 frames a patch
         return read_video(media.source, sampling, self.config.video, generator, positions).frames
 
@@ -190,6 +230,9 @@ class SampleProcessor:
         ``(t0, t1)`` to decode, or None for an item held by another rank (None: every item whole)."""
         generator = generator or torch.Generator().manual_seed(self.config.seed)
         input_ids, labels = self.encode_text(raw)
+        if pieces is None and self.config.max_video_tokens is not None:
+            # from the headers, before any frame is decoded at full size (a sample over the limit costs no decode)
+            self._check_video_tokens(sum(t * per for t, per in self.media_patches(raw)))
         if pieces is not None and len(pieces) != len(raw.media):
             raise ValueError(f"{raw.key}: {len(pieces)} pieces for {len(raw.media)} visual items")
         pixel_values, grids, offsets = [], [], []
@@ -200,9 +243,7 @@ class SampleProcessor:
                     draw_seed(generator)  # as read_video would: the next videos sample the same frames
                 continue
             frames = self._frames(media, generator, piece)
-            h, w = frames.shape[1:3]
-            if max(h, w) / max(1, min(h, w)) > 200:
-                raise SampleError(f"aspect ratio of a {h}x{w} frame exceeds 200")
+            _check_aspect(*frames.shape[1:3], media.source)
             pv, grid = process_frames(frames, self.vision_for(media))
             if piece is not None and int(grid[0, 0]) != piece[1] - piece[0]:
                 raise SampleError(f"decoded {int(grid[0, 0])} temporal patches for the piece {piece} of item {i}")

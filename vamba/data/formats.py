@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from vamba.data.chat import Message, SampleError, messages_from_llava
 from vamba.data.sampling import FrameSampling
+from vamba.utils.paths import is_inside
 
 MediaKind = Literal["image", "video"]
 FormatName = Literal["caption", "webdataset", "llava", "hf"]
@@ -71,10 +72,17 @@ def media_kind(name: str, default: MediaKind | None = None) -> MediaKind:
     raise SampleError(f"cannot tell whether {name!r} is an image or a video")
 
 
-def _resolve(root: Path | None, value: Any) -> Any:
+def _resolve(root: Path | None, value: Any, confine: bool = True) -> Any:
+    """``value`` (a row's media path) under ``root``. With ``confine`` a path that leaves ``root`` (``../..``, an
+    absolute path) is a bad sample: a data set from elsewhere must not make the run read ``/etc/passwd``."""
     if not isinstance(value, str) or not value:
         raise SampleError(f"bad media path {value!r}")
-    return str(root / value) if root is not None else value
+    if root is None:
+        return value
+    path = str(root / value)
+    if confine and not is_inside(path, root):
+        raise SampleError(f"media path {value!r} leaves media_root {root} (data.confine_media=false allows it)")
+    return path
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -108,7 +116,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     raise ValueError(f"unsupported annotation file {path} (expected .jsonl, .json or .parquet)")
 
 
-def _media_fields(record: dict, root: Path | None, default_kind: MediaKind | None) -> list[Media]:
+def _media_fields(record: dict, root: Path | None, default_kind: MediaKind | None, confine: bool = True) -> list[Media]:
     """Media of a caption / llava record (``image``: str or list; ``video``: str; ``media``: str or list)."""
     media: list[Media] = []
     for key, kind in (("image", "image"), ("video", "video"), ("media", None)):
@@ -118,10 +126,10 @@ def _media_fields(record: dict, root: Path | None, default_kind: MediaKind | Non
         values = value if isinstance(value, list) else [value]
         for v in values:
             if isinstance(v, dict) and ("bytes" in v or "path" in v):  # datasets Image feature, undecoded
-                src = v.get("bytes") or _resolve(root, v.get("path"))
+                src = v.get("bytes") or _resolve(root, v.get("path"), confine)
                 media.append(Media(kind or media_kind(v.get("path") or "", default_kind or "image"), src))
             elif isinstance(v, (bytes, str)):
-                src = v if isinstance(v, bytes) else _resolve(root, v)
+                src = v if isinstance(v, bytes) else _resolve(root, v, confine)
                 media.append(Media(kind or media_kind(v if isinstance(v, str) else "", default_kind), src))
             elif hasattr(v, "convert"):  # a decoded PIL image (datasets Image feature)
                 media.append(Media("image", v))
@@ -131,13 +139,13 @@ def _media_fields(record: dict, root: Path | None, default_kind: MediaKind | Non
 
 
 def caption_sample(record: dict, key: str, index: int, root: Path | None,
-                   default_kind: MediaKind | None = None) -> RawSample:
+                   default_kind: MediaKind | None = None, confine: bool = True) -> RawSample:
     if "__malformed__" in record:
         raise SampleError(record["__malformed__"])
     caption = record.get("caption")
     if not isinstance(caption, str) or not caption.strip():
         raise SampleError("caption record without a non-empty 'caption'")
-    media = _media_fields(record, root, default_kind)
+    media = _media_fields(record, root, default_kind, confine)
     if len(media) != 1:
         raise SampleError(f"a caption record needs exactly one media item, got {len(media)}")
     prompts = CAPTION_PROMPTS[media[0].kind]
@@ -146,21 +154,26 @@ def caption_sample(record: dict, key: str, index: int, root: Path | None,
                      media)
 
 
-def llava_sample(record: dict, key: str, root: Path | None, default_kind: MediaKind | None = None) -> RawSample:
+def llava_sample(record: dict, key: str, root: Path | None, default_kind: MediaKind | None = None,
+                 confine: bool = True) -> RawSample:
     if "__malformed__" in record:
         raise SampleError(record["__malformed__"])
     messages = messages_from_llava(record.get("conversations"))
-    return RawSample(key, messages, _media_fields(record, root, default_kind))
+    return RawSample(key, messages, _media_fields(record, root, default_kind, confine))
 
 
 class Source:
-    """A list of records in one format; ``get(i)`` builds sample ``i`` (or raises ``SampleError``)."""
+    """A list of records in one format; ``get(i)`` builds sample ``i`` (or raises ``SampleError``).
+
+    ``confine_media``: a media path that leaves ``media_root`` is a bad sample (counted skip), not a file read.
+    """
 
     def __init__(self, name: str, format: FormatName, path: str | os.PathLike, media_root: str | os.PathLike | None
-                 = None, media_kind: MediaKind | None = None) -> None:
+                 = None, media_kind: MediaKind | None = None, confine_media: bool = True) -> None:
         self.name, self.format, self.path = name, format, Path(path)
         self.media_root = Path(media_root) if media_root is not None else self.path.parent
         self.default_kind = media_kind
+        self.confine_media = confine_media
         if format in ("caption", "llava"):
             self._records = read_records(self.path)
         elif format == "hf":
@@ -182,8 +195,8 @@ class Source:
             return _webdataset_sample(self._shards, record, key, i)
         is_llava = "conversations" in record
         if self.format == "llava" or (self.format == "hf" and is_llava):
-            return llava_sample(record, key, self.media_root, self.default_kind)
-        return caption_sample(record, key, i, self.media_root, self.default_kind)
+            return llava_sample(record, key, self.media_root, self.default_kind, self.confine_media)
+        return caption_sample(record, key, i, self.media_root, self.default_kind, self.confine_media)
 
 
 def _load_hf(path: Path) -> Any:

@@ -95,9 +95,10 @@ def load_mixture_config(path: str | os.PathLike) -> MixtureConfig:
 class Mixture:
     """The sources of a mixture and the sample order: ``mixture[i]`` is ``(source index, record index)``."""
 
-    def __init__(self, config: MixtureConfig) -> None:
+    def __init__(self, config: MixtureConfig, confine_media: bool = True) -> None:
         self.config = config
-        self.sources = [Source(s.name, s.format, s.path, s.media_root, s.media_kind) for s in config.sources]
+        self.sources = [Source(s.name, s.format, s.path, s.media_root, s.media_kind, confine_media)
+                        for s in config.sources]
         self.order: list[tuple[int, int]] = []
         for s, (cfg, source) in enumerate(zip(config.sources, self.sources)):
             g = torch.Generator().manual_seed(config.seed * 1_000_003 + s)
@@ -118,17 +119,20 @@ class Mixture:
         self.order = [self.order[p] for p in perm]
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike, max_img_seq_len: int | None = None) -> Mixture:
+    def from_yaml(cls, path: str | os.PathLike, max_img_seq_len: int | None = None,
+                  confine_media: bool = True) -> Mixture:
         """Our mixture YAML, or a released VAMBA data config (detected by its shape: vamba.data.released), whose
-        ``video_num_frames: auto`` budget is ``max_img_seq_len`` (None: the released scripts' 120000)."""
+        ``video_num_frames: auto`` budget is ``max_img_seq_len`` (None: the released scripts' 120000).
+        ``confine_media``: each source's media paths must stay inside its ``media_root`` (a released source's
+        ``data_path``)."""
         from vamba.data import released  # released builds on this module: imported here, not at the top
 
         path = Path(path)
         data = yaml.safe_load(path.read_text()) if path.is_file() else None
         if released.is_released_config(data):
             budget = released.RELEASED_MAX_IMG_SEQ_LEN if max_img_seq_len is None else max_img_seq_len
-            return released.ReleasedMixture.from_file(path, data, budget)
-        return cls(load_mixture_config(path))
+            return released.ReleasedMixture.from_file(path, data, budget, confine_media=confine_media)
+        return cls(load_mixture_config(path), confine_media)
 
     def __len__(self) -> int:
         return len(self.order)

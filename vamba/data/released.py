@@ -237,8 +237,9 @@ def balanced_counts(lengths: list[int]) -> list[int]:
 class ReleasedSource:
     """The records of one released source; ``get(i)`` builds record ``i`` (or raises ``SampleError``)."""
 
-    def __init__(self, config: ReleasedSourceConfig, max_img_seq_len: int) -> None:
+    def __init__(self, config: ReleasedSourceConfig, max_img_seq_len: int, confine_media: bool = True) -> None:
         self.config = config
+        self.confine_media = confine_media
         self.name = config.name
         self.records = read_records(config.json_path)
         self.sampling = config.sampling(max_img_seq_len) if config.dataset_type == "video" else None
@@ -258,7 +259,11 @@ class ReleasedSource:
             raise SampleError(f"record without an 'image' path (released records name images and videos there): "
                               f"{str(path)[:60]!r}")
         kind = self.config.dataset_type
-        media = Media(kind, os.path.join(self.config.data_path, path), self.sampling, self.config.edges())
+        full = os.path.join(self.config.data_path, path)
+        if self.confine_media and not is_inside(full, self.config.data_path):
+            raise SampleError(f"media path {path!r} leaves data_path {self.config.data_path} "
+                              f"(data.confine_media=false allows it)")
+        media = Media(kind, full, self.sampling, self.config.edges())
         fmt = self.config.format
         if fmt in ("caption", "caption_packed"):
             caption = record.get("caption")
@@ -302,7 +307,7 @@ class ReleasedMixture(Mixture):
     """A released data config as a ``Mixture``: ``order[i] = (source, record)``, one seeded shuffle over all."""
 
     def __init__(self, configs: list[ReleasedSourceConfig], max_img_seq_len: int = RELEASED_MAX_IMG_SEQ_LEN,
-                 seed: int = 0) -> None:
+                 seed: int = 0, confine_media: bool = True) -> None:
         train = [c for c in configs if c.split == "train"]
         for c in configs:
             if c.split != "train":
@@ -311,7 +316,7 @@ class ReleasedMixture(Mixture):
             raise ValueError(f"no source with split: train among {[c.name for c in configs]}")
         self.released = train
         self.config = MixtureConfig(sources=[], seed=seed)
-        self.sources = [ReleasedSource(c, max_img_seq_len) for c in train]
+        self.sources = [ReleasedSource(c, max_img_seq_len, confine_media) for c in train]
         units = []
         for c, source in zip(train, self.sources):
             if len(source) == 0:
@@ -327,12 +332,12 @@ class ReleasedMixture(Mixture):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, data: dict, max_img_seq_len: int = RELEASED_MAX_IMG_SEQ_LEN,
-                  seed: int = 0) -> ReleasedMixture:
+                  seed: int = 0, confine_media: bool = True) -> ReleasedMixture:
         """``data`` is the parsed YAML at ``path``; relative paths inside resolve against the current directory,
         as the released loader (run from its repository root) resolved them."""
         if not Path(path).exists():
             raise FileNotFoundError(f"data config {path} does not exist")
-        return cls(load_released_config(path, data), max_img_seq_len, seed)
+        return cls(load_released_config(path, data), max_img_seq_len, seed, confine_media)
 
     def source_name(self, i: int) -> str:
         return self.released[self.order[i][0]].name

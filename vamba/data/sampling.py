@@ -7,6 +7,7 @@ Every sampler maps a video's length (``total_frames``, its average ``fps``) to s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +19,11 @@ SamplingMode = Literal["uniform", "fps", "random", "released_middle", "released_
 SAMPLING_MODES = ("uniform", "fps", "random", "released_middle", "released_rand", "released_fps")
 
 
+class VideoHeaderError(ValueError):
+    """A video's header gives a frame count or frame rate that no sampling can use (0 frames, fps 0 or NaN): a
+    property of the file, so the data pipeline turns it into a counted skip naming the file."""
+
+
 def uniform_indices(total_frames: int, num_frames: int) -> list[int]:
     """The released VAMBA evaluation sampler: midpoints of ``num_frames`` equal segments.
 
@@ -26,7 +32,7 @@ def uniform_indices(total_frames: int, num_frames: int) -> list[int]:
     Kept on torch (not numpy) so the integer boundaries are bit-identical to the official scripts.
     """
     if total_frames <= 0:
-        raise ValueError(f"a video needs at least one frame, got total_frames={total_frames}")
+        raise VideoHeaderError(f"a video needs at least one frame, got total_frames={total_frames}")
     if num_frames <= 0:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
     if num_frames >= total_frames:
@@ -43,12 +49,21 @@ def fps_indices(total_frames: int, video_fps: float, target_fps: float, max_fram
     the end of the video; a cap that keeps the whole video in view is what a long-video model needs).
     """
     if total_frames <= 0:
-        raise ValueError(f"a video needs at least one frame, got total_frames={total_frames}")
-    if video_fps <= 0 or target_fps <= 0:
-        raise ValueError(f"fps must be positive, got video_fps={video_fps}, target_fps={target_fps}")
-    step = video_fps / target_fps
+        raise VideoHeaderError(f"a video needs at least one frame, got total_frames={total_frames}")
+    if target_fps <= 0:
+        raise ValueError(f"target fps must be positive, got {target_fps}")
+    # NaN (decord's average fps of a stream whose frame durations are 0) fails every comparison: test finiteness.
+    if not math.isfinite(video_fps) or video_fps <= 0:
+        raise VideoHeaderError(f"the video's header gives fps={video_fps}: cannot sample {target_fps} frames a second")
+    # One index every `step` frames; a step under one frame reads every frame (rounding k * step for k = 0, 1, ...
+    # hits every integer when the step is at most 1), so it is never materialised at more than one per frame.
+    step = max(video_fps / target_fps, 1.0)
+    # At least ceil(total / step) - 1 distinct indices come out (with step >= 1 rounding keeps them distinct), so a
+    # count past the cap is known without allocating total_frames / step indices from an untrusted header.
+    if max_frames is not None and total_frames / step - 1 > max_frames:
+        return uniform_indices(total_frames, max_frames)
     indices = torch.arange(0, total_frames, step, dtype=torch.float64).round().long()
-    indices = sorted({i for i in indices.tolist() if i < total_frames})
+    indices = torch.unique(indices[indices < total_frames]).tolist()  # sorted
     if max_frames is not None and len(indices) > max_frames:
         return uniform_indices(total_frames, max_frames)
     return indices
@@ -61,7 +76,7 @@ def random_indices(total_frames: int, num_frames: int, generator: torch.Generato
     frame is returned. Deterministic given ``generator``.
     """
     if total_frames <= 0:
-        raise ValueError(f"a video needs at least one frame, got total_frames={total_frames}")
+        raise VideoHeaderError(f"a video needs at least one frame, got total_frames={total_frames}")
     if num_frames >= total_frames:
         return list(range(total_frames))
     bounds = torch.linspace(0, total_frames, num_frames + 1, dtype=torch.int64)

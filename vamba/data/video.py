@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vamba.data.sampling import FrameSampling, SampledFrames, sample_frames
+from vamba.data.sampling import FrameSampling, SampledFrames, VideoHeaderError, sample_frames
 
 Backend = Literal["decord", "pyav", "auto"]
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # a frame folder's files
@@ -257,18 +257,57 @@ class VideoReadConfig:
     fallback: Backend | None = "pyav"
     timeout_s: float | None = 60.0
     folder_fps: float = 25.0
+    # Caps on what an untrusted header may claim, checked before frames are decoded (None: no cap): the frame count
+    # (10 million: 92 hours at 30 fps) and a frame's pixels (8K UHD), also applied to images by vamba.data.dataset.
+    max_frames: int | None = 10_000_000
+    max_frame_pixels: int | None = 7680 * 4320
 
 
-def _run_with_timeout(fn, timeout_s: float | None):
-    """``fn()`` in a daemon thread, abandoned after ``timeout_s`` seconds.
+def check_header(info: VideoInfo, source: str | os.PathLike | bytes, config: VideoReadConfig) -> VideoInfo:
+    """``info`` if it is within ``config``'s caps, else ``VideoDecodeError`` naming the file and the cap."""
+    if config.max_frames is not None and info.num_frames > config.max_frames:
+        raise VideoDecodeError(f"{_name(source)}: its header gives {info.num_frames} frames (max_frames="
+                               f"{config.max_frames})")
+    if config.max_frame_pixels is not None and info.height * info.width > config.max_frame_pixels:
+        raise VideoDecodeError(f"{_name(source)}: its header gives {info.height}x{info.width} frames "
+                               f"(max_frame_pixels={config.max_frame_pixels})")
+    return info
+
+
+class DecoderExhaustedError(RuntimeError):
+    """Too many decoder threads are stuck (``MAX_ABANDONED_DECODERS``): each holds a decoder and its memory until
+    the process ends, so the run stops rather than leak one more per bad file. Not a bad-sample error."""
+
+
+# Decoder threads abandoned after a timeout and still running. A stuck decoder cannot be killed from Python; the
+# bound keeps a data set full of hanging files from piling up threads (and their buffers) without limit.
+MAX_ABANDONED_DECODERS = 8
+_abandoned: list[threading.Thread] = []
+_abandoned_lock = threading.Lock()
+
+
+def abandoned_decoders() -> int:
+    """Decoder threads that timed out and are still running in this process."""
+    with _abandoned_lock:
+        _abandoned[:] = [t for t in _abandoned if t.is_alive()]
+        return len(_abandoned)
+
+
+def run_with_timeout(fn, timeout_s: float | None, what: str = "decoding"):
+    """``fn()`` in a daemon thread, abandoned after ``timeout_s`` seconds (``VideoDecodeError``).
 
     NOTE: a decoder stuck in C code cannot be killed from Python, so a timed-out read leaves its thread
     behind and the caller moves on (the sample is skipped and counted). A daemon thread per read (not a
     pool) so that a stuck one neither blocks later reads nor the interpreter's exit, and nothing stale is
-    inherited by forked DataLoader workers.
+    inherited by forked DataLoader workers. Once ``MAX_ABANDONED_DECODERS`` are stuck, ``DecoderExhaustedError``.
     """
     if timeout_s is None:
         return fn()
+    if timeout_s <= 0:  # a budget already spent (vamba.inference.video): no thread to abandon
+        raise VideoDecodeError(f"{what} took longer than its time limit")
+    if abandoned_decoders() >= MAX_ABANDONED_DECODERS:
+        raise DecoderExhaustedError(f"{MAX_ABANDONED_DECODERS} decoder threads are stuck after timeouts; refusing to "
+                                    "start another (restart the process; find the files in the skipped-sample log)")
     result: dict = {}
 
     def target() -> None:
@@ -281,7 +320,9 @@ def _run_with_timeout(fn, timeout_s: float | None):
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
-        raise VideoDecodeError(f"decoding took longer than {timeout_s} s")
+        with _abandoned_lock:
+            _abandoned.append(thread)
+        raise VideoDecodeError(f"{what} took longer than {timeout_s} s")
     if "error" in result:
         raise result["error"]
     return result["value"]
@@ -313,14 +354,17 @@ def read_video(source: str | os.PathLike | bytes, sampling: FrameSampling, confi
     for backend in backends:
         def attempt(backend: str = backend) -> DecodedVideo:
             reader = open_video(source, backend, config.folder_fps)
-            info = reader.info()
+            info = check_header(reader.info(), source, config)
             gen = None if seed is None else torch.Generator().manual_seed(seed)
-            sampled = sample_frames(info.num_frames, info.fps, sampling, gen)
+            try:
+                sampled = sample_frames(info.num_frames, info.fps, sampling, gen)
+            except VideoHeaderError as e:  # e.g. fps 0 from this backend's header: the next backend may read it
+                raise VideoDecodeError(f"{_name(source)}: {e}") from e
             wanted = sampled.indices if positions is None else sampled.indices[positions]
             return DecodedVideo(reader.get_frames(wanted), sampled, info, "folder" if is_folder else backend)
 
         try:
-            return _run_with_timeout(attempt, config.timeout_s)
+            return run_with_timeout(attempt, config.timeout_s)
         except VideoDecodeError as e:
             errors.append(f"{backend}: {e}")
     raise VideoDecodeError(f"cannot read {_name(source)} ({'; '.join(errors)})")
@@ -333,8 +377,8 @@ def video_info(source: str | os.PathLike | bytes, config: VideoReadConfig | None
     errors = []
     for backend in dict.fromkeys([first, config.fallback or first]):
         try:
-            return _run_with_timeout(lambda b=backend: open_video(source, b, config.folder_fps).info(),
-                                     config.timeout_s)
+            return run_with_timeout(lambda b=backend: check_header(open_video(source, b, config.folder_fps).info(),
+                                                                   source, config), config.timeout_s)
         except VideoDecodeError as e:
             errors.append(f"{backend}: {e}")
     raise VideoDecodeError(f"cannot read {_name(source)} ({'; '.join(errors)})")

@@ -13,6 +13,7 @@ Ranks come from torchrun's ``RANK``/``WORLD_SIZE``; each rank evaluates its shar
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class EvalModelConfig:
     dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32
     min_pixels: int | None = None  # smart-resize limits; default: the checkpoint's processor files
     max_pixels: int | None = None  # (the smart-resize cap)
+    # seconds one video may take to open and decode (decord hangs on some files): past it the video's questions are
+    # skipped with the reason, or a strict run stops; null: no limit. Given to adapters that take decode_timeout_s.
+    decode_timeout_s: float | None = 1800.0  # seconds to open and decode one video (None: no limit)
 
 
 @dataclass
@@ -62,6 +66,9 @@ class EvalConfig:
     video_dir: str | None = None  # video folder, absolute or relative to data
     subtitles: bool = False  # Video-MME: add subtitles to the prompt
     strict: bool = False  # stop at the first missing or undecodable video (as the released scripts) instead of skipping
+    # videos named by the annotation must lie inside data (or video_dir): a benchmark file from elsewhere cannot make
+    # the run open /etc/passwd or ../../x; false reads any path
+    confine_media: bool = True  # videos must lie inside data (or video_dir)
     progress: bool = True  # a progress bar on stderr
     model: EvalModelConfig = field(default_factory=EvalModelConfig)
 
@@ -84,6 +91,11 @@ def load_model(cfg: EvalModelConfig):
         raise ValueError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
     limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
+    parameters = inspect.signature(factory).parameters
+    if "decode_timeout_s" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        limits["decode_timeout_s"] = cfg.decode_timeout_s
+    else:  # an adapter that reads videos its own way: say that the limit does not reach it
+        logger.warning("model.adapter %s takes no decode_timeout_s: model.decode_timeout_s does not apply", cfg.adapter)
     return factory(path=cfg.path, device=cfg.device, dtype=auto_dtype(cfg.dtype, cfg.device), **limits)
 
 
@@ -120,8 +132,10 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
         raise ValueError("give model.path=<checkpoint>, replay=<responses.jsonl> or responses=<responses.jsonl>")
     out = Path(cfg.out) if cfg.out else default_run_dir(Path("runs/eval") / benchmark.name / cfg.protocol, identity)
     rank, world = dist_env()
+    roots = [Path(cfg.data)] + ([Path(cfg.data) / cfg.video_dir] if cfg.video_dir else [])  # absolute: itself
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
                        world_size=world, progress=cfg.progress, strict=cfg.strict,
+                       media_roots=roots if cfg.confine_media else None,
                        extra={"model": cfg.model.path, "model_id": identity, "replay": cfg.replay, "data": cfg.data,
                               "limit": cfg.limit, "subtitles": cfg.subtitles, "min_pixels": cfg.model.min_pixels,
                               "max_pixels": cfg.model.max_pixels})

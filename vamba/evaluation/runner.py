@@ -33,6 +33,7 @@ from vamba.evaluation.scoring import make_record, summarize
 from vamba.evaluation.sharding import group_by, shard
 from vamba.utils.io import atomic_write_json, atomic_write_text, read_jsonl
 from vamba.utils.logging import get_logger
+from vamba.utils.paths import is_inside
 
 logger = get_logger(__name__)
 
@@ -99,7 +100,7 @@ def _check_or_write_settings(run_dir: Path, settings: dict[str, Any]) -> None:
 def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQAModel, run_dir: str | Path, *,
              protocol: str = "vamba", spec: ProtocolSpec | None = None, seed: int = 0, rank: int = 0,
              world_size: int = 1, extra: Mapping[str, Any] | None = None, progress: bool = True,
-             strict: bool = False) -> dict[str, Any] | None:
+             strict: bool = False, media_roots: Sequence[str | Path] | None = None) -> dict[str, Any] | None:
     """Answer this rank's share of ``questions`` with ``model`` and record them under ``run_dir``.
 
     :param spec: the protocol (default: ``benchmark.protocol(protocol)``).
@@ -108,6 +109,8 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
     :param strict: stop with ``VideoUnavailableError`` at the first missing or undecodable video, as the
         released scripts do; otherwise its questions are skipped, counted, and the summary says the score is
         not comparable (``answered`` < ``expected``). Answers recorded before the stop are kept.
+    :param media_roots: when given, a video outside all of these folders is never opened: an annotation file from
+        elsewhere could name ``/etc/passwd`` or ``../../x``; its questions are skipped (or stop a strict run).
     :return: the summary once every rank has finished (this call finalised it), else ``None``.
     """
     run_dir = Path(run_dir)
@@ -138,6 +141,16 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
             if not todo:
                 continue
             request = spec.video_request(todo[0])
+            if media_roots is not None and not any(is_inside(request.path, root) for root in media_roots):
+                where = ", ".join(str(r) for r in media_roots)
+                if strict:
+                    raise VideoUnavailableError(f"{request.path}: outside the media root ({where}); "
+                                                "confine_media=false allows it")
+                logger.warning("video outside the media root (%s): %s; skipping its %d questions", where,
+                               request.path, len(todo))
+                skipped.append({"video": request.path, "questions": len(todo), "reason": "outside the media root"})
+                bar.update(len(todo))
+                continue
             if not Path(request.path).exists():
                 if strict:
                     raise VideoUnavailableError(f"{request.path}: video missing ({len(todo)} questions); strict=true "

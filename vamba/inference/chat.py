@@ -74,6 +74,10 @@ class EncodedVideo:
         return self.cache.keys[0].shape[2]
 
 
+# One video's opening plus decoding in eval and chat: an hour-long video decodes in minutes, a hung decoder never.
+DEFAULT_DECODE_TIMEOUT_S = 1800.0
+
+
 class VambaChat:
     """A loaded model + tokenizer that encodes videos and answers questions about them.
 
@@ -81,18 +85,21 @@ class VambaChat:
     frames while the model encodes (one more decodes; ``VideoPlan.pieces``); vision: resize settings
     (default: Qwen2-VL's smart resize alone; ``from_pretrained``: the checkpoint's processor files); sampling: the
     frames ``encode`` reads by default (16 uniform; ``from_pretrained``: the checkpoint's); system_prompt: the
-    chat's system turn.
+    chat's system turn. decode_timeout_s: seconds one video may spend opening and decoding (None: no limit);
+    past it ``encode`` raises ``VideoDecodeError`` (decord hangs on some files) and the stuck decoder thread is
+    abandoned, at most ``vamba.data.video.MAX_ABANDONED_DECODERS`` of them per process.
     """
 
     def __init__(self, model, tokenizer, vision: VisionConfig | None = None, piece_frames: int = 128,
                  system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, sampling: FrameSampling | None = None,
-                 workers: int = 4) -> None:
+                 workers: int = 4, decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.vision = vision or VisionConfig()
         self.sampling = sampling or FrameSampling()
         self.piece_frames = piece_frames
         self.workers = workers
+        self.decode_timeout_s = decode_timeout_s
         self.system_prompt = system_prompt
         stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
         self.eos_token_ids = [i for i in stops if i is not None and i != tokenizer.unk_token_id]
@@ -145,7 +152,7 @@ class VambaChat:
         """
         started = time.perf_counter()
         plan = VideoPlan.create(video, indices=indices, sampling=sampling or self.sampling,
-                                vision=vision or self.vision, reader=reader)
+                                vision=vision or self.vision, reader=reader, timeout_s=self.decode_timeout_s)
         stream = VideoStream(self.model, plan.grid)
         with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
             # The patches are made on the model's device, in its vision dtype (uint8 frames cross to a GPU).

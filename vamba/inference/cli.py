@@ -44,11 +44,14 @@ class ChatConfig:
     seed: int | None = None
     piece_frames: int = 128  # frames per piece of the streaming prefill
     interactive: bool = False  # keep asking after the first question
+    # seconds the video may take to open and decode (decord hangs on some files); 0 or None: no limit
+    decode_timeout_s: float | None = 1800.0  # (VambaChat.DEFAULT_DECODE_TIMEOUT_S)
     model: ChatModelConfig = field(default_factory=ChatModelConfig)
 
 
 # The argparse flags of earlier versions (``--model ckpt``, ``--frames 8``, ``--sample``, ``-i``) -> the key now.
 DEPRECATED = {"model": "model.path", "frames": "num_frames", "sample": "do_sample", "i": "interactive",
+              "decode_timeout": "decode_timeout_s",
               **{k: f"model.{k}" for k in ("device", "dtype", "min_pixels", "max_pixels", "shortest_edge",
                                            "longest_edge")}}
 
@@ -71,7 +74,8 @@ def main(argv: list[str]) -> int:
         # Resize and frame defaults are the checkpoint's (its processor files); the keys given here win.
         chat = VambaChat.from_pretrained(args.model.path, device=args.model.device,
                                          dtype=auto_dtype(args.model.dtype, args.model.device),
-                                         piece_frames=args.piece_frames)
+                                         piece_frames=args.piece_frames,
+                                         decode_timeout_s=args.decode_timeout_s or None)
         edits = {"shortest_edge": args.model.shortest_edge, "longest_edge": args.model.longest_edge,
                  "min_pixels": args.model.min_pixels, "max_pixels": args.model.max_pixels}
         chat.vision = replace(chat.vision, **{k: v for k, v in edits.items() if v is not None})

@@ -46,6 +46,21 @@ class Converted:
     settings: str    # where the processor settings came from
 
 
+def _local_source(src: str) -> str:
+    """SRC as a local folder: a hub id becomes its snapshot in the local Hugging Face cache, never a download (what
+    the docs promise: converting reads what you fetched, e.g. with ``hf download``, even when online)."""
+    if os.path.exists(src) or os.path.isabs(src) or src.startswith("."):
+        return src
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(src, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise ConversionError(f"{src}: not a directory, nor a model id in the local Hugging Face cache (vamba "
+                              f"convert does not download: fetch it first, e.g. `hf download {src}`)") from None
+
+
 def _config_dict(src: str) -> dict[str, Any]:
     if os.path.isdir(src):
         file = os.path.join(src, "config.json")
@@ -144,7 +159,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
     from vamba.models import VambaForConditionalGeneration
     from vamba.models.loading import checkpoint_kind
 
-    src, dst = os.fspath(src), Path(dst)
+    src, dst = _local_source(os.fspath(src)), Path(dst)
     tokenizer = os.fspath(tokenizer) if tokenizer is not None else None
     check_destination(src, dst, overwrite, tokenizer)
     if dtype != "auto" and dtype not in DTYPES:

@@ -34,6 +34,7 @@ from vamba.data.video import (
     VideoInfo,
     VideoReader,
     open_video,
+    run_with_timeout,
 )
 from vamba.data.vision import PATCH_SIZE, VisionConfig, patches_from_frames, processed_size, resize_for_patches
 
@@ -50,6 +51,16 @@ def open_reader(source: str | os.PathLike, backend: Backend = "auto", fallback: 
     raise VideoDecodeError(f"cannot open {source} ({'; '.join(errors)})")
 
 
+def open_with_timeout(source: str | os.PathLike, backend: Backend = "auto", fallback: Backend | None = "pyav",
+                      folder_fps: float = 25.0, timeout_s: float | None = None) -> tuple[VideoReader, VideoInfo]:
+    """``open_reader`` and its header, within ``timeout_s`` seconds (``VideoDecodeError`` past it)."""
+    def read() -> tuple[VideoReader, VideoInfo]:
+        reader = open_reader(source, backend, fallback, folder_fps)
+        return reader, reader.info()
+
+    return run_with_timeout(read, timeout_s, f"opening {source}")
+
+
 @dataclass
 class VideoPlan:
     """What to read from one video: ``indices`` (sorted source frames, already made even), the resize, the grid."""
@@ -59,15 +70,22 @@ class VideoPlan:
     info: VideoInfo
     indices: list[int]
     vision: VisionConfig
+    # decoding seconds this video may take in all (opening it, every piece), None: no limit. decord hangs on some
+    # files; a read past it is a VideoDecodeError and its stuck thread is abandoned (vamba.data.video's bound).
+    timeout_s: float | None = None
 
     @classmethod
     def create(cls, source: str | os.PathLike, indices: Sequence[int] | None = None,
                sampling: FrameSampling | None = None, vision: VisionConfig | None = None,
-               reader: VideoReader | None = None, backend: Backend = "auto") -> VideoPlan:
+               reader: VideoReader | None = None, backend: Backend = "auto",
+               timeout_s: float | None = None) -> VideoPlan:
         """Plan a read of ``source`` at the given frame ``indices`` or by ``sampling`` (default: 16 uniform)."""
         vision = vision or VisionConfig()
-        reader = reader or open_reader(source, backend)
-        info = reader.info()
+        started = time.perf_counter()
+        if reader is None:
+            reader, info = open_with_timeout(source, backend, timeout_s=timeout_s)
+        else:
+            info = run_with_timeout(reader.info, timeout_s, f"reading the header of {source}")
         if indices is None:
             indices = sample_frames(info.num_frames, info.fps, sampling or FrameSampling()).indices
         indices = [int(i) for i in indices]
@@ -79,7 +97,8 @@ class VideoPlan:
             indices = indices * 2  # an image: one temporal patch of a repeated frame
         elif len(indices) % 2:
             indices = indices[:-1] if vision.odd_frames == "drop" else indices + indices[-1:]
-        return cls(str(source), reader, info, indices, vision)
+        left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
+        return cls(str(source), reader, info, indices, vision, left)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -120,9 +139,17 @@ class VideoPlan:
         frames = self.frames(unit)
         cuda = device is not None and torch.device(device).type == "cuda"
 
+        abandoned = False  # a timed-out decode still runs `frames` on its thread: it cannot be closed from here
+
         def decode() -> np.ndarray | None:
+            nonlocal abandoned
             started = time.perf_counter()
-            chunk = next(frames, None)
+            left = None if self.timeout_s is None else self.timeout_s - stats.decode_s
+            try:
+                chunk = run_with_timeout(lambda: next(frames, None), left, f"decoding {self.source}")
+            except VideoDecodeError:
+                abandoned = self.timeout_s is not None
+                raise
             stats.add("decode_s", time.perf_counter() - started)
             if chunk is not None and chunk.shape[1:3] != (self.info.height, self.info.width):
                 raise VideoDecodeError(f"{self.source}: frame size {chunk.shape[1:3]} differs from the header's "
@@ -155,7 +182,8 @@ class VideoPlan:
                 yield patches(group)
         finally:
             units.close()  # joins the threads (prefetch) before the reader is closed
-            frames.close()
+            if not abandoned:
+                frames.close()
 
 
 UNIT_FRAMES = 32  # frames decoded and resized as one unit of work by the threads of VideoPlan.pieces

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
 from vamba.evaluation.sampling import frame_indices
-from vamba.inference.chat import EncodedVideo, VambaChat
-from vamba.inference.video import folder_reader, open_reader
+from vamba.inference.chat import DEFAULT_DECODE_TIMEOUT_S, EncodedVideo, VambaChat
+from vamba.inference.video import folder_reader, open_with_timeout
 
 
 class VambaVideoQA:
@@ -25,9 +25,9 @@ class VambaVideoQA:
     def encode_video(self, video: VideoRequest) -> EncodedVideo:
         if video.is_frame_folder:
             reader = folder_reader(video.path, video.frame_folder_fps or 25.0)
-        else:
-            reader = open_reader(video.path)
-        info = reader.info()
+            info = reader.info()
+        else:  # within the chat's decode timeout: decord can hang opening a file, too
+            reader, info = open_with_timeout(video.path, timeout_s=self.chat.decode_timeout_s)
         indices = frame_indices(video, info.num_frames, info.fps)
         if video.is_frame_folder:
             # Frame-folder samplers count from the first file's number (MVBench: 1); the reader from 0.
@@ -48,12 +48,14 @@ class VambaVideoQA:
 
 def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",
                         piece_frames: int = 128, min_pixels: int | None = None,
-                        max_pixels: int | None = None) -> VambaVideoQA:
+                        max_pixels: int | None = None,
+                        decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S) -> VambaVideoQA:
     """Factory named by ``vamba eval``'s default ``model.adapter``. Pixel limits: the checkpoint's processor files
     (``VambaChat.from_pretrained``) unless given."""
     if path is None:
         raise ValueError("model.path=<checkpoint directory> is required")
-    chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames)
+    chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames,
+                                     decode_timeout_s=decode_timeout_s)
     limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     chat.vision = replace(chat.vision, **limits)
     return VambaVideoQA(chat)

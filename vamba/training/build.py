@@ -198,10 +198,12 @@ def load_teacher(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
 def data_config(d: DataConfig, skip_log: str | None, shard: tuple[int, int] | None = None):
     from vamba.data.dataset import ProcessingConfig
     from vamba.data.sampling import FrameSampling
+    from vamba.data.video import VideoReadConfig
     from vamba.data.vision import VisionConfig
 
     return ProcessingConfig(sampling=FrameSampling(d.sampling, d.num_frames),
                             vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
+                            video=VideoReadConfig(max_frames=d.max_source_frames, max_frame_pixels=d.max_source_pixels),
                             max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
                             skip_log=skip_log, shard=shard)
 
@@ -261,9 +263,9 @@ def split_mixture(d: DataConfig):
     mixture's shuffled order (so both splits mix the sources in proportion); ``data.val_mixture`` is its own YAML."""
     from vamba.data.mixture import Mixture
 
-    mixture = Mixture.from_yaml(d.mixture, d.max_img_seq_len)
+    mixture = Mixture.from_yaml(d.mixture, d.max_img_seq_len, d.confine_media)
     if d.val_mixture is not None:
-        return mixture, Mixture.from_yaml(d.val_mixture, d.max_img_seq_len)
+        return mixture, Mixture.from_yaml(d.val_mixture, d.max_img_seq_len, d.confine_media)
     held = round(d.val_fraction * len(mixture))
     if d.val_fraction > 0 and not 0 < held < len(mixture):
         raise ConfigError(f"data.val_fraction={d.val_fraction} of {len(mixture)} samples holds out {held}: "

@@ -149,9 +149,22 @@ def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
         if config is not None:
             _remove_if_empty(Path(config.output_dir))
         print(f"vamba train: {e}", file=sys.stderr)
+        _failed(2)
         raise SystemExit(2) from None
-    finally:
-        _close_process_group()
+    except BaseException as e:
+        _failed(1, e)
+        raise
+    _close_process_group()
+
+
+def _failed(code: int, error: BaseException | None = None) -> None:
+    """After an error on this rank of a multi-rank run: exit now, without the closing collective (where the rank
+    waited for the others until the group's timeout: vamba.utils.distributed.exit_failed). One process: returns,
+    and the error propagates as before."""
+    from vamba.utils.distributed import exit_failed, is_distributed
+
+    if is_distributed():
+        exit_failed(code, error)
 
 
 def _close_process_group() -> None:
@@ -181,9 +194,12 @@ def _distill_cache_task(cfg) -> None:
         save_hydra_record(cfg, Path(config.stage.distill.cache_dir))  # the command that wrote the cache
     except ConfigError as e:
         print(f"vamba distill-cache: {e}", file=sys.stderr)
+        _failed(2)
         raise SystemExit(2) from None
-    finally:
-        _close_process_group()
+    except BaseException as e:
+        _failed(1, e)
+        raise
+    _close_process_group()
     print(f"vamba distill-cache: {n} samples cached in {Path(config.stage.distill.cache_dir).resolve()}")
 
 

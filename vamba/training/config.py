@@ -93,6 +93,11 @@ class DataConfig:
     # held out of training, or a mixture YAML of its own (val_mixture). Neither: no validation.
     val_fraction: float = 0.0
     val_mixture: str | None = None
+    # a row's media path that leaves its source's media_root (../.., an absolute path) is a counted skip, not a read
+    confine_media: bool = True
+    # caps on what a media header may claim, checked before decoding (null: none): frame count, pixels of a frame/image
+    max_source_frames: int | None = 10_000_000
+    max_source_pixels: int | None = 7680 * 4320
 
 
 @dataclass
@@ -168,6 +173,10 @@ class ParallelConfig:
     # that fails to decode is then skipped on every rank alike; with local a frame-level failure on one rank stops
     # the run with an error naming the samples, since the group's ranks must train on the same samples)
     decode: str = "local"
+    # seconds a collective may wait for the other ranks before the run fails (torch's process-group timeout; HF's
+    # ddp_timeout). A failing rank exits at once (vamba.utils.distributed.exit_failed); this bounds the wait when a
+    # rank dies without the launcher noticing, or hangs.
+    ddp_timeout: int = 1800
 
 
 @dataclass
@@ -179,6 +188,8 @@ class LoggingConfig:
     save_total_limit: int | None = 2
     progress: bool = True
     eval_steps: int = 0  # with a validation set (data.val_fraction / data.val_mixture): evaluate every N steps; 0: at each save
+    # seconds wandb.init may take (WANDB_INIT_TIMEOUT): with WANDB_API_KEY set and no network it waited past a minute
+    wandb_init_timeout: int = 30
 
 
 @dataclass
@@ -337,6 +348,8 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     check_reporters(list(cfg.logging.report_to))
     _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
+    if cfg.parallel.ddp_timeout < 1:
+        raise ConfigError(f"parallel.ddp_timeout={cfg.parallel.ddp_timeout}: must be >= 1 (seconds)")
     if cfg.parallel.context_parallel_size < 1:
         raise ConfigError(f"parallel.context_parallel_size={cfg.parallel.context_parallel_size}: must be >= 1")
     if cfg.parallel.context_parallel_size > 1 and cfg.model.vision_mixer == "selective_scan":

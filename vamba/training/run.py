@@ -39,7 +39,8 @@ from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSumma
                                     samples_per_source)
 from vamba.training.params import LoraSummary, TrainableSummary
 from vamba.training.trainer import KeyedCollator, VambaTrainer
-from vamba.utils.io import append_jsonl, atomic_write_text
+from vamba.utils.distributed import on_rank_zero
+from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -141,6 +142,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     if "wandb" in lg.report_to:
         os.environ.setdefault("WANDB_PROJECT", lg.project)
         os.environ.setdefault("WANDB_DIR", str(out))
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", str(lg.wandb_init_timeout))  # fail, not hang, without network
         if not wandb_key_known() and "WANDB_MODE" not in os.environ:
             os.environ["WANDB_MODE"] = "offline"  # no key (env or `wandb login`): log locally, `wandb sync` later
     if "tensorboard" in lg.report_to:
@@ -160,7 +162,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         eval_strategy="steps" if has_validation(cfg.data) else "no", eval_steps=lg.eval_steps or lg.save_steps,
         per_device_eval_batch_size=o.per_device_batch_size, prediction_loss_only=True,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
-        ddp_find_unused_parameters=False)
+        ddp_find_unused_parameters=False, ddp_timeout=cfg.parallel.ddp_timeout)
 
 
 def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
@@ -188,16 +190,31 @@ def open_teacher_cache(cfg: TrainConfig, tok):
     return cache
 
 
+def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: str | None) -> None:
+    """Rank 0's set-up of ``out``: staging left by a killed save, the run files, ``log.jsonl`` cut to the resumed
+    step."""
+    clean_staging(out)
+    write_run_info(cfg, out, resume)
+    # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
+    # comes again
+    step = 0 if resume is None else checkpoint_step(resume)
+    dropped = truncate_log(out / "log.jsonl", step)
+    if resume is not None:
+        logger.info("resuming from %s (step %d)", resume, step)
+    if dropped:
+        logger.info("log.jsonl: %d records after step %d dropped (this run logs those steps again)", dropped, step)
+
+
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
     validate(cfg)  # before the run directory exists: a config that cannot run leaves nothing behind
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
-    if args.process_index == 0:  # (first access sets up the process group under torchrun)
-        # one run per directory, before anything is written: lock it, refuse or move aside another run's files
-        # (docs/reliability.md)
-        rundir.claim(out, cfg.resume)
+    args.process_index  # noqa: B018 (its first access sets up the process group under torchrun)
+    # One run per directory, before anything is written: rank 0 locks it, refuses or moves aside another run's files
+    # (docs/reliability.md); its failure is broadcast, so the other ranks stop with it.
+    on_rank_zero(lambda: rundir.claim(out, cfg.resume), "claiming the run directory")
     with ExitStack() as stack:
         steps_log = stack.enter_context(console_log(out)) if args.process_index == 0 else None
         return _train(cfg, out, args, callbacks or [], steps_log)
@@ -206,17 +223,8 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
 def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list[TrainerCallback],
            steps_log: logging.Logger | None) -> TrainResult:
     resume = resume_checkpoint(cfg, out)
-    if args.process_index == 0:
-        clean_staging(out)
-        write_run_info(cfg, out, resume)
-        # log.jsonl holds each step once: what was logged after the checkpoint (all of it when starting anew)
-        # comes again
-        step = 0 if resume is None else checkpoint_step(resume)
-        dropped = truncate_log(out / "log.jsonl", step)
-        if resume is not None:
-            logger.info("resuming from %s (step %d)", resume, step)
-        if dropped:
-            logger.info("log.jsonl: %d records after step %d dropped (this run logs those steps again)", dropped, step)
+    # Rank 0's set-up, its failure broadcast: the other ranks stop with it instead of waiting in their next collective.
+    on_rank_zero(lambda: _prepare_run_dir(cfg, out, resume), "preparing the run directory")
     if cfg.debug.detect_anomaly:
         torch.autograd.set_detect_anomaly(True)
 

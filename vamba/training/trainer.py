@@ -38,6 +38,7 @@ from vamba.models.zero import full_numel
 from vamba.training.checkpoints import STAGING, clean_staging, publish
 from vamba.training.distill import distillation_loss, supervised_positions
 from vamba.training.params import NO_DECAY_PATTERNS, matches_any
+from vamba.training.safe_load import check_checkpoint_pickles
 from vamba.training.teacher import teacher_logits_at
 
 # Dense bf16 peak of the GPUs we run on (vendor datasheets, no sparsity), for MFU.
@@ -161,6 +162,14 @@ class VambaTrainer(Trainer):
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """The Trainer's ``train``; a checkpoint to resume from is checked first (``check_checkpoint_pickles``):
+        DeepSpeed unpickles its files with ``weights_only=False``, so a pickle naming anything beyond the globals our
+        own checkpoints hold is refused before any rank loads it."""
+        if isinstance(resume_from_checkpoint, str | os.PathLike):
+            check_checkpoint_pickles(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """The Trainer loads weights with ``strict=False`` and only warns about a missing tensor, which then keeps

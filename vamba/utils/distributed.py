@@ -1,8 +1,16 @@
-"""Ending a torch.distributed run without an abort at interpreter exit."""
+"""Ending a torch.distributed run: without an abort at interpreter exit when it succeeded, at once when one failed."""
 from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 # All-reduced (a sum of zeros) to drain gloo; module-level so that Python, not a worker thread, frees it last.
 _TOKEN = torch.zeros(1)
@@ -40,3 +48,46 @@ def close_process_group() -> None:
     if dist.get_backend() == "gloo":
         dist.all_reduce(_TOKEN)
     dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    """Whether a process group of more than one rank is open."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def exit_failed(code: int = 1, error: BaseException | None = None) -> NoReturn:
+    """End this rank now after an error, printing ``error``'s traceback first (the run's first error, on this rank).
+
+    No collective and no tear-down of the process group: the other ranks may be anywhere (in a step's all-reduce,
+    in the Trainer's set-up broadcast), so ``close_process_group``'s drain would wait for them until the group's
+    timeout (30 minutes by default), and a group's destructor can wait on work in flight too. ``os._exit`` ends the
+    process at once; torchrun then stops the other ranks (and without torchrun their next collective fails on the
+    closed connection, or at ``parallel.ddp_timeout``)."""
+    if error is not None:
+        traceback.print_exception(error, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def on_rank_zero(fn: Callable[[], T], what: str) -> T | None:
+    """``fn()`` on rank 0 only (None elsewhere); every rank learns whether it succeeded.
+
+    Set-up that only rank 0 does (run files, cleaning) used to fail there alone while the other ranks went on to
+    their next collective and waited in it until the timeout. Now a failure is broadcast: rank 0 raises its error,
+    every other rank a ``RuntimeError`` naming ``what``, and all of them stop together."""
+    if not is_distributed():
+        return fn()
+    result, failure = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 (re-raised below, after the others were told)
+            failure = e
+    message = [None if failure is None else f"{type(failure).__name__}: {failure}"]
+    dist.broadcast_object_list(message, src=0)
+    if failure is not None:
+        raise failure
+    if message[0] is not None:
+        raise RuntimeError(f"{what} failed on rank 0: {message[0]}")
+    return result

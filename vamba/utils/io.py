@@ -91,7 +91,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
+# safetensors' own reader refuses headers over 100 MB; a header is read whole into memory, so the same bound here
+# keeps a crafted length (up to 2**64) from becoming one huge read.
+SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
+
+
+def safetensors_header(path: str | os.PathLike, max_header_bytes: int = SAFETENSORS_MAX_HEADER_BYTES) -> dict[str, Any]:
     """The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets), after checking that
     the file holds every byte the header describes. safetensors' own message for a cut file ("incomplete
     metadata, file not fully covered") names neither the file nor the cause; this one names both.
@@ -105,6 +110,9 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path} is truncated ({size} bytes): not a complete safetensors file (an interrupted "
                              f"write or copy?)")
         n = int.from_bytes(head, "little")
+        if n > max_header_bytes:
+            raise ValueError(f"{path} is not a safetensors file we read: its header announces {n} bytes "
+                             f"(more than {max_header_bytes})")
         if 8 + n > size:
             raise ValueError(f"{path} is truncated ({size} bytes): its header alone announces {8 + n} bytes (an "
                              f"interrupted write or copy?)")

@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, OfficialSet,
+from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError, OfficialSet,
                                               ProtocolSpec, Question, fields, gold_letter, nonempty, path_in,
                                               read_parquet, require_file)
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown
+from vamba.utils.paths import is_inside
 
 DURATIONS = ("short", "medium", "long")
 CHOICES = ("A", "B", "C", "D")
@@ -53,6 +54,9 @@ def load(root: Path, options: Mapping[str, Any]) -> list[Question]:
         meta = {k: row[k] for k in ("duration", "domain", "sub_category", "task_type")}
         if with_subtitles:
             srt = subtitle_dir / f"{row['videoID']}.srt"
+            if not is_inside(srt, subtitle_dir):  # read at load time, before the runner's check of video paths
+                raise BenchmarkDataError(f"{where}: videoID {row['videoID']!r} names a subtitle file outside "
+                                         f"{subtitle_dir}")
             meta["subtitles"] = read_srt(srt) if srt.exists() else ""
         opts = tuple(str(o) for o in row["options"])
         questions.append(Question(qid=str(row["question_id"]), video=str(_video_path(video_dir, row["videoID"])),
