@@ -44,6 +44,7 @@ from vamba.data.chat import Message, SampleError, messages_from_llava
 from vamba.data.formats import CAPTION_PROMPTS, Media, RawSample, read_records
 from vamba.data.mixture import Mixture, MixtureConfig
 from vamba.data.sampling import FrameSampling
+from vamba.utils.paths import is_inside
 
 log = logging.getLogger(__name__)
 
