@@ -18,6 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
+from vamba.data.chat import SampleError
 from vamba.data.dataset import ProcessingConfig, VambaDataset
 from vamba.data.mixture import Mixture
 from vamba.data.released import ReleasedMixture, random_video_sources
@@ -294,3 +295,26 @@ def test_a_data_list_without_paths_is_not_taken_for_ours(released_files: Path) -
     path.write_text(yaml.safe_dump({"data": [{"name": "x", "format": "caption"}]}))
     with pytest.raises(ValueError, match="each `data:` entry needs json_path and data_path"):
         Mixture.from_yaml(path)
+
+
+def test_a_released_record_leaving_its_data_path_is_a_counted_skip(released_files: Path, tokenizer,
+                                                                   tmp_path: Path) -> None:
+    """Media confinement holds for released configs too: an ``image`` of ``../..`` or an absolute path is not read
+    (data.confine_media, on by default), and is read with it off."""
+    root = released_files
+    outside = root / "onevision" / "000.jpg"  # a real image, outside the video source's data_path
+    (tmp_path / "escape.json").write_text(json.dumps([
+        {"id": "up", "image": "../onevision/000.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat grey?"}, {"from": "gpt", "value": "Dark."}]},
+        {"id": "abs", "image": str(outside), "conversations": [
+            {"from": "human", "value": "<image>\nWhat grey?"}, {"from": "gpt", "value": "Dark."}]}]))
+    source = {"data_path": str(root / "LLaVA-Video-178K"), "dataset_type": "image", "format": "conversation",
+              "img_do_resize": False, "img_longest_edge": 1280, "img_shortest_edge": 128,
+              "json_path": str(tmp_path / "escape.json"), "name": "escape", "shuffle": False, "split": "train"}
+    config = write_config(tmp_path, [source])
+    for i in range(2):
+        with pytest.raises(SampleError, match="leaves data_path"):
+            Mixture.from_yaml(config).get(i)
+    ds = VambaDataset(Mixture.from_yaml(config, confine_media=False), tokenizer,
+                      ProcessingConfig(on_error="raise", max_text_tokens=None))
+    assert ds[0].grid_thw.tolist() == [[1, 10, 10]] and ds[1].grid_thw.tolist() == [[1, 10, 10]]
