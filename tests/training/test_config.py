@@ -249,3 +249,39 @@ def _wandb_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("wandb") is not None
+
+
+@pytest.mark.slow
+def test_a_sweep_names_each_job_folder_by_its_values_and_says_where_it_goes(train_overrides, tmp_path) -> None:
+    """`vamba train -m`: job folders were numbered 0..N with Hydra's launch lines hidden; now each is named by its
+    swept values (paths left out) and announced on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = [o for o in train_overrides if not o.startswith("output_dir=")]
+    env = {**os.environ, "PYTHONPATH": str(CONFIG_DIR.parent), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "vamba.cli", "train", "-m", *overrides, "optim.lr=1e-3,2e-3",
+                           "optim.max_steps=1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "runs" / "sweep").iterdir() for p in p.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and jobs[0].startswith("0_") and "optim.lr=0.001" in jobs[0] and "optim.lr=0.002" in jobs[1]
+    assert "/" not in "".join(jobs) and "data.mixture" not in jobs[0]
+    assert all(list((tmp_path / "runs" / "sweep").glob(f"*/{job}/final")) for job in jobs)
+    assert proc.stderr.count("sweep job ") == 2 and f"-> {tmp_path}" in proc.stderr
+
+
+def test_swept_keys_are_the_sweeps_not_the_lists() -> None:
+    from vamba.training.cli import swept_keys
+
+    argv = ["-m", "optim.lr=1e-5,2e-5", "stage.trainable=[a.*,b.*]", "seed=range(3)", "+x=1", "model.path=/a,/b",
+            "data.num_frames=choice(8,16)"]
+    assert swept_keys(argv) == ["optim.lr", "seed", "model.path", "data.num_frames"]
+
+
+def test_cfg_job_before_the_overrides_prints_the_config_with_them(capsys) -> None:
+    """docs/training.md's `vamba train experiment=X --cfg job key=value` failed: Hydra's parser took the overrides
+    after `--cfg job` as unrecognised arguments."""
+    assert train_main(["experiment=paper_pretrain", "--cfg", "job", "model.path=/ckpt/x", "data.mixture=/d/y.yaml"]) == 0
+    printed = capsys.readouterr().out
+    assert "path: /ckpt/x" in printed and "mixture: /d/y.yaml" in printed

@@ -77,7 +77,7 @@ def test_zero2_resume_refuses_a_planted_payload(tmp_path: Path) -> None:
     from tests.training.conftest import TINY
 
     synth = tmp_path / "synth"
-    generate(SynthConfig(out_dir=str(synth), num_videos=4, num_images=4, num_bench_videos=1, min_frames=16,
+    generate(SynthConfig(out=str(synth), num_videos=4, num_images=4, num_bench_videos=1, min_frames=16,
                          max_frames=24, seed=0))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561", "-m",

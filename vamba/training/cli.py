@@ -66,12 +66,17 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
               "command composes, and a sweep (-m) composes one per job. Print a job's config by giving its values "
               f"without -m (e.g. `vamba {prog} experiment=X key=value --cfg job`).", file=sys.stderr)
         return 2
+    argv = _overrides_first(argv)
     try:
         argv = check(argv, prog, CONFIG_DIR, schemas)
     except ArgsError as e:
         print(f"vamba {prog}: {e}", file=sys.stderr)
         return 2
     register(schemas)
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("vamba_sweep_job"):  # hydra.sweep.subdir (configs/train.yaml)
+        OmegaConf.register_new_resolver("vamba_sweep_job", sweep_job_name)
     saved = sys.argv
     sys.argv = [f"vamba {prog}", *argv]
     try:
@@ -79,6 +84,57 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
     finally:
         sys.argv = saved
     return 0
+
+
+# Hydra's flags that take a value (``--cfg job``); ``--info`` may or may not.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                "-cd", "--info", "-i", "--experimental-rerun"}
+
+
+def _overrides_first(argv: list[str]) -> list[str]:
+    """``key=value`` overrides before Hydra's flags: its parser takes the overrides as one positional list, so
+    ``experiment=X --cfg job key=value`` failed with "unrecognized arguments: key=value"."""
+    overrides, flags, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            flags.append(arg)
+            value = argv[i + 1] if i + 1 < len(argv) else None
+            if arg in _VALUE_FLAGS and value is not None and "=" not in value and not value.startswith("-"):
+                flags.append(value)
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return overrides + flags
+
+
+def swept_keys(argv: list[str]) -> list[str]:
+    """The keys a command line sweeps (Hydra's ``key=a,b`` or ``key=range(...)`` / ``choice(...)`` /
+    ``interval(...)`` / ``glob(...)``); a list value ``key=[a,b]`` is one value, not a sweep."""
+    keys = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.startswith("-"):
+            continue
+        depth, top_level_comma = 0, False
+        for ch in value:
+            depth += ch in "[({"
+            depth -= ch in "])}"
+            top_level_comma |= ch == "," and depth == 0
+        if top_level_comma or value.startswith(("range(", "choice(", "interval(", "glob(")):
+            keys.append(key.lstrip("+~"))
+    return keys
+
+
+def sweep_job_name(num: int, overrides: list[str]) -> str:
+    """A sweep job's folder: its number and the values it sweeps (``0_optim.lr=1e-05``); the other overrides are
+    the same in every job (the job's ``.hydra/`` records them all). ``/`` becomes ``_`` (a path swept stays one
+    folder), and the name is cut to 120 characters (the number keeps it unique)."""
+    swept = set(swept_keys(sys.argv[1:]))  # the command line (_hydra_main sets sys.argv for hydra.main)
+    values = [o for o in overrides if o.partition("=")[0].lstrip("+~") in swept]
+    name = ",".join(values).replace("/", "_")[:120]
+    return f"{num}_{name}" if name else str(num)
 
 
 def _exclusive_modes(argv: list[str]) -> list[str]:
@@ -97,7 +153,11 @@ def to_config(cfg):
     from vamba.training.config import from_dictconfig
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        cfg.output_dir = HydraConfig.get().runtime.output_dir
+        hydra_cfg = HydraConfig.get()
+        cfg.output_dir = hydra_cfg.runtime.output_dir
+        # Hydra's own launch lines are off (its logging would replace ours): say which job this is and where it goes
+        print(f"sweep job {hydra_cfg.job.num}: {' '.join(hydra_cfg.overrides.task)} -> {cfg.output_dir}",
+              file=sys.stderr)
     return from_dictconfig(cfg)
 
 
