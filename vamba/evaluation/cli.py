@@ -87,8 +87,7 @@ def load_model(cfg: EvalModelConfig):
     try:
         factory = getattr(importlib.import_module(module_name), func)
     except (ImportError, AttributeError) as e:
-        hint = (" (the VAMBA model adapter is not part of this version yet)" if cfg.adapter == DEFAULT_ADAPTER else "")
-        raise ValueError(f"cannot load model adapter {cfg.adapter!r}{hint}: {e}. Re-score recorded replies with "
+        raise ValueError(f"cannot load model adapter {cfg.adapter!r}: {e}. Re-score recorded replies with "
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
     limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
     parameters = inspect.signature(factory).parameters
