@@ -13,7 +13,7 @@ fi
 # torch: the CPU build (find-links holds it on this project's machines; elsewhere add the PyTorch CPU index).
 # The pin is written without its local label (+cpu) so that the same file also constrains a CUDA build of 2.13.0.
 "$uv" pip compile pyproject.toml --extra dev --extra train --python-version 3.11 --find-links /opt/wheels \
-    --no-header --annotation-style line -o - <(echo "torch==2.13.0+cpu") 2>/dev/null \
+    --no-header --annotation-style line <(echo "torch==2.13.0+cpu") 2>/dev/null \
     | sed -e 's/^torch==\([0-9.]*\)+cpu/torch==\1/' -e 's#, -r /dev/fd/[0-9]*##' > scripts/deps/constraints-cpu.txt.new
 {
     echo "# The resolved CPU environment that CI and the README install from (pip install -c <this file>)."
