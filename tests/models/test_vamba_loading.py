@@ -165,14 +165,18 @@ def test_shape_mismatch_is_an_error(saved, tmp_path):
         VambaForConditionalGeneration.from_pretrained(path)
 
 
-def test_qwen2_vl_checkpoint_missing_a_source_weight_is_an_error(qwen, tmp_path):
-    _, root = qwen
-    path = tmp_path / "q"
+def _qwen2_vl_without_a_k_proj(root: Path, path: Path) -> Path:
+    """The 5.x-layout Qwen2-VL checkpoint with layer 0's self-attention k_proj weight removed."""
     path.mkdir()
     (path / "config.json").write_text((root / "v5" / "config.json").read_text())
     state = load_file(str(root / "v5" / "model.safetensors"))
     state.pop("model.language_model.layers.0.self_attn.k_proj.weight")
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+def test_qwen2_vl_checkpoint_missing_a_source_weight_is_an_error(qwen, tmp_path):
+    path = _qwen2_vl_without_a_k_proj(qwen[1], tmp_path / "q")
     with pytest.raises(IncompatibleCheckpointError, match=r"model\.layers\.0\.self_attn\.k_proj\.weight"):
         VambaForConditionalGeneration.from_pretrained(path, vision_mamba_mixer_config=MAMBA)
 
@@ -298,13 +302,7 @@ def test_converting_qwen2_vl_prints_one_summary_line_not_the_missing_table(qwen,
 
 
 def test_a_key_missing_beyond_the_new_modules_keeps_transformers_table(qwen, tmp_path, transformers_log):
-    _, root = qwen
-    path = tmp_path / "q"
-    path.mkdir()
-    (path / "config.json").write_text((root / "v5" / "config.json").read_text())
-    state = load_file(str(root / "v5" / "model.safetensors"))
-    state.pop("model.language_model.layers.0.self_attn.k_proj.weight")
-    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    path = _qwen2_vl_without_a_k_proj(qwen[1], tmp_path / "q")
     with pytest.raises(IncompatibleCheckpointError, match=r"model\.layers\.0\.self_attn\.k_proj\.weight"):
         VambaForConditionalGeneration.from_pretrained(path, vision_mamba_mixer_config=MAMBA)
     table = [m for m in transformers_log if "LOAD REPORT" in m]
