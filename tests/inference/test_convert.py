@@ -66,11 +66,14 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_released_checkpoint_converts_and_auto_classes_load_it(released: Path, tmp_path: Path) -> None:
+def test_released_checkpoint_converts_and_auto_classes_load_it(released: Path, tmp_path: Path, capsys) -> None:
     tokenizer = fixture_tokenizer(tmp_path / "tok")
     dst = tmp_path / "vamba-tiny"
     assert vamba_main(["convert", f"src={released}", f"out={dst}", f"tokenizer={tokenizer}", "num_frames=16",
                        "max_pixels=50176"]) == 0
+    # the settings given are said (it printed "defaults" alone although they were applied)
+    assert "processor settings: defaults (no processor file in SRC), overridden by max_pixels=50176, num_frames=16" \
+        in capsys.readouterr().out
     assert json.loads((dst / "config.json").read_text())["model_type"] == "vamba"
     assert not list(tmp_path.glob(".vamba-tiny.*"))  # no temporary folder left behind
     model = AutoModelForImageTextToText.from_pretrained(dst, dtype=torch.float32).eval()

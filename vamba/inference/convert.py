@@ -197,7 +197,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, tokenizer: str | 
             os.replace(tmp, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Converted(dst, kind, found or "defaults (no processor file in SRC)")
+    given = f", overridden by {', '.join(f'{k}={v}' for k, v in sorted(settings.items()))}" if settings else ""
+    return Converted(dst, kind, (found or "defaults (no processor file in SRC)") + given)
 
 
 @dataclass
