@@ -224,3 +224,18 @@ def test_publish_replaces_an_older_checkpoint_of_the_same_step(tmp_path) -> None
     publish(staged, tmp_path / "checkpoint-4")
     assert [p.name for p in (tmp_path / "checkpoint-4").iterdir()] == ["new.txt"]
     assert not (tmp_path / STAGING).exists()
+
+
+def test_rerunning_a_finished_command_trains_nothing_and_a_higher_max_steps_continues(train_overrides) -> None:
+    """The same command again after it finished: the Trainer, resumed at its last step, trained one step more and
+    overwrote final/. Now nothing changes; raising optim.max_steps continues from the last checkpoint."""
+    cfg = compose_config(*train_overrides, "optim.max_steps=2", "logging.save_steps=1")
+    out = Path(cfg.output_dir)
+    train(cfg)
+    log, weights = (out / "log.jsonl").read_text(), (out / "final" / "model.safetensors").read_bytes()
+    again = train(compose_config(*train_overrides, "optim.max_steps=2", "logging.save_steps=1"))
+    assert again.log_history == [] and (out / "log.jsonl").read_text() == log
+    assert (out / "final" / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    train(compose_config(*train_overrides, "optim.max_steps=3", "logging.save_steps=1"))
+    assert [r["step"] for r in read_jsonl(out / "log.jsonl") if "loss" in r] == [1, 2, 3]

@@ -17,6 +17,7 @@ Run directory (``output_dir``)::
 from __future__ import annotations
 
 import faulthandler
+import json
 import logging
 import os
 import sys
@@ -174,6 +175,22 @@ def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
     return cfg.resume
 
 
+def finished_step(cfg: TrainConfig, resume: str | None) -> int | None:
+    """The step of ``resume`` if that checkpoint ends the run as configured (the Trainer's ``max_steps`` reached:
+    ``optim.max_steps``, or the same ``optim.epochs`` as the run that wrote it), else None."""
+    if resume is None:
+        return None
+    try:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        step, planned = int(state["global_step"]), int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if cfg.optim.max_steps > 0:
+        return step if step >= cfg.optim.max_steps else None
+    same_epochs = float(state.get("num_train_epochs", -1)) == float(cfg.optim.epochs)
+    return step if same_epochs and step >= planned else None
+
+
 def open_teacher_cache(cfg: TrainConfig, tok):
     """``stage.distill.cache_dir`` as a ``TopKCache``, after checking that its logits belong to this run's samples,
     frames and pixels (and teacher, when the run names one): ``vamba.training.cache_settings``. Runs before the
@@ -223,6 +240,14 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
 def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list[TrainerCallback],
            steps_log: logging.Logger | None) -> TrainResult:
     resume = resume_checkpoint(cfg, out)
+    done = finished_step(cfg, resume) if (out / "final").is_dir() else None
+    if done is not None:
+        # The Trainer, resumed at its last step, would train one more and overwrite final/: a rerun of a finished
+        # command changes nothing instead.
+        logger.info("%s: already trained to step %d (final/ is there); nothing to do. Raise optim.max_steps or "
+                    "optim.epochs to train further, or use resume=replace to start anew", out, done)
+        rundir.release(out)
+        return TrainResult(out, out / "final", [], "(already trained)")
     # Rank 0's set-up, its failure broadcast: the other ranks stop with it instead of waiting in their next collective.
     on_rank_zero(lambda: _prepare_run_dir(cfg, out, resume), "preparing the run directory")
     if cfg.debug.detect_anomaly:
