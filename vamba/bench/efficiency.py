@@ -22,7 +22,7 @@ Per point (``vamba.bench.sweep``): wall time (``vamba.utils.timing.measure``: th
 only warms, then the median of 3 more runs, or 1 more above a second), the vision tower's share (forward hooks on
 the tower) and the LLM's (the rest), peak allocated memory (total, and above what was allocated before the step:
 weights + inputs), or ``oom``. Kernels are warmed (Triton compilation) on the smallest point before each sweep.
-The VAMBA LLM's model FLOPs utilisation (``vamba.bench.flops``) is given against the device's measured bf16
+The VAMBA LLM's model FLOPs utilisation (``vamba.models.flops``) is given against the device's measured bf16
 matmul rate. Results are written after every point (a killed run keeps what it measured):
 ``efficiency_<tag>.json``, ``efficiency_stage1_<tag>.json``, plots ``efficiency_<tag>_{memory,time}.png`` and
 the summary ``efficiency_<tag>.md`` (``vamba.bench.efficiency_report``).

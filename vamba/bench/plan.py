@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from vamba.bench.build import Setup, build
-from vamba.bench.flops import llm_flops, vision_flops
+from vamba.bench.flops import llm_flops
+from vamba.models.flops import vision_flops
 from vamba.bench.hour import answer_from_file, wait_for
 from vamba.bench.steps import qwen_steps, set_trainable, vamba_steps
 from vamba.bench.sweep import VisionTimer, measure_point, row_line
