@@ -45,4 +45,5 @@ def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> N
     assert row["status"] == "ok" and row["rc"] == 0 and row["steps"] == 3, row
     assert row["step_s"] > 0 and 0 <= row["data_wait_frac"] < 1 and row["startup_s"] > 0 and row["model_tflops"] > 0
     assert row["trainable"].startswith("trainable ") and "bench_step_s" not in row  # no GPU: no benchmark
+    assert not (tmp_path / "res" / "runs" / "like_for_like" / "final").exists()  # logging.save_final=false
     assert "| like_for_like | pretrain |" in (tmp_path / "res" / "train_launched_cpu.md").read_text()

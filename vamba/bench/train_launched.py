@@ -104,7 +104,8 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
            f"data.mixture={mixture}", f"data.tokenizer={args.checkpoint}", f"data.num_frames={args.frames}",
            f"data.max_pixels={args.max_pixels}", "data.max_video_tokens=null", "data.max_text_tokens=4096",
            f"data.num_workers={args.workers}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
-           f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.logging_steps=1",
+           f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.save_final=false",
+           "logging.logging_steps=1",
            "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
     if args.overrides:  # the CPU test: its own model, precision and no DeepSpeed
         return [sys.executable, *cmd, *args.overrides]
