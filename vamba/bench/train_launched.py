@@ -112,7 +112,10 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
     cmd += ["model.dtype=bfloat16", "optim.bf16=true", "model.gradient_checkpointing=true",
             "model.vision_compile=true", f"deepspeed={zero}"]
     if offload:
-        cmd.append("+deepspeed.zero_optimization.offload_optimizer={device: cpu, pin_memory: true}")
+        # the Trainer's torch AdamW steps the offloaded float32 states on the CPU (DeepSpeed's own CPU Adam would be
+        # compiled first, a minute of the call)
+        cmd += ["+deepspeed.zero_optimization.offload_optimizer={device: cpu, pin_memory: true}",
+                "+deepspeed.zero_force_ds_cpu_optimizer=false"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", *cmd[1:]]
 
 
