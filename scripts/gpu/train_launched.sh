@@ -14,7 +14,8 @@
 #   VAMBA_CODE_COMMIT=<commit> bash scripts/gpu/train_launched.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}
-SITE=/tmp/site
+# Wheels go to a folder only this user can write: a fixed /tmp path on PYTHONPATH would import what others put there.
+SITE=$(mktemp -d)
 mkdir -p "$OUT" "$SITE"
 LOG=$OUT/train_launched.log
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
