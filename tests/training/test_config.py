@@ -16,7 +16,7 @@ from vamba.training.config import ConfigError, OptimConfig, gradient_accumulatio
 FILL = ["model.path=/ckpt/qwen2vl", "data.mixture=/data/mix.yaml"]
 
 
-@pytest.mark.parametrize("group", ["model", "data", "stage", "deepspeed", "parallel", "logging", "debug"])
+@pytest.mark.parametrize("group", ["model", "data", "stage", "deepspeed", "fsdp", "parallel", "logging", "debug"])
 def test_every_group_option_composes(group: str) -> None:
     options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
     assert options

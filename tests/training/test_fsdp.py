@@ -25,40 +25,51 @@ def _steps(run_dir: Path) -> dict[int, dict]:
 def test_fsdp_settings_reach_the_trainer_and_conflicts_are_errors(train_overrides, tmp_path, monkeypatch) -> None:
     from vamba.training.run import FSDP_UNITS, training_arguments
 
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(ConfigError, match="needs a launch under torchrun"):
-        validate(compose_config(*train_overrides, "fsdp=full_shard"))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match=r"deepspeed and fsdp are both set .*deepspeed=none .*fsdp=none"):
-        validate(compose_config(*train_overrides, "fsdp=full_shard", "deepspeed=zero3"))
-    with pytest.raises(ConfigError, match="stage.lora.enable=true with fsdp"):
-        validate(compose_config(*train_overrides, "fsdp=full_shard", "stage=sft", "stage.lora.enable=true"))
-    with pytest.raises(ConfigError, match="parallel.context_parallel_size > 1"):
-        validate(compose_config(*train_overrides, "fsdp=full_shard", "parallel=context"))
+    import dataclasses
 
     cfg = compose_config(*train_overrides, "fsdp=shard_grad_op", "optim.bf16=true")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ConfigError, match="needs a launch under torchrun"):
+        validate(cfg)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     validate(cfg)
+    refused = {"deepspeed and fsdp are both set .*deepspeed=none .*fsdp=none": {"deepspeed": {"zero_optimization": {}}},
+               "stage.lora.enable=true with fsdp": {"stage": dataclasses.replace(
+                   cfg.stage, lora=dataclasses.replace(cfg.stage.lora, enable=True))},
+               "parallel.context_parallel_size > 1": {"parallel": dataclasses.replace(
+                   cfg.parallel, context_parallel_size=2)}}
+    for message, change in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            validate(dataclasses.replace(cfg, **change))
+
     monkeypatch.delenv("WORLD_SIZE")  # TrainingArguments would set up a process group
     plugin = training_arguments(cfg, tmp_path).fsdp_plugin_args
     assert plugin["fsdp_version"] == 2 and plugin["state_dict_type"] == "FULL_STATE_DICT"
     assert plugin["reshard_after_forward"] is False and not plugin.get("cpu_offload")
     assert plugin["transformer_cls_names_to_wrap"] == ",".join(FSDP_UNITS)
     assert plugin["mixed_precision_policy"] == {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32}
-    offload = compose_config(*train_overrides, "fsdp=full_shard_offload")
-    assert training_arguments(offload, tmp_path).fsdp_plugin_args["cpu_offload"] is True
-    assert training_arguments(compose_config(*train_overrides), tmp_path).fsdp_plugin_args is None
+    offload = dataclasses.replace(cfg, fsdp=dataclasses.replace(cfg.fsdp, reshard_after_forward=True, cpu_offload=True))
+    plugin = training_arguments(offload, tmp_path).fsdp_plugin_args
+    assert plugin["cpu_offload"] is True and plugin["reshard_after_forward"] is True
+    plain = dataclasses.replace(cfg, fsdp=dataclasses.replace(cfg.fsdp, enable=False))
+    assert training_arguments(plain, tmp_path).fsdp_plugin_args is None
 
 
 @pytest.mark.slow
 def test_two_process_fsdp_equals_ddp_through_an_interruption_and_its_final_model_loads(train_overrides, synth,
                                                                                       tmp_path) -> None:
     """2 CPU processes over gloo, 4 steps on mixed batches (text-only and video samples meet in one step, so every
-    rank runs every shard unit on a dummy video item): FSDP2 full shard, stopped with a checkpoint after step 2 and
-    resumed, logs the losses and gradient norms of uninterrupted DDP and ends with its weights (checkpoints and
-    final/). accelerate 1.16 drops the FSDP plugin on CPU, so plain `vamba train fsdp=...` stops there with an error,
-    and the FSDP runs go through tests/training/fsdp_worker.py, which lifts that one gate (its docstring says how)."""
+    rank runs every shard unit on a dummy video item), with the online distillation teacher: FSDP2 full shard,
+    stopped with a checkpoint after step 2 and resumed, logs the losses and gradient norms of uninterrupted DDP and
+    ends with its weights (checkpoints and final/). accelerate 1.16 drops the FSDP plugin on CPU, so plain
+    `vamba train fsdp=...` stops there with an error, and the FSDP runs go through tests/training/fsdp_worker.py,
+    which lifts that one gate (its docstring says how)."""
+    from transformers import AutoTokenizer
+
     from vamba.data.sampling import FrameSampling
     from vamba.inference.chat import VambaChat
+    from vamba.training.build import tiny_qwen2vl
+    from vamba.training.config import TinyDims
 
     text = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Count to {i + 2}."},
                                              {"from": "gpt", "value": " ".join(map(str, range(1, i + 3)))}]}
@@ -70,8 +81,13 @@ def test_two_process_fsdp_equals_ddp_through_an_interruption_and_its_final_model
         f"  - {{name: text, format: llava, path: {tmp_path / 'text.json'}}}\n")
     overrides = [o for o in train_overrides if not o.startswith(("output_dir=", "optim.global_batch_size=",
                                                                 "optim.per_device_batch_size=", "data.mixture="))]
+    tok = AutoTokenizer.from_pretrained(synth / "tokenizer")  # the online teacher runs beside the sharded student
+    dims = TinyDims(hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, vision_depth=1,
+                    vision_embed_dim=16)
+    tiny_qwen2vl(tok, dims, seed=3).save_pretrained(tmp_path / "teacher")
     overrides += [f"data.mixture={tmp_path / 'mixed.yaml'}", "optim.per_device_batch_size=1",
-                  "optim.global_batch_size=2", "optim.max_steps=4", "logging.save_steps=2"]
+                  "optim.global_batch_size=2", "optim.max_steps=4", "logging.save_steps=2",
+                  "stage.distill.weight=0.5", f"stage.distill.teacher={tmp_path / 'teacher'}", "stage.distill.top_k=8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
     def launch(port: int, entry: list[str], *args: str) -> subprocess.CompletedProcess:
@@ -99,6 +115,7 @@ def test_two_process_fsdp_equals_ddp_through_an_interruption_and_its_final_model
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-6), step
+        assert b[step]["distill_loss"] == a[step]["distill_loss"] > 0, step
         assert b[step]["grad_norm"] == pytest.approx(a[step]["grad_norm"], rel=1e-5), step
     for folder in ("checkpoint-2", "checkpoint-4", "final"):
         want, got = load_file(ddp / folder / "model.safetensors"), load_file(fsdp / folder / "model.safetensors")

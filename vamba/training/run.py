@@ -31,6 +31,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
+from vamba.models.zero import is_zero3
 from vamba.training import rundir
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
                                   load_tokenizer, special_ids, training_processor)
@@ -351,7 +352,11 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         trained = trainer.model
         if cfg.stage.lora.enable:
             trained = trained.merge_and_unload()
-        sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+        # parameters split over the ranks (FSDP, ZeRO-3) are gathered by the Trainer on every rank; under ZeRO-2 each
+        # rank holds them whole and rank 0 saves them as DDP does (the Trainer's save would keep a LoRA run's
+        # adapters, not the merged model)
+        sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled
+                                              and any(is_zero3(p) for p in trained.parameters()))
         if args.process_index == 0 or sharded:
             if sharded:
                 trainer.save_model(str(final))  # every rank: gathers ZeRO-3 / FSDP shards into one state dict
