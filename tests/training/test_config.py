@@ -107,6 +107,7 @@ def test_synthetic_tokenizer_beside_a_checkpoint_names_the_fix(synth, tmp_path, 
     (["logging.eval_steps=-1"], "logging.eval_steps=-1"),
     (["parallel.context_parallel_size=2", "model.vision_mixer=selective_scan"], "supports model.vision_mixer=mamba2"),
     (["parallel.context_parallel_size=2", "stage.distill.weight=1", "stage.distill.teacher=/t"], "source=cache"),
+    (["stage=sft", "stage.lora.enable=true", "deepspeed=zero3"], "stage.lora.enable=true with deepspeed ZeRO-3"),
 ])
 def test_bad_values_fail(train_overrides, overrides, message) -> None:
     cfg = compose_config(*train_overrides, *overrides)

@@ -189,7 +189,7 @@ class FsdpConfig:
     (embeddings, lm_head, final norm) the root's. Checkpoints hold full state dicts (rank 0 gathers them).
     ``enable`` and ``deepspeed`` exclude each other."""
 
-    enable: bool = False
+    enable: bool = False  # train with FSDP2 under torchrun (fsdp=full_shard sets it); excludes deepspeed
     # true: parameters freed after each unit's forward and gathered again for its backward (full shard, about
     # ZeRO-3); false: kept from forward to backward (about ZeRO-2: gradients and optimizer states still sharded)
     reshard_after_forward: bool = True
@@ -428,7 +428,13 @@ def validate(cfg: TrainConfig) -> None:
 
 def check_sharding(cfg: TrainConfig) -> None:
     """DeepSpeed and FSDP exclude each other (each would own the model's sharding, the optimizer and checkpoints);
-    FSDP runs what it is tested with (docs/training.md "FSDP or DeepSpeed")."""
+    each runs what it is tested with (docs/training.md "FSDP or DeepSpeed")."""
+    zero_stage = ((cfg.deepspeed or {}).get("zero_optimization") or {}).get("stage")
+    if cfg.stage.lora.enable and zero_stage == 3:
+        # peft merges each adapter into its base weight in place, which ZeRO-3 holds partitioned: the run would
+        # train to its last step and then fail writing final/ (size mismatch in merge_and_unload)
+        raise ConfigError("stage.lora.enable=true with deepspeed ZeRO-3 is not supported (its partitioned weights "
+                          "cannot be merged into final/): use deepspeed=zero2, the released scripts' LoRA setting")
     if not cfg.fsdp.enable:
         return
     if cfg.deepspeed is not None:
