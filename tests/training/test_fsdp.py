@@ -59,7 +59,8 @@ def test_fsdp_settings_reach_the_trainer_and_conflicts_are_errors(train_override
 def test_two_process_fsdp_equals_ddp_through_an_interruption_and_its_final_model_loads(train_overrides, synth,
                                                                                       tmp_path) -> None:
     """2 CPU processes over gloo, 4 steps on mixed batches (text-only and video samples meet in one step, so every
-    rank runs every shard unit on a dummy video item), with the online distillation teacher: FSDP2 full shard,
+    rank runs every shard unit on a dummy video item), with the online distillation teacher and gradient
+    checkpointing: FSDP2 full shard,
     stopped with a checkpoint after step 2 and resumed, logs the losses and gradient norms of uninterrupted DDP and
     ends with its weights (checkpoints and final/). accelerate 1.16 drops the FSDP plugin on CPU, so plain
     `vamba train fsdp=...` stops there with an error, and the FSDP runs go through tests/training/fsdp_worker.py,
@@ -87,7 +88,8 @@ def test_two_process_fsdp_equals_ddp_through_an_interruption_and_its_final_model
     tiny_qwen2vl(tok, dims, seed=3).save_pretrained(tmp_path / "teacher")
     overrides += [f"data.mixture={tmp_path / 'mixed.yaml'}", "optim.per_device_batch_size=1",
                   "optim.global_batch_size=2", "optim.max_steps=4", "logging.save_steps=2",
-                  "stage.distill.weight=0.5", f"stage.distill.teacher={tmp_path / 'teacher'}", "stage.distill.top_k=8"]
+                  "stage.distill.weight=0.5", f"stage.distill.teacher={tmp_path / 'teacher'}", "stage.distill.top_k=8",
+                  "model.gradient_checkpointing=true"]  # ours, inside each shard unit
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
     def launch(port: int, entry: list[str], *args: str) -> subprocess.CompletedProcess:

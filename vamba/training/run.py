@@ -10,7 +10,8 @@ Run directory (``output_dir``)::
     loss.png             loss (and eval loss), learning rate and gradient norm over the steps (needs matplotlib)
     skips.jsonl          samples the data pipeline skipped, with the reason
     checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
-                         complete or absent: written under .staging/ and renamed (vamba.training.checkpoints)
+                         complete or absent: written under .staging/ and renamed (vamba.training.checkpoints);
+                         with fsdp also the Trainer's full-state files (pytorch_model_fsdp.bin, optimizer.bin)
     final/               the trained model (save_pretrained) and its processor (VambaProcessor: tokenizer, chat
                          template, the frames and resize settings training used; docs/model.md)
 """
