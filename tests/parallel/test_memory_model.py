@@ -51,3 +51,25 @@ def test_context_parallelism_divides_the_video_part_only() -> None:
     assert model.peak_gib(tokens, 8, "stage1") == model.peak_gib(tokens / 8, 1, "stage1")  # weights stay whole
     assert model.peak_gib(tokens, 8, "stage1") > model.peak_gib(0, 1, "stage1")
     assert model.max_frames(79.2, cp=8, mode="stage1") > 4 * model.max_frames(79.2, cp=1, mode="stage1")
+
+
+def test_fsdp_terms_and_the_documented_frame_counts() -> None:
+    # docs/context_parallel.md's FSDP table: frames at CP 1 over 8 ranks with a 15% margin, and the resident state
+    import pytest
+
+    model = vamba_7b()
+    rows = {("train", 79.2, "full_shard"): (1046, 22.6), ("train", 79.2, "shard_grad_op"): (652, 41.2),
+            ("stage1", 79.2, "full_shard"): (1196, 11.9), ("train", 139.8, "full_shard"): (2130, 22.6)}
+    for (mode, budget, fsdp), (frames, resident) in rows.items():
+        assert model.max_frames(budget, mode=mode, world=8, margin=0.15, fsdp=fsdp) == frames
+        assert round(model.peak_gib(0, 1, mode, world=8, fsdp=fsdp), 1) == resident
+    # full shard holds more than ZeRO-3 (float32 shards and gradients, gathered units), less than shard_grad_op
+    # (every unit gathered until its backward)
+    for mode in ("train", "stage1"):
+        zero3, full, op = (model.peak_gib(0, 1, mode, world=8, **kw) for kw in
+                           ({"zero_stage": 3}, {"fsdp": "full_shard"}, {"fsdp": "shard_grad_op"}))
+        assert zero3 < full < op
+    with pytest.raises(ValueError, match="fsdp='hybrid'"):
+        model.peak_gib(0, fsdp="hybrid")
+    with pytest.raises(ValueError, match="without zero_stage"):
+        model.peak_gib(0, zero_stage=3, fsdp="full_shard")

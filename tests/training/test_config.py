@@ -16,7 +16,7 @@ from vamba.training.config import ConfigError, OptimConfig, gradient_accumulatio
 FILL = ["model.path=/ckpt/qwen2vl", "data.mixture=/data/mix.yaml"]
 
 
-@pytest.mark.parametrize("group", ["model", "data", "stage", "deepspeed", "parallel", "logging", "debug"])
+@pytest.mark.parametrize("group", ["model", "data", "stage", "deepspeed", "fsdp", "parallel", "logging", "debug"])
 def test_every_group_option_composes(group: str) -> None:
     options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
     assert options
@@ -107,6 +107,7 @@ def test_synthetic_tokenizer_beside_a_checkpoint_names_the_fix(synth, tmp_path, 
     (["logging.eval_steps=-1"], "logging.eval_steps=-1"),
     (["parallel.context_parallel_size=2", "model.vision_mixer=selective_scan"], "supports model.vision_mixer=mamba2"),
     (["parallel.context_parallel_size=2", "stage.distill.weight=1", "stage.distill.teacher=/t"], "source=cache"),
+    (["stage=sft", "stage.lora.enable=true", "deepspeed=zero3"], "stage.lora.enable=true with deepspeed ZeRO-3"),
 ])
 def test_bad_values_fail(train_overrides, overrides, message) -> None:
     cfg = compose_config(*train_overrides, *overrides)

@@ -104,6 +104,36 @@ def test_lora_pretrain_adapts_only_the_new_modules_and_train_in_full_adds_named_
     assert set(summary.in_full) == {"visual.merger.*", "*.alpha"} and summary.in_full["*.alpha"] == 2
 
 
+def test_dora_trains_adapters_and_magnitudes_only_and_merges_into_the_plain_weights() -> None:
+    # stage.lora.dora (peft's use_dora, the released scripts' LoRA): each adapted linear layer also learns one
+    # magnitude per output row; nothing else trains, every DoRA parameter gets a gradient, and merging gives a plain
+    # model that computes what the DoRA model computes (final/ holds the merged weights)
+    from tests.models.vamba_tiny import video_batch
+
+    model, summary, trainable = _lora_stage("stage=sft", "stage.lora.dora=true")
+    modules = [f"model.layers.{i}.{m}" for i in (0, 1) for m in _LINEAR]
+    modules += ["model.layers.0.vision_mixer.mixer.in_proj", "model.layers.0.vision_mixer.mixer.out_proj"]
+    magnitudes = {f"{m}.lora_magnitude_vector.default.weight" for m in modules}
+    assert trainable == _adapters(modules) | magnitudes
+    assert summary.adapters == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert summary.in_full == {}
+    with torch.no_grad():  # B starts at zero (the DoRA update would be the identity): give it a value
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.1)
+    batch = video_batch([6, 5], [[(2, 4, 4)], [(2, 4, 4)]])
+    model.train()
+    model.gradient_checkpointing_enable()
+    model(**batch).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and not (p.grad is not None and p.grad.any())] == []
+    model.eval()
+    with torch.no_grad():
+        dora_logits = model(**batch, return_logits=True).logits
+        merged = model.merge_and_unload()
+        assert not any("lora_" in n for n, _ in merged.named_parameters())
+        torch.testing.assert_close(merged(**batch, return_logits=True).logits, dora_logits, rtol=1e-4, atol=1e-5)
+
+
 def test_lora_settings_that_would_train_nothing_or_twice_are_errors() -> None:
     from vamba.training.config import ConfigError
 

@@ -245,7 +245,8 @@ def test_optimizer_groups_exempt_ssm_norm_bias_and_alpha_from_decay(train_overri
 @pytest.mark.parametrize("stage", [2, 3])
 def test_two_process_zero_with_mixed_batches_saves_and_resumes(train_overrides, synth, tmp_path, stage) -> None:
     """DeepSpeed ZeRO-2/3 over gloo with mixed batches (no hang), a checkpoint after 2 steps, the resumed run
-    continues to step 4. Skipped without deepspeed (the ``train`` extra)."""
+    continues to step 4; ZeRO-2 trains LoRA (the released scripts' LoRA setting), whose final/ is the merged model
+    (the Trainer's own save kept only the adapters). Skipped without deepspeed (the ``train`` extra)."""
     pytest.importorskip("deepspeed")
     text = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Count to {i + 2}."},
                                              {"from": "gpt", "value": " ".join(map(str, range(1, i + 3)))}]}
@@ -263,7 +264,8 @@ def test_two_process_zero_with_mixed_batches_saves_and_resumes(train_overrides, 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29540 + stage),
            "-m", "vamba.cli", "train", *overrides, f"output_dir={out}", f"data.mixture={tmp_path / 'mixed.yaml'}",
            f"deepspeed=zero{stage}", "optim.per_device_batch_size=1", "optim.global_batch_size=2",
-           "optim.max_steps=4", "logging.save_steps=2"]
+           "optim.max_steps=4", "logging.save_steps=2", *(["stage=sft", "stage.lora.enable=true", "stage.lora.r=4"]
+                                                          if stage == 2 else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     first = subprocess.run([*cmd, "debug.stop_after_steps=2"], cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=600)
@@ -273,6 +275,10 @@ def test_two_process_zero_with_mixed_batches_saves_and_resumes(train_overrides, 
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(_losses(out)) == [1, 2, 3, 4]
     assert (out / "final" / "config.json").exists()
+    from safetensors import safe_open
+
+    with safe_open(out / "final" / "model.safetensors", "pt") as f:  # our layout, LoRA merged
+        assert "model.layers.0.self_attn.q_proj.weight" in f.keys() and not any("lora_" in k for k in f.keys())
 
 
 def test_an_empty_training_file_is_an_error_naming_it(train_overrides, tmp_path) -> None:

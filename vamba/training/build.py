@@ -174,7 +174,8 @@ def apply_lora(model: nn.Module, stage: StageConfig) -> tuple[nn.Module, LoraSum
     if unused:
         raise ConfigError(f"stage.lora.train_in_full pattern(s) {unused} match no parameter that has an effect")
     peft_model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                  target_modules=targets, bias="none"))
+                                                  target_modules=targets, bias="none",
+                                                  use_dora=lora.dora))
     for param in full_params:
         param.requires_grad_(True)
     adapters = sum(full_numel(p) for n, p in peft_model.named_parameters() if ".lora_" in n)

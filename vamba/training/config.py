@@ -1,7 +1,7 @@
 """Typed configuration of ``vamba train`` (Hydra structured configs).
 
 Precedence, lowest first: these dataclass defaults < ``configs/train.yaml`` and the group files it
-selects (model, data, stage, deepspeed, logging, debug) < ``experiment=`` (deltas only) < command-line
+selects (model, data, stage, deepspeed, fsdp, logging, debug) < ``experiment=`` (deltas only) < command-line
 ``key=value`` overrides. ``TrainConfig`` is registered in Hydra's ConfigStore as ``schema/train`` and is
 the first entry of ``configs/train.yaml``'s defaults, so every YAML is merged *into* the schema: an unknown
 key or a value of the wrong type fails while the config is composed; ``validate`` then checks values and
@@ -134,6 +134,9 @@ class LoraConfig:
     # the language model's linear layers, lm_head excluded: what the released code meant to adapt
     target_modules: str = r"model\.layers\.\d+\.(self_attn|cross_attn|mlp|vision_mixer\.mixer)\.\w+_proj"
     train_in_full: list[str] = field(default_factory=list)
+    # DoRA (peft's use_dora): each adapted weight also learns a magnitude per output row (weight-decomposed LoRA,
+    # as the released scripts' LoRA); merged into the plain weights in final/ like LoRA
+    dora: bool = False
 
 
 @dataclass
@@ -180,6 +183,21 @@ class ParallelConfig:
 
 
 @dataclass
+class FsdpConfig:
+    """PyTorch FSDP2 (``fully_shard``) through the HF Trainer and accelerate, instead of DeepSpeed
+    (docs/training.md "FSDP or DeepSpeed"): each decoder layer and the vision tower are one shard unit, the rest
+    (embeddings, lm_head, final norm) the root's. Checkpoints hold full state dicts (rank 0 gathers them).
+    ``enable`` and ``deepspeed`` exclude each other."""
+
+    enable: bool = False  # train with FSDP2 under torchrun (fsdp=full_shard sets it); excludes deepspeed
+    # true: parameters freed after each unit's forward and gathered again for its backward (full shard, about
+    # ZeRO-3); false: kept from forward to backward (about ZeRO-2: gradients and optimizer states still sharded)
+    reshard_after_forward: bool = True
+    # parameters, gradients and optimizer states live in host memory; the optimizer steps on the CPU (slow)
+    cpu_offload: bool = False
+
+
+@dataclass
 class LoggingConfig:
     report_to: list[str] = field(default_factory=list)  # wandb, tensorboard
     project: str = "vamba"
@@ -220,6 +238,7 @@ class TrainConfig:
     stage: StageConfig = field(default_factory=StageConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: dict[str, Any] | None = None  # a DeepSpeed config (configs/deepspeed/*.yaml); None = DDP / 1 process
+    fsdp: FsdpConfig = field(default_factory=FsdpConfig)  # PyTorch FSDP2 instead of DeepSpeed (configs/fsdp/*.yaml)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
@@ -348,6 +367,7 @@ def validate(cfg: TrainConfig) -> None:
     _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     check_reporters(list(cfg.logging.report_to))
+    check_sharding(cfg)
     _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
     if cfg.parallel.ddp_timeout < 1:
         raise ConfigError(f"parallel.ddp_timeout={cfg.parallel.ddp_timeout}: must be >= 1 (seconds)")
@@ -404,6 +424,32 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
     if cfg.resume not in ("auto", "never", "replace"):
         _exists(cfg.resume, "resume")
+
+
+def check_sharding(cfg: TrainConfig) -> None:
+    """DeepSpeed and FSDP exclude each other (each would own the model's sharding, the optimizer and checkpoints);
+    each runs what it is tested with (docs/training.md "FSDP or DeepSpeed")."""
+    zero_stage = ((cfg.deepspeed or {}).get("zero_optimization") or {}).get("stage")
+    if cfg.stage.lora.enable and zero_stage == 3:
+        # peft merges each adapter into its base weight in place, which ZeRO-3 holds partitioned: the run would
+        # train to its last step and then fail writing final/ (size mismatch in merge_and_unload)
+        raise ConfigError("stage.lora.enable=true with deepspeed ZeRO-3 is not supported (its partitioned weights "
+                          "cannot be merged into final/): use deepspeed=zero2, the released scripts' LoRA setting")
+    if not cfg.fsdp.enable:
+        return
+    if cfg.deepspeed is not None:
+        raise ConfigError("deepspeed and fsdp are both set (deepspeed=<a config>, fsdp.enable=true): choose one, "
+                          "deepspeed=none to train with FSDP or fsdp=none to train with DeepSpeed")
+    if "WORLD_SIZE" not in os.environ:
+        raise ConfigError("fsdp.enable=true needs a launch under torchrun (scripts/launch/torchrun.sh N ...): FSDP "
+                          "shards over processes; in one process use fsdp=none")
+    if cfg.stage.lora.enable:
+        # the sharded PeftModel cannot be merged in place; final/ would hold the adapters, not the merged model
+        raise ConfigError("stage.lora.enable=true with fsdp is not supported: use deepspeed=zero2 (the released "
+                          "scripts' LoRA setting) or fsdp=none (DDP)")
+    if cfg.parallel.context_parallel_size > 1:
+        raise ConfigError("fsdp with parallel.context_parallel_size > 1 is not supported (untested): use deepspeed=zero3 "
+                          "or fsdp=none with context parallelism")
 
 
 def has_validation(d: DataConfig) -> bool:

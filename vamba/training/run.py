@@ -10,7 +10,8 @@ Run directory (``output_dir``)::
     loss.png             loss (and eval loss), learning rate and gradient norm over the steps (needs matplotlib)
     skips.jsonl          samples the data pipeline skipped, with the reason
     checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
-                         complete or absent: written under .staging/ and renamed (vamba.training.checkpoints)
+                         complete or absent: written under .staging/ and renamed (vamba.training.checkpoints);
+                         with fsdp also the Trainer's full-state files (pytorch_model_fsdp.bin, optimizer.bin)
     final/               the trained model (save_pretrained) and its processor (VambaProcessor: tokenizer, chat
                          template, the frames and resize settings training used; docs/model.md)
 """
@@ -31,11 +32,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
+from vamba.models.zero import is_zero3
 from vamba.training import rundir
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
                                   load_tokenizer, special_ids, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
-from vamba.training.config import TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
+from vamba.training.config import ConfigError, TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
 from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSummary, append_invocation, console_log,
                                     samples_per_source)
 from vamba.training.params import LoraSummary, TrainableSummary
@@ -151,7 +153,7 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
     deepspeed = cfg.deepspeed
     if deepspeed is not None and not isinstance(deepspeed, dict):
         deepspeed = OmegaConf.to_container(deepspeed, resolve=True)
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(out), run_name=out.name, seed=cfg.seed,
         per_device_train_batch_size=o.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation(o, world, cfg.parallel.context_parallel_size),
@@ -163,7 +165,32 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         eval_strategy="steps" if has_validation(cfg.data) else "no", eval_steps=lg.eval_steps or lg.save_steps,
         per_device_eval_batch_size=o.per_device_batch_size, prediction_loss_only=True,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
-        ddp_find_unused_parameters=False, ddp_timeout=cfg.parallel.ddp_timeout)
+        ddp_find_unused_parameters=False, ddp_timeout=cfg.parallel.ddp_timeout, **fsdp_arguments(cfg))
+    if cfg.fsdp.enable and o.bf16:
+        # bf16 compute, gradients reduced in float32 (accelerate would reduce them in bf16); float32 master weights
+        args.fsdp_plugin_args["mixed_precision_policy"] = {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32}
+    return args
+
+
+# FSDP2 shard units: one per decoder layer and one for the vision tower. The tower's fast forward computes its
+# blocks from their weights without calling them (vamba.models.vision), so its blocks cannot be units of their own
+# (their gathering hooks would never run); gathered as one unit they are whole while the tower runs.
+FSDP_UNITS = ["VambaDecoderLayer", "VambaVisionTower"]
+
+
+def fsdp_arguments(cfg: TrainConfig) -> dict[str, Any]:
+    """TrainingArguments' ``fsdp`` / ``fsdp_config`` for ``cfg.fsdp`` (none when disabled). Full state dicts: every
+    checkpoint holds ``model.safetensors`` (rank 0 gathers it) and the Trainer's full optimizer state, loaded
+    weights-only; DCP's sharded format unpickles its metadata without that check (docs/training.md)."""
+    f = cfg.fsdp
+    if not f.enable:
+        return {}
+    return {"fsdp": True, "fsdp_config": {
+        "version": 2, "transformer_layer_cls_to_wrap": list(FSDP_UNITS),
+        "reshard_after_forward": f.reshard_after_forward, "cpu_offload": f.cpu_offload,
+        "state_dict_type": "FULL_STATE_DICT",
+        # checkpointing is model.gradient_checkpointing (our layers checkpoint themselves), not FSDP's wrapper
+        "activation_checkpointing": False}}
 
 
 def resume_checkpoint(cfg: TrainConfig, out: Path) -> str | None:
@@ -301,6 +328,12 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         callbacks=[JsonlLogger(out / "log.jsonl"), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
+    if cfg.fsdp.enable and not trainer.is_fsdp_enabled:
+        # accelerate 1.16 attaches the FSDP plugin only on GPU-like devices (accelerate/state.py: MULTI_CPU is not in
+        # the list that reads it); the run would otherwise train as plain DDP without a word
+        raise ConfigError(f"fsdp.enable=true but accelerate did not turn FSDP on (distributed type "
+                          f"{trainer.accelerator.distributed_type}): FSDP needs CUDA GPUs under torchrun; on CPU use "
+                          f"fsdp=none (DDP) or deepspeed=zero2|zero3")
     if cfg.debug.stop_after_steps > 0:
         trainer.add_callback(StopAfter(cfg.debug.stop_after_steps))
     if cfg.debug.stall_dump_s > 0:
@@ -320,9 +353,14 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         trained = trainer.model
         if cfg.stage.lora.enable:
             trained = trained.merge_and_unload()
-        if args.process_index == 0 or trainer.is_deepspeed_enabled:
-            if trainer.is_deepspeed_enabled:
-                trainer.save_model(str(final))  # gathers ZeRO-3 shards into one state dict
+        # parameters split over the ranks (FSDP, ZeRO-3) are gathered by the Trainer on every rank; under ZeRO-2 each
+        # rank holds them whole and rank 0 saves them as DDP does (the Trainer's save would keep a LoRA run's
+        # adapters, not the merged model)
+        sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled
+                                              and any(is_zero3(p) for p in trained.parameters()))
+        if args.process_index == 0 or sharded:
+            if sharded:
+                trainer.save_model(str(final))  # every rank: gathers ZeRO-3 / FSDP shards into one state dict
             else:
                 trained.save_pretrained(str(final))
         if args.process_index == 0:
