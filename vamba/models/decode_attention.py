@@ -28,9 +28,12 @@ at most ``MAX_DECODE_QUERIES`` tokens, on any device: tests), ``reference`` (nev
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 DECODE_ATTENTION = ("auto", "reference", "split")
 MAX_DECODE_QUERIES = 16  # query tokens per row up to which decoding's split path is used
@@ -80,12 +83,26 @@ def _nearest_divisor(m: int, target: int) -> int:
     return best
 
 
+@functools.cache
+def _cuda_bmm_out_dtype(dtype: torch.dtype) -> bool:
+    """Whether this torch's CUDA ``bmm`` takes ``out_dtype=torch.float32`` for ``dtype`` inputs (torch >= 2.8)."""
+    try:
+        a = torch.ones(1, 2, 2, dtype=dtype, device="cuda")
+        return torch.bmm(a, a, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError, NotImplementedError) as e:
+        logger.warning("decode attention: torch %s has no float32-output bmm for %s (%s); the scores are rounded "
+                       "to %s before the float32 softmax", torch.__version__, dtype, e, dtype)
+        return False
+
+
 def _bmm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b (3-D) accumulated and returned in float32 without upcasting the (large) operands on CUDA."""
     if a.dtype == torch.float32 and b.dtype == torch.float32:
         return torch.bmm(a, b)
     if a.is_cuda:
-        return torch.bmm(a, b, out_dtype=torch.float32)
+        if _cuda_bmm_out_dtype(a.dtype):
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        return torch.bmm(a, b).float()  # older torch: products rounded to the input dtype (warned once)
     return torch.bmm(a.float(), b.float())  # CPU half precision (no out_dtype kernel): slow, exact
 
 
