@@ -23,7 +23,7 @@ from vamba.utils.timing import GIB, free, is_oom
 QUESTION = "What happens in the video? Describe the scenes in order."
 
 
-class _TokenClock(BaseStreamer):
+class TokenClock(BaseStreamer):
     """A transformers streamer that only notes when each generated token reaches the host (``put`` is called with
     the prompt first, then with every new token after it has been copied to the host)."""
 
@@ -63,7 +63,7 @@ def answer_from_file(model, video: Path, frames: int, answer_tokens: int, piece_
     cuda = device.type == "cuda"
     chat = VambaChat(model, build_tiny_tokenizer(), piece_frames=piece_frames, workers=workers)
     ids = torch.tensor([chat.prompt_ids([(QUESTION, None)])], device=device)
-    clock = _TokenClock()
+    clock = TokenClock()
     free(device)
     if cuda:
         torch.cuda.synchronize()
