@@ -12,9 +12,9 @@ The video cache is what a streamed prefill leaves: per layer keys and values ``[
 video tokens for the frame count and ``frame_size``. Decoding only reads it, so it is filled with random values
 instead of running the vision tower and Mamba-2 blocks (minutes at the hour); the weights are random too and the
 reply is held to exactly ``answer_tokens`` tokens (``min_new_tokens``). Times come from a streamer that notes when
-each token reaches the host (``TokenClock``): ``tokens_per_s`` is the steady rate from the second decoded token to the last (the
-first decoding step of ``graph`` includes its capture, reported as ``first_step_ms``), the median over ``reps``
-replies after one warm-up reply.
+each token reaches the host (``TokenClock``): ``tokens_per_s`` is the steady rate from the second decoded token to
+the last (the first decoding step of ``graph`` includes its capture, reported as ``first_step_ms``), the median over
+``reps`` replies after one warm-up reply.
 
 The floor: each token reads at least the text path's weights (every decoder weight but the vision tower, the Mamba-2
 blocks and the cross-attention K/V projections, plus lm_head) and every layer's cached video K/V (and the text K/V
@@ -239,10 +239,12 @@ def table(result: dict[str, Any]) -> str:
         if rate and r["frames"] not in base:
             base[r["frames"]] = rate
         up = f"{rate / base[r['frames']]:.2f}x" if rate and r["frames"] in base else "-"
-        goal = "" if "goal_met" not in r else f"{'met' if r['goal_met'] else 'NOT met'} (>= {r['goal_tokens_per_s']:.0f})"
+        goal = "" if "goal_met" not in r else \
+            f"{'met' if r['goal_met'] else 'NOT met'} (>= {r['goal_tokens_per_s']:.0f})"
         out.append(f"{r['frames']:>6} {r['video_tokens']:>12} {r['path']:<15} "
                    f"{(f'{rate:.1f}' if rate else r['status'][:9]):>9} {r.get('floor_tokens_per_s', 0):>7.0f} "
-                   f"{(str(r.get('of_floor', '-'))):>9} {up:>9} {str(r.get('same_tokens_as_first_path', '-')):>5} {goal}")
+                   f"{str(r.get('of_floor', '-')):>9} {up:>9} {str(r.get('same_tokens_as_first_path', '-')):>5} "
+                   f"{goal}")
     return "\n".join(out)
 
 

@@ -33,9 +33,9 @@ from vamba.models.positions import text_segments
 # values: a checkpoint whose generation_config sets one otherwise decodes through generate (``unsupported``).
 NEUTRAL_GENERATION = {
     "repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
-    "bad_words_ids": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0), "sequence_bias": (None,), "forced_bos_token_id": (None,),
-    "forced_eos_token_id": (None,), "exponential_decay_length_penalty": (None,), "suppress_tokens": (None,),
-    "begin_suppress_tokens": (None,), "guidance_scale": (None, 1.0), "num_beams": (None, 1),
+    "bad_words_ids": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0), "sequence_bias": (None,),
+    "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "exponential_decay_length_penalty": (None,),
+    "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "guidance_scale": (None, 1.0), "num_beams": (None, 1),
     "renormalize_logits": (None, False), "remove_invalid_values": (None, False), "max_time": (None,),
     "stop_strings": (None,), "watermarking_config": (None,), "low_memory": (None, False),
 }
