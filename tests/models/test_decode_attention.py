@@ -59,6 +59,14 @@ def test_one_video_shared_by_several_rows(masked: bool) -> None:
     torch.testing.assert_close(out, reference(q, k, v, q_seg, k_seg), rtol=1e-6, atol=1e-6)
 
 
+def test_keys_in_the_projections_memory_order() -> None:
+    """forward collects K/V as [B, M, Hkv, d].transpose(1, 2): not contiguous; the result is the same."""
+    q, k, v = inputs(2, 2, hq=4, hkv=2, nq=1, m=30)
+    kt, vt = k.transpose(1, 2).contiguous().transpose(1, 2), v.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not kt.is_contiguous()
+    torch.testing.assert_close(split_decode(q, kt, vt, chunks=3), reference(q, k, v), rtol=1e-6, atol=1e-6)
+
+
 def test_chunk_counts_divide_the_length() -> None:
     cpu = torch.device("cpu")
     for m in (538_200, 153_088, 4096, 257, 61):  # an hour, 1,024 frames at 640x360, a power of two, primes

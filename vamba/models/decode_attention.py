@@ -132,7 +132,8 @@ def split_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_seg: to
     scale = d ** -0.5 if scale is None else scale
     # Rows of one key/value head: (query row within the video's rows, query head of the group, query token).
     qr = q.view(bk, qb, hkv, g, nq, d).permute(0, 2, 1, 3, 4, 5).reshape(bk * hkv, rows, d)
-    kf = k.reshape(bk * hkv, m, d)  # views: k and v are [Bk, Hkv, M, d] with contiguous last two dims
+    # Views when the cache is contiguous (a VideoCache from streaming or encode_video); a copy per call otherwise.
+    kf = k.reshape(bk * hkv, m, d)
     vf = v.reshape(bk * hkv, m, d)
     scores = _bmm_fp32(qr, kf.transpose(1, 2)).mul_(scale)  # [Bk*Hkv, R, M], float32
     view = scores.view(bk, hkv, qb, g, nq, m)
@@ -149,7 +150,7 @@ def split_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_seg: to
     p = torch.exp(scores.view(bk * hkv, rows, c, length).transpose(1, 2) - top.view(bk * hkv, 1, rows, 1))
     denom = p.sum(dim=(1, 3))  # [Bk*Hkv, R]
     p = torch.empty(p.shape, dtype=v.dtype, device=p.device).copy_(p).view(bk * hkv * c, rows, length)
-    out = _bmm_fp32(p, vf.view(bk * hkv * c, length, d)).view(bk * hkv, c, rows, d).sum(1)
+    out = _bmm_fp32(p, vf.reshape(bk * hkv * c, length, d)).view(bk * hkv, c, rows, d).sum(1)
     out = out / torch.where(denom > 0, denom, torch.ones((), dtype=denom.dtype, device=denom.device))[..., None]
     out = out.to(q.dtype).view(bk, hkv, qb, g, nq, d).permute(0, 2, 4, 1, 3, 5)
     return out.reshape(b, nq, hq, d)

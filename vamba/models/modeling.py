@@ -471,7 +471,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                                             *args: Any, **kwargs: Any) -> dict[str, Any]:
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
         if outputs.video_cache is not None:
-            model_kwargs["video_cache"] = outputs.video_cache
+            model_kwargs["video_cache"] = outputs.video_cache.contiguous()  # read by every decoding step
         return model_kwargs
 
     def parameters_without_effect(self) -> list[str]:
