@@ -13,7 +13,8 @@ operation that reads the cache once:
 3. the softmax is exact: a row maximum (a reduction that spreads over the GPU), ``p = exp(s - max)``;
 4. ``p @ V`` is a reduction over the video axis, the part a plain GEMM leaves to a few thread blocks: it is split
    into ``chunks`` pieces of the video (split-K), one small GEMM each in one batched call, summed after.
-   ``p`` is rounded to the value dtype before this product, as FlashAttention does.
+   ``p`` is written in the value dtype for this product, as FlashAttention rounds it, and the softmax denominator
+   is the float32 sum of those rounded weights.
 
 Chunks are views of the cache (no copy): their length divides the number of cached tokens (``decode_chunks``
 picks the divisor nearest to what fills the device's SMs). No step waits on the host, so a decoding step that
@@ -140,17 +141,19 @@ def split_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_seg: to
     if q_seg is not None:
         allowed = (q_seg.view(bk, qb, nq, 1) == k_seg.view(bk, 1, 1, m)) & (k_seg.view(bk, 1, 1, m) >= 0)
         view.masked_fill_(~allowed.view(bk, 1, qb, 1, nq, m), float("-inf"))
-    top = scores.amax(-1, keepdim=True)
-    top = torch.where(torch.isinf(top), torch.zeros((), dtype=top.dtype, device=top.device), top)  # empty rows
+    # Exact softmax: the row maximum (an empty row's -inf becomes 0: its p is then 0 and so is its output), then
+    # exp written straight into the value dtype, chunk-major [Bk*Hkv, C, R, L]: each chunk's p @ V is one entry of a
+    # batched GEMM. The denominator sums the p that multiply V (float32 accumulation).
+    scores.sub_(scores.amax(-1, keepdim=True).nan_to_num_(neginf=0.0))
     c = chunks or decode_chunks(m, bk * hkv, q.device)
     if m % c:
         raise ValueError(f"split_decode: chunks={c} does not divide the {m} cached tokens")
     length = m // c
-    # p laid out chunk-major [Bk*Hkv, C, R, L] so that each chunk's product is one entry of a batched GEMM.
-    p = torch.exp(scores.view(bk * hkv, rows, c, length).transpose(1, 2) - top.view(bk * hkv, 1, rows, 1))
-    denom = p.sum(dim=(1, 3))  # [Bk*Hkv, R]
-    p = torch.empty(p.shape, dtype=v.dtype, device=p.device).copy_(p).view(bk * hkv * c, rows, length)
-    out = _bmm_fp32(p, vf.reshape(bk * hkv * c, length, d)).view(bk * hkv, c, rows, d).sum(1)
+    p = torch.empty(bk * hkv, c, rows, length, dtype=v.dtype, device=q.device)
+    torch.exp(scores.view(bk * hkv, rows, c, length).transpose(1, 2), out=p)
+    denom = p.sum(dim=(1, 3), dtype=torch.float32)  # [Bk*Hkv, R]
+    out = _bmm_fp32(p.view(bk * hkv * c, rows, length), vf.reshape(bk * hkv * c, length, d))
+    out = out.view(bk * hkv, c, rows, d).sum(1)
     out = out / torch.where(denom > 0, denom, torch.ones((), dtype=denom.dtype, device=denom.device))[..., None]
     out = out.to(q.dtype).view(bk, hkv, qb, g, nq, d).permute(0, 2, 4, 1, 3, 5)
     return out.reshape(b, nq, hq, d)
