@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vamba.data.sampling import FrameSampling
 from vamba.inference.chat import EncodedVideo, VambaChat
-from vamba.models.fast_decode import greedy_decode
+from vamba.models.fast_decode import _Step, greedy_decode
 
 QUESTIONS = ["What colour was the shape?", "Describe the video.", "How many objects move from left to right?"]
 
@@ -118,3 +119,44 @@ def test_chat_reply_switch(chat: VambaChat, video: EncodedVideo) -> None:
             chat.reply(video, QUESTIONS[0], max_new_tokens=2, decode="static")
     finally:
         chat.model.generation_config.repetition_penalty = 1.0
+
+
+class _HostReads(TorchDispatchMode):
+    """Records the ops that make the host wait for a device value (``.item()``, ``bool(t)``, ``nonzero``): a CUDA
+    graph cannot capture them."""
+
+    SYNCING = ("aten::_local_scalar_dense", "aten::nonzero", "aten::equal", "aten::is_nonzero")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.SYNCING:
+            self.seen.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mode", ["split", "reference"])
+def test_the_decoding_step_never_reads_a_device_value_on_the_host(chat: VambaChat, video: EncodedVideo,
+                                                                  mode: str) -> None:
+    """What CUDA-graph capture needs, checked on the CPU: the step (all layers, the split or the SDPA cross-attention)
+    dispatches no op that syncs the host; the loop around it does (eos), outside the graph."""
+    chat.model.config.decode_attention = mode
+    steps = []
+    original = _Step.__call__
+
+    def watched(self):
+        with _HostReads() as reads:
+            out = original(self)
+        steps.append(reads.seen)
+        return out
+
+    try:
+        _Step.__call__ = watched
+        ids = prompt(chat, QUESTIONS[0])
+        greedy_decode(chat.model, ids, video.cache, 3, chat.eos_token_ids, chat.pad_token_id)
+    finally:
+        _Step.__call__ = original
+        chat.model.config.decode_attention = "auto"
+    assert steps == [[], []]
