@@ -1,9 +1,9 @@
 """Cross-attention of a few decoding queries over a long cached video: one matmul pass, split over the video.
 
 While decoding, each new token's cross-attention is one query per head over every cached video token of the
-layer (hundreds of thousands at an hour of video). A fused attention kernel parallelises over batch x heads
-(1 x 28 at 7B) and leaves most of a GPU idle, or (SDPA's math fallback for grouped-query attention) copies the
-keys and values once per query head. Here the work is laid out so that every step is a wide, memory-bound
+layer (hundreds of thousands at an hour of video). A fused attention kernel that parallelises over batch x heads
+(1 x 28 at 7B) leaves most of a GPU idle; SDPA's math fallback for grouped-query attention copies the keys and
+values once per query head. Here the work is laid out so that every step is a wide, memory-bound
 operation that reads the cache once:
 
 1. the query heads that share a key/value head, and the rows that share one video, are folded into the rows of
