@@ -125,7 +125,8 @@ def test_benchmark_imports_nothing_the_gpu_image_lacks() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, vamba.bench.efficiency, vamba.inference.chat, vamba.data.tiny_tokenizer; "  # + answer_file's
+    code = ("import sys, vamba.bench.efficiency, vamba.bench.answer, vamba.inference.chat, "
+            "vamba.data.tiny_tokenizer; "  # + answer_file's
             "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'decord', 'av', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])

@@ -4,7 +4,9 @@ What a user's ``VambaChat`` does with an hour of video at 1 fps: the file is dec
 PyAV), its frames resized and cut into patches (``vamba.inference.video.VideoPlan.pieces``: one decoding thread, a
 pool of resizing threads, uint8 frames normalised on the GPU), streamed through the vision tower and the LLM in
 pieces (``VambaChat.encode``), then a question is prefilled against the video cache and ``answer_tokens`` tokens are
-decoded greedily. Measured once, from the first frame decoded: time to first token, decode tokens/s, peak memory,
+decoded greedily, as ``VambaChat.reply`` decodes them (on CUDA ``vamba.models.fast_decode.greedy_decode``, the
+static loop in a CUDA graph; ``generate`` elsewhere; the row's ``decode_loop``; before 2026-12-07 always
+``generate``). Measured once, from the first frame decoded: time to first token, decode tokens/s, peak memory,
 the vision tower's share, and the host's decoding and resizing time with the part of it the GPU waited for.
 The question is text of the tiny local tokenizer (``vamba.data.tiny_tokenizer``; its ids exist in every VAMBA
 vocabulary); with random weights the reply is noise, so generation is held to exactly ``answer_tokens`` tokens.
@@ -18,12 +20,13 @@ from typing import Any
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from vamba.models.fast_decode import greedy_decode
 from vamba.utils.timing import GIB, free, is_oom
 
 QUESTION = "What happens in the video? Describe the scenes in order."
 
 
-class _TokenClock(BaseStreamer):
+class TokenClock(BaseStreamer):
     """A transformers streamer that only notes when each generated token reaches the host (``put`` is called with
     the prompt first, then with every new token after it has been copied to the host)."""
 
@@ -63,7 +66,7 @@ def answer_from_file(model, video: Path, frames: int, answer_tokens: int, piece_
     cuda = device.type == "cuda"
     chat = VambaChat(model, build_tiny_tokenizer(), piece_frames=piece_frames, workers=workers)
     ids = torch.tensor([chat.prompt_ids([(QUESTION, None)])], device=device)
-    clock = _TokenClock()
+    clock = TokenClock()
     free(device)
     if cuda:
         torch.cuda.synchronize()
@@ -77,11 +80,15 @@ def answer_from_file(model, video: Path, frames: int, answer_tokens: int, piece_
         if cuda:
             torch.cuda.synchronize()
         encoded_at = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_cache=encoded.cache,
-                                 max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None, eos_token_id=chat.eos_token_ids,
-                                 pad_token_id=chat.pad_token_id, streamer=clock)
+        if cuda:  # as VambaChat.reply decodes greedily on CUDA (decode="auto"): the static loop and its graph
+            out = greedy_decode(model, ids, encoded.cache, answer_tokens, chat.eos_token_ids, chat.pad_token_id,
+                                min_new_tokens=answer_tokens, streamer=clock)
+        else:
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), video_cache=encoded.cache,
+                                     max_new_tokens=answer_tokens, min_new_tokens=answer_tokens, do_sample=False,
+                                     temperature=None, top_p=None, top_k=None, eos_token_id=chat.eos_token_ids,
+                                     pad_token_id=chat.pad_token_id, streamer=clock)
     except Exception as e:  # noqa: BLE001 - recorded like a sweep point
         free(device)
         return {"status": "oom"} if is_oom(e) else {"status": "error", "error": f"{type(e).__name__}: {e}"[:500]}
@@ -90,7 +97,7 @@ def answer_from_file(model, video: Path, frames: int, answer_tokens: int, piece_
     host = encoded.host
     row: dict[str, Any] = {
         "status": "ok", "video": Path(video).name, "answer_tokens": generated, "question_tokens": ids.shape[1],
-        "piece_frames": piece_frames, "workers": workers,
+        "piece_frames": piece_frames, "workers": workers, "decode_loop": "static" if cuda else "generate",
         "total_ms": round(1e3 * (last - started), 2),
         "time_to_first_token_ms": round(1e3 * (first - started), 2),
         "encode_ms": round(1e3 * (encoded_at - started), 2),

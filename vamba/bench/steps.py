@@ -8,7 +8,9 @@ A step factory takes a frame count and returns a closure that runs one step on f
 - ``train``: one forward+backward with gradient checkpointing, loss on the text tokens only for both models
   (Qwen2-VL's logits are taken for the text positions only). ``train_offload``: VAMBA's ``train`` with each
   checkpointed layer's inputs in pinned host memory (``set_checkpoint_offload``; ``step.extra["host_bytes"]``).
-- ``answer`` (VAMBA): the streamed prefill, then greedy decoding of a number of tokens against the video cache.
+- ``answer`` (VAMBA): the streamed prefill, then greedy decoding of a number of tokens against the video cache (on
+  CUDA by ``vamba.models.fast_decode.greedy_decode``, as ``VambaChat.reply``; ``generate`` before 2026-12-07 and on
+  the CPU).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from vamba.bench.build import Setup
 from vamba.inference.streaming import VideoStream
+from vamba.models.fast_decode import greedy_decode
 
 Step = Callable[[], None]
 
@@ -75,7 +78,10 @@ def vamba_steps(model, setup: Setup) -> dict[str, Callable[..., Step]]:
                     t = min(piece // 2, frames // 2 - done)
                     stream.push(piece_pixels[:t * h * w], piece_grid.new_tensor([[t, h, w]]))
                     done += t
-                if answer_tokens:
+                if answer_tokens and question.is_cuda:  # as VambaChat.reply decodes greedily on CUDA
+                    greedy_decode(model, question, stream.finish(), answer_tokens, [], 0,
+                                  min_new_tokens=answer_tokens)
+                elif answer_tokens:
                     model.generate(input_ids=question, attention_mask=torch.ones_like(question),
                                    video_cache=stream.finish(), max_new_tokens=answer_tokens,
                                    min_new_tokens=answer_tokens, do_sample=False, pad_token_id=0)

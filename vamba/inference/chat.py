@@ -30,7 +30,9 @@ from vamba.data.vision import VisionConfig, process_frames
 from vamba.inference.streaming import VideoStream, split_patches
 from vamba.inference.video import PieceStats, VideoPlan
 from vamba.models.cache import VideoCache
+from vamba.models.fast_decode import greedy_decode, unsupported
 
+DECODE_LOOPS = ("auto", "static", "generate")  # VambaChat.reply's decode=
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}
 
@@ -200,22 +202,32 @@ class VambaChat:
     def reply(self, video: EncodedVideo, question: str, history: Sequence[tuple[str, str]] = (), *,
               max_new_tokens: int = 512, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
               top_k: int | None = None, seed: int | None = None, eos_token_ids: Sequence[int] | None = None,
-              streamer: Any = None) -> str:
+              streamer: Any = None, decode: str = "auto") -> str:
         """The reply exactly as generated: decoded without special tokens, nothing stripped or cleaned up.
 
         Every decoding setting is passed to ``generate`` explicitly, so a checkpoint's ``generation_config``
         cannot change them: ``top_k=None`` means no top-k filter (not the checkpoint's, nor transformers'
         default of 50), greedy decoding clears temperature/top-p/top-k. ``eos_token_ids``: the tokens that end
         the reply (default: ``self.eos_token_ids``, ``<|im_end|>`` and ``<|endoftext|>``).
+        ``decode``: the loop of greedy decoding (``DECODE_LOOPS``): ``static`` = ``vamba.models.fast_decode`` (a
+        static text cache, the step replayed in a CUDA graph on CUDA; the same tokens as ``generate``),
+        ``generate`` = transformers' ``generate``, ``auto`` = ``static`` on CUDA, ``generate`` elsewhere. Sampling
+        always decodes through ``generate``.
         """
+        if decode not in DECODE_LOOPS:
+            raise ValueError(f"decode must be one of {DECODE_LOOPS}, got {decode!r}")
         ids = torch.tensor([self.prompt_ids([*history, (question, None)])], device=self.device)
         options: dict[str, Any] = {"do_sample": do_sample}
         if do_sample:
             options.update(temperature=temperature, top_p=top_p, top_k=top_k)
         else:
             options.update(temperature=None, top_p=None, top_k=None)
-        stops = list(self.eos_token_ids if eos_token_ids is None else eos_token_ids)
         cache = video.cache if video.cache.keys[0].device == self.device else video.cache.to(self.device)
+        stops = list(self.eos_token_ids if eos_token_ids is None else eos_token_ids)
+        if _static_decoding(self.model, decode, do_sample):
+            out = greedy_decode(self.model, ids, cache, max_new_tokens, stops, self.pad_token_id, streamer=streamer)
+            return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False)
         rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
         with rng if seed is not None else contextlib.nullcontext():
             if seed is not None:
@@ -228,6 +240,22 @@ class VambaChat:
 
     def conversation(self, video: EncodedVideo) -> Conversation:
         return Conversation(self, video)
+
+
+def _static_decoding(model, decode: str, do_sample: bool) -> bool:
+    """Whether ``reply`` decodes with ``greedy_decode`` (``decode`` as ``VambaChat.reply``)."""
+    if decode == "generate" or (decode == "auto" and model.lm_head.weight.device.type != "cuda"):
+        return False
+    if do_sample:
+        if decode == "static":
+            raise ValueError("decode='static' is greedy decoding: sampling (do_sample=True) decodes through generate; "
+                             "use decode='auto' or 'generate'")
+        return False
+    settings = unsupported(model)
+    if settings and decode == "static":
+        raise ValueError(f"decode='static' does not apply the checkpoint's generation_config settings "
+                         f"{', '.join(settings)}; use decode='generate'")
+    return not settings
 
 
 class Conversation:

@@ -34,6 +34,13 @@ class VideoCache:
         rows = torch.as_tensor(rows, device=self.segments.device)
         return VideoCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.segments[rows])
 
+    def contiguous(self) -> VideoCache:
+        """This cache with every key/value tensor contiguous (itself when they are): ``forward`` collects them in the
+        projections' [B, M, Hkv, d] memory order, which decoding's split attention would otherwise copy per step."""
+        if all(t.is_contiguous() for t in self.keys + self.values):
+            return self
+        return VideoCache([k.contiguous() for k in self.keys], [v.contiguous() for v in self.values], self.segments)
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoCache:
         return VideoCache([k.to(device=device, dtype=dtype) for k in self.keys],
                           [v.to(device=device, dtype=dtype) for v in self.values], self.segments.to(device=device))

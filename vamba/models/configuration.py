@@ -15,6 +15,8 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
   ``"random"`` (the ablation). Only used when a model is built from a plain Qwen2-VL checkpoint.
 - ``attention_backend`` and ``loss_chunk_size`` (ours): how attention runs (vamba.models.attention) and
   how many tokens each chunk of the cross-entropy holds.
+- ``decode_attention`` (ours): how decoding queries read a long cached video (vamba.models.decode_attention):
+  ``auto`` (the split-K matmul path on CUDA, the reference elsewhere), ``split`` (always) or ``reference``.
 - ``vision_attention`` and ``vision_compile`` (ours): how the vision tower runs (vamba.models.vision):
   ``auto`` (the fast forward), ``batched``, ``varlen`` or ``reference`` (transformers' forward); and whether
   the fast forward's blocks are ``torch.compile``d (off by default).
@@ -37,6 +39,7 @@ from typing import Any
 from transformers import PretrainedConfig, Qwen2VLConfig
 
 from vamba.models.attention import ATTENTION_BACKENDS
+from vamba.models.decode_attention import DECODE_ATTENTION
 from vamba.models.vision import VISION_ATTENTION
 
 CROSS_ATTN_INITS = ("self_attn", "random")
@@ -114,6 +117,8 @@ class VambaConfig(Qwen2VLConfig):
     loss_chunk_size: int = 1024
     # vamba.models.attention backend for both attentions: auto | eager | eager_fused | sdpa | flash_attention_2 | varlen.
     attention_backend: str = "auto"
+    # vamba.models.decode_attention: decoding queries over a cached video: auto | reference | split.
+    decode_attention: str = "auto"
     # vamba.models.vision: the vision tower's forward (auto | batched | varlen | reference) and torch.compile of it.
     vision_attention: str = "auto"
     vision_compile: bool = False
@@ -132,6 +137,9 @@ class VambaConfig(Qwen2VLConfig):
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"VambaConfig.attention_backend must be one of {ATTENTION_BACKENDS}, "
                              f"got {self.attention_backend!r}")
+        if self.decode_attention not in DECODE_ATTENTION:
+            raise ValueError(f"VambaConfig.decode_attention must be one of {DECODE_ATTENTION}, "
+                             f"got {self.decode_attention!r}")
         if self.vision_attention not in VISION_ATTENTION:
             raise ValueError(f"VambaConfig.vision_attention must be one of {VISION_ATTENTION}, "
                              f"got {self.vision_attention!r}")

@@ -27,6 +27,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 
 from vamba.models.attention import attention
 from vamba.models.configuration import VambaConfig
+from vamba.models.decode_attention import split_decode, use_split
 from vamba.models.mamba2 import Mamba2Block, Mamba2State
 from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.sharding import VideoShardHooks
@@ -45,6 +46,8 @@ class LayerInputs:
     backend: attention backend name (vamba.models.attention)
     video_shard: context parallelism (vamba.models.sharding): the video stream is this rank's slice and the
         Mamba-2 blocks and cross-attention run through these hooks; None in a single process
+    decode: ``VambaConfig.decode_attention`` (vamba.models.decode_attention): how decoding queries read a cached
+        video
     """
 
     text_rope: tuple[torch.Tensor, torch.Tensor]
@@ -57,6 +60,7 @@ class LayerInputs:
     text_cache: object | None
     backend: str
     video_shard: VideoShardHooks | None = None
+    decode: str = "reference"
 
 
 class VambaSelfAttention(Qwen2VLAttention):
@@ -109,8 +113,14 @@ class VambaCrossAttention(Qwen2VLAttention):
         if inputs.video_shard is not None:  # keys/values of this rank's video slice: combined over the ranks
             out = inputs.video_shard.cross_attention(q, k, v, inputs.cross_q_seg, inputs.cross_k_seg, self.scaling,
                                                      inputs.backend)
+        elif use_split(inputs.decode, q, k):  # few decoding queries over a long cached video
+            out = split_decode(q, k, v, q_seg=inputs.cross_q_seg, k_seg=inputs.cross_k_seg, scale=self.scaling)
         else:
-            out = attention(q, k, v, causal=False, q_seg=inputs.cross_q_seg, k_seg=inputs.cross_k_seg,
+            k_seg = inputs.cross_k_seg
+            if k.shape[0] != b:  # one cached video shared by every row (VideoCache of one row): views, no copy
+                k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+                k_seg = None if k_seg is None else k_seg.expand(b, -1)
+            out = attention(q, k, v, causal=False, q_seg=inputs.cross_q_seg, k_seg=k_seg,
                             backend=inputs.backend, scale=self.scaling)
         return self.o_proj(out.reshape(b, n, -1))
 

@@ -253,8 +253,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         video_rope = None
         if self.config.cross_attn_use_position_embeddings and video_positions is not None:
             video_rope = self.model.rotary_emb(text, video_positions)
-        backend = self.config.attention_backend
-        return LayerInputs(rope, video_rope, self_q, self_k, cross_q, cross_k, video_seq_idx, text_cache, backend)
+        return LayerInputs(rope, video_rope, self_q, self_k, cross_q, cross_k, video_seq_idx, text_cache,
+                           self.config.attention_backend, decode=self.config.decode_attention)
 
     def _vision_tower(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """pixel_values [P, 1176] -> merged vision tokens [P / 4, D], with autograd only where something trains.
@@ -402,8 +402,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                                                visual_t_offset=visual_t_offset)
             video_segments, video_positions, video_seq_idx = layout.segments, layout.positions, layout.seq_idx
         else:
-            if video_cache.batch_size != b:
-                raise ValueError(f"video_cache holds {video_cache.batch_size} rows, the text batch has {b}")
+            if video_cache.batch_size not in (b, 1):
+                raise ValueError(f"video_cache has {video_cache.batch_size} rows, the text batch {b} (needs {b} or 1)")
             video_segments, video_positions, video_seq_idx = video_cache.segments, None, None
         inputs = self._layer_inputs(text, attention_mask, position_ids, text_seq_idx, past_len,
                                     cache, video_segments, video_positions,
@@ -469,7 +469,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
                                             *args: Any, **kwargs: Any) -> dict[str, Any]:
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
         if outputs.video_cache is not None:
-            model_kwargs["video_cache"] = outputs.video_cache
+            model_kwargs["video_cache"] = outputs.video_cache.contiguous()  # read by every decoding step
         return model_kwargs
 
     def parameters_without_effect(self) -> list[str]:
