@@ -1,14 +1,18 @@
-"""The GPU benchmark of ``vamba eval`` with decode workers (vamba/bench/eval_launched.py), whole, at the tiny scale on
-the CPU: short remuxed files in the LVBench layout, a tiny random VAMBA, one decode worker."""
+"""The GPU benchmark of ``vamba eval`` with decode workers (vamba/bench/eval_launched.py, scripts/gpu/eval_launched.sh),
+whole, at the tiny scale on the CPU: short remuxed files in the LVBench layout, a tiny random VAMBA, one decode worker."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.models.vamba_tiny import MAMBA, TEXT, VISION
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _checkpoint(path: Path) -> Path:
@@ -37,16 +41,20 @@ def test_remuxed_long_file_reads_as_one_long_video(tmp_path: Path) -> None:
     assert pyav.info().num_frames == 600
 
 
-@pytest.mark.slow  # ~30 s on 2 cores: two tiny evaluations, decode worker processes started twice
-def test_eval_launched_writes_its_numbers(tmp_path: Path) -> None:
+@pytest.mark.slow  # ~40 s on 2 cores: two tiny evaluations, decode worker processes started twice
+def test_the_gpu_script_writes_its_numbers(tmp_path: Path) -> None:
+    """scripts/gpu/eval_launched.sh whole, in its CPU mode (only the flags differ from the GPU call)."""
     pytest.importorskip("decord")
-    from vamba.bench.eval_launched import main
-
     ckpt = _checkpoint(tmp_path / "ckpt")
-    assert main(["--model", str(ckpt), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
-                 "--videos", "64x36:2", "128x72:1", "--seconds", "6", "--clip-s", "2", "--gop-s", "1",
-                 "--questions", "2", "--num-frames", "8", "--max-new-tokens", "2", "--device", "cpu",
-                 "--decode-workers", "1", "--baseline-videos", "1", "--videomme-durations", "4", "--tag", "cpu"]) == 0
+    env = dict(os.environ, OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), VAMBA_CKPT=str(ckpt),
+               VIDEOS="64x36:2 128x72:1", QUESTIONS="2", BASELINE_VIDEOS="1", SECONDS_PER_VIDEO="6", VIDEOMME="4",
+               TAG="cpu", PYTHONPATH=str(ROOT),
+               BENCH_ARGS="--clip-s 2 --gop-s 1 --num-frames 8 --max-new-tokens 2 --device cpu --decode-workers 1")
+    done = subprocess.run(["bash", "scripts/gpu/eval_launched.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "OK: eval_launched_cpu.json"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["eval_launched.log", "eval_launched_cpu.json",
+                                                                     "machine.txt"]
     result = json.loads((tmp_path / "out" / "eval_launched_cpu.json").read_text())
     assert result["device"] == "cpu" and result["date"] and "code_commit" in result
     prefetch, base = result["runs"]["prefetch"]["timing"], result["runs"]["in_process"]["timing"]
@@ -58,3 +66,8 @@ def test_eval_launched_writes_its_numbers(tmp_path: Path) -> None:
         assert result[key] > 0
     assert result["full_lvbench_hours_8gpu"] < result["full_lvbench_hours_1gpu"]
     assert [f["frames"] for f in result["benchmark_folder"]["files"]] == [180, 180]
+
+    # No checkpoint: a one-line reason, a failing exit, nothing run.
+    env.update(VAMBA_CKPT=str(tmp_path / "nothing"), OUT=str(tmp_path / "bad"))
+    done = subprocess.run(["bash", "scripts/gpu/eval_launched.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and done.stdout.strip().splitlines()[-1].startswith("FAILED: VAMBA_CKPT=")

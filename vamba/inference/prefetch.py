@@ -22,6 +22,7 @@ import atexit
 import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
 import threading
 import time
@@ -44,6 +45,7 @@ from vamba.utils.logging import get_logger
 logger = get_logger(__name__)
 
 POLL_S = 0.1  # how often the dispatcher thread checks the time limits when no worker has spoken
+SHM_WARN_BYTES = 2**30  # less free shared memory than this is worth a warning
 
 
 def open_request(request: VideoRequest, timeout_s: float | None = None) -> tuple[VideoReader, VideoInfo, list[int]]:
@@ -161,6 +163,10 @@ class FramePrefetcher:
         self._next_id = 0
         self._thread: threading.Thread | None = None
         atexit.register(self.close)
+        if os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free < SHM_WARN_BYTES:
+            logger.warning("only %.2f GiB free in /dev/shm, where the decoded videos wait (an LVBench video: 0.53 GB); "
+                           "a worker that runs out dies and stops the run: enlarge it (docker --shm-size) or lower "
+                           "model.decode_ahead", shutil.disk_usage("/dev/shm").free / 2**30)
 
     # -- the caller's side ----------------------------------------------------------------------------
     def start(self, requests: Sequence[VideoRequest]) -> None:
