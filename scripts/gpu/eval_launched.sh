@@ -1,21 +1,27 @@
 #!/bin/bash
-# `vamba eval` as launched, in one GPU call (about 8 minutes on one H100/H200 with 16 CPU cores): how busy the GPU
+# `vamba eval` as launched, on one GPU (about 10 minutes on one H100/H200 with 16 CPU cores): how busy the GPU
 # stays with the videos decoded ahead by worker processes (model.decode_workers, auto: cores - 1), against the
 # in-process path (decode_workers=0) on the first video, and the hours of the full LVBench and Video-MME runs
 # (vamba/bench/eval_launched.py; docs/reproduce.md, "How long it takes"). It builds hour-long 30 fps H.264 files in
 # LVBench's layout (12 at 640x360, 1 at 1280x720, 15 questions each; a clip encoded once and remuxed: seconds a
 # file) and runs the released settings (1024 frames, edges 256/560, greedy) on the checkpoint in $VAMBA_CKPT.
+# Expected time, estimated (one decoder core read 1,024 frames of such an hour at 640x360 in 414 s on this project's
+# 2-core CPU while about four processes shared each core, so roughly 100 s alone; 720p costs more): making the files
+# ~1.5 min, the run with decode workers ~5 min (the 720p video, listed first, sets the pace), the in-process video
+# ~2 min, the Video-MME decode ~1 min. To fit 10-minute calls, make the files in a call of their own first:
+# BUILD_ONLY=1 (WORK, on the machine, keeps them for the next call while it stays warm).
 #
-# Exact command (project root; the wheels folder carried as .whl/ with decord's and PyAV's wheels for Python 3.12,
-# e.g. decord-0.6.0-py3-none-manylinux2010_x86_64.whl and av-18.1.0-cp312-*.whl, beside the kernels' install.sh):
+# Exact command (project root; the wheels folder carried as .whl/ with decord's and PyAV's wheels beside the kernels'
+# install.sh: decord-0.6.0-py3-none-manylinux2010_x86_64.whl, av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl (abi3:
+# Python 3.12 too), 49 MB together):
 #   export VAMBA_CODE_COMMIT=<commit>   # recorded in the JSON (the copy on the GPU machine has no .git)
 #   export VAMBA_CKPT=/path/to/checkpoint   # e.g. the released Vamba-Qwen2-VL-7B, or random 7B weights saved by the lead
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/eval_launched.sh
 #
 # Files in $OUT (3): eval_launched_$TAG.json (rewritten after every stage: a run cut short keeps what it measured),
 # eval_launched.log (the benchmark's output), machine.txt (nvidia-smi, cores, /dev/shm, versions).
-# Knobs (environment): VIDEOS ("640x360:12 1280x720:1"), QUESTIONS (15), BASELINE_VIDEOS (1), SECONDS_PER_VIDEO (3600),
-# VIDEOMME ("90 600 2700": durations decoded for the Video-MME estimate), BENCH_TIMEOUT (480), BENCH_ARGS (more
+# Knobs (environment): VIDEOS ("1280x720:1 640x360:12"), QUESTIONS (15), BASELINE_VIDEOS (1), SECONDS_PER_VIDEO (3600),
+# VIDEOMME ("90 600 2700": durations decoded for the Video-MME estimate), BENCH_TIMEOUT (540), BENCH_ARGS (more
 # flags, e.g. "--decode-workers 8 --num-frames 512"), TAG (default: the GPU kind), WORK (/tmp/vamba-eval-launched).
 # Exit code non-zero when the benchmark failed, timed out or the two paths answered differently; the reason is the
 # last line printed.
@@ -38,18 +44,24 @@ for pkg in decord av; do
     .whl/$pkg-*.whl >> "$MACHINE" 2>&1
 done
 python3 -c "import decord, av, json, vamba.ops; print('decord', decord.__version__, 'av', av.__version__,
-json.dumps(vamba.ops.available()))" >> "$MACHINE" 2>&1 || { cat "$MACHINE"; echo "FAILED: decord or PyAV missing (wheels in .whl/?)"; exit 1; }
+json.dumps(vamba.ops.available()))" >> "$MACHINE" 2>&1 || {
+  cat "$MACHINE"; echo "FAILED: decord or PyAV missing (wheels in .whl/?)"; exit 1; }
 cat "$MACHINE"
-if [ -z "${VAMBA_CKPT:-}" ] || [ ! -d "$VAMBA_CKPT" ]; then
+if [ -z "${BUILD_ONLY:-}" ] && { [ -z "${VAMBA_CKPT:-}" ] || [ ! -d "$VAMBA_CKPT" ]; }; then
   echo "FAILED: VAMBA_CKPT=${VAMBA_CKPT:-} is not a checkpoint directory"; exit 1
 fi
 TAG_ARGS=${TAG:+--tag $TAG}
-timeout "${BENCH_TIMEOUT:-480}" python3 scripts/bench_eval_launched.py --model "$VAMBA_CKPT" --out "$OUT" \
-  --work "$WORK" --videos ${VIDEOS:-640x360:12 1280x720:1} --questions "${QUESTIONS:-15}" \
+if [ -n "${BUILD_ONLY:-}" ]; then TAG_ARGS="$TAG_ARGS --build-only"; fi
+timeout "${BENCH_TIMEOUT:-540}" python3 scripts/bench_eval_launched.py --model "${VAMBA_CKPT:-none}" --out "$OUT" \
+  --work "$WORK" --videos ${VIDEOS:-1280x720:1 640x360:12} --questions "${QUESTIONS:-15}" \
   --baseline-videos "${BASELINE_VIDEOS:-1}" --seconds "${SECONDS_PER_VIDEO:-3600}" \
   --videomme-durations ${VIDEOMME-90 600 2700} $TAG_ARGS ${BENCH_ARGS:-} > "$OUT/eval_launched.log" 2>&1
 rc=$?
 grep -vE "INFO|Warning|warn|Loading weights" "$OUT/eval_launched.log" | tail -20
+if [ -n "${BUILD_ONLY:-}" ]; then
+  [ $rc -eq 0 ] && echo "OK: files made in $WORK" || echo "FAILED: making the files (exit code $rc); see eval_launched.log"
+  exit $rc
+fi
 python3 - "$OUT" "$rc" <<'EOF'
 import json, sys
 from pathlib import Path

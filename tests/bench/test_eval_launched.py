@@ -21,7 +21,8 @@ def _checkpoint(path: Path) -> Path:
 
     tokenizer = build_tiny_tokenizer(path, ("The answer is B.",))
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=eos, bos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=eos, bos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     VambaForConditionalGeneration(VambaConfig(text_config=text, vision_config=dict(VISION),
                                               vision_mamba_mixer_config=dict(MAMBA))).save_pretrained(path)

@@ -156,19 +156,31 @@ def run_eval(data: Path, out: Path, model: str, keys: list[str]) -> dict[str, An
     return {"summary": summary, "status": status, "responses": (out / "responses.jsonl").read_text().splitlines()}
 
 
+def videomme_files(root: Path, durations: list[float], fps: int, gop_s: float, clip_s: float) -> list[dict[str, Any]]:
+    """640x360 files of the ``durations`` (made once: a file of the same settings is reused)."""
+    made = []
+    for d in durations:
+        path = root / f"videomme_{d:g}s_{fps}fps_gop{gop_s:g}s_clip{clip_s:g}s.mp4"
+        info = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else None
+        if info is None or not path.exists():
+            info = make_long_video(path, d, 640, 360, fps, gop_s, clip_s) | {"duration_s": d}
+            atomic_write_json(path.with_suffix(".json"), info)
+        made.append(info)
+    return made
+
+
 def videomme_decode(root: Path, durations: list[float], workers: int, fps: int, gop_s: float,
                     clip_s: float) -> list[dict[str, Any]]:
     """Seconds one decode worker takes per Video-MME video (512 frames, edges 256/480) of each duration, decoded by
-    ``workers`` processes at once (as in a run)."""
+    ``workers`` processes at once (as in a run); ``workers`` 0: only make the files."""
     from vamba.evaluation.benchmarks import get_benchmark
     from vamba.evaluation.interface import VideoRequest
     from vamba.inference.prefetch import FramePrefetcher
 
     frames = get_benchmark("videomme").protocol("vamba").frames
-    made = []
-    for d in durations:
-        path = root / f"videomme_{int(d)}s.mp4"
-        made.append(make_long_video(path, d, 640, 360, fps, gop_s, clip_s) | {"duration_s": d})
+    made = videomme_files(root, durations, fps, gop_s, clip_s)
+    if not workers:
+        return made
     requests = [VideoRequest(str(root / m["file"]), frames) for m in made]
     prefetcher = FramePrefetcher(max(1, min(workers, len(requests))), len(requests), VisionConfig(), 128)
     try:
@@ -246,6 +258,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--videomme-durations", type=float, nargs="*", default=[90.0, 600.0, 2700.0],
                    help="seconds of the Video-MME files decoded for its estimate (none: no estimate)")
     p.add_argument("--tag", default=None, help="file name tag (default: the device kind, e.g. h100 or cpu)")
+    p.add_argument("--build-only", action="store_true", help="make the files (reused by a later call) and stop")
     return p.parse_args(argv)
 
 
@@ -264,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                          args.clip_s)
     print(f"benchmark folder {work / 'lvbench'}: {made['videos']} videos, {made['questions']} questions "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.build_only:
+        videomme_files(work / "videomme", args.videomme_durations, args.fps, args.gop_s, args.clip_s)
+        print(f"files made in {time.perf_counter() - started:.0f} s")
+        return 0
     keys = [f"model.device={args.device}", f"model.dtype={args.dtype}"]
     keys += [f"num_frames={args.num_frames}"] if args.num_frames else []
     keys += [f"max_new_tokens={args.max_new_tokens}"] if args.max_new_tokens else []
@@ -284,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                    keys + [f"model.decode_workers={workers}"] + ahead)
     timing = ran["summary"]["timing"]
     result["runs"] = {"prefetch": {"timing": timing, "videos": ran["status"]["timing"]["videos"]}}
-    result.update(gpu_busy_frac=timing["busy_frac"], seconds_per_video=round(timing["wall_s"] / timing["videos_encoded"], 3),
+    result.update(gpu_busy_frac=timing["busy_frac"],
+                  seconds_per_video=round(timing["wall_s"] / timing["videos_encoded"], 3),
                   seconds_per_question=round(timing["wall_s"] / timing["questions"], 3))
     print(f"decode_workers={workers}: {timing['videos_encoded']} videos in {timing['wall_s']:.0f} s, model busy "
           f"{100 * timing['busy_frac']:.0f} %, waited {timing['wait_s']:.0f} s for frames", flush=True)

@@ -19,14 +19,12 @@ so not even a killed parent leaves them behind), and ``close`` (also at exit) ki
 from __future__ import annotations
 
 import atexit
-import ctypes
 import multiprocessing
 import os
 import shutil
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -39,6 +37,7 @@ from vamba.data.video import VideoDecodeError, VideoInfo, VideoReader
 from vamba.data.vision import PATCH_SIZE, VisionConfig
 from vamba.evaluation.interface import VideoRequest
 from vamba.evaluation.sampling import frame_indices
+from vamba.inference import decode_worker
 from vamba.inference.video import PieceStats, ReadyFrames, VideoPlan, folder_reader, open_with_timeout
 from vamba.utils.logging import get_logger
 
@@ -84,41 +83,6 @@ def decode_request(request: VideoRequest, vision: VisionConfig, piece_frames: in
         raise VideoDecodeError(f"{request.path}: {at} frames decoded, {frames.shape[0]} planned")
     return {"frames": frames, "indices": plan.indices, "info": plan.info, "decode_s": stats.decode_s,
             "resize_s": stats.resize_s}
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel (Linux) to kill this process when the thread that started it ends, however it ends."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (AttributeError, OSError):  # not Linux: close() and the daemon flag still stop the workers
-        pass
-    if os.getppid() != parent_pid:  # the parent ended before the request was in place
-        os._exit(0)
-
-
-def _worker(conn: Connection, parent_pid: int) -> None:
-    """A decode worker: decode each ``(job_id, request, vision, piece_frames)`` it is sent, answer
-    ``("done", job_id, result)``, ``("skip", job_id, reason)`` or ``("error", job_id, traceback)``."""
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
-    torch.set_num_threads(1)  # decord and the resize use one core each, as the released evaluation
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        job_id, request, vision, piece_frames = job
-        try:
-            message: tuple = ("done", job_id, decode_request(request, vision, piece_frames))
-        except VideoDecodeError as e:
-            message = ("skip", job_id, str(e))
-        except Exception:  # noqa: BLE001 - reported to the parent, which stops the run
-            message = ("error", job_id, traceback.format_exc(limit=8))
-        conn.send(message)
-        del message  # the frames' shared memory now belongs to the parent
 
 
 @dataclass(eq=False)
@@ -232,14 +196,14 @@ class FramePrefetcher:
 
     # -- the dispatcher thread ------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        # Every worker is started by this thread, so the kernel's PR_SET_PDEATHSIG of every worker refers to it.
         try:
-            with self._cond:
-                while len(self._pool) < self.workers:
-                    self._pool.append(self._spawn())
             while True:
                 with self._cond:
                     if self._closing:
                         return
+                    while len(self._pool) < self.workers:  # at start, and in place of a killed or dead worker
+                        self._pool.append(self._spawn())
                     self._assign()
                     conns = {w.conn: w for w in self._pool}
                 for conn in wait(list(conns), timeout=POLL_S):
@@ -260,7 +224,8 @@ class FramePrefetcher:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker, args=(child, os.getpid()), name="vamba-decode", daemon=True)
+        process = self._ctx.Process(target=decode_worker.main, args=(child, os.getpid()), name="vamba-decode",
+                                    daemon=True)
         process.start()
         child.close()  # the parent's copy: the worker's death must close the pipe
         return _Worker(process, parent)
@@ -308,6 +273,7 @@ class FramePrefetcher:
         self._pool.remove(worker)
         if not worker.ready:
             raise RuntimeError(f"a decode worker process exited while starting (exit code {code})")
+        worker.conn.close()
         job = worker.job
         if job is not None and self._jobs.get(job.request) is job:
             how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
@@ -316,8 +282,6 @@ class FramePrefetcher:
                                          "Lower model.decode_ahead, or decode in process (model.decode_workers=0)")
             else:
                 job.error = VideoDecodeError(f"{job.request.path}: its decode worker process died ({how})")
-        if not self._closing:
-            self._pool.append(self._spawn())
 
     def _expire(self) -> None:
         if self.timeout_s is None:
@@ -340,10 +304,9 @@ class FramePrefetcher:
                 self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:
+        """Kill ``worker``; the dispatcher starts another in its place."""
         self._pool.remove(worker)
         self._stop(worker)
-        if not self._closing:
-            self._pool.append(self._spawn())
 
     @staticmethod
     def _stop(worker: _Worker) -> None:
