@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vamba.data.video import DecordReader
 from vamba.data.vision import VisionConfig, processed_size

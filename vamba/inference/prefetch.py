@@ -12,9 +12,10 @@ Bounds and failures: at most ``ahead`` videos are being decoded or wait decoded 
 1024 x 308 x 560 x 3 bytes = 0.53 GB for an LVBench video); a video still decoding ``timeout_s`` seconds after a
 worker took it has its worker killed (a hung decoder cannot be stopped any other way) and becomes a
 ``VideoDecodeError`` naming the limit, as does a worker that dies on a file (a decoder crash); a worker that cannot
-start or fails for another reason is a ``RuntimeError`` (the run stops). The workers are daemons that ignore Ctrl-C
-(the parent stops them), are killed by the kernel when the thread that started them ends (``PR_SET_PDEATHSIG``,
-so not even a killed parent leaves them behind), and ``close`` (also at exit) kills them.
+start or fails for another reason is a ``RuntimeError`` (the run stops). The workers are daemons that ignore
+Ctrl-C from their first instant (``vamba.inference.decode_worker``; the parent stops them), are killed by the kernel
+when the thread that started them ends (``PR_SET_PDEATHSIG``, so not even a killed parent leaves them behind), and
+``close`` (also at exit) kills them.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def request_vision(request: VideoRequest, vision: VisionConfig) -> VisionConfig:
 def decode_request(request: VideoRequest, vision: VisionConfig, piece_frames: int) -> dict[str, Any]:
     """Open, sample, decode and pre-resize one video in this process (what a worker runs): ``frames`` uint8
     [T, h, w, 3] in shared memory, ``indices``, ``info``, ``decode_s``, ``resize_s``."""
-    reader, info, indices = open_request(request)
+    reader, _, indices = open_request(request)
     plan = VideoPlan.create(request.path, indices=indices, reader=reader, vision=request_vision(request, vision))
     t, h, w = plan.grid
     frames = torch.empty((2 * t, h * PATCH_SIZE, w * PATCH_SIZE, 3), dtype=torch.uint8).share_memory_()
