@@ -1,5 +1,6 @@
-"""The GPU benchmark of ``vamba eval`` with decode workers (vamba/bench/eval_launched.py, scripts/gpu/eval_launched.sh),
-whole, at the tiny scale on the CPU: short remuxed files in the LVBench layout, a tiny random VAMBA, one decode worker."""
+"""The GPU benchmark of ``vamba eval`` with decode workers (vamba/bench/eval_launched.py,
+scripts/gpu/eval_launched.sh), whole, at the tiny scale on the CPU: short remuxed files in the LVBench layout, a tiny
+random VAMBA, one decode worker."""
 from __future__ import annotations
 
 import json

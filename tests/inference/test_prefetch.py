@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vamba.cli import main as vamba_main
 from vamba.data.synth import write_mp4
@@ -57,6 +58,13 @@ def test_workers_read_the_protocols_frames_and_encode_the_same(checkpoint: Path,
     ahead = load_video_qa_model(str(checkpoint), device="cpu", dtype="float32", decode_workers=2)
     in_process = VambaVideoQA(ahead.chat, decode_workers=0)
     requests = [VideoRequest(str(v), FrameSettings(12, shortest_edge=96, longest_edge=160)) for v in videos]
+    folder = videos[0].parent / "frames"  # MVBench's frame folders: 00001.jpg ..., sampled by segments
+    folder.mkdir(exist_ok=True)
+    for i, frame in enumerate(np.random.default_rng(2).integers(0, 255, (9, 56, 84, 3), dtype=np.uint8), start=1):
+        Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=95)
+    requests.append(VideoRequest(str(folder), FrameSettings(4, sampling="mvbench_segments", shortest_edge=None,
+                                                            longest_edge=None),
+                                 is_frame_folder=True, frame_folder_fps=3.0, first_frame_index=1))
     try:
         ahead.prefetch(requests)
         ready = ahead._prefetcher.take(requests[0])
@@ -68,12 +76,14 @@ def test_workers_read_the_protocols_frames_and_encode_the_same(checkpoint: Path,
         assert torch.equal(ready.frames, torch.from_numpy(reference))
         assert ready.stats.decode_s > 0 and ready.stats.wait_s >= 0
 
-        encoded = ahead.encode_video(requests[1])  # the second video, from its worker
-        expected = in_process.encode_video(requests[1])
-        assert encoded.grid == expected.grid and encoded.timestamps == expected.timestamps
-        for got, want in zip(encoded.cache.keys + encoded.cache.values, expected.cache.keys + expected.cache.values):
-            assert torch.equal(got, want)
-        assert set(encoded.timing) == {"wait_s", "decode_s", "resize_s"}
+        for request in requests[1:]:  # the second video and the frame folder, from their workers
+            encoded = ahead.encode_video(request)
+            expected = in_process.encode_video(request)
+            assert encoded.grid == expected.grid and encoded.timestamps == expected.timestamps
+            for got, want in zip(encoded.cache.keys + encoded.cache.values,
+                                 expected.cache.keys + expected.cache.values):
+                assert torch.equal(got, want)
+            assert set(encoded.timing) == {"wait_s", "decode_s", "resize_s"} and encoded.timing["decode_s"] > 0
         pids = ahead._prefetcher.pids()
         assert len(pids) == 2
     finally:
