@@ -11,9 +11,12 @@
 # ~2 min, the Video-MME decode ~1 min. To fit 10-minute calls, make the files in a call of their own first:
 # BUILD_ONLY=1 (WORK, on the machine, keeps them for the next call while it stays warm).
 #
-# Exact command (project root; the wheels folder carried as .whl/ with decord's and PyAV's wheels beside the kernels'
-# install.sh: decord-0.6.0-py3-none-manylinux2010_x86_64.whl, av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl (abi3:
-# Python 3.12 too), 49 MB together):
+# Wheels (carried as .whl/): decord-0.6.0-py3-none-manylinux2010_x86_64.whl (13 MB, always needed) and
+# av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl (35 MB, abi3: Python 3.12 too; only to make the files). With the
+# kernels' wheels (25 MB) that is more than one call carries (64 MiB), so, project root, two calls on a warm machine:
+#   # 1. the files (.whl/ = decord + av): WORK keeps them for the next call
+#   BUILD_ONLY=1 bash scripts/gpu/eval_launched.sh
+#   # 2. the runs (.whl/ = the kernels' install.sh and wheels + decord)
 #   export VAMBA_CODE_COMMIT=<commit>   # recorded in the JSON (the copy on the GPU machine has no .git)
 #   export VAMBA_CKPT=/path/to/checkpoint   # e.g. the released Vamba-Qwen2-VL-7B, or random 7B weights saved by the lead
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/eval_launched.sh
@@ -40,12 +43,15 @@ MACHINE="$OUT/machine.txt"
   echo "cores: $(nproc)"; df -h /dev/shm 2>&1 | tail -1 | sed 's/^/dev-shm: /'
 } > "$MACHINE"
 for pkg in decord av; do
-  python3 -c "import $pkg" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target "$SITE" \
-    .whl/$pkg-*.whl >> "$MACHINE" 2>&1
+  if ! python3 -c "import $pkg" 2>/dev/null && ls .whl/$pkg-*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target "$SITE" .whl/$pkg-*.whl >> "$MACHINE" 2>&1
+  fi
 done
-python3 -c "import decord, av, json, vamba.ops; print('decord', decord.__version__, 'av', av.__version__,
-json.dumps(vamba.ops.available()))" >> "$MACHINE" 2>&1 || {
-  cat "$MACHINE"; echo "FAILED: decord or PyAV missing (wheels in .whl/?)"; exit 1; }
+python3 -c "import decord, json, vamba.ops; print('decord', decord.__version__, json.dumps(vamba.ops.available()))" \
+  >> "$MACHINE" 2>&1 || { cat "$MACHINE"; echo "FAILED: decord missing (its wheel in .whl/?)"; exit 1; }
+# PyAV only makes the files (a later call finds them in WORK)
+python3 -c "import av; print('av', av.__version__)" >> "$MACHINE" 2>&1 || echo "no PyAV: the files must be in $WORK" \
+  >> "$MACHINE"
 cat "$MACHINE"
 if [ -z "${BUILD_ONLY:-}" ] && { [ -z "${VAMBA_CKPT:-}" ] || [ ! -d "$VAMBA_CKPT" ]; }; then
   echo "FAILED: VAMBA_CKPT=${VAMBA_CKPT:-} is not a checkpoint directory"; exit 1

@@ -100,6 +100,10 @@ def make_long_video(path: Path, seconds: float, width: int, height: int, fps: in
     """An H.264 mp4 of ``seconds`` at ``fps`` (``encode_clip`` + ``remux_repeated``), checked with decord (one
     thread, as the protocol reads): its frame count, fps and size. Returns what was made."""
     started = time.perf_counter()
+    try:
+        import av  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"making {path} needs PyAV (pip install av), which is missing here") from e
     clip = path.with_name(path.stem + ".clip.mp4")
     encode_clip(clip, min(clip_s, seconds), fps, width, height, gop_s)
     frames = remux_repeated(clip, path, seconds)
