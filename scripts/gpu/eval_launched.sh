@@ -5,11 +5,10 @@
 # (vamba/bench/eval_launched.py; docs/reproduce.md, "How long it takes"). It builds hour-long 30 fps H.264 files in
 # LVBench's layout (12 at 640x360, 1 at 1280x720, 15 questions each; a clip encoded once and remuxed: seconds a
 # file) and runs the released settings (1024 frames, edges 256/560, greedy) on the checkpoint in $VAMBA_CKPT.
-# Expected time, estimated (one decoder core read 1,024 frames of such an hour at 640x360 in 414 s on this project's
-# 2-core CPU while about four processes shared each core, so roughly 100 s alone; 720p costs more): making the files
-# ~1.5 min, the run with decode workers ~5 min (the 720p video, listed first, sets the pace), the in-process video
-# ~2 min, the Video-MME decode ~1 min. To fit 10-minute calls, make the files in a call of their own first:
-# BUILD_ONLY=1 (WORK, on the machine, keeps them for the next call while it stays warm).
+# Expected time, estimated, not measured (one decoder core reads an hour at 640x360 in minutes, issue 30; 720p costs
+# more): making the files ~1.5 min, the run with decode workers ~5 min (the 720p video, listed first, sets the pace),
+# the in-process video ~2 min, the Video-MME decode ~1 min. To fit 10-minute calls, make the files in a call of their
+# own first: BUILD_ONLY=1 (WORK, on the machine, keeps them for the next call while it stays warm).
 #
 # Wheels (carried as .whl/): decord-0.6.0-py3-none-manylinux2010_x86_64.whl (13 MB, always needed) and
 # av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl (35 MB, abi3: Python 3.12 too; only to make the files). With the
