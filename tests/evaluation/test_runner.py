@@ -162,3 +162,49 @@ def test_replay_names_an_unrecorded_prompt(lvbench) -> None:
     _, questions, rec = lvbench
     with pytest.raises(KeyError, match="no recorded reply for video"):
         ReplayModel(rec).answer(questions[0].video, "a prompt nobody recorded", GenerationSettings())
+
+
+class Prefetching(Faulty):
+    """A model that can decode ahead (``VideoQAModel.prefetch``): remembers every list it was given and the videos it
+    was then asked to encode."""
+
+    def __init__(self, records, **faults) -> None:
+        super().__init__(records, **faults)
+        self.plans: list[list] = []
+        self.encoded: list = []
+
+    def prefetch(self, requests) -> None:
+        self.plans.append(list(requests))
+
+    def encode_video(self, video):
+        self.encoded.append(video)
+        return super().encode_video(video)
+
+
+def test_prefetch_lists_the_videos_to_come_and_is_released_however_the_run_ends(tmp_path: Path) -> None:
+    bench = get_benchmark("mvbench")
+    spec = bench.protocol("vamba")
+    questions = bench.load(WRITERS["mvbench"](tmp_path / "MVBench"), {})
+    rec = recording("mvbench", questions, {q.qid: "B" for q in questions})
+    run = tmp_path / "run"
+    crashing = Prefetching(rec, crash_after=7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(bench, questions, crashing, run, progress=False)
+    requests = list(dict.fromkeys(spec.video_request(q) for q in questions))
+    assert crashing.plans == [requests, []]  # every video, in the runner's order; then released by the crash
+
+    done = {r["qid"] for r in read_jsonl(run / "shards" / "rank0.jsonl")}
+    left = list(dict.fromkeys(spec.video_request(q) for q in questions if q.qid not in done))
+    Path(left[-1].path).unlink()  # a video gone since: the harness skips it without asking the model
+    left = [r for r in left if r.path != left[-1].path]
+    resumed = Prefetching(rec)
+    summary = evaluate(bench, questions, resumed, run, progress=False)
+    assert resumed.plans == [left, []] and resumed.encoded == left
+    status = json.loads((run / "shards" / "rank0.status.json").read_text())
+    rows = status["timing"]["videos"]
+    assert [r["video"] for r in rows] == [r.path for r in left] and status["videos_encoded"] == len(rows)
+    assert sum(r["questions"] for r in rows) == len(resumed.answered)
+    assert all(r["wait_s"] == 0 and r["encode_s"] >= 0 and r["answer_s"] >= 0 for r in rows)  # no host timing given
+    timing = summary["timing"]
+    assert timing["videos_encoded"] == len(rows) and timing["wall_s"] == status["seconds"] > 0
+    assert timing["answer_s"] == pytest.approx(sum(r["answer_s"] for r in rows), abs=0.01)

@@ -46,6 +46,10 @@ class EvalModelConfig:
     # seconds one video may take to open and decode (decord hangs on some files): past it the video's questions are
     # skipped with the reason, or a strict run stops; null: no limit. Given to adapters that take decode_timeout_s.
     decode_timeout_s: float | None = 1800.0  # seconds to open and decode one video (None: no limit)
+    # Videos decoded ahead of the model by worker processes, each exactly as the protocol reads one (decord, one
+    # thread): a GPU then never waits minutes for an hour-long video. 0: each video decoded when it is encoded.
+    decode_workers: int | None = None  # decode worker processes (0: none; None: CPU cores per rank - 1 on CUDA, else 0)
+    decode_ahead: int | None = None  # at most this many videos decoding or decoded and waiting (None: workers + 2)
 
 
 @dataclass
@@ -91,10 +95,15 @@ def load_model(cfg: EvalModelConfig):
                            "responses=..., or pass model.adapter=<module:function> returning a VideoQAModel") from e
     limits = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v is not None}
     parameters = inspect.signature(factory).parameters
-    if "decode_timeout_s" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        limits["decode_timeout_s"] = cfg.decode_timeout_s
-    else:  # an adapter that reads videos its own way: say that the limit does not reach it
-        logger.warning("model.adapter %s takes no decode_timeout_s: model.decode_timeout_s does not apply", cfg.adapter)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    # Reading keys: given to an adapter that takes them; one that reads videos its own way is told they do not reach
+    # it (the timeout always, the decode workers when set).
+    for key, value in (("decode_timeout_s", cfg.decode_timeout_s), ("decode_workers", cfg.decode_workers),
+                       ("decode_ahead", cfg.decode_ahead)):
+        if key in parameters or takes_any:
+            limits[key] = value
+        elif key == "decode_timeout_s" or value is not None:
+            logger.warning("model.adapter %s takes no %s: model.%s does not apply", cfg.adapter, key, key)
     return factory(path=cfg.path, device=cfg.device, dtype=auto_dtype(cfg.dtype, cfg.device), **limits)
 
 

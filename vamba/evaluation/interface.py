@@ -80,6 +80,15 @@ class VideoQAModel(Protocol):
 
     ``encode_video`` raises ``vamba.data.video.VideoDecodeError`` (or ``vamba.evaluation.runner.VideoUnavailableError``)
     for a video that cannot be decoded: the runner skips its questions, counted. Any other error stops the run.
+
+    Optional, used when present:
+
+    - ``prefetch(requests: Sequence[VideoRequest]) -> None``: the runner calls it once before its first
+      ``encode_video`` with the videos it will ask for, in its order (this rank's videos with questions left), and
+      with an empty list when it ends, however it ends. A model may decode them ahead (VAMBA: worker processes,
+      ``model.decode_workers``); the list is a plan, not a promise: a video may be asked for or not.
+    - the encoded object's ``timing``: a mapping of host seconds for the video; its ``wait_s`` (seconds of
+      ``encode_video`` spent waiting for decoded frames) separates waiting from computing in the run's timing.
     """
 
     def encode_video(self, video: VideoRequest) -> Any: ...

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from vamba.data.video import VideoDecodeError
 from vamba.evaluation.benchmarks.base import Benchmark, ProtocolSpec, Question
-from vamba.evaluation.interface import VideoQAModel
+from vamba.evaluation.interface import VideoQAModel, VideoRequest
 from vamba.evaluation.records import SHARD_DIR, RecordStore, order_by, read_all
 from vamba.evaluation.report import render
 from vamba.evaluation.scoring import make_record, summarize
@@ -131,34 +131,27 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
     resumed = [r for r in read_all(run_dir) if r["qid"] in mine]
     correct, answered = sum(r["correct"] for r in resumed), len(resumed)
     skipped: list[dict[str, Any]] = []
-    encoded_videos = 0
+    timing: list[dict[str, Any]] = []
     bar = tqdm(total=len(mine), initial=answered, unit="q", desc=f"{benchmark.name} [rank {rank}]",
                disable=not progress or rank != 0, dynamic_ncols=True)
+    # A model that can decode ahead (VideoQAModel.prefetch) is told which videos come, in order: those of this
+    # rank's shard with questions left that the harness will ask it to encode.
+    prefetch = getattr(model, "prefetch", None)
     started = time.perf_counter()
     try:
-        for group in groups:
-            todo = [q for q in group if q.qid not in store.done]
-            if not todo:
-                continue
-            request = spec.video_request(todo[0])
-            if media_roots is not None and not any(is_inside(request.path, root) for root in media_roots):
-                where = ", ".join(str(r) for r in media_roots)
+        if prefetch is not None:
+            prefetch([request for request, todo in _work(groups, store.done, spec)
+                      if _unavailable(request, media_roots) is None])
+        for request, todo in _work(groups, store.done, spec):
+            reason = _unavailable(request, media_roots)
+            if reason is not None:
                 if strict:
-                    raise VideoUnavailableError(f"{request.path}: outside the media root ({where}); "
-                                                "confine_media=false allows it")
-                logger.warning("video outside the media root (%s): %s; skipping its %d questions", where,
-                               request.path, len(todo))
-                skipped.append({"video": request.path, "questions": len(todo), "reason": "outside the media root"})
+                    raise VideoUnavailableError(_strict_stop(request, reason, len(todo), media_roots))
+                logger.warning("video %s: %s; skipping its %d questions", reason, request.path, len(todo))
+                skipped.append({"video": request.path, "questions": len(todo), "reason": reason})
                 bar.update(len(todo))
                 continue
-            if not Path(request.path).exists():
-                if strict:
-                    raise VideoUnavailableError(f"{request.path}: video missing ({len(todo)} questions); strict=true "
-                                                "stops here as the released evaluation does")
-                logger.warning("video missing: %s; skipping its %d questions", request.path, len(todo))
-                skipped.append({"video": request.path, "questions": len(todo), "reason": "missing"})
-                bar.update(len(todo))
-                continue
+            encode_started = time.perf_counter()
             try:
                 encoded = model.encode_video(request)
             # A video that cannot be decoded costs its questions, not the run; anything else (out of memory, a
@@ -173,29 +166,87 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
                 skipped.append({"video": request.path, "questions": len(todo), "reason": f"{type(e).__name__}: {e}"})
                 bar.update(len(todo))
                 continue
-            encoded_videos += 1
+            row = _encode_timing(request.path, len(todo), time.perf_counter() - encode_started, encoded)
+            timing.append(row)
             for q in todo:
                 prompt = spec.prompt(q)
                 generation = spec.generation
                 if generation.seed is not None:
                     generation = generation.with_seed(question_seed(generation.seed, q.qid))
+                answer_started = time.perf_counter()
                 response = model.answer(encoded, prompt, generation)
+                row["answer_s"] += time.perf_counter() - answer_started
                 record = make_record(q, prompt, response, spec.extractor, spec.extractor_choices or q.choices, seed)
                 store.append(record)
                 correct += record["correct"]
                 answered += 1
                 bar.update(1)
                 bar.set_postfix(acc=f"{100 * correct / answered:.1f}%")
+            del encoded  # its cache is freed before the next video's is allocated
     finally:
+        if prefetch is not None:
+            prefetch([])  # the decode workers end with the run, however it ends
         bar.close()
     elapsed = time.perf_counter() - started
     atomic_write_json(status_path, {"rank": rank, "world_size": world_size, "skipped": skipped,
-                                    "videos_encoded": encoded_videos, "seconds": round(elapsed, 3)})
+                                    "videos_encoded": len(timing), "seconds": round(elapsed, 3),
+                                    "timing": timing_totals(timing, elapsed, [rank]) | {"videos": _rounded(timing)}})
     logger.info("rank %d: %d questions in shard, %d videos encoded, %d skipped, %.1f s", rank, len(mine),
-                encoded_videos, sum(s["questions"] for s in skipped), elapsed)
+                len(timing), sum(s["questions"] for s in skipped), elapsed)
     if not all((run_dir / SHARD_DIR / f"rank{r}.status.json").exists() for r in range(world_size)):
         return None
     return finalize(benchmark, questions, run_dir, protocol=protocol, spec=spec)
+
+
+def _strict_stop(request: VideoRequest, reason: str, questions: int,
+                 media_roots: Sequence[str | Path] | None) -> str:
+    """What a strict run says when it stops at a video the harness does not ask the model for."""
+    if reason == "missing":
+        return (f"{request.path}: video missing ({questions} questions); strict=true stops here as the released "
+                "evaluation does")
+    where = ", ".join(str(r) for r in media_roots or ())
+    return f"{request.path}: outside the media root ({where}); confine_media=false allows it"
+
+
+def _work(groups: Sequence[Sequence[Question]], done: Container[str],
+          spec: ProtocolSpec) -> Iterator[tuple[VideoRequest, list[Question]]]:
+    """Each video with questions left to answer, in the runner's order, and those questions."""
+    for group in groups:
+        todo = [q for q in group if q.qid not in done]
+        if todo:
+            yield spec.video_request(todo[0]), todo
+
+
+def _unavailable(request: VideoRequest, media_roots: Sequence[str | Path] | None) -> str | None:
+    """Why the harness will not ask the model for ``request`` ("outside the media root", "missing"), or None."""
+    if media_roots is not None and not any(is_inside(request.path, root) for root in media_roots):
+        return "outside the media root"
+    if not Path(request.path).exists():
+        return "missing"
+    return None
+
+
+def _encode_timing(video: str, questions: int, seconds: float, encoded: Any) -> dict[str, Any]:
+    """A video's timing row. ``wait_s``: seconds of the encoding the model waited for frames, when the encoded
+    object says (an optional ``timing`` mapping, e.g. ``EncodedVideo.timing``; its other entries are kept too);
+    ``encode_s``: the rest of the encoding; ``answer_s``: added up as its questions are answered."""
+    host = {k: float(v) for k, v in dict(getattr(encoded, "timing", None) or {}).items()}
+    wait = min(host.get("wait_s", 0.0), seconds)
+    return {"video": video, "questions": questions, "wait_s": wait, "encode_s": seconds - wait, "answer_s": 0.0,
+            **{k: v for k, v in host.items() if k != "wait_s"}}
+
+
+def timing_totals(rows: Sequence[Mapping[str, Any]], wall_s: float, ranks: Sequence[int]) -> dict[str, Any]:
+    """Totals of timing rows over ``wall_s`` seconds of wall time (summed over ``ranks``): ``busy_frac`` is the
+    share of the wall time the model computed (encoding without the waits for frames, plus answering)."""
+    totals = {k: round(sum(r.get(k, 0.0) for r in rows), 3) for k in ("wait_s", "encode_s", "answer_s")}
+    busy = totals["encode_s"] + totals["answer_s"]
+    return {"ranks": list(ranks), "videos_encoded": len(rows), "questions": sum(r["questions"] for r in rows),
+            "wall_s": round(wall_s, 3), **totals, "busy_frac": round(busy / wall_s, 4) if wall_s > 0 else None}
+
+
+def _rounded(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
 
 def finalize(benchmark: Benchmark, questions: Sequence[Question], run_dir: str | Path, *,
@@ -210,8 +261,8 @@ def finalize(benchmark: Benchmark, questions: Sequence[Question], run_dir: str |
     wanted = set(qids)
     records = order_by([r for r in read_all(run_dir) if r["qid"] in wanted], qids)
     atomic_write_text(run_dir / "responses.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    skips = [s for p in sorted((run_dir / SHARD_DIR).glob("rank*.status.json"))
-             for s in json.loads(p.read_text())["skipped"]]
+    statuses = [json.loads(p.read_text()) for p in sorted((run_dir / SHARD_DIR).glob("rank*.status.json"))]
+    skips = [s for status in statuses for s in status["skipped"]]
     settings = json.loads((run_dir / "run.json").read_text())
     summary = summarize(benchmark, records, protocol=protocol, extractor=spec.extractor,
                         drop_empty=spec.drop_empty_responses, expected=len(qids),
@@ -219,9 +270,17 @@ def finalize(benchmark: Benchmark, questions: Sequence[Question], run_dir: str |
                                  "details": skips[:50]},
                         extra={"settings": settings}, loaded_qids=qids,
                         loaded_videos=len({q.video for q in questions}))
+    summary["timing"] = _run_timing(statuses)
     atomic_write_json(run_dir / "summary.json", summary)
     atomic_write_text(run_dir / "report.md", render(summary))
     return summary
+
+
+def _run_timing(statuses: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """summary.json's ``timing``: every rank's last run added up (per-video rows: the ranks' status files)."""
+    rows = [row for status in statuses for row in status.get("timing", {}).get("videos", [])]
+    return timing_totals(rows, sum(status.get("seconds", 0.0) for status in statuses),
+                         [status["rank"] for status in statuses if "timing" in status])
 
 
 def rescore_file(benchmark: Benchmark, responses: str | Path, out_dir: str | Path, *, protocol: str = "vamba",

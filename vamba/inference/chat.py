@@ -28,7 +28,7 @@ from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoReader
 from vamba.data.vision import VisionConfig, process_frames
 from vamba.inference.streaming import VideoStream, split_patches
-from vamba.inference.video import PieceStats, VideoPlan
+from vamba.inference.video import PieceStats, ReadyFrames, VideoPlan
 from vamba.models.cache import VideoCache
 from vamba.models.fast_decode import greedy_decode, unsupported
 
@@ -74,6 +74,13 @@ class EncodedVideo:
     @property
     def tokens(self) -> int:
         return self.cache.keys[0].shape[2]
+
+    @property
+    def timing(self) -> dict[str, float]:
+        """Host seconds behind the encoding, recorded per video by the evaluation runner: ``wait_s`` (the model
+        waited for frames), ``decode_s`` and ``resize_s`` (on the threads or the decode worker that did them)."""
+        host = self.host
+        return {} if host is None else {"wait_s": host.wait_s, "decode_s": host.decode_s, "resize_s": host.resize_s}
 
 
 # One video's opening plus decoding in eval and chat: an hour-long video decodes in minutes, a hung decoder never.
@@ -145,16 +152,17 @@ class VambaChat:
     def encode(self, video: str | os.PathLike, sampling: FrameSampling | None = None,
                indices: Sequence[int] | None = None, reader: VideoReader | None = None,
                vision: VisionConfig | None = None,
-               progress: bool | Callable[[int, int], None] = False) -> EncodedVideo:
+               progress: bool | Callable[[int, int], None] = False, ready: ReadyFrames | None = None) -> EncodedVideo:
         """Decode, vision-encode and stream a video file (or frame folder) through the model, piece by piece.
 
         ``sampling`` (default: the chat's ``sampling``) or explicit source frame ``indices`` pick the frames;
         ``vision`` overrides the chat's resize settings for this video. ``progress``: True for a tqdm bar, or a
-        callback ``(frames_done, frames_total)``.
+        callback ``(frames_done, frames_total)``. ``ready``: the frames decoded and resized ahead
+        (``vamba.inference.prefetch``), encoded as they are (the other reading arguments are then unused).
         """
         started = time.perf_counter()
-        plan = VideoPlan.create(video, indices=indices, sampling=sampling or self.sampling,
-                                vision=vision or self.vision, reader=reader, timeout_s=self.decode_timeout_s)
+        plan = ready or VideoPlan.create(video, indices=indices, sampling=sampling or self.sampling,
+                                         vision=vision or self.vision, reader=reader, timeout_s=self.decode_timeout_s)
         stream = VideoStream(self.model, plan.grid)
         with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
             # The patches are made on the model's device, in its vision dtype (uint8 frames cross to a GPU).

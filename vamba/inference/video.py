@@ -133,8 +133,8 @@ class VideoPlan:
         cut into patches (default: the host, float32, as ``process_frames``); on CUDA they travel pinned and
         asynchronously (4x fewer bytes than float32 patches) and the patches come in ``dtype``. ``self.stats``:
         seconds spent decoding and resizing (on the threads) and waiting for a piece (the caller)."""
-        step = max(2, piece_frames + piece_frames % 2)
-        unit = max(d for d in range(2, min(step, UNIT_FRAMES) + 1, 2) if step % d == 0)  # pieces of exactly step
+        step = piece_step(piece_frames)
+        unit = unit_frames(piece_frames)
         stats = self.stats = PieceStats()
         frames = self.frames(unit)
         cuda = device is not None and torch.device(device).type == "cuda"
@@ -151,9 +151,8 @@ class VideoPlan:
                 abandoned = self.timeout_s is not None
                 raise
             stats.add("decode_s", time.perf_counter() - started)
-            if chunk is not None and chunk.shape[1:3] != (self.info.height, self.info.width):
-                raise VideoDecodeError(f"{self.source}: frame size {chunk.shape[1:3]} differs from the header's "
-                                       f"{(self.info.height, self.info.width)}")
+            if chunk is not None:
+                self._check_size(chunk)
             return chunk
 
         def resize(chunk: np.ndarray | None) -> torch.Tensor | None:
@@ -186,7 +185,44 @@ class VideoPlan:
                 frames.close()
 
 
+    def _check_size(self, chunk: np.ndarray) -> None:
+        if chunk.shape[1:3] != (self.info.height, self.info.width):
+            raise VideoDecodeError(f"{self.source}: frame size {chunk.shape[1:3]} differs from the header's "
+                                   f"{(self.info.height, self.info.width)}")
+
+    def resized(self, piece_frames: int, stats: PieceStats | None = None) -> Iterator[torch.Tensor]:
+        """The frames ``pieces`` patchifies, before patchifying: uint8 [T_i, h, w, 3] resized units (the units
+        ``pieces`` reads, in order), decoded and resized in the calling thread with no time limit. What a decode
+        worker process runs (``vamba.inference.prefetch``); its caller bounds the time by killing the process.
+        ``stats``: adds the seconds spent decoding and resizing."""
+        stats = stats or PieceStats()
+        frames = self.frames(unit_frames(piece_frames))
+        while True:
+            started = time.perf_counter()
+            chunk = next(frames, None)
+            decoded = time.perf_counter()
+            stats.add("decode_s", decoded - started)
+            if chunk is None:
+                return
+            self._check_size(chunk)
+            unit = torch.from_numpy(resize_for_patches(chunk, self.vision))
+            stats.add("resize_s", time.perf_counter() - decoded)
+            yield unit
+
+
 UNIT_FRAMES = 32  # frames decoded and resized as one unit of work by the threads of VideoPlan.pieces
+
+
+def piece_step(piece_frames: int) -> int:
+    """Frames per piece of the streaming prefill: ``piece_frames`` made even (at least 2)."""
+    return max(2, piece_frames + piece_frames % 2)
+
+
+def unit_frames(piece_frames: int) -> int:
+    """Frames decoded (one reader call) and resized as one unit: the largest even divisor of the piece size up to
+    ``UNIT_FRAMES``, so that units make up pieces exactly."""
+    step = piece_step(piece_frames)
+    return max(d for d in range(2, min(step, UNIT_FRAMES) + 1, 2) if step % d == 0)
 
 
 @dataclass
@@ -203,6 +239,42 @@ class PieceStats:
     def add(self, name: str, seconds: float) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + seconds)
+
+
+@dataclass
+class ReadyFrames:
+    """A video decoded and resized ahead (by a decode worker process, ``vamba.inference.prefetch``): the uint8
+    frames ``VideoPlan.pieces`` would have patchified, whole. ``pieces`` cuts them the same way, so the encoding is
+    the same, bit for bit. ``stats``: the worker's decoding and resizing seconds and the caller's wait for it."""
+
+    source: str
+    frames: torch.Tensor  # uint8 [T, h, w, 3], T even, h and w multiples of 28
+    indices: list[int]
+    info: VideoInfo
+    stats: PieceStats = field(default_factory=PieceStats)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        t, h, w, _ = self.frames.shape
+        return t // 2, h // PATCH_SIZE, w // PATCH_SIZE
+
+    @property
+    def timestamps(self) -> list[float]:
+        fps = self.info.fps if self.info.fps > 0 else 1.0
+        return [i / fps for i in self.indices]
+
+    def pieces(self, piece_frames: int, prefetch: bool = True, workers: int = 1, device: torch.device | None = None,
+               dtype: torch.dtype | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(pixel_values [P, 1176], grid_thw [1, 3])`` per piece, as ``VideoPlan.pieces`` (``prefetch`` and
+        ``workers`` have nothing left to do: the frames are decoded and resized)."""
+        step = piece_step(piece_frames)
+        cuda = device is not None and torch.device(device).type == "cuda"
+        for start in range(0, self.frames.shape[0], step):
+            piece = self.frames[start:start + step]
+            if device is not None:
+                piece = (piece.pin_memory() if cuda else piece).to(device, non_blocking=True)
+            self.stats.pieces += 1
+            yield patches_from_frames(piece, dtype)
 
 
 def _in_turn(decode: Callable[[], np.ndarray | None],

@@ -3,39 +3,69 @@
 Implements ``vamba.evaluation.interface.VideoQAModel`` on ``VambaChat``: ``encode_video`` reads exactly the
 frames and size the benchmark protocol fixes (``vamba.evaluation.sampling``: the released sampler and
 pre-resize), streams them through the model once, and ``answer`` asks each question against the cached
-cross-attention K/V with the protocol's decoding settings and returns the reply as generated.
+cross-attention K/V with the protocol's decoding settings and returns the reply as generated. ``prefetch``
+(called by the runner with its upcoming videos) has worker processes decode them ahead
+(``vamba.inference.prefetch``), so that a GPU is not idle while the next hour-long video decodes.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
-from vamba.evaluation.sampling import frame_indices
 from vamba.inference.chat import DEFAULT_DECODE_TIMEOUT_S, EncodedVideo, VambaChat
-from vamba.inference.video import folder_reader, open_with_timeout
+from vamba.inference.prefetch import FramePrefetcher, open_request, request_vision
+
+
+def auto_decode_workers(device_type: str) -> int:
+    """Decode worker processes by default: on a CUDA device the CPU cores of this rank (those this process may run
+    on, shared by torchrun's ``LOCAL_WORLD_SIZE`` ranks) less one for the model's own process; on a CPU none (the
+    model computes on the same cores)."""
+    if device_type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))) - 1)
 
 
 class VambaVideoQA:
-    """``VideoQAModel`` for VAMBA checkpoints (see module docstring)."""
+    """``VideoQAModel`` for VAMBA checkpoints (see module docstring). ``decode_workers``: processes decoding the
+    videos ``prefetch`` lists ahead of ``encode_video`` (0: each video is decoded when it is encoded, in this
+    process); ``decode_ahead``: at most that many videos decoding or decoded and waiting (default workers + 2)."""
 
-    def __init__(self, chat: VambaChat) -> None:
+    def __init__(self, chat: VambaChat, decode_workers: int = 0, decode_ahead: int | None = None) -> None:
+        if decode_workers < 0 or (decode_ahead is not None and decode_ahead < 1):
+            raise ValueError(f"model.decode_workers must be >= 0 and model.decode_ahead >= 1, got {decode_workers} "
+                             f"and {decode_ahead}")
         self.chat = chat
+        self.decode_workers = decode_workers
+        self.decode_ahead = decode_ahead if decode_ahead is not None else decode_workers + 2
+        self._prefetcher: FramePrefetcher | None = None
+
+    def prefetch(self, requests: Sequence[VideoRequest]) -> None:
+        """Decode these videos ahead, in this order, on ``decode_workers`` processes (the runner's upcoming
+        videos); an empty list stops the workers."""
+        if not requests or self.decode_workers == 0:
+            self.close()
+            return
+        if self._prefetcher is None:
+            self._prefetcher = FramePrefetcher(self.decode_workers, self.decode_ahead, self.chat.vision,
+                                               self.chat.piece_frames, self.chat.decode_timeout_s)
+        self._prefetcher.start(requests)
+
+    def close(self) -> None:
+        """Stop the decode workers, if any."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
 
     def encode_video(self, video: VideoRequest) -> EncodedVideo:
-        if video.is_frame_folder:
-            reader = folder_reader(video.path, video.frame_folder_fps or 25.0)
-            info = reader.info()
-        else:  # within the chat's decode timeout: decord can hang opening a file, too
-            reader, info = open_with_timeout(video.path, timeout_s=self.chat.decode_timeout_s)
-        indices = frame_indices(video, info.num_frames, info.fps)
-        if video.is_frame_folder:
-            # Frame-folder samplers count from the first file's number (MVBench: 1); the reader from 0.
-            indices = [min(max(i - video.first_frame_index, 0), info.num_frames - 1) for i in indices]
-        # The protocol fixes the edge rule; the pixel limits are the checkpoint's (or model.min/max_pixels).
-        vision = replace(self.chat.vision, shortest_edge=video.frames.shortest_edge,
-                         longest_edge=video.frames.longest_edge)
-        return self.chat.encode(video.path, indices=indices, reader=reader, vision=vision)
+        ready = self._prefetcher.take(video) if self._prefetcher is not None else None
+        if ready is not None:
+            return self.chat.encode(video.path, ready=ready)
+        reader, _, indices = open_request(video, self.chat.decode_timeout_s)
+        return self.chat.encode(video.path, indices=indices, reader=reader,
+                                vision=request_vision(video, self.chat.vision))
 
     def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
         """The reply as generated (nothing stripped: extraction sees what the released scripts see), ended by
@@ -49,13 +79,16 @@ class VambaVideoQA:
 def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",
                         piece_frames: int = 128, min_pixels: int | None = None,
                         max_pixels: int | None = None,
-                        decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S) -> VambaVideoQA:
+                        decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, decode_workers: int | None = None,
+                        decode_ahead: int | None = None) -> VambaVideoQA:
     """Factory named by ``vamba eval``'s default ``model.adapter``. Pixel limits: the checkpoint's processor files
-    (``VambaChat.from_pretrained``) unless given."""
+    (``VambaChat.from_pretrained``) unless given; ``decode_workers`` None: ``auto_decode_workers``."""
     if path is None:
         raise ValueError("model.path=<checkpoint directory> is required")
     chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames,
                                      decode_timeout_s=decode_timeout_s)
     limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     chat.vision = replace(chat.vision, **limits)
-    return VambaVideoQA(chat)
+    if decode_workers is None:
+        decode_workers = auto_decode_workers(chat.device.type)
+    return VambaVideoQA(chat, decode_workers, decode_ahead)

@@ -1,0 +1,186 @@
+"""Videos decoded ahead by worker processes (vamba/inference/prefetch.py): the same frames and encoding as the
+in-process read, a slow file skipped after the time limit with its worker killed, and no worker outliving its
+parent, on real mp4 files written with PyAV and the tiny VAMBA of conftest.py."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vamba.cli import main as vamba_main
+from vamba.data.synth import write_mp4
+from vamba.data.vision import resize_for_patches
+from vamba.evaluation.interface import FrameSettings, VideoRequest
+from vamba.evaluation.sampling import frame_indices
+from vamba.inference.video_qa import VambaVideoQA, load_video_qa_model
+from vamba.utils.io import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _video(path: Path, frames: int, height: int, width: int, seed: int) -> Path:
+    """A real H.264 file with B-frames and a keyframe every 16 frames (vamba.data.synth.write_mp4)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (1, height, width, 3)).astype(np.int16)
+    moving = np.stack([np.roll(base[0], 3 * t, axis=1) for t in range(frames)])
+    write_mp4(path, np.clip(moving + rng.integers(-20, 20, moving.shape), 0, 255).astype(np.uint8), 24)
+    return path
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for a reaper (it runs nothing any more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("prefetch")
+    return [_video(root / "a.mp4", 40, 72, 128, 0), _video(root / "b.mp4", 33, 90, 60, 1)]
+
+
+def test_workers_read_the_protocols_frames_and_encode_the_same(checkpoint: Path, videos: list[Path]) -> None:
+    """The frames a worker hands over are, bit for bit, decord's one-thread read of the protocol's indices after its
+    pre-resize; the video cache encoded from them equals the in-process path's."""
+    decord = pytest.importorskip("decord")
+    ahead = load_video_qa_model(str(checkpoint), device="cpu", dtype="float32", decode_workers=2)
+    in_process = VambaVideoQA(ahead.chat, decode_workers=0)
+    requests = [VideoRequest(str(v), FrameSettings(12, shortest_edge=96, longest_edge=160)) for v in videos]
+    folder = videos[0].parent / "frames"  # MVBench's frame folders: 00001.jpg ..., sampled by segments
+    folder.mkdir(exist_ok=True)
+    for i, frame in enumerate(np.random.default_rng(2).integers(0, 255, (9, 56, 84, 3), dtype=np.uint8), start=1):
+        Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=95)
+    requests.append(VideoRequest(str(folder), FrameSettings(4, sampling="mvbench_segments", shortest_edge=None,
+                                                            longest_edge=None),
+                                 is_frame_folder=True, frame_folder_fps=3.0, first_frame_index=1))
+    try:
+        ahead.prefetch(requests)
+        ready = ahead._prefetcher.take(requests[0])
+        reader = decord.VideoReader(str(videos[0]), num_threads=1)
+        indices = frame_indices(requests[0], len(reader), reader.get_avg_fps())
+        vision = dataclasses.replace(ahead.chat.vision, shortest_edge=96, longest_edge=160)
+        reference = resize_for_patches(reader.get_batch(indices).asnumpy(), vision)
+        assert ready.indices == indices and ready.frames.shape == reference.shape
+        assert torch.equal(ready.frames, torch.from_numpy(reference))
+        assert ready.stats.decode_s > 0 and ready.stats.wait_s >= 0
+
+        for request in requests[1:]:  # the second video and the frame folder, from their workers
+            encoded = ahead.encode_video(request)
+            expected = in_process.encode_video(request)
+            assert encoded.grid == expected.grid and encoded.timestamps == expected.timestamps
+            for got, want in zip(encoded.cache.keys + encoded.cache.values,
+                                 expected.cache.keys + expected.cache.values):
+                assert torch.equal(got, want)
+            assert set(encoded.timing) == {"wait_s", "decode_s", "resize_s"} and encoded.timing["decode_s"] > 0
+        pids = ahead._prefetcher.pids()
+        assert len(pids) == 2
+    finally:
+        ahead.prefetch([])  # what the runner does when it ends
+    assert ahead._prefetcher is None
+    deadline = time.monotonic() + 10
+    while not all(map(_dead, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(map(_dead, pids))
+
+
+@pytest.mark.slow  # ~40 s on 2 cores: two evaluations, one of them starting decode worker processes
+def test_vamba_eval_with_decode_workers_answers_the_same_and_times_each_video(checkpoint: Path, synth_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """``vamba eval model.decode_workers=2``: the same replies as the in-process path; an undecodable file is a
+    counted skip from its worker; the status file and summary hold the timing."""
+    import shutil
+
+    root = tmp_path / "lvbench"
+    shutil.copytree(synth_dir / "lvbench", root)
+    (root / "videos" / "synth0001.mp4").write_bytes(b"\x00" * 1000)
+    base = ["eval", "benchmark=lvbench", f"data={root}", f"model.path={checkpoint}", "model.device=cpu",
+            "model.dtype=float32", "num_frames=8", "max_new_tokens=3", "progress=false"]
+    assert vamba_main([*base, f"out={tmp_path / 'ahead'}", "model.decode_workers=2", "model.decode_ahead=2"]) == 0
+    assert vamba_main([*base, f"out={tmp_path / 'in_process'}", "model.decode_workers=0"]) == 0
+    ahead, in_process = (read_jsonl(tmp_path / name / "responses.jsonl") for name in ("ahead", "in_process"))
+    assert [r["response"] for r in ahead] == [r["response"] for r in in_process] and len(ahead) == 2
+    summary = json.loads((tmp_path / "ahead" / "summary.json").read_text())
+    assert summary["skipped"]["questions"] == 1 and "VideoDecodeError" in summary["skipped"]["details"][0]["reason"]
+    status = json.loads((tmp_path / "ahead" / "shards" / "rank0.status.json").read_text())
+    rows = status["timing"]["videos"]
+    assert [Path(r["video"]).name for r in rows] == ["synth0000.mp4", "synth0002.mp4"]
+    assert all(r["encode_s"] > 0 and r["answer_s"] > 0 and r["decode_s"] > 0 and r["wait_s"] >= 0 for r in rows)
+    timing = summary["timing"]
+    assert timing["videos_encoded"] == 2 and timing["questions"] == 2
+    assert timing["encode_s"] == pytest.approx(sum(r["encode_s"] for r in rows), abs=0.01)
+    assert 0 < timing["busy_frac"] <= 1
+
+
+@pytest.mark.slow  # ~30 s on 2 cores: decode worker processes started, one killed and replaced
+def test_a_slow_video_is_skipped_after_the_timeout_and_its_worker_killed(checkpoint: Path, videos: list[Path],
+                                                                         tmp_path: Path) -> None:
+    """A file that decodes for longer than ``decode_timeout_s`` is a ``VideoDecodeError`` naming the limit, its worker
+    process is killed (a thread could not be), and the next video still comes from a worker."""
+    pytest.importorskip("decord")
+    from vamba.bench.eval_launched import make_long_video
+    from vamba.data.video import VideoDecodeError
+
+    # Twenty minutes with a keyframe every 20 s: 256 frames spread over it decode almost all of its 36,000.
+    slow = make_long_video(tmp_path / "slow.mp4", 1200, 320, 180, gop_s=20, clip_s=20)["file"]
+    model = load_video_qa_model(str(checkpoint), device="cpu", dtype="float32", decode_workers=2,
+                                decode_timeout_s=2.0)
+    requests = [VideoRequest(str(tmp_path / slow), FrameSettings(256, shortest_edge=56, longest_edge=56)),
+                VideoRequest(str(videos[0]), FrameSettings(4, shortest_edge=56, longest_edge=112))]
+    try:
+        model.prefetch(requests)
+        deadline = time.monotonic() + 120
+        while len(model._prefetcher.pids()) < 2 and time.monotonic() < deadline:  # both workers started
+            time.sleep(0.1)
+        started = model._prefetcher.pids()
+        with pytest.raises(VideoDecodeError, match=r"slow.mp4: decoding took longer than 2.0 s.*killed"):
+            model.encode_video(requests[0])
+        assert [_dead(pid) for pid in started].count(True) == 1  # the slow video's worker, killed
+        assert model.encode_video(requests[1]).frames == 4
+        while len(model._prefetcher.pids()) < 2 and time.monotonic() < deadline:  # and replaced
+            time.sleep(0.1)
+        assert len(set(model._prefetcher.pids()) - set(started)) == 1
+    finally:
+        model.close()
+
+
+@pytest.mark.slow  # ~20 s on 2 cores: a Python process that starts two decode workers
+def test_no_worker_outlives_a_killed_parent(videos: list[Path], tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no chance to clean up: the kernel ends its workers (PR_SET_PDEATHSIG)."""
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from vamba.data.vision import VisionConfig
+from vamba.evaluation.interface import FrameSettings, VideoRequest
+from vamba.inference.prefetch import FramePrefetcher
+if __name__ == "__main__":
+    prefetcher = FramePrefetcher(2, 2, VisionConfig(), 8)
+    prefetcher.start([VideoRequest({str(videos[0])!r}, FrameSettings(4))])
+    while len(prefetcher._pool) < 2 or not all(w.ready for w in prefetcher._pool):  # the workers run their loop
+        time.sleep(0.1)
+    print(*prefetcher.pids(), flush=True)
+    time.sleep(600)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and not any(map(_dead, pids))
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while not all(map(_dead, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(map(_dead, pids))
