@@ -2,6 +2,8 @@
 counted): the numerators of model FLOPs utilisation. Recomputation by gradient checkpointing is not model work."""
 from __future__ import annotations
 
+import math
+
 
 def vamba_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: int) -> float:
     """Forward matmul FLOPs of VAMBA's LLM part (vision tower excluded) for one sample.
@@ -68,3 +70,16 @@ def vision_flops(config, pieces: int, grid_hw: tuple[int, int]) -> float:
     merger = 2 * merged_in * merged_in + 2 * merged_in * hidden
     merged_tokens = tokens // config.spatial_merge_size ** 2
     return float(tokens * (2 * patch * d + config.depth * per_block) + merged_tokens * merger)
+
+
+def ssd_flops(batch: int, seqlen: int, nheads: int, headdim: int, d_state: int, chunk_size: int,
+              ngroups: int = 1) -> float:
+    """Forward FLOPs of the chunked SSD scan's matmuls (the work a fused kernel must do; ``vamba.bench.mamba2``).
+
+    Counts C.B^T per chunk and group (2 q^2 n per chunk), scores @ x (2 q^2 p per head), chunk states
+    (2 q p n per head) and state -> output (2 q p n per head), per chunk; elementwise work is ignored.
+    """
+    chunks = math.ceil(seqlen / chunk_size)
+    q = chunk_size
+    per_chunk = 2 * q * q * d_state * ngroups + nheads * (2 * q * q * headdim + 4 * q * headdim * d_state)
+    return float(batch * chunks * per_chunk)
