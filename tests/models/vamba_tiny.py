@@ -23,9 +23,10 @@ MAMBA = dict(tiny_mamba(DIMS), expand=2)
 PATCH_DIM = 3 * 2 * 14 * 14
 
 
-def vamba_config(**overrides) -> VambaConfig:
+def vamba_config(vocab_size: int = VOCAB, ids: dict[str, int] | None = None, **overrides) -> VambaConfig:
+    """The tests' tiny VAMBA (``vocab_size``, bos/eos/pad ``ids``: a tokenizer's; ``mamba``: Mamba-2 keys)."""
     mamba = {"expand": 2, **overrides.pop("mamba", {})}
-    return tiny_vamba_config(VOCAB, DIMS, max_position_embeddings=MAX_POSITIONS, mamba=mamba, **overrides)
+    return tiny_vamba_config(vocab_size, DIMS, ids, max_position_embeddings=MAX_POSITIONS, mamba=mamba, **overrides)
 
 
 def qwen2_vl_config() -> Qwen2VLConfig:

@@ -17,6 +17,7 @@ from vamba.models.zero import check_zero3_partitioned, full_numel
 from vamba.training.config import ConfigError, DataConfig, ModelConfig, StageConfig, TrainConfig
 from vamba.training.params import LoraSummary, TrainableSummary, matches_any, select_trainable
 
+
 def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
