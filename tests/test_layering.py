@@ -126,7 +126,8 @@ def test_module_strings_are_read() -> None:
     seen as the crossing into inference that EXCEPTIONS lists, and a module picked from a package by name (an
     f-string) counts as that package."""
     modules = _modules()
-    assert {"vamba.training.cli", "vamba.bench.efficiency", "vamba.doctor"} <= _imports("vamba.cli", modules["vamba.cli"])
+    commands = {"vamba.training.cli", "vamba.bench.efficiency", "vamba.doctor"}
+    assert commands <= _imports("vamba.cli", modules["vamba.cli"])
     assert "vamba.inference.video_qa" in _imports("vamba.evaluation.cli", modules["vamba.evaluation.cli"])
     package = "vamba.evaluation.benchmarks"
     assert package in _all_imports(package, modules[package])

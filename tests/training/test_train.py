@@ -229,7 +229,8 @@ def test_optimizer_groups_exempt_ssm_norm_bias_and_alpha_from_decay(train_overri
     model = build_model(cfg, tok)
     apply_stage(model, cfg.stage)
     args = TrainingArguments(output_dir=cfg.output_dir, weight_decay=0.01, use_cpu=True, report_to="none")
-    trainer = VambaTrainer(model=model, args=args, token_ids={**special_token_ids(tok), "pad_token_id": tok.pad_token_id})
+    trainer = VambaTrainer(model=model, args=args,
+                           token_ids={**special_token_ids(tok), "pad_token_id": tok.pad_token_id})
     groups = trainer.create_optimizer().param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}

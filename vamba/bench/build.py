@@ -1,8 +1,9 @@
 """The benchmarked models and their inputs: VAMBA and transformers' Qwen2-VL at one scale, random weights.
 
 Scales: ``7b`` and ``2b`` (the Qwen2-VL-7B/2B sizes of ``vamba.models.presets``) and ``tiny`` (CPU checks of the
-benchmarks' logic: the presets' tiny model over a ``TINY_VOCAB``-token vocabulary). ``qwen_config`` gives transformers' ``Qwen2VLConfig`` with VAMBA's text and vision sizes, so
-the two models differ only in what VAMBA adds. Inputs are synthetic pixel tensors of the exact Qwen2-VL shape
+benchmarks' logic: the presets' tiny model over a ``TINY_VOCAB``-token vocabulary). ``qwen_config`` gives
+transformers' ``Qwen2VLConfig`` with VAMBA's text and vision sizes, so the two models differ only in what VAMBA
+adds. Inputs are synthetic pixel tensors of the exact Qwen2-VL shape
 for a frame size (``frame_grid``: 640x360 -> smart resize 644x364 -> 1196 patches per frame pair).
 """
 from __future__ import annotations

@@ -40,7 +40,9 @@ def code_commit() -> str | None:
 
 def device_name(device: torch.device | str | None = None) -> str:
     """``"NVIDIA H100 80GB HBM3"`` for a CUDA device (None: the current one if CUDA is there), else ``"cpu"``."""
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
