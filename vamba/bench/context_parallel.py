@@ -40,7 +40,7 @@ from vamba.bench.steps import set_trainable
 from vamba.data.vision import PATCH_DIM
 from vamba.ops import available
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import header
+from vamba.utils.provenance import header as provenance_header
 from vamba.utils.timing import GIB, measure
 
 GRID_640x360 = frame_grid(640, 360)  # patches per frame: 299 merged tokens per 2 frames
@@ -52,7 +52,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def header(what: str, device: torch.device) -> dict:
-    out = {"what": what, **header(device)}
+    out = {"what": what, **provenance_header(device)}
     out["environment"]["kernels"] = available()
     return out
 
