@@ -9,7 +9,7 @@ import torch
 
 from vamba.cli import main as vamba_main
 from vamba.bench.build import frame_grid, vamba_config
-from vamba.bench.flops import qwen_llm_flops, vamba_llm_flops
+from vamba.models.flops import qwen_llm_flops, vamba_llm_flops
 from vamba.models.mamba2 import Mamba2Block
 
 TINY = ["bench", "device=cpu", "scale=tiny", "frame_size=56x84", "piece_frames=2", "reps=1"]

@@ -228,3 +228,39 @@ def test_model_switch_gives_the_same_loss_and_gradients(trains: str) -> None:
     assert _rel(loss, ref_loss) <= TOL
     for name, g in grads.items():  # the decoder's gradients amplify the tower's ~1e-7 differences (as in
         torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)  # test_vamba_model)
+
+
+def test_frame_pieces_cut_items_along_time_in_order() -> None:
+    from vamba.models.vision import frame_pieces
+
+    pixels, grid = _inputs([[3, 4, 6], [1, 2, 2], [2, 2, 4]])
+    pieces = frame_pieces(pixels, grid, piece_frames=4)  # 2 temporal patches per piece
+    assert [g.tolist() for _, g in pieces] == [[[2, 4, 6]], [[1, 4, 6], [1, 2, 2]], [[2, 2, 4]]]
+    assert torch.equal(torch.cat([p for p, _ in pieces]), pixels)
+    assert all(p.shape[0] == int(g.prod(-1).sum()) for p, g in pieces)
+    assert frame_pieces(pixels, grid, piece_frames=0)[0][1] is grid and len(frame_pieces(pixels, grid, 12)) == 1
+
+
+@pytest.mark.parametrize("trains", ["nothing", "merger"])
+def test_frozen_tower_in_pieces_gives_the_same_loss_and_gradients(trains: str) -> None:
+    """``VambaConfig.vision_piece_frames``: a frozen tower run a few frames per call (as the streaming prefill does)
+    gives the loss and gradients of one call over the whole batch."""
+    batch = video_batch([6, 8], [[(3, 4, 4)], [(1, 2, 2), (2, 4, 2)]])
+    results = []
+    for piece_frames in (0, 2, 4):
+        torch.manual_seed(0)
+        model = VambaForConditionalGeneration(vamba_config(vision_piece_frames=piece_frames)).train()
+        _randomise(model.visual)
+        model.visual.requires_grad_(False)
+        model.visual.merger.requires_grad_(trains == "merger")
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (ref_loss, ref_grads), *rest = results
+    assert any(n.startswith("visual.merger.") for n in ref_grads) == (trains == "merger")
+    for loss, grads in rest:
+        assert grads.keys() == ref_grads.keys() and _rel(loss, ref_loss) <= TOL
+        for name, g in grads.items():
+            torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="vision_piece_frames"):
+        vamba_config(vision_piece_frames=3)

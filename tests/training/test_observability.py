@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vamba.training.cli import main as train_main
+from vamba.utils.io import read_jsonl
 
 
 def _without(overrides: list[str], prefix: str | tuple[str, ...]) -> list[str]:
@@ -60,6 +61,12 @@ def test_summary_history_console_log_and_curves(train_overrides, synth, tmp_path
     console = (out / "console.log").read_text()
     assert console.count("run summary:") == 2 and "whole epoch" in console and "resuming from" in console
     assert "step 2: {" in console and "'loss':" in console
+    # step metrics of the launched command (docs/training.md, "Speed"): each invocation's first step says how long
+    # the process took to get there; every step how long it waited for data and how many model FLOPs it did
+    steps = [r for r in read_jsonl(out / "log.jsonl") if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(r["startup_s"] > 0 for r in steps)
+    assert all(0 <= r["data_wait_frac"] < 1 and r["model_tflops"] > 0 for r in steps), steps
+    assert "mfu" not in steps[0]  # the CPU has no peak rate to divide by
     pytest.importorskip("matplotlib")
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

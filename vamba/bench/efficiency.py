@@ -18,11 +18,11 @@ tokens per 2 frames). Swept over frame counts (64, 128, 256, ... until out of me
   backward (``set_checkpoint_offload``; ``host_bytes`` per step in the JSON); compared with Qwen2-VL's ``train``.
 - one VAMBA *stage-1* step (trainable: cross-attention, Mamba-2 blocks, alpha) at ``stage1_frames`` frames.
 
-Per point (``vamba.bench.sweep``): wall time (``vamba.utils.timing.measure``: the first run of a point under 15 s
+Per point (``vamba.bench.sweep``): wall time (``vamba.utils.timing.measure``: the first run of a point under 60 s
 only warms, then the median of 3 more runs, or 1 more above a second), the vision tower's share (forward hooks on
 the tower) and the LLM's (the rest), peak allocated memory (total, and above what was allocated before the step:
 weights + inputs), or ``oom``. Kernels are warmed (Triton compilation) on the smallest point before each sweep.
-The VAMBA LLM's model FLOPs utilisation (``vamba.bench.flops``) is given against the device's measured bf16
+The VAMBA LLM's model FLOPs utilisation (``vamba.models.flops``) is given against the device's measured bf16
 matmul rate. Results are written after every point (a killed run keeps what it measured):
 ``efficiency_<tag>.json``, ``efficiency_stage1_<tag>.json``, plots ``efficiency_<tag>_{memory,time}.png`` and
 the summary ``efficiency_<tag>.md`` (``vamba.bench.efficiency_report``).
@@ -91,6 +91,7 @@ class BenchConfig:
     report_only: str | None = None  # only (re)write the summary and plots of this results JSON
     mamba_backend: str | None = None  # default: fast on CUDA (fail loudly), reference on CPU
     vision_compile: bool | None = None  # VAMBA's vision tower compiled (VambaConfig.vision_compile; default: on CUDA)
+    vision_piece_frames: int | None = None  # a frozen tower's frames per call in training (VambaConfig's default: 512)
     # measure these points (MODEL:MODE:FRAMES[/FALLBACK]) in this order instead of the sweeps (vamba.bench.plan;
     # 'goals': the goals' points first)
     points: list[str] | None = None
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = sorted(set(args.num_frames or DEFAULT_FRAMES))
     if any(n < 2 or n % 2 for n in frames):
         raise SystemExit("vamba bench: frame counts must be even and >= 2")
-    device_name, device_kind = device_tag(device)
+    _, device_kind = device_tag(device)
     tag = args.tag or device_kind
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     mamba_backend = args.mamba_backend or ("fast" if cuda else "reference")
     vcfg = vamba_config(args.scale, mamba_backend)
     vcfg.vision_compile = cuda if args.vision_compile is None else args.vision_compile
+    if args.vision_piece_frames is not None:
+        vcfg.vision_piece_frames = args.vision_piece_frames
     qcfg = qwen_config(vcfg)
     points = None
     if args.points:
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                   "piece_frames": args.piece_frames, "mamba_backend": mamba_backend,
                   "qwen2_vl_attention": "sdpa", "vamba_attention": vcfg.attention_backend,
                   "vamba_vision_attention": vcfg.vision_attention, "vamba_vision_compile": vcfg.vision_compile,
+                  "vamba_vision_piece_frames": vcfg.vision_piece_frames,
                   "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
                   "points": [str(p) for p in points] if points else None},
         "reference_qwen2_vl_7b_h100": REFERENCE_QWEN2_VL_7B_H100,

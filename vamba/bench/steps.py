@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from vamba.bench.build import Setup
 from vamba.inference.streaming import VideoStream
-from vamba.training.params import NEW_MODULES, TRAINABLE, VISION_TOWER, matches_any
+from vamba.models.names import NEW_MODULES, VISION_TOWER, matches_any
+from vamba.training.params import TRAINABLE
 
 Step = Callable[[], None]
 

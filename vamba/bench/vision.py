@@ -11,7 +11,7 @@ weights with non-zero biases, built on the device in ``--dtype``), one video of 
 
 Per point (``vamba.utils.timing.measure``: CUDA events; one untimed warm-up run whose time is ``first_ms``, then
 the median of ``--reps`` runs, one above 5 s): time, peak memory, forward FLOPs and TFLOP/s (matmul and
-attention FLOPs counted analytically, ``vamba.bench.flops.vision_flops``; the same count as
+attention FLOPs counted analytically, ``vamba.models.flops.vision_flops``; the same count as
 ``torch.utils.flop_counter`` on the tower, tested), its fraction of the device's measured bf16 matmul rate, and
 the outputs' distance to the reference's (blocks' output and merger output; ``max |x - ref| / max |ref|`` and ``||x - ref|| / ||ref||``).
 
@@ -41,7 +41,7 @@ import torch
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
 from vamba.bench.build import DTYPES, build, device_tag, frame_grid, parse_frame_size, vamba_config
-from vamba.bench.flops import vision_flops
+from vamba.models.flops import vision_flops
 from vamba.data.vision import PATCH_DIM
 from vamba.models.vision import VambaVisionTower
 from vamba.utils.io import atomic_write_json
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench_vision: frame counts must be even and >= 2")
     modes = [m for m in TOWER_MODES if m in args.modes]
     grid_hw = frame_grid(*parse_frame_size(args.frame_size))
-    device_name, device_kind = device_tag(device)
+    _, device_kind = device_tag(device)
     tag = args.tag or device_kind
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

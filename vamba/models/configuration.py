@@ -18,6 +18,9 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
 - ``vision_attention`` and ``vision_compile`` (ours): how the vision tower runs (vamba.models.vision):
   ``auto`` (the fast forward), ``batched``, ``varlen`` or ``reference`` (transformers' forward); and whether
   the fast forward's blocks are ``torch.compile``d (off by default).
+- ``vision_piece_frames`` (ours): a frozen vision tower (no autograd) encodes at most this many frames per call
+  (0: all of a batch's frames in one call). Exact (its attention never crosses a temporal patch); it bounds the
+  tower's transient memory in a training step the way the streaming prefill's pieces do.
 - ``vision_mamba_mixer_config``: the Mamba-2 block settings, stored under the released key names
   (``enable``, ``d_state``, ``d_conv``, ``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ...).
 - ``vision_mixer_kind`` (ours): the per-layer video block when enabled: ``"mamba2"`` (as released) or
@@ -114,6 +117,7 @@ class VambaConfig(Qwen2VLConfig):
     # vamba.models.vision: the vision tower's forward (auto | batched | varlen | reference) and torch.compile of it.
     vision_attention: str = "auto"
     vision_compile: bool = False
+    vision_piece_frames: int = 512
 
     def __post_init__(self, **kwargs: Any) -> None:
         for name in ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings"):
@@ -133,6 +137,9 @@ class VambaConfig(Qwen2VLConfig):
                              f"got {self.vision_attention!r}")
         if not isinstance(self.vision_compile, bool):
             raise TypeError(f"VambaConfig.vision_compile must be a bool, got {self.vision_compile!r}")
+        if not isinstance(self.vision_piece_frames, int) or self.vision_piece_frames < 0 or self.vision_piece_frames % 2:
+            raise ValueError(f"VambaConfig.vision_piece_frames must be 0 or a positive even int (frames come in temporal "
+                             f"patches of 2), got {self.vision_piece_frames!r}")
         if not isinstance(self.loss_chunk_size, int) or self.loss_chunk_size < 1:
             raise ValueError(f"VambaConfig.loss_chunk_size must be a positive int, got {self.loss_chunk_size!r}")
         self.vision_mamba_mixer_config = _normalise_mamba(self.vision_mamba_mixer_config)

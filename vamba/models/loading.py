@@ -43,7 +43,7 @@ NEW_MODULE_KEYS = re.compile(r"^model\.layers\.\d+\.(cross_attn\.|vision_mixer\.
 # VambaConfig fields a caller may override at load time (the rest of kwargs go to transformers).
 CONFIG_OVERRIDES = ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings",
                     "cross_attn_init", "vision_mamba_mixer_config", "vision_mixer_kind", "attention_backend",
-                    "loss_chunk_size", "vision_attention", "vision_compile")
+                    "loss_chunk_size", "vision_attention", "vision_compile", "vision_piece_frames")
 
 
 # Weights only a VAMBA checkpoint has (any key layout).

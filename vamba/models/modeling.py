@@ -36,7 +36,7 @@ from vamba.models.offload import HostOffload
 from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 from vamba.models.sharding import ContextParallelHooks
-from vamba.models.vision import VambaVisionTower
+from vamba.models.vision import VambaVisionTower, frame_pieces
 from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_visual_inputs
 from vamba.models.zero import gathered
 
@@ -267,14 +267,15 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             p.requires_grad for name, p in self.visual.named_parameters() if not name.startswith("merger."))
         merger_trains = any(p.requires_grad for p in self.visual.merger.parameters())
         how = {"attention": self.config.vision_attention, "compile": self.config.vision_compile}
-        if blocks_train or not torch.is_grad_enabled():
+        if blocks_train:
             return self.visual(pixel_values, grid_thw=grid_thw, **how).pooler_output
         with torch.no_grad():
-            out = self.visual(pixel_values, grid_thw=grid_thw, **how)
-        merged = out.pooler_output
-        if merger_trains:
-            merged = self.visual.merger(out.last_hidden_state)  # 5.x: the blocks' output, before the merger
-        return merged
+            parts = [self.visual(p, grid_thw=g, **how) for p, g in frame_pieces(pixel_values, grid_thw,
+                                                                                  self.config.vision_piece_frames)]
+        blocks = torch.cat([out.last_hidden_state for out in parts]) if len(parts) > 1 else parts[0].last_hidden_state
+        if merger_trains and torch.is_grad_enabled():
+            return self.visual.merger(blocks)  # 5.x: the blocks' output, before the merger
+        return torch.cat([out.pooler_output for out in parts]) if len(parts) > 1 else parts[0].pooler_output
 
     @torch.no_grad()
     def encode_video(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, visual_row: torch.Tensor | None = None,

@@ -195,6 +195,31 @@ def vision_block(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torc
                 mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, None if quick else mlp.act)
 
 
+def frame_pieces(pixel_values: torch.Tensor, grid_thw: torch.Tensor,
+                 piece_frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Cut a batch of visual items into pieces of at most ``piece_frames`` frames (``piece_frames // 2`` temporal
+    patches; 0: one piece), splitting items along time: pixel_values [P, 1176], grid_thw [V, 3] -> [(pixels, grid)]
+    in order. The tower's output over the pieces, concatenated, is its output over the batch: attention, the
+    rotary positions and the 2x2 merger all stay inside one temporal patch."""
+    limit = piece_frames // 2
+    if limit <= 0 or int(grid_thw[:, 0].sum()) <= limit:
+        return [(pixel_values, grid_thw)]
+    pieces, grids, start, room = [], [], 0, limit
+    rows = 0  # first patch row of the piece being filled
+    for t, h, w in grid_thw.tolist():
+        while t > 0:
+            take = min(t, room)
+            grids.append((take, h, w))
+            start += take * h * w
+            t, room = t - take, room - take
+            if room == 0:
+                pieces.append((pixel_values[rows:start], grid_thw.new_tensor(grids)))
+                grids, rows, room = [], start, limit
+    if grids:
+        pieces.append((pixel_values[rows:start], grid_thw.new_tensor(grids)))
+    return pieces
+
+
 class VambaVisionTower(Qwen2VisionTransformerPretrainedModel):
     """transformers' Qwen2-VL vision tower with the fast forward of this module (module docstring)."""
 

@@ -24,6 +24,7 @@ experiment selects it, ``vamba train`` runs the recipe instead of one stage.
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -236,6 +237,10 @@ def _close_process_group() -> None:
 def main(argv: list[str], recipes: Mapping[str, Recipe] | None = None) -> int:
     """``vamba train``: one stage, or the recipe (``recipes``: schema name -> Recipe) whose schema the config has."""
     recipes = dict(recipes or {})
+    # Long videos make the activations of every step a different size: without expandable segments the CUDA caching
+    # allocator fragments until a step fails for memory that is free in pieces (the benchmarks run with it too,
+    # docs/bench.md). Read at the first CUDA allocation, so setting it here is early enough; a user's value wins.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
     def train_task(cfg) -> None:
         _train_task(cfg, recipes)

@@ -170,6 +170,7 @@ class LoggingConfig:
     logging_steps: int = 1
     save_steps: int = 500
     save_total_limit: int | None = 2
+    save_final: bool = True  # false: no final/ model at the end (speed measurements; checkpoints follow save_steps)
     progress: bool = True
     eval_steps: int = 0  # with a validation set (data.val_fraction / data.val_mixture): evaluate every N steps; 0: at each save
     # seconds wandb.init may take (WANDB_INIT_TIMEOUT): with WANDB_API_KEY set and no network it waited past a minute

@@ -12,18 +12,15 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from vamba.models.names import NEW_MODULES, matches_any
 from vamba.models.zero import full_numel
 
-# What VAMBA adds to Qwen2-VL: cross-attention, the Mamba-2 blocks over the video tokens, the alpha balance.
-NEW_MODULES: tuple[str, ...] = ("*.cross_attn.*", "*.vision_mixer.*", "*.alpha")
-# stage -> what it trains: the one table. configs/stage/<stage>.yaml show the same list to users (a test checks it);
+# stage -> what it trains: the one table (NEW_MODULES: vamba.models.names). configs/stage/<stage>.yaml show the same list to users (a test checks it);
 # StageConfig's default, the CPU demo (trainable_for) and the benchmarks' train modes (vamba.bench.steps) read it here.
 TRAINABLE: dict[str, tuple[str, ...]] = {
     "pretrain": NEW_MODULES,  # stage 1: only the new modules
     "sft": ("visual.merger.*", "model.*", "lm_head.*"),  # stage 2: the merger and the language model; not the ViT
 }
-# The vision tower (VAMBA's names, and transformers' Qwen2-VL's): what the benchmarks' train modes never train.
-VISION_TOWER: tuple[str, ...] = ("visual.*", "model.visual.*")
 
 # Parameters without weight decay: SSM dynamics (A_log, D, dt_bias), every norm weight, biases and the
 # alpha balance. Decaying A_log or dt_bias pulls the state-space dynamics towards arbitrary values.
@@ -41,10 +38,6 @@ class TrainableSummary:
         lines = [f"trainable {self.trainable:,} / {total:,} parameters ({100 * self.trainable / max(total, 1):.2f}%)"]
         lines += [f"  {pattern}: {count:,}" for pattern, count in self.per_pattern.items()]
         return "\n".join(lines)
-
-
-def matches_any(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
 
 
 def trainable_for(stage: str, vision_mixer: bool = True, alpha: bool = True) -> list[str]:

@@ -313,7 +313,9 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
     finished = cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps
     if finished and eval_dataset is not None and trainer.state.global_step % args.eval_steps:
         trainer.evaluate()  # the last step's validation loss (the Trainer evaluates only every eval_steps)
-    if finished:
+    if finished and not cfg.logging.save_final:
+        logger.info("logging.save_final=false: the trained model is not written to %s", final)
+    elif finished:
         trained = trainer.model
         if cfg.stage.lora.enable:
             trained = trained.merge_and_unload()

@@ -8,9 +8,12 @@ optimizer, scheduler, RNG states, data position), logging back-ends and progress
 - weight decay only where it belongs (``vamba.training.params.NO_DECAY_PATTERNS``);
 - ``eval_loss`` on a validation set: the LM loss alone (no distillation term, no teacher run);
 - per-step logs: ``lm_loss``, ``distill_loss``, ``alpha/layer_i`` (mean alpha of layer i), ``tokens_per_s``
-  (text + video tokens), ``frames_per_s`` (temporal patches x 2; an image counts 2), ``step_s`` and, on CUDA,
-  ``mfu`` (model FLOPs utilisation: 6 * parameters * tokens / s / peak bf16 FLOPs) and
-  ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log);
+  (text + video tokens), ``frames_per_s`` (temporal patches x 2; an image counts 2), ``step_s``,
+  ``data_wait_frac`` (the share of the wall time this process waited for the DataLoader's next batch),
+  ``model_tflops`` (this process's model FLOPs per second: ``vamba.models.flops.step_flops`` over every micro-batch,
+  the vision tower included, backward counted for the parts that train) and, on CUDA, ``mfu`` (that over the
+  device's dense bf16 peak) and ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log);
+  the first log also has ``startup_s``, the seconds from the process's start to the end of its first step;
 - resume that is exact and never partial (docs/training.md): the dataset's epoch (random frame draws) set at
   every epoch's start, checkpoints staged and published by one rename (``vamba.training.checkpoints``), every
   weight checked before the Trainer's lenient load, LoRA's fully trained parameters saved beside the adapters.
@@ -33,8 +36,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from vamba.data.dataset import set_data_epoch
 from vamba.data.shard import shard_batch
 from vamba.data.teacher_view import build_teacher_view
+from vamba.models.flops import step_flops, trained_parts
 from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
-from vamba.models.zero import full_numel
 from vamba.training.checkpoints import STAGING, clean_staging, publish
 from vamba.training.distill import distillation_loss, supervised_positions
 from vamba.training.params import NO_DECAY_PATTERNS, matches_any
@@ -94,7 +97,8 @@ class VambaTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self._sums: dict[str, float] = defaultdict(float)
         self._last_log, self._last_step = time.perf_counter(), 0
-        self._n_params = sum(full_numel(p) for p in self.model.parameters())
+        self._parts = trained_parts(self.model.named_parameters())  # for the step's model FLOPs
+        self._first_log = True
         self._staging = False  # True while a checkpoint is being written (see _save_checkpoint)
         if teacher is not None:
             teacher.to(self.args.device)
@@ -107,6 +111,15 @@ class VambaTrainer(Trainer):
         # before the epoch's loader (and its worker processes, which copy the dataset) starts.
         set_data_epoch(self.train_dataset, epoch)
         return super()._run_epoch(model, epoch, *args, **kwargs)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's fetch of a step's micro-batches, timed: the time spent here is the time the loop waited for
+        the DataLoader (``data_wait_frac``); the batch's copy to the device happens later, in the step."""
+        started = time.perf_counter()
+        try:
+            return super().get_batch_samples(epoch_iterator, num_batches, device)
+        finally:
+            self._sums["data_wait_s"] += time.perf_counter() - started
 
     def get_train_dataloader(self):
         """With context parallelism, the ranks of a CP group read the same batches: accelerate's batch sampler
@@ -242,6 +255,8 @@ class VambaTrainer(Trainer):
         self._sums["tokens"] += int(inputs["attention_mask"].sum()) / text_share + video_tokens
         self._sums["frames"] += frames
         self._sums["micro_batches"] += 1
+        config = self.accelerator.unwrap_model(self.model).config
+        self._sums["flops"] += step_flops(config, inputs, self._parts)
 
     # -- logging -----------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -258,15 +273,28 @@ class VambaTrainer(Trainer):
             logs["frames_per_s"] = round(self._sums["frames"] * world / seconds, 2)
             steps = max(self.state.global_step - self._last_step, 1)
             logs["step_s"] = round(seconds / steps, 4)
+            logs["data_wait_frac"] = round(self._sums["data_wait_s"] / seconds, 4)
+            logs["model_tflops"] = float(f"{self._sums['flops'] / seconds / 1e12:.4g}")  # tiny models: ~1e-6
             peak = _peak_flops(self.args.device)
             if peak:
-                logs["mfu"] = round(6 * self._n_params * self._sums["tokens"] / seconds / peak, 4)
+                logs["mfu"] = round(self._sums["flops"] / seconds / peak, 4)
+            if self._first_log:
+                logs["startup_s"] = round(time.time() - _process_start(), 1)
+                self._first_log = False
             if self.args.device.type == "cuda":
                 logs.update(_peak_memory_per_rank(self.args.device))
             logs.update(alpha_per_layer(self.accelerator.unwrap_model(self.model)))
             self._sums.clear()
             self._last_log, self._last_step = now, self.state.global_step
         super().log(logs, start_time)
+
+
+def _process_start() -> float:
+    """This process's start (seconds since the epoch): the command's start under ``vamba train``, the worker's
+    under torchrun."""
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _is_peft(model: nn.Module) -> bool:

@@ -1,0 +1,70 @@
+#!/bin/bash
+# One call on the lent GPU (<= 10 minutes): `vamba train` as researchers launch it, at the paper's scale (issue 29).
+#   1. a 7B VAMBA checkpoint with random weights drawn on the GPU and saved (scripts/random_checkpoint.py);
+#   2. `vamba train` stage 1 (cross-attention, Mamba-2 blocks, alpha) on 1,024-frame samples of a real 640x360 H.264
+#      file decoded by the Dataset in DataLoader workers, DeepSpeed ZeRO-2 in one process, bf16, checkpointing,
+#      beside the efficiency benchmark's stage-1 step at 1,024 frames + one optimizer step (the like-for-like check);
+#   3. the benchmark's whole-LLM training step at 1,024 frames (the frozen tower in 512-frame pieces);
+#   4. the same stage-1 run under ZeRO-3, with what is left.
+# Results (<= 8 files, flat in $OUT): train_launched_<tag>_{zero2,zero3}.json/.md, efficiency_train1024.json,
+# train_launched.log, nvidia_smi.txt.
+# Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
+# mamba_ssm-*.tar.gz (sdist), pywheels.tar.xz (deepspeed, hydra-core, omegaconf, antlr4, hjson, pydantic: the
+# wheels' files), data/*.mp4 (the videos). Run from the project root:
+#   VAMBA_CODE_COMMIT=<commit> bash scripts/gpu/train_launched.sh
+set -u
+OUT=${OUT:-/tmp/vamba-out}
+SITE=/tmp/site
+mkdir -p "$OUT" "$SITE"
+LOG=$OUT/train_launched.log
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=$SITE:$PWD
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  nproc; free -g | head -2; df -h /tmp | tail -1
+} > "$OUT/nvidia_smi.txt" 2>&1
+t0=$SECONDS
+for t in .whl/causal_conv1d-*.tar.xz .whl/decord-*.tar.xz .whl/pywheels.tar.xz; do tar xJf "$t" -C "$SITE"; done
+rm -rf /tmp/mamba-src && mkdir -p /tmp/mamba-src && tar xzf .whl/mamba_ssm-*.tar.gz -C /tmp/mamba-src
+(cd /tmp/mamba-src/mamba_ssm-* && MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE \
+  python3 -m pip install -q --no-deps --no-build-isolation --target "$SITE" .) >> "$LOG" 2>&1
+python3 -c "import json, vamba.ops, deepspeed, hydra, decord; print(json.dumps(vamba.ops.available()), deepspeed.__version__)" \
+  2>&1 | tail -2 | tee -a "$OUT/nvidia_smi.txt"
+echo "install: $((SECONDS - t0)) s"
+GIB=$(python3 -c "import torch; print(int(torch.cuda.get_device_properties(0).total_memory / 2**30))")
+TAG=$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")
+
+CKPT=/tmp/vamba-7b-random
+python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
+cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
+VIDEOS="[$(ls .whl/data/*.mp4 | paste -sd,)]"
+echo "checkpoint + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB GPU"
+
+# 2. like-for-like, ZeRO-2 (the optimizer offloaded on a GPU under 100 GiB: the stage-1 AdamW states need ~47 GB)
+python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like] \
+  tag=${TAG}_zero2 steps=${STEPS:-6} workers=12 budget_s=$(( ${CALL_S:-575} - SECONDS - 200 )) >> "$LOG" 2>&1
+echo "like_for_like rc=$? at $((SECONDS - t0)) s"
+cp /tmp/l2/train_launched_${TAG}_zero2.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}_zero2.md 2>/dev/null
+tail -5 /tmp/l2/like_for_like.log 2>/dev/null | cut -c1-300
+
+# 3. the whole-LLM step at 1024 frames (the tower defect of 2026-12-02), if 150 s are left
+left=$(( ${CALL_S:-575} - SECONDS ))
+if [ $left -gt 150 ]; then
+  timeout $((left - 20)) python3 -m vamba.cli bench out=/tmp/b1 tag=train1024 models=[vamba] points=[vamba:train:1024] \
+    hour_point=false answer_tokens=0 stage1_frames=0 budget_s=$((left - 40)) point_cap_s=400 >> "$LOG" 2>&1
+  echo "bench train:1024 rc=$?"
+  cp /tmp/b1/efficiency_train1024.json "$OUT/" 2>/dev/null
+  python3 -c "
+import json; d=json.load(open('/tmp/b1/efficiency_train1024.json'))
+for r in d['rows']: print({k: r.get(k) for k in ('mode','frames','status','total_ms','first_ms','all_ms','vision_ms','llm_ms','peak_gib','vision_mfu','llm_mfu')})" 2>&1 | tail -3
+fi
+
+# 4. ZeRO-3 with what is left
+left=$(( ${CALL_S:-575} - SECONDS ))
+if [ $left -gt 150 ]; then
+  python3 scripts/bench_train_launched.py out=/tmp/l3 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like_zero3] \
+    tag=${TAG}_zero3 steps=${STEPS:-6} workers=12 bench=false budget_s=$((left - 15)) >> "$LOG" 2>&1
+  echo "zero3 rc=$?"
+  cp /tmp/l3/train_launched_${TAG}_zero3.* "$OUT/" 2>/dev/null; cat /tmp/l3/train_launched_${TAG}_zero3.md 2>/dev/null
+fi
+echo "done at $((SECONDS - t0)) s"

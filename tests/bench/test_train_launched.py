@@ -1,0 +1,49 @@
+"""The launched-training benchmark's logic on the CPU: a random checkpoint written as a user's, loaded by `vamba train
+model.path=`, trained on real mp4 files by the real command, its log turned into the results row."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vamba.bench.checkpoint import CheckpointArgs, write_random_checkpoint
+from vamba.bench.train_launched import main as launched_main
+from vamba.data.synth import write_mp4
+from vamba.models import VambaForConditionalGeneration
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    info = write_random_checkpoint(CheckpointArgs(out=str(out), size="tiny", device="cpu", dtype="float32"))
+    return out, info
+
+
+def test_random_checkpoint_is_a_complete_checkpoint(checkpoint) -> None:
+    out, info = checkpoint
+    assert info["size"] == "tiny" and info["parameters"] > 0 and info["build_s"] >= 0
+    saved = json.loads((out / "random_checkpoint.json").read_text())
+    assert saved["parameters"] == info["parameters"] and "environment" in saved
+    model = VambaForConditionalGeneration.from_pretrained(out)
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    assert (out / "tokenizer.json").exists() and not out.with_name("tiny.partial").exists()
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_random_checkpoint(CheckpointArgs(out=str(out), size="tiny", device="cpu"))
+
+
+def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> None:
+    out, _ = checkpoint
+    frames = (torch.arange(12 * 56 * 84 * 3) % 251).to(torch.uint8).reshape(12, 56, 84, 3).numpy()
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, frames, fps=4)
+    assert launched_main([f"out={tmp_path / 'res'}", f"checkpoint={out}", f"videos=[{video}]", "model=tiny",
+                          "frames=4", "max_pixels=4704", "answer_words=6", "steps=3", "workers=1",
+                          "runs=[like_for_like]", "tag=cpu", "overrides=[device=cpu]"]) == 0
+    result = json.loads((tmp_path / "res" / "train_launched_cpu.json").read_text())
+    (row,) = result["runs"]
+    assert row["status"] == "ok" and row["rc"] == 0 and row["steps"] == 3, row
+    assert row["step_s"] > 0 and 0 <= row["data_wait_frac"] < 1 and row["startup_s"] > 0 and row["model_tflops"] > 0
+    assert row["trainable"].startswith("trainable ") and "bench_step_s" not in row  # no GPU: no benchmark
+    assert not (tmp_path / "res" / "runs" / "like_for_like" / "final").exists()  # logging.save_final=false
+    assert "| like_for_like | pretrain |" in (tmp_path / "res" / "train_launched_cpu.md").read_text()

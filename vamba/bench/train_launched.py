@@ -1,0 +1,252 @@
+"""`vamba train` measured as researchers launch it: real mp4 files decoded by the Dataset in DataLoader workers, the
+optimizer, the DeepSpeed engine, a checkpoint loaded from disk; beside the benchmark's step at the same shape.
+
+    python scripts/bench_train_launched.py out=$OUT checkpoint=/tmp/vamba-7b videos=[/data/a.mp4] tag=h200
+
+Each run is one ``vamba train`` process (``torchrun --nproc_per_node 1`` when it uses DeepSpeed) on a mixture of
+video question-answer samples over ``videos`` (``frames`` frames each, the answer ``answer_words`` words long), for
+``steps`` optimizer steps of one sample. From its ``log.jsonl`` (``vamba.training.trainer``'s step metrics) the run's
+row takes the median over the steps after the first two (autotuning, allocator warm-up) of ``step_s``,
+``data_wait_frac``, ``mfu`` and ``model_tflops``, the first step's ``startup_s`` and the largest
+``gpu_peak_gib``. ``bench_step_s`` is the efficiency benchmark's step of the same kind at the same frames
+(``vamba bench points=vamba:<mode>:<frames>``, its own process) plus one optimizer step over the same number of
+trainable parameters (fused AdamW on float32 master weights, as DeepSpeed's bf16 optimizer keeps them), measured
+here. Results: ``<out>/train_launched_<tag>.json`` (+ ``.md``), rewritten after every run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vamba.utils.cli_args import parse_args
+from vamba.utils.provenance import header
+
+# run name -> (stage, deepspeed group, the benchmark's step kind); stage-1 trains cross-attention, Mamba-2, alpha
+RUNS = {"like_for_like": ("pretrain", "zero2", "stage1"), "like_for_like_zero3": ("pretrain", "zero3", "stage1"),
+        "sft_whole_llm": ("sft", "zero2", "train")}
+
+
+@dataclass
+class LaunchedArgs:
+    out: str  # folder of the results and the runs' directories
+    checkpoint: str  # the VAMBA checkpoint every run loads (model.path=; scripts/random_checkpoint.py makes one)
+    videos: list[str] = field(default_factory=list)  # the mp4 files the samples read (cycled)
+    tag: str | None = None  # results file name tag (default: the device kind, e.g. h100)
+    model: str = "vamba_qwen2vl_7b"  # the configs/model option matching the checkpoint's size
+    frames: int = 1024  # frames per sample
+    max_pixels: int = 250_000  # data.max_pixels (640x360 -> 644x364, as the benchmark's frames)
+    answer_words: int = 100  # words of each sample's answer (the text that trains)
+    steps: int = 6  # optimizer steps per run
+    workers: int = 12  # data.num_workers
+    runs: list[str] = field(default_factory=lambda: ["like_for_like", "like_for_like_zero3"])
+    offload: str = "auto"  # the optimizer states in host memory: auto (when the GPU has < 100 GiB) | true | false
+    bench: bool = True  # also measure the benchmark's step and an optimizer step (CUDA)
+    budget_s: float = 480.0  # wall-clock budget for everything; a run that cannot start in time is skipped
+    overrides: list[str] = field(default_factory=list)  # more `vamba train` key=value for every run (CPU tests)
+
+
+def write_mixture(folder: Path, videos: list[str], samples: int, answer_words: int) -> Path:
+    """A llava-format video QA source over ``videos`` and its mixture YAML. The files are linked (or copied) into
+    ``folder``: a mixture reads media inside its own folder only (``data.confine_media``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, video in enumerate(videos):
+        local = folder / f"{i}_{Path(video).name}"
+        if not local.exists():
+            try:
+                os.link(video, local)
+            except OSError:
+                shutil.copyfile(video, local)
+        names.append(local.name)
+    words = "the red square moves left while a blue circle stays near the top of the frame".split()
+    records = []
+    for i in range(samples):
+        video = names[i % len(names)]
+        answer = " ".join(words[(i + k) % len(words)] for k in range(answer_words))
+        records.append({"id": f"clip_{i}", "video": video,
+                        "conversations": [{"from": "human", "value": "<video>\nDescribe what happens in the video."},
+                                          {"from": "gpt", "value": answer}]})
+    (folder / "video_qa.json").write_text(json.dumps(records))
+    mixture = folder / "mixture.yaml"
+    mixture.write_text("seed: 0\nsources:\n  - {name: video_qa, format: llava, path: video_qa.json}\n")
+    return mixture
+
+
+def summarise(log: Path) -> dict:
+    """The run's row from its log.jsonl (module docstring)."""
+    steps = [json.loads(line) for line in log.read_text().splitlines() if '"loss"' in line] if log.exists() else []
+    if not steps:
+        return {"status": "no steps logged"}
+    steady = steps[2:] or steps[-1:]
+
+    def median(key: str) -> float | None:
+        values = [s[key] for s in steady if key in s]
+        return float(f"{statistics.median(values):.4g}") if values else None
+
+    peaks = [v for s in steps for k, v in s.items() if k.startswith("gpu_peak_gib")]
+    return {"status": "ok", "steps": len(steps), "step_s": median("step_s"), "data_wait_frac": median("data_wait_frac"),
+            "startup_s": steps[0].get("startup_s"), "mfu": median("mfu"), "model_tflops": median("model_tflops"),
+            "peak_gib": max(peaks) if peaks else None, "step_s_all": [s["step_s"] for s in steps],
+            "loss": [round(s["loss"], 4) for s in steps]}
+
+
+def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, offload: bool) -> list[str]:
+    stage, zero, _ = RUNS[name]
+    cmd = ["-m", "vamba.cli", "train", f"model={args.model}", f"model.path={args.checkpoint}",
+           f"data.mixture={mixture}", f"data.tokenizer={args.checkpoint}", f"data.num_frames={args.frames}",
+           f"data.max_pixels={args.max_pixels}", "data.max_video_tokens=null", "data.max_text_tokens=4096",
+           f"data.num_workers={args.workers}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
+           f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.save_final=false",
+           "logging.logging_steps=1",
+           "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
+    if args.overrides:  # the CPU test: its own model, precision and no DeepSpeed
+        return [sys.executable, *cmd, *args.overrides]
+    cmd += ["model.dtype=bfloat16", "optim.bf16=true", "model.gradient_checkpointing=true",
+            "model.vision_compile=true", f"deepspeed={zero}"]
+    if offload:
+        # the Trainer's torch AdamW steps the offloaded float32 states on the CPU (DeepSpeed's own CPU Adam would be
+        # compiled first, a minute of the call)
+        cmd += ["+deepspeed.zero_optimization.offload_optimizer={device: cpu, pin_memory: true}",
+                "+deepspeed.zero_force_ds_cpu_optimizer=false"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", *cmd[1:]]
+
+
+def optimizer_step_s(parameters: int, device: str = "cuda") -> float:
+    """Seconds of one fused AdamW step over ``parameters`` float32 weights (100M-element tensors), median of 3."""
+    import torch
+
+    sizes = [100_000_000] * (parameters // 100_000_000) + [parameters % 100_000_000]
+    weights = [torch.zeros(n, device=device, requires_grad=True) for n in sizes if n]
+    for w in weights:
+        w.grad = torch.randn_like(w)
+    opt = torch.optim.AdamW(weights, lr=1e-5, fused=True)
+    times = []
+    for _ in range(4):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        opt.step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    del opt, weights
+    torch.cuda.empty_cache()
+    return statistics.median(times[1:])
+
+
+def _bench_step(args: LaunchedArgs, mode: str, folder: Path, timeout: float) -> dict:
+    """The efficiency benchmark's VAMBA point ``mode`` at ``args.frames`` in its own process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "vamba.cli", "bench", f"out={folder}", "tag=point", "models=[vamba]",
+           f"points=[vamba:{mode}:{args.frames}]", "hour_point=false", "answer_tokens=0", "stage1_frames=0",
+           f"budget_s={max(timeout - 30, 30):.0f}", "point_cap_s=600"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    (folder / "bench.log").write_text(proc.stdout + proc.stderr)
+    path = folder / "efficiency_point.json"
+    rows = [r for r in json.loads(path.read_text())["rows"] if r.get("mode") == mode] if path.exists() else []
+    if not rows or "total_ms" not in rows[0]:
+        return {"status": f"no benchmark row (rc {proc.returncode}; see {folder / 'bench.log'})"}
+    r = rows[0]
+    return {"step_s": round(r["total_ms"] / 1e3, 3), "vision_s": round(r["vision_ms"] / 1e3, 3),
+            "llm_s": round(r["llm_ms"] / 1e3, 3), "peak_gib": r.get("peak_gib"), "status": "ok"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(LaunchedArgs, list(sys.argv[1:] if argv is None else argv), prog="bench_train_launched.py",
+                      doc=__doc__ or "")
+    import torch
+
+    from vamba.bench.build import device_tag
+
+    started = time.perf_counter()
+    unknown = [r for r in args.runs if r not in RUNS]
+    if unknown or not args.videos:
+        raise ValueError(f"runs must be among {sorted(RUNS)} (got {unknown}) and videos= must name mp4 files")
+    cuda = torch.cuda.is_available() and not args.overrides
+    device = torch.device("cuda" if cuda else "cpu")
+    _, tag = device_tag(device)
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else 0.0
+    offload = args.offload == "true" or (args.offload == "auto" and cuda and gib < 100)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"what": __doc__.splitlines()[0], **header(device), "device_memory_gib": round(gib, 1),
+              "frames": args.frames, "checkpoint": args.checkpoint,
+              "optimizer_offload": offload, "workers": args.workers, "cpu_count": os.cpu_count(), "runs": []}
+    path = out / f"train_launched_{args.tag or tag}.json"
+    mixture = write_mixture(out / "data", args.videos, samples=max(args.steps * 2, 8), answer_words=args.answer_words)
+    bench: dict[str, dict] = {}
+    for run in args.runs:
+        left = args.budget_s - (time.perf_counter() - started)
+        if left < 60:
+            result["runs"].append({"name": run, "status": f"skipped: {left:.0f} s of the budget left"})
+            continue
+        stage, zero, mode = RUNS[run]
+        run_dir = out / "runs" / run
+        cmd = _train_command(args, run, mixture, run_dir, offload)
+        begun = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+            rc, text = proc.returncode, proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, text = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        (out / f"{run}.log").write_text(text if isinstance(text, str) else str(text))
+        row = {"name": run, "stage": stage, "zero": zero if not args.overrides else "none", "frames": args.frames,
+               "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
+        info = run_dir / "run_info.json"
+        if info.exists():
+            trainable = json.loads(info.read_text()).get("summary", {}).get("trainable", "")
+            row["trainable"] = trainable
+        if cuda and args.bench and mode not in bench:
+            left = args.budget_s - (time.perf_counter() - started)
+            bench[mode] = _bench_step(args, mode, out / f"bench_{mode}", timeout=max(min(left, 300), 60)) \
+                if left > 90 else {"status": "skipped: budget"}
+        if cuda and args.bench and bench.get(mode, {}).get("status") == "ok":
+            params = _trainable_parameters(row.get("trainable", ""))
+            if params and not offload:
+                bench[mode].setdefault("optimizer_s", round(optimizer_step_s(params), 3))
+            b = bench[mode]
+            row["bench_step_s"] = round(b["step_s"] + b.get("optimizer_s", 0.0), 3)
+            row["bench"] = b
+            if row.get("step_s"):
+                row["step_over_bench"] = round(row["step_s"] / row["bench_step_s"], 3)
+        result["runs"].append(row)
+        path.write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps(result, indent=2))
+    (out / f"train_launched_{args.tag or tag}.md").write_text(report(result))
+    print(report(result))
+    return 0
+
+
+def _trainable_parameters(summary: str) -> int | None:
+    """The trainable count of ``vamba train``'s summary line ('trainable 2,940,000,000 / ...')."""
+    import re
+
+    m = re.search(r"trainable\s+([\d,]+)", summary)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def report(result: dict) -> str:
+    lines = [f"# `vamba train` as launched ({result['device']}, {result['frames']} frames per sample)", "",
+             f"{result['date']}; commit {result['code_commit']}; optimizer offload: {result['optimizer_offload']}; "
+             f"DataLoader workers: {result['workers']} of {result['cpu_count']} CPUs. Medians over the steps after the "
+             "first two.", "",
+             "| run | stage | zero | step s | bench step s | ratio | data wait | startup s | MFU | TFLOP/s | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['name']} | {r.get('stage', '-')} | {r.get('zero', '-')} | {r.get('status')} "
+                         "| - | - | - | - | - | - | - |")
+            continue
+        lines.append(f"| {r['name']} | {r['stage']} | {r['zero']} | {r['step_s']} | {r.get('bench_step_s', '-')} | "
+                     f"{r.get('step_over_bench', '-')} | {r['data_wait_frac']} | {r['startup_s']} | {r['mfu']} | "
+                     f"{r['model_tflops']} | {r['peak_gib']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
