@@ -50,6 +50,8 @@ EXCEPTIONS = {
         "module returning a VideoQAModel can be named instead",
     ("vamba.recipes.ablation_pipeline", "vamba.cli"):
         "a child process, not an import: the pipeline runs `python -m vamba.cli train ...`, the command a user types",
+    ("vamba.bench.train_launched", "vamba.cli"):
+        "a child process, not an import: the benchmark times `python -m vamba.cli train ...` as a user launches it",
 }
 # a string naming a module (``vamba.x.y``) or a function (``vamba.x.y:f``), and the fixed start of an f-string
 # naming a module of a package (``f"vamba.x.{name}"``)
