@@ -183,6 +183,18 @@ def test_rotated_video_comes_out_upright_from_both_readers(tmp_path: Path, rotat
     assert np.abs(b.astype(int) - upright[idx].astype(int)).mean() < 2  # (H.264 near-lossless)
 
 
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_pyav_pieces_equal_get_frames(tmp_path: Path, rotation: int) -> None:
+    # PyAVReader.pieces (one forward decode, read in pieces by the streaming prefill) against get_frames: the same
+    # frames, upright, repeats kept, `step` at a time.
+    write_mp4(tmp_path / "v.mp4", _marked_frames(64, 96), fps=8, rotation=rotation)
+    reader = open_video(tmp_path / "v.mp4", "pyav")
+    idx = [0, 3, 3, 5, 11]
+    pieces = list(reader.pieces(idx, 2))
+    assert [len(p) for p in pieces] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(pieces), reader.get_frames(idx))
+
+
 def test_fallback_reader_keeps_the_orientation(tmp_path: Path) -> None:
     # decord 0.6 turns this 48x80 stream upright (80x48) but then fails to copy the 48-pixel-wide frames (its row
     # stride), so read_video falls back to PyAV: a real fallback on a real file, which must not turn the frames

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.vamba_tiny import MAMBA, TEXT, VISION
+from tests.models.vamba_tiny import vamba_config
 
 # Text the forced replies are made of, so the tiny tokenizer has tokens for it.
 CORPUS = ("B fits the video best, so the option is ", "The answer is B. C D", "B C")
@@ -18,16 +18,14 @@ CORPUS = ("B fits the video best, so the option is ", "The answer is B. C D", "B
 def eval_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny VAMBA saved by ``save_pretrained`` with a tiny Qwen2-style tokenizer (eos ``<|im_end|>``)."""
     from vamba.data.tiny_tokenizer import build_tiny_tokenizer
-    from vamba.models import VambaConfig, VambaForConditionalGeneration
+    from vamba.models import VambaForConditionalGeneration
 
     path = tmp_path_factory.mktemp("eval-ckpt") / "tiny-vamba"
     tokenizer = build_tiny_tokenizer(path, CORPUS)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=eos, bos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id)
+    ids = {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
     torch.manual_seed(0)
-    model = VambaForConditionalGeneration(VambaConfig(text_config=text, vision_config=dict(VISION),
-                                                      vision_mamba_mixer_config=dict(MAMBA))).eval()
+    model = VambaForConditionalGeneration(vamba_config(len(tokenizer), ids)).eval()
     model.save_pretrained(path)
     return path
 

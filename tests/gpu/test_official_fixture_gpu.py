@@ -9,7 +9,6 @@ date go to <dir>/official_fixture_gpu.json.
 """
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 
@@ -52,13 +51,12 @@ def errors_against_fixture(device: str, dtype: torch.dtype) -> dict:
 
 def test_official_fixture_bf16_fast_kernels_within_budget() -> None:
     from vamba.doctor import report
-    from vamba.utils.provenance import code_commit
+    from vamba.utils.provenance import header
 
     results = {"bf16": errors_against_fixture("cuda", torch.bfloat16),
                "fp32": errors_against_fixture("cuda", torch.float32)}
-    record = {"test": "tests/gpu/test_official_fixture_gpu.py", "budget_bf16": BUDGET, "results": results,
-              "environment": report(), "commit": code_commit(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record = {"test": "tests/gpu/test_official_fixture_gpu.py", **header("cuda"), "environment": report(),
+              "budget_bf16": BUDGET, "results": results}
     out_dir = os.environ.get("VAMBA_GPU_RESULTS")
     if out_dir:
         from vamba.utils.io import atomic_write_json

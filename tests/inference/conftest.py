@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.vamba_tiny import MAMBA, TEXT, VISION
+from tests.models.vamba_tiny import vamba_config
 from vamba.data.synth import SynthConfig, generate
-from vamba.models import VambaConfig, VambaForConditionalGeneration
+from vamba.models import VambaForConditionalGeneration
+from vamba.models.presets import special_token_ids
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +34,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     with the tokenizer."""
     torch.manual_seed(0)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    text = dict(TEXT, vocab_size=len(tokenizer), eos_token_id=eos, bos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id)
-    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(f"<|{name}|>")
-           for name in ("vision_start", "vision_end", "image_pad", "video_pad")}
-    ids["image_token_id"], ids["video_token_id"] = ids.pop("image_pad_token_id"), ids.pop("video_pad_token_id")
-    model = VambaForConditionalGeneration(VambaConfig(text_config=text, vision_config=dict(VISION),
-                                                      vision_mamba_mixer_config=dict(MAMBA), **ids)).eval()
+    ids = {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
+    model = VambaForConditionalGeneration(vamba_config(len(tokenizer), ids, **special_token_ids(tokenizer))).eval()
     path = tmp_path_factory.mktemp("ckpt") / "tiny-vamba"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

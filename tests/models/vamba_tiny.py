@@ -1,4 +1,7 @@
-"""Tiny real models and batches for the VAMBA model tests (transformers' own Qwen2-VL classes, no mocks)."""
+"""Tiny real models and batches for the VAMBA model tests (transformers' own Qwen2-VL classes, no mocks).
+
+The model is the package's tiny preset (``vamba.models.presets``) at smaller sizes: a 96-token vocabulary, one
+vision block, and a Mamba-2 chunk of 4 tokens so that short test sequences cross chunk boundaries."""
 from __future__ import annotations
 
 import json
@@ -9,22 +12,21 @@ from safetensors.torch import save_file
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from vamba.models import VambaConfig
+from vamba.models.presets import TinyDims, tiny_mamba, tiny_text_vision, tiny_vamba_config
 
 VOCAB = 96
-HIDDEN = 64
-TEXT = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            bos_token_id=1, eos_token_id=2, pad_token_id=0)
-VISION = dict(depth=1, embed_dim=32, hidden_size=HIDDEN, num_heads=2, mlp_ratio=2, spatial_merge_size=2,
-              patch_size=14, temporal_patch_size=2)
-MAMBA = dict(d_state=8, headdim=16, chunk_size=4, expand=2)
+DIMS = TinyDims(intermediate_size=96, vision_depth=1, mamba_d_state=8, mamba_chunk_size=4)
+HIDDEN = DIMS.hidden_size
+MAX_POSITIONS = 256
+TEXT, VISION = tiny_text_vision(VOCAB, DIMS, max_position_embeddings=MAX_POSITIONS)
+MAMBA = dict(tiny_mamba(DIMS), expand=2)
 PATCH_DIM = 3 * 2 * 14 * 14
 
 
-def vamba_config(**overrides) -> VambaConfig:
-    mamba = {**MAMBA, **overrides.pop("mamba", {})}
-    return VambaConfig(text_config=dict(TEXT), vision_config=dict(VISION), vision_mamba_mixer_config=mamba, **overrides)
+def vamba_config(vocab_size: int = VOCAB, ids: dict[str, int] | None = None, **overrides) -> VambaConfig:
+    """The tests' tiny VAMBA (``vocab_size``, bos/eos/pad ``ids``: a tokenizer's; ``mamba``: Mamba-2 keys)."""
+    mamba = {"expand": 2, **overrides.pop("mamba", {})}
+    return tiny_vamba_config(vocab_size, DIMS, ids, max_position_embeddings=MAX_POSITIONS, mamba=mamba, **overrides)
 
 
 def qwen2_vl_config() -> Qwen2VLConfig:

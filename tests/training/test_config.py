@@ -5,12 +5,14 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from tests.training.conftest import compose_config
 from vamba.training.cli import CONFIG_DIR
 from vamba.training.cli import main as train_main
 from vamba.training.config import ConfigError, OptimConfig, gradient_accumulation, validate
+from vamba.training.params import TRAINABLE
 
 # Keys the paper experiments leave to the user (???), filled for the composition check.
 FILL = ["model.path=/ckpt/qwen2vl", "data.mixture=/data/mix.yaml"]
@@ -33,13 +35,23 @@ def test_every_experiment_composes(experiment: str) -> None:
         assert cfg.optim.warmup_ratio == 0.03 and cfg.optim.weight_decay == 0.01 and cfg.optim.scheduler == "cosine"
 
 
+def test_stage_files_show_the_stage_table() -> None:
+    """configs/stage/<stage>.yaml show users what a stage trains; the one table is vamba.training.params.TRAINABLE
+    (also read by StageConfig's default, the demo and the benchmarks): the files must not drift from it."""
+    assert {p.stem for p in (CONFIG_DIR / "stage").glob("*.yaml")} == set(TRAINABLE)
+    for stage, patterns in TRAINABLE.items():
+        shown = OmegaConf.load(CONFIG_DIR / "stage" / f"{stage}.yaml")
+        assert shown.name == stage and list(shown.trainable) == list(patterns), stage
+        assert compose_config(f"stage={stage}").stage.trainable == list(patterns)
+
+
 def test_paper_settings() -> None:
     pre = compose_config("experiment=paper_pretrain", *FILL)
     sft = compose_config("experiment=paper_sft", *FILL)
     assert (pre.optim.lr, pre.optim.global_batch_size, pre.stage.name) == (1e-5, 16, "pretrain")
     assert (sft.optim.lr, sft.optim.global_batch_size, sft.stage.name) == (5e-6, 32, "sft")
     assert pre.stage.distill.teacher == "/ckpt/qwen2vl" and pre.stage.distill.weight > 0
-    assert pre.model.gradient_checkpointing and pre.stage.trainable == ["*.cross_attn.*", "*.vision_mixer.*", "*.alpha"]
+    assert pre.model.gradient_checkpointing and pre.stage.trainable == list(TRAINABLE["pretrain"])
 
 
 def test_unknown_key_fails() -> None:

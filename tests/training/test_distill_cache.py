@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from tests.training.conftest import TINY, compose_config
+from vamba.models.presets import TinyDims
 from vamba.training import cache_settings as cs
-from vamba.training.config import ConfigError, TinyDims
+from vamba.training.config import ConfigError
 from vamba.training.distill import distillation_loss, teacher_topk
 from vamba.training.distill_cache import TopKCache, TopKCacheWriter
 
@@ -69,7 +70,7 @@ def _tiny_teacher(synth: Path, out: Path) -> Path:
     """A tiny Qwen2-VL checkpoint with the synthetic tokenizer beside it (the teacher and its tokenizer)."""
     from transformers import AutoTokenizer
 
-    from vamba.training.build import tiny_qwen2vl
+    from vamba.models.presets import tiny_qwen2vl
 
     tok = AutoTokenizer.from_pretrained(synth / "tokenizer")
     dims = TinyDims(hidden_size=32, intermediate_size=64, num_heads=2, num_kv_heads=1, vision_depth=1,

@@ -14,9 +14,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from tests.training.conftest import TINY
-from vamba.training.build import tiny_qwen2vl
+from vamba.models.presets import TinyDims, tiny_qwen2vl
 from vamba.training.cli import main as train_main
-from vamba.training.config import TinyDims
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "training.md"
 # Keys appended to each documented command: toy scale on CPU, nothing about what the command means.

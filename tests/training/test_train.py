@@ -14,9 +14,9 @@ import torch
 from transformers import AutoTokenizer, TrainerCallback
 
 from tests.training.conftest import TINY, compose_config
-from vamba.training.build import build_model, tiny_qwen2vl
+from vamba.models.presets import TinyDims, tiny_qwen2vl
+from vamba.training.build import build_model
 from vamba.training.cli import main as train_main
-from vamba.training.config import TinyDims
 from vamba.training.run import train
 from vamba.utils.io import read_jsonl
 
@@ -37,7 +37,7 @@ def test_loss_falls_when_overfitting_one_batch(train_overrides) -> None:
     assert saved["model_type"] == "vamba" and (result.final_dir / "tokenizer_config.json").exists()
     info = json.loads((result.output_dir / "run_info.json").read_text())
     assert info["environment"]["versions"]["torch"] and info["argv"] and info["world_size"] == 1
-    assert "git_commit" in info and (result.output_dir / "config.yaml").read_text().count("stage:") == 1
+    assert "code_commit" in info and (result.output_dir / "config.yaml").read_text().count("stage:") == 1
 
 
 def test_pretrain_trains_only_new_modules(train_overrides) -> None:
@@ -220,7 +220,8 @@ def test_cached_teacher_gives_the_online_losses(train_overrides, synth, tmp_path
 def test_optimizer_groups_exempt_ssm_norm_bias_and_alpha_from_decay(train_overrides) -> None:
     from transformers import TrainingArguments
 
-    from vamba.training.build import apply_stage, special_ids
+    from vamba.models.presets import special_token_ids
+    from vamba.training.build import apply_stage
     from vamba.training.trainer import VambaTrainer
 
     cfg = compose_config(*train_overrides)
@@ -228,7 +229,8 @@ def test_optimizer_groups_exempt_ssm_norm_bias_and_alpha_from_decay(train_overri
     model = build_model(cfg, tok)
     apply_stage(model, cfg.stage)
     args = TrainingArguments(output_dir=cfg.output_dir, weight_decay=0.01, use_cpu=True, report_to="none")
-    trainer = VambaTrainer(model=model, args=args, token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
+    trainer = VambaTrainer(model=model, args=args,
+                           token_ids={**special_token_ids(tok), "pad_token_id": tok.pad_token_id})
     groups = trainer.create_optimizer().param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}

@@ -1,8 +1,9 @@
 """The benchmarked models and their inputs: VAMBA and transformers' Qwen2-VL at one scale, random weights.
 
 Scales: ``7b`` and ``2b`` (the Qwen2-VL-7B/2B sizes of ``vamba.models.presets``) and ``tiny`` (CPU checks of the
-benchmarks' logic). ``qwen_config`` gives transformers' ``Qwen2VLConfig`` with VAMBA's text and vision sizes, so
-the two models differ only in what VAMBA adds. Inputs are synthetic pixel tensors of the exact Qwen2-VL shape
+benchmarks' logic: the presets' tiny model over a ``TINY_VOCAB``-token vocabulary). ``qwen_config`` gives
+transformers' ``Qwen2VLConfig`` with VAMBA's text and vision sizes, so the two models differ only in what VAMBA
+adds. Inputs are synthetic pixel tensors of the exact Qwen2-VL shape
 for a frame size (``frame_grid``: 640x360 -> smart resize 644x364 -> 1196 patches per frame pair).
 """
 from __future__ import annotations
@@ -13,26 +14,21 @@ from dataclasses import dataclass
 import torch
 
 from vamba.data.vision import MERGE_SIZE, PATCH_DIM, PATCH_SIZE
+from vamba.models.presets import tiny_text_vision, tiny_vamba_config
+from vamba.utils.provenance import device_name
 
 UNIT = PATCH_SIZE * MERGE_SIZE  # 28: frames are resized to multiples of this
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
-TINY_TEXT = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
-TINY_VISION = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, spatial_merge_size=2,
-                   patch_size=14, temporal_patch_size=2)
-TINY_MAMBA = dict(d_state=16, headdim=16, chunk_size=16, expand=2)
+TINY_VOCAB = 512
+TINY_TEXT, TINY_VISION = tiny_text_vision(TINY_VOCAB)  # the tiny scale's sub-configs, for models built around them
 
 
 def vamba_config(scale: str, mamba_backend: str):
     """``VambaConfig`` at ``scale`` (``7b``, ``2b`` or ``tiny``) with the Mamba-2 blocks on ``mamba_backend``."""
-    from vamba.models import VambaConfig
     from vamba.models.presets import vamba_config_for
 
     if scale == "tiny":
-        return VambaConfig(text_config=dict(TINY_TEXT), vision_config=dict(TINY_VISION),
-                           vision_mamba_mixer_config=dict(TINY_MAMBA, backend=mamba_backend))
+        return tiny_vamba_config(TINY_VOCAB, mamba={"backend": mamba_backend})
     config = vamba_config_for(scale)
     mamba = dict(config.vision_mamba_mixer_config, backend=mamba_backend)
     return vamba_config_for(scale, vision_mamba_mixer_config=mamba)
@@ -78,7 +74,7 @@ def parse_frame_size(text: str) -> tuple[int, int]:
 
 def device_tag(device: torch.device) -> tuple[str, str]:
     """(device name, file-name tag): ``"NVIDIA H100 80GB HBM3"`` -> ``"h100"``; the CPU -> ``"cpu"``."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     kind = re.search(r"\b([A-Z]+\d{2,4})\b", name)
     return name, kind.group(1).lower() if kind else device.type
 

@@ -12,7 +12,6 @@ the provenance header of every benchmark result.
 """
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 
 from vamba.bench.build import DTYPES, build, vamba_config
 from vamba.utils.cli_args import parse_args
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 
 SIZES = ("7b", "2b", "tiny")
 
@@ -64,11 +63,9 @@ def write_random_checkpoint(args: CheckpointArgs) -> dict:
     if len(tokenizer) > model.config.text_config.vocab_size:
         raise ValueError(f"the tokenizer ({len(tokenizer)} ids) does not fit the {args.size} vocabulary")
     tokenizer.save_pretrained(tmp)
-    info = {"what": "random weights (speed and memory only)", "size": args.size, "dtype": args.dtype,
-            "device": str(device), "parameters": sum(p.numel() for p in model.parameters()),
-            "build_s": round(built - started, 2), "save_s": round(time.perf_counter() - built, 2),
-            "code_commit": code_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "environment": environment()}
+    info = {"what": "random weights (speed and memory only)", **header(device), "size": args.size,
+            "dtype": args.dtype, "parameters": sum(p.numel() for p in model.parameters()),
+            "build_s": round(built - started, 2), "save_s": round(time.perf_counter() - built, 2)}
     (tmp / "random_checkpoint.json").write_text(json.dumps(info, indent=2))
     if out.exists():
         out.rmdir()

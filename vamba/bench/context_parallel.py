@@ -40,7 +40,7 @@ from vamba.bench.steps import set_trainable
 from vamba.data.vision import PATCH_DIM
 from vamba.ops import available
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header as provenance_header
 from vamba.utils.timing import GIB, measure
 
 GRID_640x360 = frame_grid(640, 360)  # patches per frame: 299 merged tokens per 2 frames
@@ -52,9 +52,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def header(what: str, device: torch.device) -> dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"what": what, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "device": name,
-            "code_commit": code_commit(), "environment": {**environment(), "kernels": available()}}
+    out = {"what": what, **provenance_header(device)}
+    out["environment"]["kernels"] = available()
+    return out
 
 
 # -- kernels: one process ------------------------------------------------------------------------------------

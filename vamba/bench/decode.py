@@ -11,7 +11,6 @@ moving gradient, 30 fps) and cached.
 from __future__ import annotations
 
 import argparse
-import datetime
 import multiprocessing
 import os
 import sys
@@ -25,7 +24,7 @@ import torch
 from vamba.data.sampling import uniform_indices
 from vamba.data.video import DecordReader, PyAVReader, open_video
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import measure
 
 
@@ -120,15 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{backend:7s} workers={workers}: {r['frames_per_s']:8.1f} frames/s (median {r['median_wall_s']} s)")
             results.append(r)
     atomic_write_json(args.out, {
-        "benchmark": "decode_throughput",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "decode_throughput", **header("cpu"),
         "video": {"num_frames": info.num_frames, "fps": info.fps, "width": info.width, "height": info.height,
                   "codec": "h264 (libx264 veryfast crf 23, keyint 250)", "bytes": args.video.stat().st_size},
         "sampling": {"mode": "uniform", "num_frames": len(indices)},
         "cpu_count": multiprocessing.cpu_count(),
         # NOTE: other processes on the machine skew frames/s; the load average says how busy it was.
         "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "environment": environment(), "code_commit": code_commit(),
         "results": results,
     })
     print(f"wrote {args.out}")

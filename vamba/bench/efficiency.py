@@ -34,7 +34,6 @@ Only torch, transformers, matplotlib and this package are imported (the GPU imag
 """
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 import sys
@@ -54,7 +53,7 @@ from vamba.bench.steps import qwen_steps, set_trainable, vamba_steps
 from vamba.bench.sweep import Budget, Sweeper, VisionTimer, answer, stage1
 from vamba.utils.cli_args import auto_dtype, parse_args
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import GIB, Clock, free, matmul_tflops
 
 DEFAULT_FRAMES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = sorted(set(args.num_frames or DEFAULT_FRAMES))
     if any(n < 2 or n % 2 for n in frames):
         raise SystemExit("vamba bench: frame counts must be even and >= 2")
-    device_name, device_kind = device_tag(device)
+    _, device_kind = device_tag(device)
     tag = args.tag or device_kind
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = Clock(device)
     rows: list[dict] = []
     result: dict[str, Any] = {
-        "what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "device": device_name, "environment": environment(), "code_commit": code_commit(),
+        "what": __doc__.splitlines()[0], **header(device),
         "device_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 1) if cuda else None,
         "memory_cap_gib": args.memory_gib,
         "setup": {"scale": args.scale, "dtype": str(dtype).removeprefix("torch."), "frame_size": args.frame_size,

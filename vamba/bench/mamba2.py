@@ -14,7 +14,6 @@ device-to-device copy counting bytes read plus written).
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Callable
 
@@ -22,9 +21,9 @@ import torch
 
 from vamba.models.mamba2 import Mamba2Block, Mamba2Config
 from vamba.ops import ssd_scan
-from vamba.ops.ssd import ssd_flops
+from vamba.models.flops import ssd_flops
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import matmul_tflops, measure
 
 D_MODEL, HEADS, HEADDIM, D_STATE, CHUNK = 3584, 112, 64, 128, 256
@@ -124,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_mamba2: needs a CUDA GPU", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "environment": environment(), "code_commit": code_commit(),
+    result = {**header("cuda"),
               "sizes": {"d_model": D_MODEL, "nheads": HEADS, "headdim": HEADDIM, "d_state": D_STATE, "ngroups": 1,
                         "chunk_size": CHUNK, "batch": 1, "dtype": "bfloat16"},
               "notes": "fwd_bwd TFLOP/s counts 3x the forward FLOPs; fwd GB/s counts the fewest bytes; "

@@ -15,7 +15,6 @@ frame counts, the per-token cost of each group is the difference over the added 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from vamba.bench.build import Setup, build, frame_grid, vamba_config
 from vamba.bench.steps import set_trainable, vamba_steps
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import GIB, free
 
 SITES = ("/vamba/", "/mamba_ssm/", "/causal_conv1d/", "/transformers/")
@@ -111,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     set_trainable(model, "vamba", "train")
     grads = Counter(-(-p.numel() * p.element_size() // 512) * 512 for p in model.parameters() if p.requires_grad)
     steps = vamba_steps(model, setup)
-    out = {"what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "device": torch.cuda.get_device_name(), "environment": environment(), "code_commit": code_commit(),
+    out = {"what": __doc__.splitlines()[0], **header(device),
            "scale": args.scale, "trainable_parameters": sum(grads.values()) // 2, "runs": []}
     path = Path(args.out_dir) / f"train_memory_{args.tag}.json"
     steps["train"](min(args.frames))()  # compile/autotune the kernels outside the recorded steps

@@ -18,7 +18,6 @@ VAMBA runs with each available attention backend. Out of memory (or any failure)
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Callable
 
@@ -26,7 +25,7 @@ import torch
 
 from vamba.bench.build import Setup, build, qwen_config, vamba_config
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import free, measure
 
 SIZE = 224
@@ -100,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = ["sdpa"] + (["varlen"] if torch_varlen_available() else []) + (
         ["flash_attention_2"] if flash_attn_available() else [])
     rows = []
-    result = {"what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "environment": environment(), "code_commit": code_commit(), "size": "2b", "text_tokens": args.text,
+    result = {"what": __doc__.splitlines()[0], **header(device), "size": "2b", "text_tokens": args.text,
               "frame_size": SIZE, "rows": rows}
 
     def record(row: dict) -> None:

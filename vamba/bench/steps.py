@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from vamba.bench.build import Setup
 from vamba.inference.streaming import VideoStream
 from vamba.models.fast_decode import greedy_decode
+from vamba.models.names import NEW_MODULES, VISION_TOWER, matches_any
+from vamba.training.params import TRAINABLE
 
 Step = Callable[[], None]
 
@@ -39,21 +41,19 @@ def trainable(model, names: Callable[[str], bool]) -> int:
 def set_trainable(model, name: str, mode: str) -> int:
     """requires_grad for a step kind; returns the number of trainable parameters.
 
-    train: the LLM (everything outside the vision tower; VAMBA: with its cross-attention, Mamba-2 blocks and
+    train: the LLM (everything outside ``VISION_TOWER``; VAMBA: with its cross-attention, Mamba-2 blocks and
     alpha, minus the last layer's Mamba-2 block, which feeds nothing). train_shared: only the weights VAMBA
-    shares with Qwen2-VL's LLM. stage1: cross-attention, Mamba-2 blocks, alpha. prefill: nothing.
+    shares with Qwen2-VL's LLM (less ``NEW_MODULES``). stage1: ``TRAINABLE["pretrain"]``. prefill: nothing.
+    The patterns are training's (``vamba.training.params``).
     """
     dead = set(model.parameters_without_effect()) if name == "vamba" else set()
 
-    def new_module(n: str) -> bool:
-        return ".cross_attn." in n or ".vision_mixer." in n or n.endswith(".alpha")
-
     def rule(n: str) -> bool:
-        if mode == "prefill" or n in dead or n.startswith(("visual.", "model.visual.")):
+        if mode == "prefill" or n in dead or matches_any(n, VISION_TOWER):
             return False
         if mode == "stage1":
-            return new_module(n)
-        return not (mode == "train_shared" and new_module(n))
+            return matches_any(n, TRAINABLE["pretrain"])
+        return not (mode == "train_shared" and matches_any(n, NEW_MODULES))
 
     return trainable(model, rule)
 

@@ -179,7 +179,7 @@ def stage1(model, setup: Setup, clock: Clock, timer: VisionTimer, args: argparse
     written to its own JSON."""
     step = vamba_steps(model, setup)["stage1"]
     out = {"what": "VAMBA stage-1 training step (forward+backward, gradient checkpointing, no teacher/distillation)",
-           "date": result["date"], "device": result["device"], "environment": result["environment"],
+           **{key: result[key] for key in ("code_commit", "date", "device", "environment")},  # the sweep's header
            "setup": result["setup"], "frames": args.stage1_frames,
            "video_tokens": setup.video_tokens(args.stage1_frames), "text_tokens": setup.train_tokens,
            "trainable": "cross_attn, vision_mixer (Mamba-2 blocks), alpha",

@@ -15,7 +15,6 @@ here. Results: ``<out>/train_launched_<tag>.json`` (+ ``.md``), rewritten after 
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vamba.utils.cli_args import parse_args
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 
 # run name -> (stage, deepspeed group, the benchmark's step kind); stage-1 trains cross-attention, Mamba-2, alpha
 RUNS = {"like_for_like": ("pretrain", "zero2", "stage1"), "like_for_like_zero3": ("pretrain", "zero3", "stage1"),
@@ -170,14 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"runs must be among {sorted(RUNS)} (got {unknown}) and videos= must name mp4 files")
     cuda = torch.cuda.is_available() and not args.overrides
     device = torch.device("cuda" if cuda else "cpu")
-    name, tag = device_tag(device)
+    _, tag = device_tag(device)
     gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else 0.0
     offload = args.offload == "true" or (args.offload == "auto" and cuda and gib < 100)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"what": __doc__.splitlines()[0], "device": name, "device_memory_gib": round(gib, 1),
-              "code_commit": code_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "environment": environment(), "frames": args.frames, "checkpoint": args.checkpoint,
+    result = {"what": __doc__.splitlines()[0], **header(device), "device_memory_gib": round(gib, 1),
+              "frames": args.frames, "checkpoint": args.checkpoint,
               "optimizer_offload": offload, "workers": args.workers, "cpu_count": os.cpu_count(), "runs": []}
     path = out / f"train_launched_{args.tag or tag}.json"
     mixture = write_mixture(out / "data", args.videos, samples=max(args.steps * 2, 8), answer_words=args.answer_words)

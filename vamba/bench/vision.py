@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import os
 import sys
 import time
@@ -46,7 +45,7 @@ from vamba.models.flops import vision_flops
 from vamba.data.vision import PATCH_DIM
 from vamba.models.vision import VambaVisionTower
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import Clock, free, matmul_tflops, measure
 
 TOWER_MODES = ("reference", "fast", "compiled")
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench_vision: frame counts must be even and >= 2")
     modes = [m for m in TOWER_MODES if m in args.modes]
     grid_hw = frame_grid(*parse_frame_size(args.frame_size))
-    device_name, device_kind = device_tag(device)
+    _, device_kind = device_tag(device)
     tag = args.tag or device_kind
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         tower.requires_grad_(False)
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {
-        "what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "device": device_name, "environment": environment(), "code_commit": code_commit(),
+        "what": __doc__.splitlines()[0], **header(device),
         "setup": {"scale": args.scale, "dtype": str(dtype).removeprefix("torch."), "frame_size": args.frame_size,
                   "patch_grid_per_frame": list(grid_hw), "patches_per_2_frames": grid_hw[0] * grid_hw[1],
                   "vision_config": {k: getattr(config, k) for k in ("depth", "embed_dim", "num_heads", "mlp_ratio",

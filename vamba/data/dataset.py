@@ -347,9 +347,46 @@ class VambaDataset(torch.utils.data.Dataset):
         return out
 
 
+class MemoryCache(torch.utils.data.Dataset):
+    """A ``VambaDataset`` whose processed samples are kept after their first read (decoding is the cost of a small
+    CPU run: ``data.cache_in_memory``, the demo). Only for deterministic frame sampling: every epoch would otherwise
+    see other frames."""
+
+    def __init__(self, dataset: VambaDataset) -> None:
+        self.dataset = dataset
+        self.samples: dict[int, ProcessedSample] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> ProcessedSample:
+        if index not in self.samples:
+            self.samples[index] = self.dataset[index]
+        return self.samples[index]
+
+    def try_get(self, index: int) -> ProcessedSample | None:
+        if index not in self.samples:
+            sample = self.dataset.try_get(index)
+            if sample is None:
+                return None
+            self.samples[index] = sample
+        return self.samples[index]
+
+    def measure(self) -> list[tuple[int, int] | None]:
+        return self.dataset.measure()
+
+    @property
+    def config(self) -> ProcessingConfig:
+        return self.dataset.config
+
+    @property
+    def skips(self) -> SkipLog:
+        return self.dataset.skips
+
+
 def set_data_epoch(dataset: torch.utils.data.Dataset, epoch: int) -> None:
     """Set the epoch that seeds random frame draws on the ``VambaDataset`` inside ``dataset``, through the
-    wrappers around it (``PackedDataset``, the training cache, ``torch.utils.data.Subset``: each keeps the
+    wrappers around it (``PackedDataset``, ``MemoryCache``, ``torch.utils.data.Subset``: each keeps the
     dataset it wraps in ``.dataset``). A dataset without one (none of ours) is left as it is."""
     while dataset is not None:
         if isinstance(dataset, VambaDataset):

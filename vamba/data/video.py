@@ -12,7 +12,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -154,6 +154,43 @@ class PyAVReader:
             raise VideoDecodeError(f"{_name(self._source)} is truncated: frames {missing[:5]} could not be decoded "
                                    f"(header says {self._info.num_frames})")
         return np.stack(out)
+
+    def pieces(self, indices: Sequence[int], step: int) -> Iterator[np.ndarray]:
+        """The frames at ``indices`` (sorted, repeats allowed), ``step`` at a time, from one forward decode: for a
+        read in pieces (the streaming prefill), where ``get_frames`` per piece would re-decode from the start each
+        time (quadratic in the video's length)."""
+        import av
+
+        indices = _check_indices(indices, self._info.num_frames)
+        wanted: dict[int, int] = {}
+        for i in indices:
+            wanted[i] = wanted.get(i, 0) + 1
+        buffer: list[np.ndarray] = []
+        last = max(indices)
+        seen = 0
+        try:
+            with av.open(io.BytesIO(self._source) if isinstance(self._source, bytes) else str(self._source)) as c:
+                stream = c.streams.video[0]
+                stream.thread_type = self._thread_type
+                for n, frame in enumerate(c.decode(stream)):
+                    if n in wanted:
+                        rgb = frame.to_ndarray(format="rgb24")
+                        if self._turns:
+                            rgb = np.ascontiguousarray(np.rot90(rgb, self._turns))
+                        buffer += [rgb] * wanted[n]
+                        seen += wanted[n]
+                        while len(buffer) >= step:
+                            yield np.stack(buffer[:step])
+                            buffer = buffer[step:]
+                    if n >= last:
+                        break
+        except Exception as e:  # av errors, truncated streams
+            raise VideoDecodeError(f"PyAV failed decoding {_name(self._source)}: {e}") from e
+        if seen < len(indices):
+            raise VideoDecodeError(f"{_name(self._source)} is truncated: {len(indices) - seen} requested frames could "
+                                   "not be decoded")
+        if buffer:
+            yield np.stack(buffer)
 
 
 def quarter_turns(rotation: float) -> int:

@@ -115,7 +115,7 @@ class VideoPlan:
         """uint8 [T_i, H, W, 3] frames, ``piece_frames`` (even) at a time, in order."""
         step = max(2, piece_frames + piece_frames % 2)
         if isinstance(self.reader, PyAVReader):
-            yield from _pyav_pieces(self.source, self.indices, step)
+            yield from self.reader.pieces(self.indices, step)
             return
         for start in range(0, len(self.indices), step):
             yield self.reader.get_frames(self.indices[start:start + step])
@@ -316,41 +316,6 @@ def _overlapped(decode: Callable[[], np.ndarray | None], resize: Callable[[np.nd
         decoder.shutdown(wait=False, cancel_futures=True)
         resizer.shutdown(wait=True, cancel_futures=True)
         decoder.shutdown(wait=True)
-
-
-def _pyav_pieces(source: str, indices: list[int], step: int) -> Iterator[np.ndarray]:
-    """One forward decode of ``source`` yielding the frames at ``indices`` (sorted, repeats allowed), ``step``
-    at a time. Frame i is the i-th decoded frame in presentation order, as ``PyAVReader`` counts."""
-    import av
-
-    wanted: dict[int, int] = {}
-    for i in indices:
-        wanted[i] = wanted.get(i, 0) + 1
-    buffer: list[np.ndarray] = []
-    last = max(indices)
-    seen = 0
-    try:
-        with av.open(str(source)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for n, frame in enumerate(container.decode(stream)):
-                if n in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    buffer += [rgb] * wanted[n]
-                    seen += wanted[n]
-                    while len(buffer) >= step:
-                        yield np.stack(buffer[:step])
-                        buffer = buffer[step:]
-                if n >= last:
-                    break
-    except VideoDecodeError:
-        raise
-    except Exception as e:  # av errors, truncated streams
-        raise VideoDecodeError(f"PyAV failed decoding {source}: {e}") from e
-    if seen < len(indices):
-        raise VideoDecodeError(f"{source} is truncated: {len(indices) - seen} requested frames could not be decoded")
-    if buffer:
-        yield np.stack(buffer)
 
 
 def folder_reader(path: str | os.PathLike, fps: float) -> FrameFolderReader:

@@ -4,9 +4,12 @@ for the benchmarks (``vamba.bench``) and for ``vamba train``'s per-step ``mfu`` 
 gradient checkpointing is not model work and is not counted."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
+
+from vamba.models.names import NEW_MODULES, matches_any
 
 def vamba_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: int) -> float:
     """Forward matmul FLOPs of VAMBA's LLM part (vision tower excluded) for one sample.
@@ -63,7 +66,7 @@ PART = ("no", "adapter", "full")  # how a part trains: frozen, through LoRA adap
 
 def _video_module(name: str) -> bool:
     """The modules VAMBA adds to Qwen2-VL's LLM: they work on the video tokens (cross-attention K/V, Mamba-2)."""
-    return ".cross_attn." in name or ".vision_mixer." in name or name.endswith(".alpha")
+    return matches_any(name, NEW_MODULES)
 
 
 def trained_parts(named_parameters: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[str, str]:
@@ -135,3 +138,16 @@ def step_flops(config, batch: Mapping[str, torch.Tensor], parts: Mapping[str, st
     for t, h, w in ([] if grid is None else grid.tolist()):
         vision += vision_flops(config.vision_config, t, (h, w))
     return train_flops(forward, video_forward, parts) + vision * (3 if parts["vision"] == "full" else 1)
+
+
+def ssd_flops(batch: int, seqlen: int, nheads: int, headdim: int, d_state: int, chunk_size: int,
+              ngroups: int = 1) -> float:
+    """Forward FLOPs of the chunked SSD scan's matmuls (the work a fused kernel must do; ``vamba.bench.mamba2``).
+
+    Counts C.B^T per chunk and group (2 q^2 n per chunk), scores @ x (2 q^2 p per head), chunk states
+    (2 q p n per head) and state -> output (2 q p n per head), per chunk; elementwise work is ignored.
+    """
+    chunks = math.ceil(seqlen / chunk_size)
+    q = chunk_size
+    per_chunk = 2 * q * q * d_state * ngroups + nheads * (2 * q * q * headdim + 4 * q * headdim * d_state)
+    return float(batch * chunks * per_chunk)

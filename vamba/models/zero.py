@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-3 support, the only module of the package that knows DeepSpeed.
+"""DeepSpeed ZeRO-3 support, the only module of the package that imports DeepSpeed (tests/test_layering.py).
 
 Under ``deepspeed.zero.Init`` (how transformers builds a model for ZeRO-3, e.g. ``_from_config`` or
 ``from_pretrained`` with a ZeRO-3 config) every submodule's parameters are partitioned across the ranks as soon as
@@ -62,3 +62,25 @@ def check_zero3_partitioned(model: nn.Module) -> None:
     if missed:
         raise RuntimeError(f"ZeRO-3: {len(missed)} parameters were built outside deepspeed.zero.Init "
                            f"(e.g. {missed[:3]}); build the model with from_pretrained or _from_config")
+
+
+def init_distributed() -> None:
+    """Attach DeepSpeed's communicator to the torch process group (under a launcher, creating it). ZeRO-3 partitions
+    parameters as the model is built (``zero.Init``): its communicator must know the world size by then; on an
+    existing process group this only attaches DeepSpeed to it."""
+    import deepspeed
+
+    deepspeed.init_distributed()
+
+
+def checkpoint_classes() -> list[type]:
+    """DeepSpeed's classes that its ZeRO checkpoints pickle (the loss scaler, the ZeRO stage enum, the fragment
+    addresses of flat parameter groups): data, which ``vamba.training.safe_load`` admits. Empty without DeepSpeed
+    (a checkpoint that names them is not one this install can resume)."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:
+        return []
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]

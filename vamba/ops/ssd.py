@@ -14,7 +14,6 @@ state passing), computed in float32 (or the input's float64) and always differen
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -201,15 +200,3 @@ def ssd_scan(
     y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)
     return (y, state) if return_final_state else y
 
-
-def ssd_flops(batch: int, seqlen: int, nheads: int, headdim: int, d_state: int, chunk_size: int,
-              ngroups: int = 1) -> float:
-    """Forward FLOPs of the chunked scan's matmuls (the work a fused kernel must do), for benchmarks.
-
-    Counts C.B^T per chunk and group (2 q^2 n per chunk), scores @ x (2 q^2 p per head), chunk states
-    (2 q p n per head) and state -> output (2 q p n per head), per chunk; elementwise work is ignored.
-    """
-    chunks = math.ceil(seqlen / chunk_size)
-    q = chunk_size
-    per_chunk = 2 * q * q * d_state * ngroups + nheads * (2 * q * q * headdim + 4 * q * headdim * d_state)
-    return float(batch * chunks * per_chunk)

@@ -231,7 +231,7 @@ def run_jobs(jobs: list[Job], workers: int) -> dict[tuple[str, int], str]:
 def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
     from vamba.recipes import ablation_report as report
     from vamba.training.run import write_run_info
-    from vamba.utils.provenance import code_commit, environment
+    from vamba.utils.provenance import header
 
     validate_ablation(cfg)
     configs = variant_configs(cfg)  # fails on a bad override before any work
@@ -255,7 +255,7 @@ def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
                for job in jobs if is_done(job.out)}
 
     questions = demo.held_out_questions(cfg, data)
-    summary = {"date": _now(), "environment": environment(), "git_commit": code_commit(),
+    summary = {**header("cpu"),
                "sweep_seconds_this_call": round(time.perf_counter() - started, 1), "chance": demo.CHANCE,
                **report.summarize(cfg, results, teacher_result, questions),
                "failed": {f"{name}/seed{seed}": why for (name, seed), why in failed.items()}}

@@ -119,16 +119,17 @@ def train_teacher(cfg: DemoTrainConfig, data: dict[str, Path], out: Path) -> Pat
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     from vamba.data.collate import Collator
-    from vamba.data.dataset import VambaDataset
+    from vamba.data.dataset import MemoryCache, VambaDataset
     from vamba.data.mixture import Mixture
-    from vamba.training.build import MemoryCache, data_config, special_ids, tiny_qwen2vl
     from vamba.data.teacher_view import teacher_training_batch
+    from vamba.models.presets import special_token_ids, tiny_qwen2vl
+    from vamba.training.build import data_config
 
     if (out / "config.json").exists():
         return out
     d = cfg.demo
     tok = AutoTokenizer.from_pretrained(data["tokenizer"])
-    ids = special_ids(tok)
+    ids = special_token_ids(tok)
     collate = Collator(tok.pad_token_id)
     dataset = MemoryCache(VambaDataset(Mixture.from_yaml(data["train"] / "all.yaml"), tok,
                                        data_config(dataclasses.replace(cfg.data, num_frames=d.num_frames), None)))
@@ -156,17 +157,18 @@ def train_teacher(cfg: DemoTrainConfig, data: dict[str, Path], out: Path) -> Pat
 
 def stage_config(cfg: DemoTrainConfig, *, stage: str, model_path: Path, mixture: Path, tokenizer: Path, out: Path,
                  steps: int, lr: float, distill_weight: float = 0.0, teacher: Path | None = None) -> DemoTrainConfig:
-    """The demo's config for one stage: the user's config with the stage, data and schedule filled in."""
+    """The demo's config for one stage: the user's config with the stage (its ``TRAINABLE`` patterns), data and
+    schedule filled in."""
+    from vamba.training.params import trainable_for
+
     c = copy.deepcopy(cfg)
     c.output_dir, c.device = str(out), "cpu"
     c.model.path = str(model_path)
     c.data.mixture, c.data.tokenizer, c.data.num_frames = str(mixture), str(tokenizer), cfg.demo.num_frames
     c.data.sampling, c.data.cache_in_memory, c.data.num_workers = "uniform", True, 0
     c.stage.name = stage
-    mixer = ["*.vision_mixer.*"] if cfg.model.vision_mixer != "none" else []
-    alpha = ["*.alpha"] if cfg.model.use_alpha_balancing else []
-    c.stage.trainable = (["*.cross_attn.*", *mixer, *alpha] if stage == "pretrain"
-                         else ["visual.merger.*", "model.*", "lm_head.*"])
+    c.stage.trainable = trainable_for(stage, vision_mixer=cfg.model.vision_mixer != "none",
+                                      alpha=cfg.model.use_alpha_balancing)
     c.stage.distill.weight = distill_weight
     c.stage.distill.teacher = str(teacher) if teacher else None
     c.stage.distill.source = "online"

@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from vamba.training.config import ConfigError, DataConfig, ModelConfig, StageConfig, TinyDims, TrainConfig
+from vamba.models.presets import SPECIAL_TOKENS, special_token_ids, tiny_mamba, tiny_vamba_config, token_ids
 from vamba.models.zero import check_zero3_partitioned, full_numel
+from vamba.training.config import ConfigError, DataConfig, ModelConfig, StageConfig, TrainConfig
 from vamba.training.params import LoraSummary, TrainableSummary, matches_any, select_trainable
-
-SPECIAL = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
 def load_tokenizer(cfg: TrainConfig):
@@ -24,7 +23,7 @@ def load_tokenizer(cfg: TrainConfig):
 
     path = cfg.data.tokenizer or cfg.model.path
     tok = AutoTokenizer.from_pretrained(path)
-    missing = [t for t in SPECIAL if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
+    missing = [t for t in SPECIAL_TOKENS.values() if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
     if missing:
         raise ConfigError(f"tokenizer {path} lacks the Qwen2-VL special tokens {missing}")
     if tok.pad_token_id is None:
@@ -32,54 +31,15 @@ def load_tokenizer(cfg: TrainConfig):
     return tok
 
 
-def special_ids(tok) -> dict[str, int]:
-    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
-    return {"vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
-            "image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"]}
-
-
-def _mrope_section(head_dim: int) -> list[int]:
-    """Split head_dim/2 rotary frequencies over (t, h, w) as Qwen2-VL does (16/24/24 of 64)."""
-    half = head_dim // 2
-    t = half // 4
-    h = (half - t) // 2
-    return [t, h, half - t - h]
-
-
-def tiny_text_vision(tok, dims: TinyDims) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Text and vision sub-configs of a tiny Qwen2-VL-shaped model over ``tok``'s vocabulary."""
-    head_dim = dims.hidden_size // dims.num_heads
-    text = dict(vocab_size=len(tok), hidden_size=dims.hidden_size, intermediate_size=dims.intermediate_size,
-                num_hidden_layers=dims.num_layers, num_attention_heads=dims.num_heads,
-                num_key_value_heads=dims.num_kv_heads, max_position_embeddings=8192, rms_norm_eps=1e-6,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                 "mrope_section": _mrope_section(head_dim)},
-                bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = dict(depth=dims.vision_depth, embed_dim=dims.vision_embed_dim, hidden_size=dims.hidden_size,
-                  num_heads=dims.vision_heads, mlp_ratio=2, spatial_merge_size=2, patch_size=14,
-                  temporal_patch_size=2)
-    return text, vision
-
-
-def tiny_qwen2vl(tok, dims: TinyDims, seed: int = 0):
-    """A randomly initialised tiny ``Qwen2VLForConditionalGeneration`` (the demo's teacher)."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    text, vision = tiny_text_vision(tok, dims)
-    torch.manual_seed(seed)
-    return Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **special_ids(tok)))
-
-
 def _mamba(m: ModelConfig) -> dict[str, Any]:
     """The per-layer video block settings: released Mamba-2 ones, tiny ones, or none at all (``enable``)."""
-    mixer = {} if m.size != "tiny" else dict(d_state=m.tiny.mamba_d_state, headdim=m.tiny.mamba_headdim,
-                                             chunk_size=m.tiny.mamba_chunk_size)
+    mixer = tiny_mamba(m.tiny) if m.size == "tiny" else {}
     return {**mixer, "enable": m.vision_mixer != "none"}
 
 
 def build_model(cfg: TrainConfig, tok) -> nn.Module:
     """The student: loaded/converted from ``model.path`` or randomly initialised at ``model.size``."""
-    from vamba.models import VambaConfig, VambaForConditionalGeneration
+    from vamba.models import VambaForConditionalGeneration
     from vamba.models.presets import vamba_config_for
 
     m = cfg.model
@@ -96,9 +56,8 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
         model = VambaForConditionalGeneration.from_pretrained(m.path, dtype=dtype, **options)
     else:
         if m.size == "tiny":
-            text, vision = tiny_text_vision(tok, m.tiny)
-            config = VambaConfig(text_config=text, vision_config=vision, vision_mamba_mixer_config=_mamba(m),
-                                 **special_ids(tok), **options)
+            config = tiny_vamba_config(len(tok), m.tiny, token_ids(tok), mamba=_mamba(m), **special_token_ids(tok),
+                                       **options)
         else:
             config = vamba_config_for(m.size, vision_mamba_mixer_config=_mamba(m), **options)
         # _from_config, not the constructor: under ZeRO-3 it builds inside deepspeed.zero.Init, so parameters
@@ -223,42 +182,6 @@ def training_processor(cfg: TrainConfig, tok):
     return build_processor(tok, pipeline.vision, sampling)
 
 
-class MemoryCache(torch.utils.data.Dataset):
-    """Processed samples kept after their first read (decoding is the cost of a small CPU run). Only for
-    deterministic frame sampling: every epoch would otherwise see other frames."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-        self.samples: dict[int, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        if index not in self.samples:
-            self.samples[index] = self.dataset[index]
-        return self.samples[index]
-
-    def try_get(self, index: int):
-        if index not in self.samples:
-            sample = self.dataset.try_get(index)
-            if sample is None:
-                return None
-            self.samples[index] = sample
-        return self.samples[index]
-
-    def measure(self):
-        return self.dataset.measure()
-
-    @property
-    def config(self):
-        return self.dataset.config
-
-    @property
-    def skips(self):
-        return self.dataset.skips
-
-
 def split_mixture(d: DataConfig):
     """(training mixture, validation mixture or None): ``data.val_fraction`` holds out the last samples of the
     mixture's shuffled order (so both splits mix the sources in proportion); ``data.val_mixture`` is its own YAML."""
@@ -288,7 +211,7 @@ def build_dataset(cfg: TrainConfig, tok, skip_log: str | None = None,
                   shard: tuple[int, int] | None = None) -> torch.utils.data.Dataset:
     """The training set: samples (padded batches) or packed rows (``data.packing``). ``shard=(rank, size)``:
     context parallelism, decode only this rank's temporal patches of each row."""
-    from vamba.data.dataset import PackedDataset, VambaDataset
+    from vamba.data.dataset import MemoryCache, PackedDataset, VambaDataset
     from vamba.data.packing import plan_rows
 
     d = cfg.data

@@ -18,7 +18,10 @@ from typing import Any
 
 from omegaconf import MISSING
 
-STAGES = ("pretrain", "sft")
+from vamba.models.presets import TinyDims
+from vamba.training.params import TRAINABLE
+
+STAGES = tuple(TRAINABLE)
 REPORTERS = ("wandb", "tensorboard")
 DISTILL_SOURCES = ("online", "cache")
 
@@ -28,28 +31,10 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class TinyDims:
-    """Dimensions of the ``tiny`` model (CPU tests and the demo); the vocabulary comes from the tokenizer."""
-
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    vision_depth: int = 2
-    vision_embed_dim: int = 32
-    vision_heads: int = 2
-    mamba_d_state: int = 16
-    mamba_headdim: int = 16
-    mamba_chunk_size: int = 64
-
-
-@dataclass
 class ModelConfig:
     """``path``: a Qwen2-VL checkpoint (converted: cross-attention from self-attention) or a VAMBA one.
     Without a path the model is built with random weights at ``size`` (Qwen2-VL-2B/7B dimensions or tiny)."""
 
-    name: str = "tiny"  # a label (the configs/model/*.yaml option's name)
     path: str | None = None  # checkpoint to start from (Qwen2-VL or VAMBA); None: random weights at size
     size: str = "tiny"  # tiny | 2b | 7b: dimensions when built without a path
     tiny: TinyDims = field(default_factory=TinyDims)
@@ -71,7 +56,6 @@ class ModelConfig:
 class DataConfig:
     """A mixture YAML (vamba.data.mixture) and how its records become batches (docs/data.md)."""
 
-    name: str = "synthetic"  # a label (the configs/data/*.yaml option's name)
     mixture: str = MISSING  # the mixture YAML (vamba.data.mixture, docs/data.md)
     tokenizer: str | None = None  # default: the model path (its tokenizer files)
     num_frames: int = 16  # frames sampled per video
@@ -144,8 +128,8 @@ class StageConfig:
     """What a stage trains (glob patterns over parameter names, vamba.training.params) and its loss."""
 
     name: str = "pretrain"  # pretrain | sft
-    # glob patterns over parameter names (vamba.training.params): what this stage trains
-    trainable: list[str] = field(default_factory=lambda: ["*.cross_attn.*", "*.vision_mixer.*", "*.alpha"])
+    # glob patterns over parameter names (vamba.training.params): what this stage trains (its default: TRAINABLE)
+    trainable: list[str] = field(default_factory=lambda: list(TRAINABLE["pretrain"]))
     distill: DistillConfig = field(default_factory=DistillConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -386,8 +370,9 @@ def validate(cfg: TrainConfig) -> None:
     _exists(cfg.data.mixture, "data.mixture")
     if cfg.data.tokenizer is not None and cfg.model.path is not None and not Path(cfg.data.tokenizer).exists():
         # the usual cause: the default data=synthetic group's tokenizer left in place beside a real checkpoint
-        raise ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: no such file or directory (data={cfg.data.name}'s "
-                          "tokenizer); with model.path the checkpoint's own tokenizer is used when data.tokenizer=null: "
+        raise ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: no such file or directory (a data group's "
+                          "tokenizer left in place?); with model.path the checkpoint's own tokenizer is used when "
+                          "data.tokenizer=null: "
                           "pick the data group of your data (data=image_captions for stage 1, data=video_instruct for "
                           "stage 2) or pass data.tokenizer=null")
     _exists(cfg.data.tokenizer, "data.tokenizer")

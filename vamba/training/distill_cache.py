@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -167,11 +166,12 @@ def write_cache(cfg) -> int:
     """
     from vamba.data.collate import Collator
     from vamba.data.released import random_video_sources
-    from vamba.training.build import build_dataset, load_teacher, load_tokenizer, special_ids
+    from vamba.models.presets import special_token_ids
+    from vamba.training.build import build_dataset, load_teacher, load_tokenizer
     from vamba.training.distill import supervised_positions, teacher_topk
     from vamba.data.teacher_view import build_teacher_view
     from vamba.training.teacher import teacher_logits_at
-    from vamba.utils.provenance import code_commit
+    from vamba.utils.provenance import header
 
     d = cfg.stage.distill
     if not d.teacher or not d.cache_dir:
@@ -186,12 +186,11 @@ def write_cache(cfg) -> int:
     device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     tok = load_tokenizer(cfg)
     teacher = load_teacher(d.teacher, dtype=torch.bfloat16 if cfg.optim.bf16 else torch.float32).to(device)
-    ids = special_ids(tok)
+    ids = special_token_ids(tok)
     # before the data: resuming into a folder written for other settings fails at once
     writer = TopKCacheWriter(d.cache_dir, top_k=d.top_k, vocab_size=teacher.config.text_config.vocab_size,
                              teacher=str(d.teacher), settings=cache_settings(cfg, tok, d.teacher),
-                             written_with={"teacher_dtype": str(teacher.dtype), "git_commit": code_commit(),
-                                           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                             written_with={**header(device), "teacher_dtype": str(teacher.dtype)})
     dataset = build_dataset(cfg, tok)
     samples = getattr(dataset, "dataset", dataset)  # packed rows: cache the samples under them
     drawn = random_video_sources(samples.data)

@@ -1,5 +1,5 @@
-"""Which parameters a stage trains, and which of them get no weight decay (``NO_DECAY_PATTERNS``, read by
-``VambaTrainer.get_decay_parameter_names``).
+"""Which parameters a stage trains (``TRAINABLE``, the one table of them), and which of them get no weight decay
+(``NO_DECAY_PATTERNS``, read by ``VambaTrainer.get_decay_parameter_names``).
 
 Patterns are shell-style globs (``fnmatch``) over ``named_parameters()`` names, e.g.
 ``*.cross_attn.*``. A pattern that matches nothing is an error: a typo must not silently freeze
@@ -12,7 +12,15 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from vamba.models.names import NEW_MODULES, matches_any
 from vamba.models.zero import full_numel
+
+# stage -> what it trains: the one table (NEW_MODULES: vamba.models.names). configs/stage/<stage>.yaml show the same list to users (a test checks it);
+# StageConfig's default, the CPU demo (trainable_for) and the benchmarks' train modes (vamba.bench.steps) read it here.
+TRAINABLE: dict[str, tuple[str, ...]] = {
+    "pretrain": NEW_MODULES,  # stage 1: only the new modules
+    "sft": ("visual.merger.*", "model.*", "lm_head.*"),  # stage 2: the merger and the language model; not the ViT
+}
 
 # Parameters without weight decay: SSM dynamics (A_log, D, dt_bias), every norm weight, biases and the
 # alpha balance. Decaying A_log or dt_bias pulls the state-space dynamics towards arbitrary values.
@@ -32,8 +40,12 @@ class TrainableSummary:
         return "\n".join(lines)
 
 
-def matches_any(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
+def trainable_for(stage: str, vision_mixer: bool = True, alpha: bool = True) -> list[str]:
+    """``TRAINABLE[stage]`` less the patterns of modules a model was built without (``vision_mixer``: Mamba-2 blocks;
+    ``alpha``: the alpha balance), which would match nothing."""
+    absent = {"*.vision_mixer.*"} if not vision_mixer else set()
+    absent |= {"*.alpha"} if not alpha else set()
+    return [p for p in TRAINABLE[stage] if p not in absent]
 
 
 def select_trainable(model: nn.Module, patterns: list[str], always_frozen: frozenset[str] = frozenset()

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,11 @@ import torch
 from omegaconf import OmegaConf
 from transformers import TrainerCallback, TrainingArguments
 
+from vamba.models.presets import special_token_ids
 from vamba.models.zero import is_zero3
 from vamba.training import rundir
 from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
-                                  load_tokenizer, special_ids, training_processor)
+                                  load_tokenizer, training_processor)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
 from vamba.training.config import ConfigError, TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
 from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSummary, append_invocation, console_log,
@@ -125,13 +125,14 @@ class StallDump(TrainerCallback):
 def write_run_info(cfg: TrainConfig, out: Path, resumed_from: str | None = None) -> None:
     """``config.yaml`` and this invocation's entry in ``run_info.json`` (``resumed_from``: the checkpoint it
     continues; earlier invocations of the same run directory are kept in ``invocations``)."""
-    from vamba.utils.provenance import code_commit, environment
+    from vamba.utils.provenance import header
 
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    entry = header("cpu" if _device_is_cpu(cfg) else "cuda")
+    environment = entry.pop("environment")
     append_invocation(out, {
-        "git_commit": code_commit(), "argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "world_size": int(os.environ.get("WORLD_SIZE", 1)), "resumed_from": resumed_from,
-        "resumed_from_step": None if resumed_from is None else checkpoint_step(resumed_from)}, environment())
+        **entry, "argv": sys.argv, "world_size": int(os.environ.get("WORLD_SIZE", 1)), "resumed_from": resumed_from,
+        "resumed_from_step": None if resumed_from is None else checkpoint_step(resumed_from)}, environment)
 
 
 def _device_is_cpu(cfg: TrainConfig) -> bool:
@@ -281,11 +282,9 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         torch.autograd.set_detect_anomaly(True)
 
     if cfg.deepspeed is not None:
-        import deepspeed
+        from vamba.models.zero import init_distributed
 
-        # ZeRO-3 partitions parameters as the model is built (zero.Init): its communicator must know the world
-        # size by then; on an existing torch process group this only attaches DeepSpeed to it.
-        deepspeed.init_distributed()
+        init_distributed()  # before the model: ZeRO-3 partitions it as it is built
     context = None
     if cfg.parallel.context_parallel_size > 1:
         from vamba.parallel.groups import init_context_parallel
@@ -327,7 +326,7 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         context_parallel=context, checkpoint_processor=processor,
         callbacks=[JsonlLogger(out / "log.jsonl"), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
-        token_ids={**special_ids(tok), "pad_token_id": tok.pad_token_id})
+        token_ids={**special_token_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.fsdp.enable and not trainer.is_fsdp_enabled:
         # accelerate 1.16 attaches the FSDP plugin only on GPU-like devices (accelerate/state.py: MULTI_CPU is not in
         # the list that reads it); the run would otherwise train as plain DDP without a word

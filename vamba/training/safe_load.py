@@ -30,15 +30,10 @@ def allowed_globals() -> list:
     """What our own checkpoints' pickles contain beyond tensors: DeepSpeed's ZeRO optimizer states (its loss scaler,
     the ZeRO stage enum, the fragment addresses of flat parameter groups) and the Trainer's RNG state (numpy
     arrays). Each is data: an enum, a dataclass, a class whose state is plain attributes, numpy's array rebuild."""
+    from vamba.models.zero import checkpoint_classes
+
     numpy_core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed the module
-    allowed: list = [numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-    try:
-        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-        from deepspeed.runtime.zero.config import ZeroStageEnum
-        from deepspeed.utils.tensor_fragment import fragment_address
-    except ImportError:  # no DeepSpeed: a checkpoint that names its classes is not one this install can resume
-        return allowed
-    return allowed + [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    return [numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), *checkpoint_classes()]
 
 
 def pickle_files(checkpoint: str | os.PathLike) -> list[Path]:

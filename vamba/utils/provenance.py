@@ -1,15 +1,19 @@
-"""What a result was made with: the code's commit, package versions and devices.
+"""What a result was made with: the code's commit, the date, the device, package versions and devices.
 
-Every benchmark JSON (``vamba.bench``) and every run directory (``run_info.json``) records these so that a
-number names its setup (docs/design.md, "Honest measurement").
+``header`` is the one provenance header: every benchmark JSON (``vamba.bench``), every run directory's
+``run_info.json``, the teacher cache's ``meta.json`` and the ablation summary start with it, so that a number names
+its setup (docs/design.md, "Honest measurement"). The commit's key is ``code_commit`` everywhere (results written
+before 2026-12-07 by training, the cache and the ablations called it ``git_commit``).
 """
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,6 +36,22 @@ def code_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` for a CUDA device (None: the current one if CUDA is there), else ``"cpu"``."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def header(device: torch.device | str | None = None) -> dict[str, Any]:
+    """The provenance header: ``code_commit``, ``date`` (UTC, ISO 8601, seconds), ``device`` (``device_name``: the
+    device the result ran on) and ``environment`` (versions, CUDA and every visible device)."""
+    return {"code_commit": code_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": device_name(device), "environment": environment()}
 
 
 def environment() -> dict:
