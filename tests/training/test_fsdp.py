@@ -69,7 +69,7 @@ def test_two_process_fsdp_equals_ddp_through_an_interruption_and_its_final_model
 
     from vamba.data.sampling import FrameSampling
     from vamba.inference.chat import VambaChat
-    from vamba.training.build import tiny_qwen2vl
+    from vamba.models.presets import tiny_qwen2vl
     from vamba.training.config import TinyDims
 
     text = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Count to {i + 2}."},
