@@ -19,14 +19,13 @@ the last (the first decoding step of ``graph`` includes its capture, reported as
 The floor: each token reads at least the text path's weights (every decoder weight but the vision tower, the Mamba-2
 blocks and the cross-attention K/V projections, plus lm_head) and every layer's cached video K/V (and the text K/V
 so far); ``floor_tokens_per_s`` = measured copy bandwidth / those bytes. Results go to
-``answer_decode_<tag>.json`` after every point, with ``environment()`` and ``code_commit()``.
+``answer_decode_<tag>.json`` after every point, with the provenance header (``vamba.utils.provenance.header``).
 
     python scripts/bench_answer.py out=docs/results tag=h200                       # 7B, 1,024 and 3,600 frames
     python scripts/bench_answer.py device=cpu scale=tiny num_frames=[4,8] answer_tokens=4 out=/tmp/answer
 """
 from __future__ import annotations
 
-import datetime
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from vamba.models.cache import VideoCache
 from vamba.models.fast_decode import greedy_decode
 from vamba.utils.cli_args import auto_dtype, parse_args
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 from vamba.utils.timing import GIB, free, is_oom, measure
 
 Path_ = Literal["generate", "generate_split", "static", "graph"]
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = copy_gbps(device)
     text = model.config.text_config
     result: dict[str, Any] = {
-        "what": __doc__.splitlines()[0], "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "device": name, "environment": environment(), "code_commit": code_commit(),
+        "what": __doc__.splitlines()[0], **header(device),
         "setup": {"scale": args.scale, "dtype": str(dtype).removeprefix("torch."), "frame_size": args.frame_size,
                   "tokens_per_2_frames": setup.video_tokens(2), "question_tokens": args.question_tokens,
                   "answer_tokens": args.answer_tokens, "batch": 1, "reps": args.reps,

@@ -22,7 +22,6 @@ the waits for frames plus answering, over the wall time, by the host's clock), `
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -37,7 +36,7 @@ import numpy as np
 from vamba.data.video import DecordReader
 from vamba.data.vision import VisionConfig, processed_size
 from vamba.utils.io import atomic_write_json
-from vamba.utils.provenance import code_commit, environment
+from vamba.utils.provenance import header
 
 LVBENCH = {"videos": 103, "questions": 1549}  # the official test set (vamba.evaluation.benchmarks.lvbench)
 VIDEOMME = {"videos_per_class": 300, "questions_per_video": 3}  # 900 videos, 2,700 questions
@@ -289,12 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     keys += [f"max_new_tokens={args.max_new_tokens}"] if args.max_new_tokens else []
     ahead = [f"model.decode_ahead={args.decode_ahead}"] if args.decode_ahead else []
     result: dict[str, Any] = {
-        "benchmark": "eval_launched", "device": name, "code_commit": code_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "eval_launched", **header(device),
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "work")}, "decode_workers": workers,
                      "eval_keys": keys},
-        "benchmark_folder": made, "environment": environment()}
+        "benchmark_folder": made}
 
     def save() -> None:
         atomic_write_json(out_path, result)
