@@ -1,9 +1,8 @@
-"""Context parallelism on one GPU (vamba/bench/context_parallel.py): the kernels path against the reference, and two
-ranks sharing the GPU for per-rank memory and step time at 7B. Runs from a checkout without installing.
+"""Context parallelism on one GPU (vamba/bench/context_parallel.py): two ranks sharing the GPU, per-rank memory and
+step time at 7B. Runs from a checkout without installing. (The correctness checks: tests/gpu/, scripts/gpu/tests.sh.)
 
-    python scripts/bench_context_parallel.py kernels --out OUT/cp_kernels.json
-    torchrun --nproc_per_node 2 scripts/bench_context_parallel.py check --out OUT/cp_check.json
     torchrun --nproc_per_node 2 scripts/bench_context_parallel.py measure --mode stage1 --frames 2048 --out OUT/cp.json
+    python scripts/bench_context_parallel.py merge --out OUT/context_parallel.json OUT/cp_*.json
 """
 from __future__ import annotations
 

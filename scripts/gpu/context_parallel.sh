@@ -1,22 +1,22 @@
 #!/bin/bash
-# One call on ONE lent GPU (H200), about 5 minutes: context parallelism (docs/context_parallel.md).
-#   1. kernels (1 process): the Mamba-2 state passing through mamba-ssm's chunked scan and causal-conv1d, the
-#      cross-attention log-sum-exp combine through the fused attention kernel (float32 and bfloat16, forward and
-#      the gradients of q, k and v), against one-shot and reference.
-#   2. check (2 processes on the GPU, gloo): a small VAMBA with the CUDA kernels, CP 2 vs one process; every rank
-#      prints each step, so that a hang shows where.
-#   3. measure (2 processes on the GPU, gloo, each capped at half the GPU's memory): the 7B model at FRAMES frames
+# One call on ONE lent GPU (H200), about 5-10 minutes: context parallelism (docs/context_parallel.md).
+#   1. tests (tests/gpu/test_context_parallel_gpu.py, the checks): the Mamba-2 state passing through mamba-ssm's
+#      chunked scan and causal-conv1d, the cross-attention log-sum-exp combine through the fused attention kernel
+#      (float32 and bfloat16, forward and the gradients of q, k and v), against one shot; a small VAMBA with the
+#      CUDA kernels, CP 2 (two processes on the GPU, gloo) vs one process.
+#   2. measure (2 processes on the GPU, gloo, each capped at half the GPU's memory): the 7B model at FRAMES frames
 #      (640x360), train_shared then stage 1 (MODES): per-rank peak memory and step time, beside the memory
 #      model's prediction. An out-of-memory point is recorded and the next, smaller frame count of FRAMES is
 #      tried, so that each mode lands a point (train_shared OOMed at 2048 frames on the H200, 2026-12-02).
 # Every part runs with MAMBA_DETERMINISTIC=1: one Triton config per mamba-ssm kernel instead of autotuning each
-# shape in each process (the kernels part alone ran past 120 s autotuning, and the two check processes
+# shape in each process (the kernel checks alone ran past 120 s autotuning, and the two CP 2 processes
 # autotuned at once), with deterministic per-tile reductions in its backward (a few hundred MB of workspace at
 # 7B and 150k tokens per rank; the same math). The measure part also uses expandable segments (a third of the
 # 2048-frame OOM was reserved-but-unallocated memory).
-# Files in $OUT: context_parallel_$TAG.json (all parts merged; also written to docs/results/ when run from a
-# checkout), cp_*.json per part and point, *.log, nvidia_smi.txt. Exit status: non-zero if any part failed, a
-# check was outside its tolerance, or a mode ran out of memory at every frame count (the logs and JSON say which).
+# Files in $OUT: context_parallel_$TAG.json (the measured points merged; also written to docs/results/ when run
+# from a checkout), cp_*.json per point, *.log (cp_tests.log: pytest's report with the measured errors),
+# nvidia_smi.txt. Exit status: non-zero if a test failed, a part failed, or a mode ran out of memory at every frame
+# count (the logs and JSON say which).
 # Run from the project root, with the wheels folder carried as .whl/:
 #   export VAMBA_CODE_COMMIT=<commit>  # recorded in the JSON (the copy on the GPU machine has no .git)
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/context_parallel.sh
@@ -46,9 +46,8 @@ print(" ".join(json.load(open(p)).get("status", "?") if os.path.exists(p) else "
 # NOTE: a variable, not a shell function: `timeout` runs programs only.
 TORCHRUN2="python3 -m torch.distributed.run --standalone --nproc_per_node 2"
 
-run cp_kernels 200 python3 $B kernels --out "$OUT/cp_kernels.json"
-run cp_check 240 $TORCHRUN2 $B check --out "$OUT/cp_check.json"
-parts=("$OUT/cp_kernels.json" "$OUT/cp_check.json")
+run cp_tests 420 bash scripts/gpu/tests.sh tests/gpu/test_context_parallel_gpu.py -s
+parts=()
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 for mode in $MODES; do
   landed=""

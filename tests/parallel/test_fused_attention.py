@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from vamba.models.attention import attention, attention_ref
-from vamba.parallel.attention import backward_operands, partial_attention_fused
+from vamba.parallel.attention import backward_operands, cross_attention
 from vamba.utils.distributed import close_process_group
 
 
@@ -106,7 +106,8 @@ def fused_against_sdpa(device: torch.device, dtype: torch.dtype, nq: int,
     low = [t.to(dtype) for t in inputs]
     truth = run(lambda q, k, v: attention_ref(q, k, v, causal=False, q_seg=q_seg, k_seg=k_seg, scale=scale),
                 [t.double() for t in low])  # float64 on the rounded inputs
-    fused = run(lambda q, k, v: partial_attention_fused(q, k, v, q_seg, k_seg, scale, dist.group.WORLD), low)
+    fused = run(lambda q, k, v: cross_attention(q, k, v, q_seg, k_seg, scale, dist.group.WORLD, fused=True),
+                low)
     sdpa = run(lambda q, k, v: attention(q, k, v, causal=False, q_seg=q_seg, k_seg=k_seg, backend="sdpa",
                                          scale=scale), low)
 

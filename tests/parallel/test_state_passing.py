@@ -167,3 +167,97 @@ def test_memory_lean_correction_equals_the_reference() -> None:
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
     for a, b in zip(torch.autograd.grad((got * weight).sum(), leaves), torch.autograd.grad((want * weight).sum(), leaves)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+
+
+def kernel_scan_errors(device: torch.device, dtype: torch.dtype, backend: str, length: int, cuts: list[int],
+                       starts: list[int], h: int, p: int, n: int, chunk: int) -> dict[str, float]:
+    """One row cut at ``cuts`` (packed samples starting at ``starts``), through the ops of ``backend`` (``fast``:
+    mamba-ssm's chunked scan and causal-conv1d, tests/gpu/test_context_parallel_gpu.py): relative errors of
+
+    - ``sharded_vs_one_shot`` / ``grad_<leaf>``: slices scanned from zero and combined (``incoming_coefficients``,
+      ``state_correction``) against the one-shot scan of the whole row, output and gradients;
+    - ``initial_states_vs_one_shot``: the kernel itself continued from each slice's incoming state;
+    - ``conv_sharded_vs_one_shot``: the conv of each slice with the exchanged tails (``history_selector``).
+    NaN where a result is not finite."""
+    from vamba.ops import causal_conv1d, ssd_scan
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype).requires_grad_(True)
+
+    def err(a, b):
+        return rel(a, b) if a.isfinite().all() else float("nan")
+
+    x, dt, B, C = r(1, length, h, p), r(1, length, h, scale=0.5), r(1, length, 1, n), r(1, length, 1, n)
+    A = (-torch.rand(h, generator=g) * 4 - 0.5).to(device).requires_grad_(True)
+    D = r(h).float().detach().requires_grad_(True)
+    dt_bias = (torch.rand(h, generator=g) - 2).to(device).requires_grad_(True)
+    seq = torch.zeros(1, length, dtype=torch.int32, device=device)
+    for s in starts:
+        seq[:, s:] += 1
+    leaves = [x, dt, B, C, A, D, dt_bias]
+    weight = torch.randn(1, length, h, p, generator=g).to(device)
+    one = ssd_scan(x, dt, A, B, C, chunk, D=D, dt_bias=dt_bias, seq_idx=seq, backend=backend)
+    g_one = torch.autograd.grad((one.float() * weight).sum(), leaves)
+
+    bounds = [0, *cuts, length]
+    dtp = F.softplus(dt.float() + dt_bias.float())
+    finals, decays, firsts, lasts, counts, parts = [], [], [], [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        y0, final = ssd_scan(x[:, a:b], dtp[:, a:b], A, B[:, a:b], C[:, a:b], chunk, D=D, dt_bias=None,
+                             dt_softplus=False, seq_idx=seq[:, a:b], return_final_state=True, backend=backend)
+        log_decay = torch.cumsum(dtp[:, a:b] * A, dim=1)
+        finals.append(final)
+        decays.append(torch.exp(log_decay[:, -1]))
+        firsts.append(seq[:, a].long())
+        lasts.append(seq[:, b - 1].long())
+        counts.append(torch.full((1,), b - a, device=device))
+        parts.append((a, b, y0, log_decay))
+    final, decay = torch.stack(finals), torch.stack(decays)
+    first, last, count = torch.stack(firsts), torch.stack(lasts), torch.stack(counts)
+    ys, cont = [], []
+    for rank, (a, b, y0, log_decay) in enumerate(parts):
+        incoming = torch.einsum("rbh,rbhpn->bhpn", incoming_coefficients(decay, first, last, count, rank), final)
+        first_run = seq[:, a:b] == seq[:, a:a + 1]
+        ys.append((y0.float() + state_correction(C[:, a:b], log_decay, incoming, first_run)).to(dtype))
+        cont.append(ssd_scan(x[:, a:b], dtp[:, a:b], A, B[:, a:b], C[:, a:b], chunk, D=D, dt_bias=None,
+                             dt_softplus=False, seq_idx=seq[:, a:b], initial_state=incoming.detach(), backend=backend))
+    sharded = torch.cat(ys, 1)
+    g_sharded = torch.autograd.grad((sharded.float() * weight).sum(), leaves)
+    out = {"sharded_vs_one_shot": err(sharded, one), "initial_states_vs_one_shot": err(torch.cat(cont, 1), one)}
+    out.update({f"grad_{name}": err(a, b) for name, a, b in zip(("x", "dt", "B", "C", "A", "D", "dt_bias"),
+                                                                g_sharded, g_one)})
+
+    width, ch = 4, 256
+    xc = r(1, length, ch)
+    wc, bc = r(ch, width).detach(), r(ch).detach()
+    conv_one = causal_conv1d(xc.transpose(1, 2), wc, bc, seq_idx=seq, backend=backend)
+    tails, oks, tail_seqs = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        pos = torch.arange(b - width + 1, b, device=device).clamp(min=a)
+        ok = torch.arange(b - width + 1, b, device=device) >= a
+        tails.append(xc[:, pos] * ok[None, :, None])
+        oks.append(ok[None])
+        tail_seqs.append(seq[:, pos].long())
+    every = torch.stack(tails).permute(1, 0, 2, 3).reshape(1, -1, ch)
+    conv = []
+    for rank, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        sel = history_selector(torch.stack(oks), torch.stack(tail_seqs), seq[:, a].long(), rank, every.dtype)
+        history = torch.einsum("bec,bes->bcs", every, sel)
+        conv.append(causal_conv1d(xc[:, a:b].transpose(1, 2), wc, bc, seq_idx=seq[:, a:b], initial_state=history,
+                                  backend=backend))
+    out["conv_sharded_vs_one_shot"] = err(torch.cat(conv, -1), conv_one)
+    return out
+
+
+def test_kernel_scan_errors_on_the_reference_ops() -> None:
+    """The GPU test's comparison (mamba-ssm there) on the reference ops, float32: it cannot rot unseen."""
+    errors = kernel_scan_errors(torch.device("cpu"), torch.float32, "reference", length=300, cuts=[100, 215],
+                                starts=[75, 215], h=4, p=16, n=16, chunk=32)
+    assert all(e < 1e-5 for e in errors.values()), errors

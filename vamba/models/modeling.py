@@ -10,55 +10,36 @@ Module tree (= the released checkpoint's key layout, docs/model.md)::
 Forward consumes the batch contract of docs/batch.md: text and video are two streams; the video
 stream is the merged vision tokens of each row's items ([B, M, D]); text tokens read it through
 cross-attention. Generation caches the text K/V (transformers ``DynamicCache``) and, once per video,
-the cross-attention K/V of every layer (``VideoCache``), so decoding never touches the video stream.
+the cross-attention K/V of every layer (``VideoCache``), so decoding never touches the video stream: that part,
+``encode_video`` and transformers' generation hooks, is ``VambaGenerationMixin`` (vamba.models.generation); the
+output type is vamba.models.outputs.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import field, make_dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
-from transformers.generation import utils as generation_utils
-from transformers.modeling_outputs import ModelOutput
+from transformers import DynamicCache, PreTrainedModel
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm, Qwen2VLRotaryEmbedding
 
 from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
 from vamba.models.decoder import LayerInputs, VambaDecoderLayer
+from vamba.models.generation import VambaGenerationMixin
 from vamba.models.loss import chunked_lm_loss
-from vamba.models.mamba2 import Mamba2Mixer, Mamba2State
+from vamba.models.mamba2 import Mamba2Mixer
 from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.offload import HostOffload
+from vamba.models.outputs import CACHE_NAME, VambaOutput
 from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
 from vamba.models.sharding import ContextParallelHooks
 from vamba.models.vision import VambaVisionTower, frame_pieces
-from vamba.models.visual_inputs import PACKED_KEYS, TRANSFORMERS_KEYS, packed_visual_inputs
+from vamba.models.visual_inputs import packed_visual_inputs
 from vamba.models.zero import gathered
-
-
-# transformers 5.24 renamed the text KV cache, as argument and as output field, from ``past_key_values`` to
-# ``cache``; 5.17 (the GPU image) knows only the old name. forward takes both; outputs and generation use this one.
-CACHE_NAME = "cache" if "cache" in generation_utils.ALL_CACHE_NAMES else "past_key_values"
-
-
-# The output's text-cache field has the current name only: under 5.24 a field named ``past_key_values`` is itself
-# deprecated (every output construction, and every read of it, logs transformers' deprecation warning).
-VambaOutput = make_dataclass("VambaOutput", [
-    ("loss", "torch.Tensor | None", field(default=None)),
-    ("logits", "torch.Tensor | None", field(default=None)),
-    (CACHE_NAME, Any, field(default=None)),
-    ("video_cache", "VideoCache | None", field(default=None)),
-    ("last_hidden_state", "torch.Tensor | None", field(default=None)),
-], bases=(ModelOutput,))
-VambaOutput.__module__ = __name__  # (make_dataclass's module= needs Python 3.12)
-VambaOutput.__doc__ = """loss: scalar (when labels are given); logits: [B, N or logits_to_keep, V] (when asked);
-    cache (``past_key_values`` before transformers 5.24; the field is named ``CACHE_NAME``): the text KV cache;
-    video_cache: cross-attention K/V per layer; last_hidden_state: [B, N, D]."""
 
 
 class VambaPreTrainedModel(PreTrainedModel):
@@ -122,7 +103,7 @@ class VambaTextModel(nn.Module):
         return self.norm(text), kvs
 
 
-class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
+class VambaForConditionalGeneration(VambaPreTrainedModel, VambaGenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: VambaConfig) -> None:
@@ -277,72 +258,6 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
             return self.visual.merger(blocks)  # 5.x: the blocks' output, before the merger
         return torch.cat([out.pooler_output for out in parts]) if len(parts) > 1 else parts[0].pooler_output
 
-    @torch.no_grad()
-    def encode_video(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, visual_row: torch.Tensor | None = None,
-                     visual_seq_idx: torch.Tensor | None = None, batch_size: int | None = None,
-                     visual_t_offset: torch.Tensor | None = None) -> VideoCache:
-        """Run the video stream alone (vision tower, every layer's Mamba-2 block and cross-attention K/V) and
-        return the ``VideoCache`` that ``forward`` / ``generate`` accept as ``video_cache=`` (one sample per row)."""
-        self._no_context_parallel("encode_video")
-        if batch_size is None:
-            batch_size = int(visual_row.max().item()) + 1 if visual_row is not None and visual_row.numel() else 1
-        dtype = self.lm_head.weight.dtype
-        video, layout = self._video_stream(pixel_values, grid_thw, visual_row, visual_seq_idx, batch_size,
-                                           packed=False, dtype=dtype,
-                                           visual_t_offset=visual_t_offset)
-        inputs = self._video_only_inputs(video, layout)
-        keys, values = [], []
-        for layer in self.model.layers:
-            k, v, video = layer.video_step(video, inputs)
-            keys.append(k)
-            values.append(v)
-        return VideoCache(keys, values, layout.segments)
-
-    @torch.no_grad()
-    def encode_video_piece(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
-                           states: list[Mamba2State | None] | None = None, t_offset: int = 0, write_kv=None
-                           ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Mamba2State | None]]:
-        """Streaming hook: one piece of ONE video through the vision tower and every layer's video step.
-
-        pixel_values [P, 1176] and grid_thw [1, 3] hold a whole number of temporal patches (the vision tower
-        attends within each temporal patch only, so pieces encode exactly as the whole video would).
-        ``states``: each layer's Mamba-2 state after the previous piece (None: this piece starts the video);
-        ``t_offset``: temporal patches before this piece (its 3-D positions continue from there).
-        Returns this piece's keys and values per layer ([1, Hkv, m, head_dim]) and the new states; appending
-        the pieces' K/V in order gives ``encode_video`` of the whole video (vamba.inference.streaming).
-        ``write_kv(layer, k, v)``: called with each layer's K/V as soon as they exist, which are then not kept
-        (the lists come back empty): a piece's K/V of every layer are never alive at once.
-        """
-        if grid_thw.shape != (1, 3):
-            raise ValueError(f"encode_video_piece takes one visual item (grid_thw [1, 3]), got {tuple(grid_thw.shape)}")
-        self._no_context_parallel("encode_video_piece")
-        video, layout = self._video_stream(pixel_values, grid_thw, None, None, 1, packed=False,
-                                           dtype=self.lm_head.weight.dtype)
-        layout.positions[0] += t_offset
-        inputs = self._video_only_inputs(video, layout)
-        states = states if states is not None else [None] * len(self.model.layers)
-        keys, values, new_states = [], [], []
-        for i, (layer, state) in enumerate(zip(self.model.layers, states)):
-            k, v, video, state = layer.video_step(video, inputs, state=state, return_state=True)
-            if write_kv is not None:
-                write_kv(i, k, v)
-            else:
-                keys.append(k)
-                values.append(v)
-            new_states.append(state)
-        return keys, values, new_states
-
-    def _no_context_parallel(self, what: str) -> None:
-        if self.context_parallel is not None:
-            raise ValueError(f"{what} runs in one process; call set_context_parallel(None) first")
-
-    def _video_only_inputs(self, video: torch.Tensor, layout: VideoLayout) -> LayerInputs:
-        video_rope = None
-        if self.config.cross_attn_use_position_embeddings:
-            video_rope = self.model.rotary_emb(video, layout.positions)
-        return LayerInputs(None, video_rope, None, None, None, None, layout.seq_idx, None,
-                           self.config.attention_backend)
-
     # -- forward --------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -425,52 +340,6 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, GenerationMixin):
         keep = use_cache or cache is not None
         return VambaOutput(loss=loss, logits=logits, video_cache=video_cache if keep else None,
                            last_hidden_state=hidden, **{CACHE_NAME: cache})
-
-    # -- generation -----------------------------------------------------------------------------------
-    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, cache=None,
-                                      attention_mask: torch.Tensor | None = None,
-                                      video_cache: VideoCache | None = None, use_cache: bool = True,
-                                      past_key_values=None, **kwargs: Any) -> dict[str, Any]:
-        cache = cache if cache is not None else past_key_values
-        past_len = cache.get_seq_length() if cache is not None else 0
-        inputs: dict[str, Any] = {
-            "input_ids": input_ids[:, past_len:], "attention_mask": attention_mask,
-            CACHE_NAME: cache, "use_cache": use_cache, "video_cache": video_cache,
-            "logits_to_keep": 1,
-        }
-        if video_cache is None:  # the prefill step (decoding steps read the video cache only)
-            for key in PACKED_KEYS + TRANSFORMERS_KEYS + ("visual_t_offset",):
-                inputs[key] = kwargs.get(key)
-            types = inputs["mm_token_type_ids"]
-            if types is not None:
-                if types.shape[1] < input_ids.shape[1]:  # older transformers do not extend it over generated tokens
-                    types = torch.cat([types, types.new_zeros(types.shape[0], input_ids.shape[1] - types.shape[1])], 1)
-                inputs["mm_token_type_ids"] = types[:, past_len:]
-        return inputs
-
-    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
-                                      input_ids: torch.Tensor | None = None, **model_kwargs: Any):
-        """num_return_sequences / beams: encode each video once and repeat its cache rows (transformers would
-        repeat the flat ``pixel_values`` rows, which are items, not batch rows)."""
-        if expand_size == 1:
-            return input_ids, model_kwargs
-        video_cache = model_kwargs.pop("video_cache", None)
-        vision = {k: model_kwargs.pop(k, None) for k in PACKED_KEYS + TRANSFORMERS_KEYS}
-        t_offset = model_kwargs.pop("visual_t_offset", None)
-        if video_cache is None:
-            visual = self._packed_visual_inputs(input_ids, model_kwargs.get("attention_mask"), None, **vision)
-            video_cache = self.encode_video(**visual, batch_size=input_ids.shape[0], visual_t_offset=t_offset)
-        rows = torch.arange(video_cache.batch_size, device=video_cache.segments.device).repeat_interleave(expand_size)
-        model_kwargs["video_cache"] = video_cache.select(rows)
-        return super()._expand_inputs_for_generation(expand_size=expand_size, is_encoder_decoder=is_encoder_decoder,
-                                                     input_ids=input_ids, **model_kwargs)
-
-    def _update_model_kwargs_for_generation(self, outputs: VambaOutput, model_kwargs: dict[str, Any],
-                                            *args: Any, **kwargs: Any) -> dict[str, Any]:
-        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
-        if outputs.video_cache is not None:
-            model_kwargs["video_cache"] = outputs.video_cache.contiguous()  # read by every decoding step
-        return model_kwargs
 
     def parameters_without_effect(self) -> list[str]:
         """Names of parameters that never influence an output: the last layer's Mamba-2 block (its video
