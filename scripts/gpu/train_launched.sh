@@ -4,9 +4,10 @@
 #   2. `vamba train` stage 1 (cross-attention, Mamba-2 blocks, alpha) on 1,024-frame samples of a real 640x360 H.264
 #      file decoded by the Dataset in DataLoader workers, DeepSpeed ZeRO-2 in one process, bf16, checkpointing,
 #      beside the efficiency benchmark's stage-1 step at 1,024 frames + one optimizer step (the like-for-like check);
-#   3. the benchmark's whole-LLM training step at 1,024 frames (the frozen tower in 512-frame pieces);
-#   4. the same stage-1 run under ZeRO-3, with what is left.
-# Results (<= 8 files, flat in $OUT): train_launched_<tag>_{zero2,zero3}.json/.md, efficiency_train1024.json,
+#      and, in the benchmark's process, its whole-LLM training step at 1,024 frames (the frozen tower in 512-frame
+#      pieces; bench_extra);
+#   3. the same stage-1 run under ZeRO-3, with what is left.
+# Results (<= 8 files, flat in $OUT): train_launched_<tag>_{zero2,zero3}.json/.md, random_checkpoint.json,
 # train_launched.log, nvidia_smi.txt.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
 # mamba_ssm-*.tar.gz (sdist), pywheels.tar.xz (deepspeed, hydra-core, omegaconf, antlr4, hjson, pydantic: the
@@ -43,24 +44,20 @@ echo "checkpoint + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB
 
 # 2. like-for-like, ZeRO-2 (the optimizer offloaded on a GPU under 100 GiB: the stage-1 AdamW states need ~47 GB)
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like] \
-  tag=${TAG}_zero2 steps=${STEPS:-6} workers=12 budget_s=$(( ${CALL_S:-575} - SECONDS - 200 )) >> "$LOG" 2>&1
+  tag=${TAG}_zero2 steps=${STEPS:-5} workers=12 bench_extra=[vamba:train:1024] \
+  budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "like_for_like rc=$? at $((SECONDS - t0)) s"
 cp /tmp/l2/train_launched_${TAG}_zero2.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}_zero2.md 2>/dev/null
 tail -5 /tmp/l2/like_for_like.log 2>/dev/null | cut -c1-300
+python3 -c "
+import json, glob
+for f in glob.glob('/tmp/l2/train_launched_*.json'):
+    d = json.load(open(f))
+    for r in d.get('bench_extra', []): print(r)
+    for r in d['runs']: print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s', 'step_s_all', 'bench', 'startup_s', 'data_wait_frac', 'mfu', 'peak_gib')})
+" 2>&1 | cut -c1-600
 
-# 3. the whole-LLM step at 1024 frames (the tower defect of 2026-12-02), if 150 s are left
-left=$(( ${CALL_S:-575} - SECONDS ))
-if [ $left -gt 150 ]; then
-  timeout $((left - 20)) python3 -m vamba.cli bench out=/tmp/b1 tag=train1024 models=[vamba] points=[vamba:train:1024] \
-    hour_point=false answer_tokens=0 stage1_frames=0 budget_s=$((left - 40)) point_cap_s=400 >> "$LOG" 2>&1
-  echo "bench train:1024 rc=$?"
-  cp /tmp/b1/efficiency_train1024.json "$OUT/" 2>/dev/null
-  python3 -c "
-import json; d=json.load(open('/tmp/b1/efficiency_train1024.json'))
-for r in d['rows']: print({k: r.get(k) for k in ('mode','frames','status','total_ms','first_ms','all_ms','vision_ms','llm_ms','peak_gib','vision_mfu','llm_mfu')})" 2>&1 | tail -3
-fi
-
-# 4. ZeRO-3 with what is left
+# 3. ZeRO-3 with what is left
 left=$(( ${CALL_S:-575} - SECONDS ))
 if [ $left -gt 150 ]; then
   python3 scripts/bench_train_launched.py out=/tmp/l3 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like_zero3] \

@@ -48,6 +48,7 @@ class LaunchedArgs:
     runs: list[str] = field(default_factory=lambda: ["like_for_like", "like_for_like_zero3"])
     offload: str = "auto"  # the optimizer states in host memory: auto (when the GPU has < 100 GiB) | true | false
     bench: bool = True  # also measure the benchmark's step and an optimizer step (CUDA)
+    bench_extra: list[str] = field(default_factory=list)  # more benchmark points in the same process (MODEL:MODE:FRAMES)
     budget_s: float = 480.0  # wall-clock budget for everything; a run that cannot start in time is skipped
     overrides: list[str] = field(default_factory=list)  # more `vamba train` key=value for every run (CPU tests)
 
@@ -139,16 +140,23 @@ def optimizer_step_s(parameters: int, device: str = "cuda") -> float:
     return statistics.median(times[1:])
 
 
-def _bench_step(args: LaunchedArgs, mode: str, folder: Path, timeout: float) -> dict:
-    """The efficiency benchmark's VAMBA point ``mode`` at ``args.frames`` in its own process."""
+def _bench_step(args: LaunchedArgs, mode: str, folder: Path, timeout: float, result: dict) -> dict:
+    """The efficiency benchmark's VAMBA point ``mode`` at ``args.frames`` in its own process (with ``bench_extra``,
+    whose rows go to ``result["bench_extra"]``)."""
     folder.mkdir(parents=True, exist_ok=True)
+    points = ",".join([f"vamba:{mode}:{args.frames}", *args.bench_extra])
     cmd = [sys.executable, "-m", "vamba.cli", "bench", f"out={folder}", "tag=point", "models=[vamba]",
-           f"points=[vamba:{mode}:{args.frames}]", "hour_point=false", "answer_tokens=0", "stage1_frames=0",
+           f"points=[{points}]", "hour_point=false", "answer_tokens=0", "stage1_frames=0",
            f"budget_s={max(timeout - 30, 30):.0f}", "point_cap_s=600"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     (folder / "bench.log").write_text(proc.stdout + proc.stderr)
     path = folder / "efficiency_point.json"
-    rows = [r for r in json.loads(path.read_text())["rows"] if r.get("mode") == mode] if path.exists() else []
+    every = json.loads(path.read_text())["rows"] if path.exists() else []
+    keep = ("model", "mode", "frames", "status", "total_ms", "first_ms", "all_ms", "vision_ms", "llm_ms", "peak_gib",
+            "vision_mfu", "llm_mfu")
+    result["bench_extra"] = [{k: r.get(k) for k in keep} for r in every
+                             if f"{r.get('model')}:{r.get('mode')}:{r.get('frames')}" in args.bench_extra]
+    rows = [r for r in every if r.get("mode") == mode and r.get("frames") == args.frames]
     if not rows or "total_ms" not in rows[0]:
         return {"status": f"no benchmark row (rc {proc.returncode}; see {folder / 'bench.log'})"}
     r = rows[0]
@@ -203,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             row["trainable"] = trainable
         if cuda and args.bench and mode not in bench:
             left = args.budget_s - (time.perf_counter() - started)
-            bench[mode] = _bench_step(args, mode, out / f"bench_{mode}", timeout=max(min(left, 300), 60)) \
-                if left > 90 else {"status": "skipped: budget"}
+            folder, timeout = out / f"bench_{mode}", max(min(left, 300), 60)
+            bench[mode] = _bench_step(args, mode, folder, timeout, result) if left > 90 else {"status": "skipped: budget"}
         if cuda and args.bench and bench.get(mode, {}).get("status") == "ok":
             params = _trainable_parameters(row.get("trainable", ""))
             if params and not offload:
