@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{run}.log").write_text(text if isinstance(text, str) else str(text))
         row = {"name": run, "stage": stage, "zero": zero if not args.overrides else "none", "frames": args.frames,
                "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
+        if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
+            row["output_tail"] = str(text)[-3000:]
         info = run_dir / "run_info.json"
         if info.exists():
             trainable = json.loads(info.read_text()).get("summary", {}).get("trainable", "")
