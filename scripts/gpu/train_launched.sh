@@ -48,7 +48,7 @@ python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VI
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "like_for_like rc=$? at $((SECONDS - t0)) s"
 cp /tmp/l2/train_launched_${TAG}_zero2.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}_zero2.md 2>/dev/null
-tail -5 /tmp/l2/like_for_like.log 2>/dev/null | cut -c1-300
+grep -E "Error|error:|vamba train:" /tmp/l2/like_for_like.log 2>/dev/null | head -5 | cut -c1-400
 python3 -c "
 import json, glob
 for f in glob.glob('/tmp/l2/train_launched_*.json'):
