@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vamba.cli import main as vamba_main
 from vamba.bench.build import frame_grid, vamba_config
+from vamba.cli import main as vamba_main
 from vamba.models.flops import qwen_llm_flops, vamba_llm_flops
 from vamba.models.mamba2 import Mamba2Block
 

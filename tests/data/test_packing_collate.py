@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vamba.data.collate import Collator
-from vamba.data.dataset import ProcessingConfig, PackedDataset, VambaDataset
+from vamba.data.dataset import PackedDataset, ProcessingConfig, VambaDataset
 from vamba.data.formats import Source
 from vamba.data.mixture import Mixture
 from vamba.data.packing import plan_rows

@@ -17,9 +17,9 @@ from transformers import Qwen2VLImageProcessorPil
 
 from vamba.data.chat import VISION_MARKER, Message, encode_chat, render_prompt
 from vamba.data.processor import VambaProcessor, build_processor, load_vision_config
-from vamba.data.video_processor import VambaVideoProcessor, read_processor_dicts
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import VideoDecodeError, read_video
+from vamba.data.video_processor import VambaVideoProcessor, read_processor_dicts
 from vamba.data.vision import VisionConfig, process_frames, processed_size
 
 

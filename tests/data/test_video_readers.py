@@ -13,9 +13,9 @@ from vamba.data.video import (
     FrameFolderReader,
     VideoDecodeError,
     VideoReadConfig,
-    run_with_timeout,
     open_video,
     read_video,
+    run_with_timeout,
     video_info,
 )
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .minibench import HV_BLOCK, LV_Q1, WRITERS
 from vamba.evaluation.benchmarks import NAMES, BenchmarkDataError, get_benchmark
 from vamba.evaluation.benchmarks.base import Question
 from vamba.evaluation.scoring import make_record
+
+from .minibench import HV_BLOCK, LV_Q1, WRITERS
 
 SELECT = "Select the best answer to the following multiple-choice question based on the video."
 ABCD = "Respond with only the letter (A, B, C, or D) of the correct option."

@@ -12,8 +12,14 @@ from types import SimpleNamespace
 import pytest
 
 from vamba.evaluation.interface import FrameSettings
-from vamba.evaluation.lmms_eval_adapter import (CLASS_PATH, FrameOverrides, LmmsEvalBridge, benchmark_for_task,
-                                                edge_arg, generation_from_kwargs)
+from vamba.evaluation.lmms_eval_adapter import (
+    CLASS_PATH,
+    FrameOverrides,
+    LmmsEvalBridge,
+    benchmark_for_task,
+    edge_arg,
+    generation_from_kwargs,
+)
 
 from .minibench import Faulty
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from vamba.evaluation.interface import FrameSettings, VideoRequest
 from vamba.data.sampling import uniform_indices
 from vamba.data.vision import vamba_resize_size as resize_size
+from vamba.evaluation.interface import FrameSettings, VideoRequest
 from vamba.evaluation.sampling import frame_indices, mvbench_segment_indices
 
 

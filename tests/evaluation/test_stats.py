@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vamba.evaluation.stats import (Interval, bootstrap_mean, discordant, mcnemar_exact, paired_bootstrap,
-                                    verdict)
+from vamba.evaluation.stats import Interval, bootstrap_mean, discordant, mcnemar_exact, paired_bootstrap, verdict
 
 
 @pytest.mark.parametrize("b, c, p", [

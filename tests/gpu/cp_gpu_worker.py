@@ -65,7 +65,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = VambaForConditionalGeneration(config).to(device=device, dtype=dtype).train()
 
-        def run(b):
+        def run(b, model=model):
             model.zero_grad(set_to_none=True)
             b = {k: v.to(device) for k, v in b.items()}
             b["pixel_values"] = b["pixel_values"].to(dtype)

@@ -20,9 +20,14 @@ import torch
 
 from tests.models.vamba_tiny import pack, row, segments, video_batch
 from vamba.models import VambaConfig, VambaForConditionalGeneration
+from vamba.models.attention import (
+    attention,
+    attention_ref,
+    attention_ref_fused,
+    flash_attn_available,
+    torch_varlen_available,
+)
 from vamba.models.presets import vamba_config_for
-from vamba.models.attention import (attention, attention_ref, attention_ref_fused, flash_attn_available,
-                                    torch_varlen_available)
 from vamba.utils.io import append_jsonl
 
 pytestmark = pytest.mark.gpu

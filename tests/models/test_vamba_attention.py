@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from tests.models.vamba_tiny import segments
-from vamba.models.attention import (attention, attention_ref, attention_ref_fused, attention_unpadded, resolve_backend,
-                                    varlen_ref)
+from vamba.models.attention import (
+    attention,
+    attention_ref,
+    attention_ref_fused,
+    attention_unpadded,
+    resolve_backend,
+    varlen_ref,
+)
 
 B, HQ, HKV, D = 3, 4, 2, 8
 

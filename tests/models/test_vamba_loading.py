@@ -10,8 +10,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, Qwen2VLForConditionalGeneration
 
-from tests.models.vamba_tiny import (MAMBA, TEXT, VISION, qwen2_vl_model, save_qwen2_vl_4x, save_qwen2_vl_5x,
-                                     vamba_config, video_batch)
+from tests.models.vamba_tiny import (
+    MAMBA,
+    TEXT,
+    VISION,
+    qwen2_vl_model,
+    save_qwen2_vl_4x,
+    save_qwen2_vl_5x,
+    vamba_config,
+    video_batch,
+)
 from vamba.models import IncompatibleCheckpointError, VambaForConditionalGeneration
 from vamba.models.loading import ensure_plain_qwen2_vl
 from vamba.training.build import load_teacher

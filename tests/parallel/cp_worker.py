@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.models.vamba_tiny import PATCH_DIM, VOCAB, pack, vamba_config, video_batch  # noqa: E402
+from tests.models.vamba_tiny import pack, vamba_config, video_batch  # noqa: E402
 from vamba.data.shard import shard_batch  # noqa: E402
 from vamba.models import VambaForConditionalGeneration  # noqa: E402
 from vamba.parallel.groups import init_context_parallel  # noqa: E402

@@ -169,8 +169,8 @@ def test_paper_experiments_resolve_to_the_released_values(experiment: str, train
     """Each paper experiment, composed by Hydra, holds the released script's values; its trainable patterns pick
     exactly the parameters the released substring rule (``any(m in name for m in trainable_modules)``,
     train/train_vamba.py load_model) picks, on a real model's names; gradient checkpointing is non-reentrant."""
+    from vamba.models.names import matches_any
     from vamba.training.build import build_model, load_tokenizer
-    from vamba.training.params import matches_any
 
     r = RELEASED[experiment]
     cfg = compose_config(f"experiment={experiment}", *FILL)
@@ -215,9 +215,8 @@ def test_a_typo_names_the_closest_key_not_hydras_plus_advice(argv, message, caps
 
 
 def test_demo_frames_is_the_old_spelling_of_demo_num_frames(capsys) -> None:
-    from vamba.training.overrides import check
-
     from vamba.recipes import RECIPES
+    from vamba.training.overrides import check
 
     schemas = {name: recipe.schema for name, recipe in RECIPES.items()}
     assert check(["experiment=demo", "demo.frames=4"], "train", CONFIG_DIR, schemas) == [

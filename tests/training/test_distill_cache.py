@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.conftest import TINY, compose_config
+from tests.training.conftest import compose_config
 from vamba.models.presets import TinyDims
 from vamba.training import cache_settings as cs
 from vamba.training.config import ConfigError

@@ -23,9 +23,9 @@ def _steps(run_dir: Path) -> dict[int, dict]:
 
 
 def test_fsdp_settings_reach_the_trainer_and_conflicts_are_errors(train_overrides, tmp_path, monkeypatch) -> None:
-    from vamba.training.run import FSDP_UNITS, training_arguments
-
     import dataclasses
+
+    from vamba.training.run import FSDP_UNITS, training_arguments
 
     cfg = compose_config(*train_overrides, "fsdp=shard_grad_op", "optim.bf16=true")
     monkeypatch.delenv("WORLD_SIZE", raising=False)

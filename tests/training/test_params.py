@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from vamba.training.params import NO_DECAY_PATTERNS, matches_any, select_trainable
+from vamba.models.names import matches_any
+from vamba.training.params import NO_DECAY_PATTERNS, select_trainable
 
 
 class _Layer(nn.Module):

@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
 import torch
+from safetensors.torch import save_file
 
 from tests.training.conftest import compose_config
 from tests.training.test_resume import _cli_processes, _vamba_train
 from vamba.training.checkpoints import IncompleteCheckpointError, checkpoint_step, latest_checkpoint
-from vamba.training.rundir import RunDirInUse
 from vamba.training.run import train
+from vamba.training.rundir import RunDirInUse
 from vamba.utils.io import read_jsonl
 from vamba.utils.locks import FolderLock
 

@@ -72,9 +72,8 @@ def test_zero2_resume_refuses_a_planted_payload(tmp_path: Path) -> None:
     pytest.importorskip("deepspeed")
     import subprocess
 
-    from vamba.data.synth import SynthConfig, generate
-
     from tests.training.conftest import TINY
+    from vamba.data.synth import SynthConfig, generate
 
     synth = tmp_path / "synth"
     generate(SynthConfig(out=str(synth), num_videos=4, num_images=4, num_bench_videos=1, min_frames=16,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 
-from tests.training.conftest import TINY, compose_config
+from tests.training.conftest import compose_config
 from vamba.models.presets import TinyDims, tiny_qwen2vl
 from vamba.training.build import build_model
 from vamba.training.cli import main as train_main

@@ -58,7 +58,6 @@ def _init_ranks(device_kind: str):
 
 
 def measure_steps(args) -> int:
-    from vamba.models import VambaForConditionalGeneration
     from vamba.utils.distributed import close_process_group
 
     dist, cp = _init_ranks(args.device)

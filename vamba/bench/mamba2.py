@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import torch
 
+from vamba.models.flops import ssd_flops
 from vamba.models.mamba2 import Mamba2Block, Mamba2Config
 from vamba.ops import ssd_scan
-from vamba.models.flops import ssd_flops
 from vamba.utils.io import atomic_write_json
 from vamba.utils.provenance import header
 from vamba.utils.timing import matmul_tflops, measure

@@ -22,14 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vamba.bench.build import Setup, build
 from vamba.bench.flops import llm_flops
-from vamba.models.flops import vision_flops
 from vamba.bench.hour import answer_from_file, wait_for
 from vamba.bench.steps import qwen_steps, set_trainable, vamba_steps
 from vamba.bench.sweep import VisionTimer, measure_point, row_line
+from vamba.models.flops import vision_flops
 from vamba.utils.timing import Clock, free, is_oom
 
 GOAL_POINTS = ("vamba:prefill:1024", "qwen2_vl:prefill:1024", "vamba:prefill:3600", "vamba:answer_file:3600",

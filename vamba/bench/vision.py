@@ -41,8 +41,8 @@ import torch
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
 from vamba.bench.build import DTYPES, build, device_tag, frame_grid, parse_frame_size, vamba_config
-from vamba.models.flops import vision_flops
 from vamba.data.vision import PATCH_DIM
+from vamba.models.flops import vision_flops
 from vamba.models.vision import VambaVisionTower
 from vamba.utils.io import atomic_write_json
 from vamba.utils.provenance import header

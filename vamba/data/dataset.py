@@ -18,13 +18,21 @@ from PIL import Image, UnidentifiedImageError
 from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, SampleError, encode_chat, insert_vision_markers
 from vamba.data.formats import Media, RawSample, Source
 from vamba.data.mixture import Mixture
+from vamba.data.released_sampling import auto_num_frames
 from vamba.data.sampling import FrameSampling, VideoHeaderError, frames_for_token_budget, sample_frames
 from vamba.data.shard import plan_row
 from vamba.data.skips import SkipLog
 from vamba.data.video import VideoDecodeError, VideoInfo, VideoReadConfig, draw_seed, read_video, video_info
-from vamba.data.released_sampling import auto_num_frames
-from vamba.data.vision import (MERGE_SIZE, PATCH_SIZE, VisionConfig, load_image, num_video_tokens, process_frames,
-                               processed_size, vamba_resize_size)
+from vamba.data.vision import (
+    MERGE_SIZE,
+    PATCH_SIZE,
+    VisionConfig,
+    load_image,
+    num_video_tokens,
+    process_frames,
+    processed_size,
+    vamba_resize_size,
+)
 
 # What a bad sample may raise; anything else is a bug and propagates.
 BAD_SAMPLE_ERRORS = (SampleError, VideoDecodeError)

@@ -40,8 +40,13 @@ from transformers.processing_utils import TextKwargs
 
 from vamba.data.chat import DEFAULT_SYSTEM_PROMPT, VISION_MARKER
 from vamba.data.sampling import FrameSampling
-from vamba.data.video_processor import (VambaVideoProcessor, check_layout, flatten_videos, pixel_limits,
-                                        read_processor_dicts)
+from vamba.data.video_processor import (
+    VambaVideoProcessor,
+    check_layout,
+    flatten_videos,
+    pixel_limits,
+    read_processor_dicts,
+)
 from vamba.data.vision import VisionConfig
 
 try:  # transformers >= 5.x names the PIL image processor so (needs no torchvision)

@@ -16,9 +16,9 @@ from torch import Tensor
 
 from vamba.data.chat import Message, encode_chat
 from vamba.data.sampling import FrameSampling
+from vamba.data.teacher_view import build_teacher_view
 from vamba.data.video import read_video
 from vamba.data.vision import VisionConfig, process_frames
-from vamba.data.teacher_view import build_teacher_view
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
 
 MARKERS = "<|vision_start|><|vision_end|>"

@@ -11,7 +11,6 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 # NOTE: the one import of vamba.data in vamba.models, for the Auto registration only (the processor lives with the
 # data pipeline; registering it here keeps "import vamba.models" the single call that sets up every Auto class).
 from vamba.data.processor import VambaProcessor
-
 from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
 from vamba.models.loading import IncompatibleCheckpointError

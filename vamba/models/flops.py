@@ -11,6 +11,7 @@ import torch
 
 from vamba.models.names import NEW_MODULES, matches_any
 
+
 def vamba_llm_flops(config, video_tokens: int, text_tokens: int, logit_tokens: int) -> float:
     """Forward matmul FLOPs of VAMBA's LLM part (vision tower excluded) for one sample.
 

@@ -34,8 +34,8 @@ from vamba.models.mamba2 import Mamba2Mixer
 from vamba.models.mamba2 import RMSNorm as Mamba2RMSNorm
 from vamba.models.offload import HostOffload
 from vamba.models.outputs import CACHE_NAME, VambaOutput
-from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.positions import VideoLayout, text_positions, text_segments, video_layout
+from vamba.models.selective_scan import SelectiveScanBlock
 from vamba.models.sharding import ContextParallelHooks
 from vamba.models.vision import VambaVisionTower, frame_pieces
 from vamba.models.visual_inputs import packed_visual_inputs

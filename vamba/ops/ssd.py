@@ -14,7 +14,6 @@ state passing), computed in float32 (or the input's float64) and always differen
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

@@ -35,7 +35,6 @@ The pipeline itself is one process that launches the steps: under torchrun every
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess

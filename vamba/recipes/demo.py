@@ -185,8 +185,8 @@ def evaluate_model(cfg: DemoTrainConfig, data: dict[str, Path], model_dir: Path,
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
     from vamba.evaluation.runner import evaluate
-    from vamba.inference.video_qa import load_video_qa_model
     from vamba.inference.qwen2vl_video_qa import Qwen2VLVideoQA
+    from vamba.inference.video_qa import load_video_qa_model
 
     benchmark, spec = _protocol(cfg.demo.num_frames, max_new_tokens=16 if cfg.demo.explain else 4)
     if teacher:

@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from vamba.models.names import matches_any
 from vamba.models.presets import SPECIAL_TOKENS, special_token_ids, tiny_mamba, tiny_vamba_config, token_ids
 from vamba.models.zero import check_zero3_partitioned, full_numel
 from vamba.training.config import ConfigError, DataConfig, ModelConfig, StageConfig, TrainConfig
-from vamba.training.params import LoraSummary, TrainableSummary, matches_any, select_trainable
+from vamba.training.params import LoraSummary, TrainableSummary, select_trainable
 
 
 def load_tokenizer(cfg: TrainConfig):

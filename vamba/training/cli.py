@@ -249,9 +249,8 @@ def main(argv: list[str], recipes: Mapping[str, Recipe] | None = None) -> int:
 
 
 def _distill_cache_task(cfg) -> None:
-    from vamba.training.distill_cache import write_cache
-
     from vamba.training.config import ConfigError
+    from vamba.training.distill_cache import write_cache
 
     try:
         config = to_config(cfg)

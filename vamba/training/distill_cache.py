@@ -166,10 +166,10 @@ def write_cache(cfg) -> int:
     """
     from vamba.data.collate import Collator
     from vamba.data.released import random_video_sources
+    from vamba.data.teacher_view import build_teacher_view
     from vamba.models.presets import special_token_ids
     from vamba.training.build import build_dataset, load_teacher, load_tokenizer
     from vamba.training.distill import supervised_positions, teacher_topk
-    from vamba.data.teacher_view import build_teacher_view
     from vamba.training.teacher import teacher_logits_at
     from vamba.utils.provenance import header
 

@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from vamba.models.names import NEW_MODULES, matches_any
+from vamba.models.names import NEW_MODULES
 from vamba.models.zero import full_numel
 
 # stage -> what it trains: the one table (NEW_MODULES: vamba.models.names). configs/stage/<stage>.yaml show the same list to users (a test checks it);

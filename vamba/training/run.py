@@ -34,16 +34,37 @@ from transformers import TrainerCallback, TrainingArguments
 from vamba.models.presets import special_token_ids
 from vamba.models.zero import is_zero3
 from vamba.training import rundir
-from vamba.training.build import (apply_lora, apply_stage, build_dataset, build_eval_dataset, build_model, load_teacher,
-                                  load_tokenizer, training_processor)
+from vamba.training.build import (
+    apply_lora,
+    apply_stage,
+    build_dataset,
+    build_eval_dataset,
+    build_model,
+    load_teacher,
+    load_tokenizer,
+    training_processor,
+)
 from vamba.training.checkpoints import checkpoint_step, clean_staging, latest_checkpoint, truncate_log
-from vamba.training.config import ConfigError, TrainConfig, gradient_accumulation, has_validation, validate, wandb_key_known
-from vamba.training.observe import (ConsoleLogCallback, CurvesCallback, RunSummary, append_invocation, console_log,
-                                    samples_per_source)
+from vamba.training.config import (
+    ConfigError,
+    TrainConfig,
+    gradient_accumulation,
+    has_validation,
+    validate,
+    wandb_key_known,
+)
+from vamba.training.observe import (
+    ConsoleLogCallback,
+    CurvesCallback,
+    RunSummary,
+    append_invocation,
+    console_log,
+    samples_per_source,
+)
 from vamba.training.params import LoraSummary, TrainableSummary
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.distributed import on_rank_zero
-from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text
+from vamba.utils.io import append_jsonl, atomic_write_text
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)

@@ -38,9 +38,10 @@ from vamba.data.shard import shard_batch
 from vamba.data.teacher_view import build_teacher_view
 from vamba.models.flops import step_flops, trained_parts
 from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
+from vamba.models.names import matches_any
 from vamba.training.checkpoints import STAGING, clean_staging, publish
 from vamba.training.distill import distillation_loss, supervised_positions
-from vamba.training.params import NO_DECAY_PATTERNS, matches_any
+from vamba.training.params import NO_DECAY_PATTERNS
 from vamba.training.safe_load import check_checkpoint_pickles
 from vamba.training.teacher import teacher_logits_at
 

@@ -11,9 +11,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (RESPOND_ABCDE, SELECT, Benchmark, BenchmarkDataError, ProtocolSpec,
-                                              Question, fields, gold_letter, nonempty, path_in, read_json,
-                                              require_file)
+from vamba.evaluation.benchmarks.base import (
+    RESPOND_ABCDE,
+    SELECT,
+    Benchmark,
+    BenchmarkDataError,
+    ProtocolSpec,
+    Question,
+    fields,
+    gold_letter,
+    nonempty,
+    path_in,
+    read_json,
+    require_file,
+)
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 

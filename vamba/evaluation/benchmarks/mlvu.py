@@ -11,9 +11,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError,
-                                              ProtocolSpec, Question, fields, option_lines, path_in, read_json,
-                                              require_file)
+from vamba.evaluation.benchmarks.base import (
+    LMMS_GENERATION,
+    RESPOND_ABCD,
+    SELECT,
+    Benchmark,
+    BenchmarkDataError,
+    ProtocolSpec,
+    Question,
+    fields,
+    option_lines,
+    path_in,
+    read_json,
+    require_file,
+)
 from vamba.evaluation.extraction import letters
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown, macro_mean

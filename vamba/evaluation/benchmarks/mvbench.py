@@ -10,9 +10,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, Benchmark, BenchmarkDataError, OfficialSet,
-                                              ProtocolSpec, Question, fields, option_lines, path_in, read_json,
-                                              require_file)
+from vamba.evaluation.benchmarks.base import (
+    LMMS_GENERATION,
+    Benchmark,
+    BenchmarkDataError,
+    OfficialSet,
+    ProtocolSpec,
+    Question,
+    fields,
+    option_lines,
+    path_in,
+    read_json,
+    require_file,
+)
 from vamba.evaluation.extraction import letters
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown, macro_mean

@@ -10,9 +10,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (RESPOND_ABCDE, SELECT, Benchmark, BenchmarkDataError, OfficialSet,
-                                              ProtocolSpec, Question, fields, nonempty, option_lines, path_in,
-                                              read_parquet, require_file)
+from vamba.evaluation.benchmarks.base import (
+    RESPOND_ABCDE,
+    SELECT,
+    Benchmark,
+    BenchmarkDataError,
+    OfficialSet,
+    ProtocolSpec,
+    Question,
+    fields,
+    nonempty,
+    option_lines,
+    path_in,
+    read_parquet,
+    require_file,
+)
 from vamba.evaluation.interface import FrameSettings, GenerationSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 

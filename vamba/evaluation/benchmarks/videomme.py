@@ -12,9 +12,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vamba.evaluation.benchmarks.base import (LMMS_GENERATION, RESPOND_ABCD, SELECT, Benchmark, BenchmarkDataError, OfficialSet,
-                                              ProtocolSpec, Question, fields, gold_letter, nonempty, path_in,
-                                              read_parquet, require_file)
+from vamba.evaluation.benchmarks.base import (
+    LMMS_GENERATION,
+    RESPOND_ABCD,
+    SELECT,
+    Benchmark,
+    BenchmarkDataError,
+    OfficialSet,
+    ProtocolSpec,
+    Question,
+    fields,
+    gold_letter,
+    nonempty,
+    path_in,
+    read_parquet,
+    require_file,
+)
 from vamba.evaluation.interface import FrameSettings
 from vamba.evaluation.metrics import accuracy, breakdown
 from vamba.utils.paths import is_inside
