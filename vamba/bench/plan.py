@@ -37,8 +37,9 @@ GOAL_POINTS = ("vamba:prefill:1024", "qwen2_vl:prefill:1024", "vamba:prefill:360
 MODES = ("prefill", "train", "train_shared", "train_offload", "stage1", "answer_file")
 WARM_FRAMES = 64  # each (model, mode) is warmed on at most this many frames
 # Points whose first run takes under this get one warming run, then the timed one. The first run at a new size can
-# compile: the whole-LLM training step at 1024 frames, timed on its first run (21.9 s, 2026-12-02), spent 9 s of it
-# recompiling the vision tower for a token count whose MLP activations pass 2**31 elements (int64 indexing).
+# compile: the whole-LLM training step at 1024 frames, timed on its first run (21.9 s, 2026-12-02), spent 9 s more in
+# the vision tower than the points after it, most likely recompiling it for a token count past 2**31 MLP elements
+# (docs/results/train_launched_h100.md).
 WARM_UNDER_MS = 60_000.0
 
 
