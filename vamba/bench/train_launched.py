@@ -3,7 +3,7 @@ optimizer, the DeepSpeed engine, a checkpoint loaded from disk; beside the bench
 
     python scripts/bench_train_launched.py out=$OUT checkpoint=/tmp/vamba-7b videos=[/data/a.mp4] tag=h200
 
-Each run is one ``vamba train`` process (``torchrun --nproc_per_node 1`` when it uses DeepSpeed) on a mixture of
+Each run is one ``vamba train`` process (under ``torchrun --nproc_per_node 1``, as DeepSpeed runs) on a mixture of
 video question-answer samples over ``videos`` (``frames`` frames each, the answer ``answer_words`` words long), for
 ``steps`` optimizer steps of one sample. From its ``log.jsonl`` (``vamba.training.trainer``'s step metrics) the run's
 row takes the median over the steps after the first two (autotuning, allocator warm-up) of ``step_s``,
@@ -99,24 +99,29 @@ def summarise(log: Path) -> dict:
 
 
 def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, offload: bool) -> list[str]:
+    """The run's command line: ``vamba train`` as one torchrun process (how DeepSpeed runs on one GPU), on the CPU
+    too (the test's ``overrides``: its own model and precision, no DeepSpeed)."""
     stage, zero, _ = RUNS[name]
-    cmd = ["-m", "vamba.cli", "train", f"model={args.model}", f"model.path={args.checkpoint}",
-           f"data.mixture={mixture}", f"data.tokenizer={args.checkpoint}", f"data.num_frames={args.frames}",
-           f"data.max_pixels={args.max_pixels}", "data.max_video_tokens=null", "data.max_text_tokens=4096",
-           f"data.num_workers={args.workers}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
-           f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.save_final=false",
-           "logging.logging_steps=1",
-           "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
-    if args.overrides:  # the CPU test: its own model, precision and no DeepSpeed
-        return [sys.executable, *cmd, *args.overrides]
-    cmd += ["model.dtype=bfloat16", "optim.bf16=true", "model.gradient_checkpointing=true",
-            "model.vision_compile=true", f"deepspeed={zero}"]
-    if offload:
-        # the Trainer's torch AdamW steps the offloaded float32 states on the CPU (DeepSpeed's own CPU Adam would be
-        # compiled first, a minute of the call)
-        cmd += ["+deepspeed.zero_optimization.offload_optimizer={device: cpu, pin_memory: true}",
-                "+deepspeed.zero_force_ds_cpu_optimizer=false"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", *cmd[1:]]
+    keys = [f"model={args.model}", f"model.path={args.checkpoint}",
+            f"data.mixture={mixture}", f"data.tokenizer={args.checkpoint}", f"data.num_frames={args.frames}",
+            f"data.max_pixels={args.max_pixels}", "data.max_video_tokens=null", "data.max_text_tokens=4096",
+            f"data.num_workers={args.workers}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
+            f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.save_final=false",
+            "logging.logging_steps=1", "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
+    if args.overrides:
+        keys += args.overrides
+    else:
+        keys += ["model.dtype=bfloat16", "optim.bf16=true", "model.gradient_checkpointing=true",
+                 "model.vision_compile=true", f"deepspeed={zero}"]
+        if offload:
+            # the Trainer's torch AdamW steps the offloaded float32 states on the CPU (DeepSpeed's own CPU Adam would
+            # be compiled first, a minute of the call)
+            keys += ["+deepspeed.zero_optimization.offload_optimizer={device: cpu, pin_memory: true}",
+                     "+deepspeed.zero_force_ds_cpu_optimizer=false"]
+    # NOTE: torchrun's -m runs the module; without it "vamba.cli" is a script path that does not exist (exit code 2
+    # after 4 s: the H100 run of 2026-12-07)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+            "-m", "vamba.cli", "train", *keys]
 
 
 def optimizer_step_s(parameters: int, device: str = "cuda") -> float:
