@@ -12,7 +12,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -126,29 +126,14 @@ class PyAVReader:
         return self._info
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        import av
-
         indices = _check_indices(indices, self._info.num_frames)
         wanted: dict[int, list[int]] = {}
         for pos, i in enumerate(indices):
             wanted.setdefault(i, []).append(pos)
         out: list[np.ndarray | None] = [None] * len(indices)
-        last = max(wanted)
-        try:
-            with av.open(io.BytesIO(self._source) if isinstance(self._source, bytes) else str(self._source)) as c:
-                stream = c.streams.video[0]
-                stream.thread_type = self._thread_type
-                for n, frame in enumerate(c.decode(stream)):
-                    if n in wanted:
-                        rgb = frame.to_ndarray(format="rgb24")
-                        if self._turns:
-                            rgb = np.ascontiguousarray(np.rot90(rgb, self._turns))
-                        for pos in wanted[n]:
-                            out[pos] = rgb
-                    if n >= last:
-                        break
-        except Exception as e:
-            raise VideoDecodeError(f"PyAV failed decoding {_name(self._source)}: {e}") from e
+        for n, rgb in self._decoded(wanted, max(wanted)):
+            for pos in wanted[n]:
+                out[pos] = rgb
         missing = [indices[p] for p, f in enumerate(out) if f is None]
         if missing:
             raise VideoDecodeError(f"{_name(self._source)} is truncated: frames {missing[:5]} could not be decoded "
@@ -159,15 +144,29 @@ class PyAVReader:
         """The frames at ``indices`` (sorted, repeats allowed), ``step`` at a time, from one forward decode: for a
         read in pieces (the streaming prefill), where ``get_frames`` per piece would re-decode from the start each
         time (quadratic in the video's length)."""
-        import av
-
         indices = _check_indices(indices, self._info.num_frames)
         wanted: dict[int, int] = {}
         for i in indices:
             wanted[i] = wanted.get(i, 0) + 1
         buffer: list[np.ndarray] = []
-        last = max(indices)
         seen = 0
+        for n, rgb in self._decoded(wanted, max(indices)):
+            buffer += [rgb] * wanted[n]
+            seen += wanted[n]
+            while len(buffer) >= step:
+                yield np.stack(buffer[:step])
+                buffer = buffer[step:]
+        if seen < len(indices):
+            raise VideoDecodeError(f"{_name(self._source)} is truncated: {len(indices) - seen} requested frames could "
+                                   "not be decoded")
+        if buffer:
+            yield np.stack(buffer)
+
+    def _decoded(self, wanted: Container[int], last: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, RGB frame [H, W, 3] upright) of every frame in ``wanted``, in one forward decode that stops after
+        frame ``last``; PyAV's errors (and a truncated stream's) as ``VideoDecodeError``."""
+        import av
+
         try:
             with av.open(io.BytesIO(self._source) if isinstance(self._source, bytes) else str(self._source)) as c:
                 stream = c.streams.video[0]
@@ -175,22 +174,11 @@ class PyAVReader:
                 for n, frame in enumerate(c.decode(stream)):
                     if n in wanted:
                         rgb = frame.to_ndarray(format="rgb24")
-                        if self._turns:
-                            rgb = np.ascontiguousarray(np.rot90(rgb, self._turns))
-                        buffer += [rgb] * wanted[n]
-                        seen += wanted[n]
-                        while len(buffer) >= step:
-                            yield np.stack(buffer[:step])
-                            buffer = buffer[step:]
+                        yield n, np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
                     if n >= last:
                         break
         except Exception as e:  # av errors, truncated streams
             raise VideoDecodeError(f"PyAV failed decoding {_name(self._source)}: {e}") from e
-        if seen < len(indices):
-            raise VideoDecodeError(f"{_name(self._source)} is truncated: {len(indices) - seen} requested frames could "
-                                   "not be decoded")
-        if buffer:
-            yield np.stack(buffer)
 
 
 def quarter_turns(rotation: float) -> int:
