@@ -3,6 +3,7 @@ model.path=`, trained on real mp4 files by the real command, its log turned into
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def checkpoint(tmp_path_factory):
     return out, info
 
 
-def test_random_checkpoint_is_a_complete_checkpoint(checkpoint) -> None:
+def test_random_checkpoint_is_a_complete_checkpoint(checkpoint, caplog) -> None:
     out, info = checkpoint
     assert info["size"] == "tiny" and info["parameters"] > 0 and info["build_s"] >= 0
     saved = json.loads((out / "random_checkpoint.json").read_text())
@@ -28,6 +29,11 @@ def test_random_checkpoint_is_a_complete_checkpoint(checkpoint) -> None:
     model = VambaForConditionalGeneration.from_pretrained(out)
     assert sum(p.numel() for p in model.parameters()) == info["parameters"]
     assert (out / "tokenizer.json").exists() and not out.with_name("tiny.partial").exists()
+    from vamba.inference.chat import VambaChat
+
+    with caplog.at_level(logging.WARNING, logger="vamba.inference.chat"):
+        VambaChat.from_pretrained(out, device="cpu", dtype="float32")  # as vamba eval / chat load it
+    assert "random weights" in caplog.text
     with pytest.raises(FileExistsError, match="not empty"):
         write_random_checkpoint(CheckpointArgs(out=str(out), size="tiny", device="cpu"))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vamba.bench.build import DTYPES, build, vamba_config
+from vamba.inference.chat import RANDOM_CHECKPOINT
 from vamba.utils.cli_args import parse_args
 from vamba.utils.provenance import header
 
@@ -66,7 +67,7 @@ def write_random_checkpoint(args: CheckpointArgs) -> dict:
     info = {"what": "random weights (speed and memory only)", **header(device), "size": args.size,
             "dtype": args.dtype, "parameters": sum(p.numel() for p in model.parameters()),
             "build_s": round(built - started, 2), "save_s": round(time.perf_counter() - built, 2)}
-    (tmp / "random_checkpoint.json").write_text(json.dumps(info, indent=2))
+    (tmp / RANDOM_CHECKPOINT).write_text(json.dumps(info, indent=2))  # vamba eval / chat warn when they see it
     if out.exists():
         out.rmdir()
     tmp.rename(out)  # complete or absent
@@ -76,6 +77,6 @@ def write_random_checkpoint(args: CheckpointArgs) -> dict:
 def main(argv: list[str]) -> int:
     args = parse_args(CheckpointArgs, argv, prog="random_checkpoint.py")
     info = write_random_checkpoint(args)
-    print(f"{args.out}: {info['parameters'] / 1e9:.2f} B parameters, built in {info['build_s']} s on "
+    print(f"{args.out}: {info['parameters']:,} parameters, built in {info['build_s']} s on "
           f"{info['device']}, saved in {info['save_s']} s")
     return 0

@@ -31,8 +31,12 @@ from vamba.inference.streaming import VideoStream, split_patches
 from vamba.inference.video import PieceStats, ReadyFrames, VideoPlan
 from vamba.models.cache import VideoCache
 from vamba.models.fast_decode import greedy_decode, unsupported
+from vamba.utils.logging import get_logger
 
 DECODE_LOOPS = ("auto", "static", "generate")  # VambaChat.reply's decode=
+logger = get_logger(__name__)
+RANDOM_CHECKPOINT = "random_checkpoint.json"  # written beside the weights by vamba.bench.checkpoint
+
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
           "float32": torch.float32, "fp32": torch.float32}
 
@@ -141,6 +145,9 @@ class VambaChat:
             kwargs["vision"] = settings.vision_config()
         if kwargs.get("sampling") is None:
             kwargs["sampling"] = settings.frame_sampling()
+        if os.path.isfile(os.path.join(path, RANDOM_CHECKPOINT)):  # scripts/random_checkpoint.py: for speed only
+            logger.warning("%s holds random weights (%s): its answers measure speed, not accuracy", path,
+                           RANDOM_CHECKPOINT)
         model = VambaForConditionalGeneration.from_pretrained(path, dtype=resolve_dtype(dtype))
         return cls(model.to(resolve_device(device)), tokenizer, **kwargs)
 
