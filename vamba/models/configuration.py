@@ -23,6 +23,8 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
 - ``vision_piece_frames`` (ours): a frozen vision tower (no autograd) encodes at most this many frames per call
   (0: all of a batch's frames in one call). Exact (its attention never crosses a temporal patch); it bounds the
   tower's transient memory in a training step the way the streaming prefill's pieces do.
+- ``fp8`` (ours): which linear layers run in FP8 on Hopper (vamba.models.fp8): ``none`` (default), ``vision``
+  (the vision tower) or ``all`` (and the decoder's, in the prefill and in training).
 - ``vision_mamba_mixer_config``: the Mamba-2 block settings, stored under the released key names
   (``enable``, ``d_state``, ``d_conv``, ``expand``, ``headdim``, ``ngroups``, ``chunk_size``, ...).
 - ``vision_mixer_kind`` (ours): the per-layer video block when enabled: ``"mamba2"`` (as released) or
@@ -40,6 +42,7 @@ from transformers import PretrainedConfig, Qwen2VLConfig
 
 from vamba.models.attention import ATTENTION_BACKENDS
 from vamba.models.decode_attention import DECODE_ATTENTION
+from vamba.models.fp8 import FP8_MODES
 from vamba.models.vision import VISION_ATTENTION
 
 CROSS_ATTN_INITS = ("self_attn", "random")
@@ -123,6 +126,8 @@ class VambaConfig(Qwen2VLConfig):
     vision_attention: str = "auto"
     vision_compile: bool = False
     vision_piece_frames: int = 512
+    # vamba.models.fp8: which linear layers run in FP8 on Hopper: none | vision | all.
+    fp8: str = "none"
 
     def __post_init__(self, **kwargs: Any) -> None:
         for name in ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings"):
@@ -143,6 +148,8 @@ class VambaConfig(Qwen2VLConfig):
         if self.vision_attention not in VISION_ATTENTION:
             raise ValueError(f"VambaConfig.vision_attention must be one of {VISION_ATTENTION}, "
                              f"got {self.vision_attention!r}")
+        if self.fp8 not in FP8_MODES:
+            raise ValueError(f"VambaConfig.fp8 must be one of {FP8_MODES}, got {self.fp8!r}")
         if not isinstance(self.vision_compile, bool):
             raise TypeError(f"VambaConfig.vision_compile must be a bool, got {self.vision_compile!r}")
         if not isinstance(self.vision_piece_frames, int) or self.vision_piece_frames < 0 or self.vision_piece_frames % 2:

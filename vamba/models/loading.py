@@ -44,7 +44,7 @@ NEW_MODULE_KEYS = re.compile(r"^model\.layers\.\d+\.(cross_attn\.|vision_mixer\.
 CONFIG_OVERRIDES = ("use_alpha_balancing", "cross_attn_use_layer_norm", "cross_attn_use_position_embeddings",
                     "cross_attn_init", "vision_mamba_mixer_config", "vision_mixer_kind", "attention_backend",
                     "decode_attention", "loss_chunk_size", "vision_attention", "vision_compile",
-                    "vision_piece_frames")
+                    "vision_piece_frames", "fp8")
 
 
 # Weights only a VAMBA checkpoint has (any key layout).

@@ -28,6 +28,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm, Qwen2
 from vamba.models.cache import VideoCache
 from vamba.models.configuration import VambaConfig
 from vamba.models.decoder import LayerInputs, VambaDecoderLayer
+from vamba.models.fp8 import set_fp8, vision_fp8
 from vamba.models.generation import VambaGenerationMixin
 from vamba.models.loss import chunked_lm_loss
 from vamba.models.mamba2 import Mamba2Mixer
@@ -113,6 +114,7 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, VambaGenerationMixin):
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.context_parallel: ContextParallelHooks | None = None
         self.post_init()
+        set_fp8(self, config.fp8)
 
     def set_context_parallel(self, hooks: ContextParallelHooks | None) -> None:
         """Shard the video stream over the ranks of a context-parallel group (None: back to one process).
@@ -247,7 +249,8 @@ class VambaForConditionalGeneration(VambaPreTrainedModel, VambaGenerationMixin):
         blocks_train = pixel_values.requires_grad or any(
             p.requires_grad for name, p in self.visual.named_parameters() if not name.startswith("merger."))
         merger_trains = any(p.requires_grad for p in self.visual.merger.parameters())
-        how = {"attention": self.config.vision_attention, "compile": self.config.vision_compile}
+        how = {"attention": self.config.vision_attention, "compile": self.config.vision_compile,
+               "fp8": vision_fp8(self.config.fp8)}
         if blocks_train:
             return self.visual(pixel_values, grid_thw=grid_thw, **how).pooler_output
         with torch.no_grad():

@@ -53,6 +53,7 @@ from transformers.vision_utils import get_vision_position_ids
 
 from vamba.models.attention import varlen_kernel
 from vamba.models.zero import is_zero3
+from vamba.ops.fp8 import fp8_linear
 
 VISION_ATTENTION = ("auto", "reference", "batched", "varlen")
 QUICK_GELU = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x)
@@ -138,11 +139,12 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 def _attention_inputs(x: torch.Tensor, norm_w: torch.Tensor, norm_b: torch.Tensor, eps: float,
                       qkv_w: torch.Tensor, qkv_b: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                      heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x [S, D] -> q, k (rotated), v [S, H, D / H] (views of two buffers, token stride 2D and 3D)."""
+                      heads: int, fp8: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [S, D] -> q, k (rotated), v [S, H, D / H] (views of two buffers, token stride 2D and 3D). ``fp8``: the
+    GEMM in FP8 (vamba.ops.fp8)."""
     s, d = x.shape
     h = F.layer_norm(x, (d,), norm_w, norm_b, eps)
-    qkv = F.linear(h, qkv_w, qkv_b).view(s, 3, heads, d // heads)
+    qkv = (fp8_linear if fp8 else F.linear)(h, qkv_w, qkv_b).view(s, 3, heads, d // heads)
     qk = rotary(qkv[:, :2], cos, sin)
     return qk[:, 0], qk[:, 1], qkv[:, 2]
 
@@ -150,10 +152,16 @@ def _attention_inputs(x: torch.Tensor, norm_w: torch.Tensor, norm_b: torch.Tenso
 def _output_and_mlp(x: torch.Tensor, o: torch.Tensor, proj_w: torch.Tensor, proj_b: torch.Tensor,
                     norm_w: torch.Tensor, norm_b: torch.Tensor, eps: float, fc1_w: torch.Tensor,
                     fc1_b: torch.Tensor, fc2_w: torch.Tensor, fc2_b: torch.Tensor,
-                    act: nn.Module | None) -> torch.Tensor:
+                    act: nn.Module | None, fp8: bool = False) -> torch.Tensor:
     """x [S, D] + proj(o [S, H, D / H]), then + MLP(LayerNorm(.)). ``act`` None: QuickGELU, folded as
-    ``fc2(silu(1.702 fc1(h)) / 1.702)`` with the scales inside the GEMMs."""
+    ``fc2(silu(1.702 fc1(h)) / 1.702)`` with the scales inside the GEMMs. ``fp8``: the GEMMs in FP8."""
     s, d = x.shape
+    if fp8:
+        x = x + fp8_linear(o.reshape(s, d), proj_w, proj_b)
+        h = F.layer_norm(x, (d,), norm_w, norm_b, eps)
+        y = fp8_linear(h, fc1_w, fc1_b)
+        y = F.silu(y * QUICK_GELU) / QUICK_GELU if act is None else act(y)
+        return x + fp8_linear(y, fc2_w, fc2_b)
     x = x + F.linear(o.reshape(s, d), proj_w, proj_b)
     h = F.layer_norm(x, (d,), norm_w, norm_b, eps)
     if act is None:
@@ -178,21 +186,22 @@ def _dynamic_tokens(*tensors: torch.Tensor) -> None:
 
 
 def vision_block(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, plan: AttentionPlan,
-                 compile: bool = False) -> torch.Tensor:
-    """transformers' ``Qwen2VLVisionBlock`` computed from its weights: x [S, D] -> [S, D]."""
+                 compile: bool = False, fp8: bool = False) -> torch.Tensor:
+    """transformers' ``Qwen2VLVisionBlock`` computed from its weights: x [S, D] -> [S, D]; ``fp8``: its four GEMMs
+    in FP8 (vamba.ops.fp8)."""
     attn, mlp = block.attn, block.mlp
     pre = _compiled(_attention_inputs) if compile else _attention_inputs
     post = _compiled(_output_and_mlp) if compile else _output_and_mlp
     if compile:
         _dynamic_tokens(x, cos, sin)
     q, k, v = pre(x, block.norm1.weight, block.norm1.bias, block.norm1.eps, attn.qkv.weight, attn.qkv.bias,
-                  cos, sin, attn.num_heads)
+                  cos, sin, attn.num_heads, fp8)
     o = vision_attention(q, k, v, plan, attn.scaling)
     if compile:
         _dynamic_tokens(o)
     quick = isinstance(mlp.act, QuickGELUActivation) and mlp.fc1.bias is not None and mlp.fc2.bias is not None
     return post(x, o, attn.proj.weight, attn.proj.bias, block.norm2.weight, block.norm2.bias, block.norm2.eps,
-                mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, None if quick else mlp.act)
+                mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, None if quick else mlp.act, fp8)
 
 
 def frame_pieces(pixel_values: torch.Tensor, grid_thw: torch.Tensor,
@@ -224,12 +233,15 @@ class VambaVisionTower(Qwen2VisionTransformerPretrainedModel):
     """transformers' Qwen2-VL vision tower with the fast forward of this module (module docstring)."""
 
     def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, attention: str = "auto",
-                compile: bool = False, **kwargs) -> BaseModelOutputWithPooling:
+                compile: bool = False, fp8: bool = False, **kwargs) -> BaseModelOutputWithPooling:
         """hidden_states [P, C * T * patch^2] patches, grid_thw [V, 3] -> last_hidden_state [P, D] (the blocks'
         output) and pooler_output [P / merge^2, hidden] (the merger's), as transformers' forward returns them."""
         if attention not in VISION_ATTENTION:
             raise ValueError(f"vision_attention must be one of {VISION_ATTENTION}, got {attention!r}")
         if attention == "reference" or kwargs or is_zero3(self.patch_embed.proj.weight):
+            if fp8:
+                raise ValueError("fp8 runs in the vision tower's fast forward: not with vision_attention=reference, "
+                                 "transformers' output recording or DeepSpeed ZeRO-3 (partitioned weights)")
             return super().forward(hidden_states, grid_thw, **kwargs)
         weight = self.patch_embed.proj.weight
         x = F.linear(hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype), weight.flatten(1),
@@ -242,8 +254,8 @@ class VambaVisionTower(Qwen2VisionTransformerPretrainedModel):
         cos, sin = (t.to(rope_dtype)[:, None, None] for t in (cos, sin))  # [S, 1 (q/k), 1 (heads), d]
         for block in self.blocks:
             if block.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                run = functools.partial(vision_block, block, cos=cos, sin=sin, plan=plan, compile=compile)
+                run = functools.partial(vision_block, block, cos=cos, sin=sin, plan=plan, compile=compile, fp8=fp8)
                 x = block._gradient_checkpointing_func(run, x)  # as transformers' blocks: only x positional
             else:
-                x = vision_block(block, x, cos, sin, plan=plan, compile=compile)
+                x = vision_block(block, x, cos, sin, plan=plan, compile=compile, fp8=fp8)
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=self.merger(x))
