@@ -224,3 +224,11 @@ def test_waiting_for_the_video_stops_at_its_writers_failure(tmp_path: Path) -> N
     assert wait_for(video.with_name("other.mp4"), 0) == f"{video.with_name('other.mp4')} was not written within 0 s"
     video.write_bytes(b"")
     assert wait_for(video, 0) is None
+
+
+def test_fp8_rows_carry_their_precision(tmp_path: Path) -> None:
+    assert vamba_main([*TINY, "fp8=all", "points=[vamba:prefill:4,qwen2_vl:prefill:4]", f"out={tmp_path}",
+                       "tag=f"]) == 0
+    result = json.loads((tmp_path / "efficiency_f.json").read_text())
+    assert result["setup"]["vamba_fp8"] == "all" and result["fp8_matmul_tflops"] > 0
+    assert {(r["model"], r["precision"]) for r in result["rows"]} == {("vamba", "fp8"), ("qwen2_vl", "fp32")}

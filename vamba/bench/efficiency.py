@@ -59,6 +59,7 @@ from vamba.utils.timing import GIB, Clock, free, matmul_tflops
 DEFAULT_FRAMES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 
 
+PRECISIONS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}  # a row's `precision`
 Model = Literal["vamba", "qwen2_vl"]
 Mode = Literal["prefill", "train", "train_shared", "train_offload"]
 
@@ -92,6 +93,7 @@ class BenchConfig:
     mamba_backend: str | None = None  # default: fast on CUDA (fail loudly), reference on CPU
     vision_compile: bool | None = None  # VAMBA's vision tower compiled (VambaConfig.vision_compile; default: on CUDA)
     vision_piece_frames: int | None = None  # a frozen tower's frames per call in training (VambaConfig's default: 512)
+    fp8: str = "none"  # VAMBA's layers in FP8 (VambaConfig.fp8: none | vision | all; Hopper); rows carry `precision`
     # measure these points (MODEL:MODE:FRAMES[/FALLBACK]) in this order instead of the sweeps (vamba.bench.plan;
     # 'goals': the goals' points first)
     points: list[str] | None = None
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     vcfg.vision_compile = cuda if args.vision_compile is None else args.vision_compile
     if args.vision_piece_frames is not None:
         vcfg.vision_piece_frames = args.vision_piece_frames
+    vcfg.fp8 = args.fp8
     qcfg = qwen_config(vcfg)
     points = None
     if args.points:
@@ -155,11 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                   "piece_frames": args.piece_frames, "mamba_backend": mamba_backend,
                   "qwen2_vl_attention": "sdpa", "vamba_attention": vcfg.attention_backend,
                   "vamba_vision_attention": vcfg.vision_attention, "vamba_vision_compile": vcfg.vision_compile,
-                  "vamba_vision_piece_frames": vcfg.vision_piece_frames,
+                  "vamba_vision_piece_frames": vcfg.vision_piece_frames, "vamba_fp8": vcfg.fp8,
                   "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
                   "points": [str(p) for p in points] if points else None},
         "reference_qwen2_vl_7b_h100": REFERENCE_QWEN2_VL_7B_H100,
         "matmul_tflops": float(f"{matmul_tflops(device, dtype):.4g}"), "models": {}, "rows": rows}
+    if args.fp8 != "none":  # the FP8 floor's denominator: Hopper's FP8 GEMM, row-wise scales
+        result["fp8_matmul_tflops"] = float(f"{matmul_tflops(device, torch.float8_e4m3fn):.4g}")
     if cuda:
         from vamba.ops import available
 
@@ -167,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out_dir / f"efficiency_{tag}.json"
 
     def record(row: dict) -> None:
+        row.setdefault("precision", "fp8" if row.get("model") == "vamba" and args.fp8 != "none" else
+                       PRECISIONS.get(dtype, str(dtype)))
         rows.append(row)
         atomic_write_json(json_path, result)
 

@@ -111,11 +111,19 @@ def measure(step: Callable[[], object], device: torch.device, *, reps: int = 3, 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """The device's measured dense matmul rate (TFLOP/s) in ``dtype``: the denominator of model FLOPs utilisation.
-    An ``n x n x n`` ``torch.matmul`` (n = 8192 on CUDA, 512 on the CPU), median of 20 (CPU: 5) runs."""
+    An ``n x n x n`` ``torch.matmul`` (n = 8192 on CUDA, 512 on the CPU), median of 20 (CPU: 5) runs.
+    ``torch.float8_e4m3fn``: ``torch._scaled_mm`` with row-wise scales and a bfloat16 output (vamba.ops.fp8's GEMM)."""
     n = 8192 if device.type == "cuda" else 512
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    result = measure(lambda: a @ b, device, reps=20 if device.type == "cuda" else 5, warmup=3)
+    if dtype == torch.float8_e4m3fn:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype).t()  # column-major, as the FP8 GEMM takes it
+        sa, sb = torch.ones(n, 1, device=device), torch.ones(1, n, device=device)
+        run = lambda: torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)  # noqa: E731
+    else:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        run = lambda: a @ b  # noqa: E731
+    result = measure(run, device, reps=20 if device.type == "cuda" else 5, warmup=3)
     if result["status"] != "ok":
         raise RuntimeError(f"the {n}^3 matmul that measures the device's rate failed: {result}")
     return 2 * n**3 / (result["total_ms"] / 1e3) / 1e12
