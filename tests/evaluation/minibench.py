@@ -237,3 +237,8 @@ def out_of_memory_model(path: str | None, device: str, dtype: str, **limits) -> 
 
     return Faulty([], encode_error=torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB"))
 
+
+
+def fixed_keys_model(path: str | None, device: str, dtype: str) -> Faulty:
+    """A ``model.adapter`` factory taking only the three required keys (an adapter written for another model)."""
+    return Faulty([])

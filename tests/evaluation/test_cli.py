@@ -98,3 +98,12 @@ def test_limit_and_overrides_reach_the_run(tmp_path: Path) -> None:
                                          "generation.max_new_tokens: 8 (protocol: 512)", "limit: 1 (protocol: None)"]
     assert "NOT comparable" in (out / "report.md").read_text().splitlines()[2]
     assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", f"replay={recorded}", "limit=0"]) == 2
+
+
+def test_fp8_never_falls_back_silently(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An adapter that cannot apply model.fp8 is an error, not a bf16 run labelled FP8."""
+    root = WRITERS["lvbench"](tmp_path / "LV")
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", "model.path=/ckpt/any", "model.fp8=all",
+                       "model.adapter=tests.evaluation.minibench:fixed_keys_model", f"out={tmp_path / 'run'}",
+                       "progress=false"]) == 2
+    assert "takes no fp8: model.fp8=all cannot apply" in capsys.readouterr().err

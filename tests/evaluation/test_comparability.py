@@ -148,3 +148,9 @@ def test_empty_groups_have_no_accuracy_and_stay_out_of_means(tmp_path: Path) -> 
 
     report = mini_run(tmp_path)["report"]
     assert "| event understanding | – | 0 / 0 |" in report and "| event understanding | 0.0" not in report
+
+
+def test_fp8_runs_are_not_comparable(tmp_path: Path) -> None:
+    summary = mini_run(tmp_path, "model.fp8=all")
+    assert {"setting": "model.fp8", "ours": "all", "protocol": "none"} in summary["comparability"]["differences"]
+    assert "model.fp8: 'all' (protocol: 'none')" in summary["not_comparable"]

@@ -50,6 +50,9 @@ class EvalModelConfig:
     # thread): a GPU then never waits minutes for an hour-long video. 0: each video decoded when it is encoded.
     decode_workers: int | None = None  # decode worker processes (0: none; None: CPU cores per rank - 1 on CUDA, else 0)
     decode_ahead: int | None = None  # at most this many videos decoding or decoded and waiting (None: workers + 2)
+    # FP8 layers on Hopper (VambaConfig.fp8, docs/fp8.md): none | vision | all. Recorded in run.json; a run with
+    # FP8 is not comparable with the published numbers (they were made in bf16).
+    fp8: str = "none"
 
 
 @dataclass
@@ -104,6 +107,10 @@ def load_model(cfg: EvalModelConfig):
             limits[key] = value
         elif key == "decode_timeout_s" or value is not None:
             logger.warning("model.adapter %s takes no %s: model.%s does not apply", cfg.adapter, key, key)
+    if cfg.fp8 != "none":  # never silently in bf16 when FP8 was asked for
+        if "fp8" not in parameters and not takes_any:
+            raise ValueError(f"model.adapter {cfg.adapter} takes no fp8: model.fp8={cfg.fp8} cannot apply")
+        limits["fp8"] = cfg.fp8
     return factory(path=cfg.path, device=cfg.device, dtype=auto_dtype(cfg.dtype, cfg.device), **limits)
 
 
@@ -146,7 +153,8 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
                        media_roots=roots if cfg.confine_media else None,
                        extra={"model": cfg.model.path, "model_id": identity, "replay": cfg.replay, "data": cfg.data,
                               "limit": cfg.limit, "subtitles": cfg.subtitles, "min_pixels": cfg.model.min_pixels,
-                              "max_pixels": cfg.model.max_pixels})
+                              "max_pixels": cfg.model.max_pixels, "fp8": cfg.model.fp8,
+                              "dtype": auto_dtype(cfg.model.dtype, cfg.model.device)})
     return summary or {}, out
 
 

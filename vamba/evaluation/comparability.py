@@ -7,7 +7,8 @@ benchmark's ``vamba`` protocol here. A run is comparable when
 - every protocol setting it recorded in ``run.json`` equals that protocol's: prompt (the protocol's name, and no
   Video-MME subtitles), answer extractor, frames (count, sampling, pre-resize edges, also for frame folders),
   decoding (max new tokens, greedy or sampled with its temperature / top-p / top-k), pixel limits (the checkpoint's
-  own processor files: no ``model.min_pixels`` / ``model.max_pixels`` override) and no ``limit``;
+  own processor files: no ``model.min_pixels`` / ``model.max_pixels`` override), no FP8 layers (``model.fp8``) and
+  no ``limit``;
 - it loaded exactly the official number of questions (and videos, where the benchmark module records that number:
   ``Benchmark.official``, with its source), and answered every loaded question id.
 
@@ -30,7 +31,7 @@ def protocol_settings(benchmark: Benchmark) -> dict[str, Any]:
     """The settings the published numbers were made with, flattened (``frames.num_frames``: 1024, ...)."""
     spec = benchmark.protocol(PUBLISHED_PROTOCOL)
     flat: dict[str, Any] = {"protocol (prompt)": PUBLISHED_PROTOCOL, "extractor": spec.extractor,
-                            "subtitles": False, "model.min_pixels": None, "model.max_pixels": None}
+                            "subtitles": False, "model.min_pixels": None, "model.max_pixels": None, "model.fp8": "none"}
     for key, value in dataclasses.asdict(spec.frames).items():
         flat[f"frames.{key}"] = value
     if spec.frame_folder_frames is not None:
@@ -48,7 +49,9 @@ def run_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {"protocol (prompt)": settings.get("protocol"), "extractor": settings.get("extractor"),
                             "subtitles": bool(settings.get("subtitles") or False),
                             "model.min_pixels": settings.get("min_pixels"),
-                            "model.max_pixels": settings.get("max_pixels"), "limit": settings.get("limit")}
+                            "model.max_pixels": settings.get("max_pixels"), "limit": settings.get("limit"),
+                            # runs recorded before model.fp8 existed ran without FP8
+                            "model.fp8": settings.get("fp8", "none")}
     for group in ("frames", "frame_folder_frames", "generation"):
         for key, value in (settings.get(group) or {}).items():
             flat[f"{group}.{key}"] = value

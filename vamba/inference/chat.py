@@ -122,11 +122,11 @@ class VambaChat:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = "auto",
-                        dtype: str | torch.dtype = "bfloat16", **kwargs: Any) -> VambaChat:
+                        dtype: str | torch.dtype = "bfloat16", fp8: str = "none", **kwargs: Any) -> VambaChat:
         """Load model, tokenizer and processor settings from one checkpoint directory (ours, or the released VAMBA
         layout). Resize settings (``min_pixels`` / ``max_pixels``, edges) and the default frames come from the
         checkpoint's processor files (``vamba.data.video_processor.read_processor_dicts``; defaults when it has none);
-        ``vision=`` / ``sampling=`` given here win."""
+        ``vision=`` / ``sampling=`` given here win. ``fp8``: which layers run in FP8 (``VambaConfig.fp8``)."""
         from transformers import AutoTokenizer
 
         from vamba.data.video_processor import VambaVideoProcessor
@@ -148,7 +148,7 @@ class VambaChat:
         if os.path.isfile(os.path.join(path, RANDOM_CHECKPOINT)):  # scripts/random_checkpoint.py: for speed only
             logger.warning("%s holds random weights (%s): its answers measure speed, not accuracy", path,
                            RANDOM_CHECKPOINT)
-        model = VambaForConditionalGeneration.from_pretrained(path, dtype=resolve_dtype(dtype))
+        model = VambaForConditionalGeneration.from_pretrained(path, dtype=resolve_dtype(dtype), fp8=fp8)
         return cls(model.to(resolve_device(device)), tokenizer, **kwargs)
 
     @property

@@ -29,6 +29,7 @@ class ChatModelConfig:
     max_pixels: int | None = None  # smart-resize cap (default: the checkpoint's processor files)
     shortest_edge: int | None = None  # VAMBA pre-resize: raise sides to this
     longest_edge: int | None = None  # VAMBA pre-resize: cap the long side
+    fp8: str = "none"  # FP8 layers on Hopper (VambaConfig.fp8, docs/fp8.md): none | vision | all
 
 
 @dataclass
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
         chat = VambaChat.from_pretrained(args.model.path, device=args.model.device,
                                          dtype=auto_dtype(args.model.dtype, args.model.device),
                                          piece_frames=args.piece_frames,
-                                         decode_timeout_s=args.decode_timeout_s or None)
+                                         decode_timeout_s=args.decode_timeout_s or None, fp8=args.model.fp8)
         edits = {"shortest_edge": args.model.shortest_edge, "longest_edge": args.model.longest_edge,
                  "min_pixels": args.model.min_pixels, "max_pixels": args.model.max_pixels}
         chat.vision = replace(chat.vision, **{k: v for k, v in edits.items() if v is not None})

@@ -80,13 +80,14 @@ def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dt
                         piece_frames: int = 128, min_pixels: int | None = None,
                         max_pixels: int | None = None,
                         decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, decode_workers: int | None = None,
-                        decode_ahead: int | None = None) -> VambaVideoQA:
+                        decode_ahead: int | None = None, fp8: str = "none") -> VambaVideoQA:
     """Factory named by ``vamba eval``'s default ``model.adapter``. Pixel limits: the checkpoint's processor files
-    (``VambaChat.from_pretrained``) unless given; ``decode_workers`` None: ``auto_decode_workers``."""
+    (``VambaChat.from_pretrained``) unless given; ``decode_workers`` None: ``auto_decode_workers``; ``fp8``:
+    ``VambaConfig.fp8``."""
     if path is None:
         raise ValueError("model.path=<checkpoint directory> is required")
     chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames,
-                                     decode_timeout_s=decode_timeout_s)
+                                     decode_timeout_s=decode_timeout_s, fp8=fp8)
     limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     chat.vision = replace(chat.vision, **limits)
     if decode_workers is None:
