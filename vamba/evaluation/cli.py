@@ -50,6 +50,9 @@ class EvalModelConfig:
     # thread): a GPU then never waits minutes for an hour-long video. 0: each video decoded when it is encoded.
     decode_workers: int | None = None  # decode worker processes (0: none; None: CPU cores per rank - 1 on CUDA, else 0)
     decode_ahead: int | None = None  # at most this many videos decoding or decoded and waiting (None: workers + 2)
+    # Questions of one video decoded together as one left-padded batch (the adapter's answer_many), greedy decoding
+    # only: a sampled protocol is refused. Recorded in run.json (bfloat16 batches may round otherwise than one row).
+    answer_batch: int = 1  # questions of one video answered as one batch (1: one at a time)
 
 
 @dataclass
@@ -143,7 +146,7 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
     roots = [Path(cfg.data)] + ([Path(cfg.data) / cfg.video_dir] if cfg.video_dir else [])  # absolute: itself
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
                        world_size=world, progress=cfg.progress, strict=cfg.strict,
-                       media_roots=roots if cfg.confine_media else None,
+                       media_roots=roots if cfg.confine_media else None, answer_batch=cfg.model.answer_batch,
                        extra={"model": cfg.model.path, "model_id": identity, "replay": cfg.replay, "data": cfg.data,
                               "limit": cfg.limit, "subtitles": cfg.subtitles, "min_pixels": cfg.model.min_pixels,
                               "max_pixels": cfg.model.max_pixels})
