@@ -53,6 +53,9 @@ class EvalModelConfig:
     # FP8 layers on Hopper (VambaConfig.fp8, docs/fp8.md): none | vision | all. Recorded in run.json; a run with
     # FP8 is not comparable with the published numbers (they were made in bf16).
     fp8: str = "none"
+    # Questions of one video decoded together as one left-padded batch (the adapter's answer_many), greedy decoding
+    # only: a sampled protocol is refused. Recorded in run.json (bfloat16 batches may round otherwise than one row).
+    answer_batch: int = 1  # questions of one video answered as one batch (1: one at a time)
 
 
 @dataclass
@@ -150,7 +153,7 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
     roots = [Path(cfg.data)] + ([Path(cfg.data) / cfg.video_dir] if cfg.video_dir else [])  # absolute: itself
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
                        world_size=world, progress=cfg.progress, strict=cfg.strict,
-                       media_roots=roots if cfg.confine_media else None,
+                       media_roots=roots if cfg.confine_media else None, answer_batch=cfg.model.answer_batch,
                        extra={"model": cfg.model.path, "model_id": identity, "replay": cfg.replay, "data": cfg.data,
                               "limit": cfg.limit, "subtitles": cfg.subtitles, "min_pixels": cfg.model.min_pixels,
                               "max_pixels": cfg.model.max_pixels, "fp8": cfg.model.fp8,

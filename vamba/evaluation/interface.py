@@ -87,6 +87,9 @@ class VideoQAModel(Protocol):
       ``encode_video`` with the videos it will ask for, in its order (this rank's videos with questions left), and
       with an empty list when it ends, however it ends. A model may decode them ahead (VAMBA: worker processes,
       ``model.decode_workers``); the list is a plan, not a promise: a video may be asked for or not.
+    - ``answer_many(encoded, prompts: Sequence[str], generation) -> list[str]``: the replies to several prompts
+      about one video, each what ``answer`` gives it alone (greedy decoding: the runner never asks it to sample),
+      e.g. decoded as one batch. The runner uses it with ``answer_batch`` > 1 (``model.answer_batch``).
     - the encoded object's ``timing``: a mapping of host seconds for the video; its ``wait_s`` (seconds of
       ``encode_video`` spent waiting for decoded frames) separates waiting from computing in the run's timing.
     """

@@ -6,7 +6,7 @@ so a change to a prompt builder shows up at once. Replies are keyed by (video pa
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +37,7 @@ class ReplayModel:
             return self._replies[(encoded, prompt)]
         except KeyError:
             raise KeyError(f"no recorded reply for video {encoded!r} with prompt {prompt!r}") from None
+
+    def answer_many(self, encoded: str, prompts: Sequence[str], generation: GenerationSettings) -> list[str]:
+        """The recorded replies to several prompts (``answer`` of each, in order)."""
+        return [self.answer(encoded, prompt, generation) for prompt in prompts]

@@ -10,6 +10,10 @@ Run directory layout::
 
 A killed run restarted with the same command continues where it stopped: ids already in any shard are
 skipped, so no question is answered twice or lost.
+
+``answer_batch`` > 1 (greedy decoding only) answers a video's questions left in groups of that many through the
+model's ``answer_many`` (one batched decoding); each group's records are written as soon as the group finishes, so a
+kill loses at most the group under way, which a restart answers again.
 """
 from __future__ import annotations
 
@@ -75,20 +79,27 @@ def question_seed(base: int, qid: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{base}:{qid}".encode()).digest()[:4], "little")
 
 
+# Settings recorded since runs were first made, with the value a run.json written before them stands for.
+ADDED_SETTINGS: dict[str, Any] = {"answer_batch": 1, "fp8": "none"}
+
+
 def _settings(benchmark: Benchmark, protocol: str, spec: ProtocolSpec, seed: int, n_questions: int,
-              extra: Mapping[str, Any]) -> dict[str, Any]:
+              extra: Mapping[str, Any], answer_batch: int = 1) -> dict[str, Any]:
+    # answer_batch is recorded: padded rows of a batch may round otherwise than one prompt alone (bfloat16 on a GPU,
+    # and a kernel picked by the batch size), so a greedy answer can change with it.
     return {"benchmark": benchmark.name, "protocol": protocol, "extractor": spec.extractor,
             "frames": dataclasses.asdict(spec.frames),
             "frame_folder_frames": spec.frame_folder_frames and dataclasses.asdict(spec.frame_folder_frames),
             "generation": dataclasses.asdict(spec.generation), "extraction_seed": seed, "questions": n_questions,
-            **dict(extra)}
+            "answer_batch": answer_batch, **dict(extra)}
 
 
 def _check_or_write_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     path = run_dir / "run.json"
     if path.exists():
         old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        old = {k: old.get(k, ADDED_SETTINGS.get(k)) for k in settings}
+        diff = {k: (old[k], v) for k, v in settings.items() if old[k] != v}
         if diff:
             lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
             raise RunMismatchError(f"{run_dir} holds a run with other settings ({lines}); "
@@ -100,7 +111,8 @@ def _check_or_write_settings(run_dir: Path, settings: dict[str, Any]) -> None:
 def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQAModel, run_dir: str | Path, *,
              protocol: str = "vamba", spec: ProtocolSpec | None = None, seed: int = 0, rank: int = 0,
              world_size: int = 1, extra: Mapping[str, Any] | None = None, progress: bool = True,
-             strict: bool = False, media_roots: Sequence[str | Path] | None = None) -> dict[str, Any] | None:
+             strict: bool = False, media_roots: Sequence[str | Path] | None = None,
+             answer_batch: int = 1) -> dict[str, Any] | None:
     """Answer this rank's share of ``questions`` with ``model`` and record them under ``run_dir``.
 
     :param spec: the protocol (default: ``benchmark.protocol(protocol)``).
@@ -111,17 +123,22 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
         not comparable (``answered`` < ``expected``). Answers recorded before the stop are kept.
     :param media_roots: when given, a video outside all of these folders is never opened: an annotation file from
         elsewhere could name ``/etc/passwd`` or ``../../x``; its questions are skipped (or stop a strict run).
+    :param answer_batch: questions of one video answered together by the model's ``answer_many`` (greedy decoding
+        only; 1: ``answer`` one at a time). Recorded in ``run.json``: a restart with another value is refused. A
+        group's seconds count in its video's ``answer_s`` (a group never spans two videos).
     :return: the summary once every rank has finished (this call finalised it), else ``None``.
     """
     run_dir = Path(run_dir)
     if not questions:
         raise ValueError(f"{benchmark.name}: no questions to evaluate")
     spec = spec or benchmark.protocol(protocol)
+    _check_answer_batch(answer_batch, spec, model)
     duplicates = sorted(qid for qid, n in Counter(q.qid for q in questions).items() if n > 1)
     if duplicates:
         raise ValueError(f"{benchmark.name}: question ids must be unique; repeated: {duplicates[:10]}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_settings(run_dir, _settings(benchmark, protocol, spec, seed, len(questions), extra or {}))
+    _check_or_write_settings(run_dir, _settings(benchmark, protocol, spec, seed, len(questions), extra or {},
+                                                answer_batch))
     status_path = run_dir / SHARD_DIR / f"rank{rank}.status.json"
     status_path.unlink(missing_ok=True)
 
@@ -168,20 +185,27 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
                 continue
             row = _encode_timing(request.path, len(todo), time.perf_counter() - encode_started, encoded)
             timing.append(row)
-            for q in todo:
-                prompt = spec.prompt(q)
-                generation = spec.generation
-                if generation.seed is not None:
-                    generation = generation.with_seed(question_seed(generation.seed, q.qid))
+            for group in _groups(todo, answer_batch):
+                prompts = [spec.prompt(q) for q in group]
                 answer_started = time.perf_counter()
-                response = model.answer(encoded, prompt, generation)
+                if answer_batch == 1:
+                    generation = spec.generation
+                    if generation.seed is not None:
+                        generation = generation.with_seed(question_seed(generation.seed, group[0].qid))
+                    responses = [model.answer(encoded, prompts[0], generation)]
+                else:
+                    responses = list(model.answer_many(encoded, prompts, spec.generation))
+                    if len(responses) != len(group):
+                        raise RuntimeError(f"answer_many returned {len(responses)} replies to {len(group)} prompts")
                 row["answer_s"] += time.perf_counter() - answer_started
-                record = make_record(q, prompt, response, spec.extractor, spec.extractor_choices or q.choices, seed)
-                store.append(record)
-                correct += record["correct"]
-                answered += 1
-                bar.update(1)
-                bar.set_postfix(acc=f"{100 * correct / answered:.1f}%")
+                for q, prompt, response in zip(group, prompts, responses):
+                    record = make_record(q, prompt, response, spec.extractor, spec.extractor_choices or q.choices,
+                                         seed)
+                    store.append(record)
+                    correct += record["correct"]
+                    answered += 1
+                    bar.update(1)
+                    bar.set_postfix(acc=f"{100 * correct / answered:.1f}%")
             del encoded  # its cache is freed before the next video's is allocated
     finally:
         if prefetch is not None:
@@ -196,6 +220,27 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
     if not all((run_dir / SHARD_DIR / f"rank{r}.status.json").exists() for r in range(world_size)):
         return None
     return finalize(benchmark, questions, run_dir, protocol=protocol, spec=spec)
+
+
+def _check_answer_batch(answer_batch: int, spec: ProtocolSpec, model: VideoQAModel) -> None:
+    """Refuse a batch size the run cannot use: below 1, with sampled decoding (each question draws with its own
+    seed, one at a time), or with a model that has no ``answer_many``."""
+    if answer_batch < 1:
+        raise ValueError(f"answer_batch (model.answer_batch) must be >= 1, got {answer_batch}")
+    if answer_batch == 1:
+        return
+    if spec.generation.do_sample:
+        raise ValueError(f"answer_batch={answer_batch} (model.answer_batch) batches greedy decoding only; this run "
+                         "samples (do_sample=true), one question at a time with its own seed: use answer_batch=1")
+    if not callable(getattr(model, "answer_many", None)):
+        raise ValueError(f"answer_batch={answer_batch} (model.answer_batch) needs a model with answer_many; "
+                         f"{type(model).__name__} has none: use answer_batch=1")
+
+
+def _groups(questions: Sequence[Question], size: int) -> Iterator[list[Question]]:
+    """``questions`` in order, ``size`` at a time (the last group may be smaller)."""
+    for start in range(0, len(questions), size):
+        yield list(questions[start:start + size])
 
 
 def _strict_stop(request: VideoRequest, reason: str, questions: int,

@@ -33,7 +33,7 @@ from vamba.models.cache import VideoCache
 from vamba.models.fast_decode import greedy_decode, unsupported
 from vamba.utils.logging import get_logger
 
-DECODE_LOOPS = ("auto", "static", "generate")  # VambaChat.reply's decode=
+DECODE_LOOPS = ("auto", "static", "generate")  # VambaChat.reply's and reply_many's decode=
 logger = get_logger(__name__)
 RANDOM_CHECKPOINT = "random_checkpoint.json"  # written beside the weights by vamba.bench.checkpoint
 
@@ -253,8 +253,52 @@ class VambaChat:
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True,
                                      clean_up_tokenization_spaces=False)
 
+    @torch.no_grad()
+    def reply_many(self, video: EncodedVideo, questions: Sequence[str], *, max_new_tokens: int = 512,
+                   eos_token_ids: Sequence[int] | None = None, decode: str = "auto") -> list[str]:
+        """Greedy replies to several questions about one video, decoded as one batch: the i-th is
+        ``reply(video, questions[i], max_new_tokens=..., eos_token_ids=..., decode=...)``, token for token where the
+        arithmetic is exact (float32 on the CPU: tests/inference/test_reply_many.py; in bfloat16 a batched matmul may
+        round otherwise than one row alone, and so, rarely, pick another token).
+
+        The prompts (each a first question: no history) are left padded to the longest, ``[B, n]`` with the pad id
+        and an ``attention_mask [B, n]`` that is 0 on the padding; every row reads the video cache's one row (it is
+        not repeated). One ``greedy_decode`` (``decode='static'``; ``auto`` on CUDA) or one ``generate`` call
+        (``decode='generate'``; ``auto`` elsewhere) decodes them all; each row's reply ends at its first eos (eos
+        included, as ``reply``'s), the padding after it is dropped. Sampling is one question at a time (``reply``
+        with its own seed): a batch would share one random stream.
+        """
+        if decode not in DECODE_LOOPS:
+            raise ValueError(f"decode must be one of {DECODE_LOOPS}, got {decode!r}")
+        if not questions:
+            return []
+        prompts = [self.prompt_ids([(question, None)]) for question in questions]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        cache = video.cache if video.cache.keys[0].device == self.device else video.cache.to(self.device)
+        stops = list(self.eos_token_ids if eos_token_ids is None else eos_token_ids)
+        if _static_decoding(self.model, decode, do_sample=False):
+            out = greedy_decode(self.model, ids, cache, max_new_tokens, stops, self.pad_token_id,
+                                attention_mask=mask)
+        else:
+            out = self.model.generate(input_ids=ids, attention_mask=mask, video_cache=cache,
+                                      max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=self.pad_token_id,
+                                      do_sample=False, temperature=None, top_p=None, top_k=None)
+        return [self.tokenizer.decode(_until_eos(row, stops), skip_special_tokens=True,
+                                      clean_up_tokenization_spaces=False) for row in out[:, width:].tolist()]
+
     def conversation(self, video: EncodedVideo) -> Conversation:
         return Conversation(self, video)
+
+
+def _until_eos(tokens: list[int], eos: Sequence[int]) -> list[int]:
+    """A generated row up to its first eos token (included; the padding after it dropped): what ``generate`` returns
+    for that prompt alone."""
+    for i, token in enumerate(tokens):
+        if token in eos:
+            return tokens[:i + 1]
+    return tokens
 
 
 def _static_decoding(model, decode: str, do_sample: bool) -> bool:

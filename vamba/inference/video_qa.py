@@ -76,6 +76,16 @@ class VambaVideoQA:
                                eos_token_ids=[self.chat.tokenizer.eos_token_id])
 
 
+    def answer_many(self, encoded: EncodedVideo, prompts: Sequence[str], generation: GenerationSettings) -> list[str]:
+        """Greedy replies to several prompts about one video decoded as one batch (``VambaChat.reply_many``), each as
+        ``answer`` gives it alone (token for token in float32; in bfloat16 a padded batch may round otherwise)."""
+        if generation.do_sample:
+            raise ValueError("answer_many decodes greedily; sampling (do_sample=True) is one question at a time "
+                             "with its own seed (answer)")
+        return self.chat.reply_many(encoded, prompts, max_new_tokens=generation.max_new_tokens,
+                                    eos_token_ids=[self.chat.tokenizer.eos_token_id])
+
+
 def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",
                         piece_frames: int = 128, min_pixels: int | None = None,
                         max_pixels: int | None = None,
