@@ -65,6 +65,18 @@ def test_vision_tower_options_reach_the_model(train_overrides) -> None:
     assert config.vision_attention == "reference" and config.vision_compile is True
 
 
+def test_fp8_training_runs_its_layers_in_fp8(train_overrides) -> None:
+    """model.fp8=all: the decoder's and the merger's linear layers are FP8Linear and the step trains (stage 2)."""
+    from vamba.models.fp8 import FP8Linear
+
+    cfg = compose_config(*train_overrides, "stage=sft", "optim.max_steps=2", "model.fp8=all")
+    tok = AutoTokenizer.from_pretrained(cfg.data.tokenizer)
+    model = build_model(cfg, tok)
+    assert model.config.fp8 == "all" and type(model.model.layers[0].mlp.gate_proj) is FP8Linear
+    losses = [r["loss"] for r in train(cfg).log_history if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
 class _SlowSave(TrainerCallback):
     """Stands in for a stuck collective: the first step's end (where logging and saving follow) blocks 1.5 s."""
 

@@ -46,7 +46,7 @@ def build_model(cfg: TrainConfig, tok) -> nn.Module:
     m = cfg.model
     dtype = getattr(torch, m.dtype)
     options = dict(attention_backend=m.attention_backend, vision_attention=m.vision_attention,
-                   vision_compile=m.vision_compile, use_alpha_balancing=m.use_alpha_balancing,
+                   vision_compile=m.vision_compile, fp8=m.fp8, use_alpha_balancing=m.use_alpha_balancing,
                    cross_attn_init=m.cross_attn_init,
                    vision_mixer_kind="selective_scan" if m.vision_mixer == "selective_scan" else "mamba2")
     torch.manual_seed(cfg.seed)  # new modules of a converted checkpoint are drawn from this seed

@@ -42,6 +42,7 @@ class ModelConfig:
     attention_backend: str = "auto"  # attention implementation (docs/model.md)
     vision_attention: str = "auto"  # the vision tower's forward (vamba.models.vision): auto | batched | varlen | reference
     vision_compile: bool = False  # torch.compile the fast vision forward's blocks
+    fp8: str = "none"  # FP8 layers on Hopper (VambaConfig.fp8, docs/fp8.md): none | vision | all
     cross_attn_init: str = "self_attn"  # self_attn (copy of the layer's self-attention, the paper) | random
     use_alpha_balancing: bool = True  # x + a*SA + (1-a)*CA with a learnable a; false: the plain sum
     # mamba2 | selective_scan (Mamba-1-style, pure PyTorch: the ablation) | none (video tokens reach every
