@@ -76,3 +76,12 @@ def test_training_step_gradients_flow_through_fp8():
     ga = torch.cat([p.grad.flatten() for p in plain.parameters() if p.grad is not None])
     gb = torch.cat([p.grad.flatten() for p in fp8.parameters() if p.grad is not None])
     assert ga.shape == gb.shape and 0 < _rel(gb, ga) < 0.15
+
+
+def test_a_checkpoint_does_not_carry_fp8(tmp_path):
+    """A model trained with FP8 layers loads in its weights' precision unless FP8 is asked for again."""
+    _model("all").save_pretrained(tmp_path)
+    assert '"fp8"' not in (tmp_path / "config.json").read_text()
+    assert VambaForConditionalGeneration.from_pretrained(tmp_path).config.fp8 == "none"
+    loaded = VambaForConditionalGeneration.from_pretrained(tmp_path, fp8="vision")
+    assert loaded.config.fp8 == "vision" and type(loaded.visual.merger.mlp[0]) is FP8Linear

@@ -164,6 +164,13 @@ class VambaConfig(Qwen2VLConfig):
             raise ValueError(f"vision_mamba_mixer_config.hidden_dim={hidden_dim} differs from the text hidden size "
                              f"{self.text_config.hidden_size}: the Mamba-2 blocks work at the decoder width")
 
+    def to_dict(self) -> dict[str, Any]:
+        # A checkpoint does not carry fp8: a model trained with FP8 layers loads in its weights' precision unless the
+        # loader asks for FP8 again (vamba.models.fp8); the run's own config records what it trained with.
+        out = super().to_dict()
+        out.pop("fp8", None)
+        return out
+
     @property
     def mamba_enabled(self) -> bool:
         return bool(self.vision_mamba_mixer_config["enable"])

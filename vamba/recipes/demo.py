@@ -193,9 +193,9 @@ def evaluate_model(cfg: DemoTrainConfig, data: dict[str, Path], model_dir: Path,
         tok = AutoTokenizer.from_pretrained(data["tokenizer"])
         model = Qwen2VLVideoQA(Qwen2VLForConditionalGeneration.from_pretrained(str(model_dir)), tok)
     else:
-        model = load_video_qa_model(str(model_dir), device="cpu", dtype="float32")
+        model = load_video_qa_model(str(model_dir), device="cpu", dtype="float32", fp8=cfg.model.fp8)
     summary = evaluate(benchmark, benchmark.load(data["bench"], {}), model, out, spec=spec,
-                       progress=cfg.logging.progress, extra={"model": str(model_dir)})
+                       progress=cfg.logging.progress, extra={"model": str(model_dir), "fp8": "none" if teacher else cfg.model.fp8})
     return {"accuracy": summary["score"], "answered": summary["answered"],
             "by_question_type": summary["metrics"].get("by_question_type")}
 
