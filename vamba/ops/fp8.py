@@ -44,7 +44,10 @@ def _compiled_quantize():
 
 
 def _quantize(x: Tensor) -> tuple[Tensor, Tensor]:
-    return _compiled_quantize()(x) if x.is_cuda else quantize_rows(x)
+    # inside a compiled region (the vision tower's compiled blocks) Inductor fuses the plain function itself
+    if x.is_cuda and not torch.compiler.is_compiling():
+        return _compiled_quantize()(x)
+    return quantize_rows(x)
 
 
 def fp8_supported(x: Tensor, weight: Tensor) -> bool:
