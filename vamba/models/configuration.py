@@ -16,7 +16,7 @@ checkpoint ``TIGER-Lab/Vamba-Qwen2-VL-7B``, the others are ours:
 - ``attention_backend`` and ``loss_chunk_size`` (ours): how attention runs (vamba.models.attention) and
   how many tokens each chunk of the cross-entropy holds.
 - ``decode_attention`` (ours): how decoding queries read a long cached video (vamba.models.decode_attention):
-  ``auto`` (the split-K matmul path on CUDA, the reference elsewhere), ``split`` (always) or ``reference``.
+  ``auto`` (the reference: the split-K path measured slower on an H100), ``split`` (always) or ``reference``.
 - ``vision_attention`` and ``vision_compile`` (ours): how the vision tower runs (vamba.models.vision):
   ``auto`` (the fast forward), ``batched``, ``varlen`` or ``reference`` (transformers' forward); and whether
   the fast forward's blocks are ``torch.compile``d (off by default).
