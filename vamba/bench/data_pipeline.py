@@ -72,14 +72,14 @@ class DataPipelineArgs:
 
 # -- the config and the data set, as `vamba train` builds them -------------------------------------------------------
 def train_config(overrides: list[str]):
-    """``TrainConfig`` for ``overrides`` exactly as `vamba train` composes it (schemas, recipes', YAML groups)."""
+    """``TrainConfig`` for ``overrides`` as `vamba train` composes it (its schema and YAML groups). The recipes'
+    schemas (an experiment such as ``demo`` selects one) are not registered: bench sits below recipes."""
     from hydra import compose, initialize_config_dir
 
-    from vamba.recipes import RECIPES
     from vamba.training.cli import CONFIG_DIR
     from vamba.training.config import from_dictconfig, register
 
-    register({name: recipe.schema for name, recipe in RECIPES.items()})
+    register()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return from_dictconfig(compose(config_name="train", overrides=list(overrides)))
 
