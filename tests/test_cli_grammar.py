@@ -135,6 +135,7 @@ def test_a_typo_names_the_closest_key(argv: list[str], message: str, capsys: pyt
 
 # The commands the docs show, by the module function that parses them (without running anything).
 def _parsers():
+    from vamba.bench.data_pipeline import DataPipelineArgs
     from vamba.bench.efficiency import parse as bench
     from vamba.data.cli import parse_stats, parse_synth
     from vamba.evaluation.cli import parse as eval_
@@ -143,12 +144,14 @@ def _parsers():
     from vamba.inference.convert import parse as convert
 
     return {"eval": eval_, "chat": chat, "convert": convert, "compare": compare, "bench": bench,
-            "data synth": parse_synth, "data stats": parse_stats, "doctor": lambda argv: parse_args(
+            "data synth": parse_synth, "data stats": parse_stats,
+            "bench_data": lambda argv: parse_args(DataPipelineArgs, argv, prog="bench_data.py"),
+            "doctor": lambda argv: parse_args(
                 __import__("vamba.doctor", fromlist=["DoctorArgs"]).DoctorArgs, argv, prog="vamba doctor")}
 
 
-COMMAND = re.compile(r"(?:^|`|&& )(vamba (?:data synth|data stats|[a-z-]+)|python3? scripts/bench_efficiency\.py)"
-                     r"(?=[ `]|$)(.*)")
+COMMAND = re.compile(r"(?:^|`|&& )(vamba (?:data synth|data stats|[a-z-]+)"
+                     r"|python3? scripts/bench_(?:efficiency|data)\.py)(?=[ `]|$)(.*)")
 
 
 def documented_commands() -> list[tuple[str, str, list[str]]]:
@@ -176,7 +179,8 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
             match = COMMAND.search(line)
             if not match or line.lstrip().startswith("$ "):
                 continue
-            command = "bench" if "bench_efficiency" in match.group(1) else match.group(1).removeprefix("vamba ")
+            command = ("bench" if "bench_efficiency" in match.group(1) else "bench_data" if "bench_data" in
+                       match.group(1) else match.group(1).removeprefix("vamba "))
             rest = match.group(2).split("`")[0] if "`" in line[:match.start(1) + 1] else match.group(2)
             rest = rest.replace('"$', '"X').replace("${", "{")  # shell variables: any value of the right shape
             try:
