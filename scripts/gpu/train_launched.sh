@@ -42,9 +42,11 @@ cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
 VIDEOS="[$(ls .whl/data/*.mp4 | paste -sd,)]"
 echo "checkpoint + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB GPU"
 
-# 2. like-for-like, ZeRO-2 (the optimizer offloaded on a GPU under 100 GiB: the stage-1 AdamW states need ~47 GB)
+# 2. like-for-like, ZeRO-2 (the optimizer offloaded on a GPU under 100 GiB: the stage-1 AdamW states need ~47 GB).
+# DataLoader workers: what the host's memory holds (bench_train_launched.py's auto_workers; WORKERS= to force): on
+# 2026-12-07 twelve workers at 1,024 frames were killed for host memory (SIGKILL) on the 125 GiB H100 host.
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like] \
-  tag=${TAG}_zero2 steps=${STEPS:-5} workers=12 bench_extra=[vamba:train:1024] \
+  tag=${TAG}_zero2 steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} bench_extra=[vamba:train:1024] \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "like_for_like rc=$? at $((SECONDS - t0)) s"
 cp /tmp/l2/train_launched_${TAG}_zero2.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}_zero2.md 2>/dev/null
@@ -61,7 +63,7 @@ for f in glob.glob('/tmp/l2/train_launched_*.json'):
 left=$(( ${CALL_S:-575} - SECONDS ))
 if [ $left -gt 150 ]; then
   python3 scripts/bench_train_launched.py out=/tmp/l3 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like_zero3] \
-    tag=${TAG}_zero3 steps=${STEPS:-6} workers=12 bench=false budget_s=$((left - 15)) >> "$LOG" 2>&1
+    tag=${TAG}_zero3 steps=${STEPS:-6} ${WORKERS:+workers=$WORKERS} bench=false budget_s=$((left - 15)) >> "$LOG" 2>&1
   echo "zero3 rc=$?"
   cp /tmp/l3/train_launched_${TAG}_zero3.* "$OUT/" 2>/dev/null; cat /tmp/l3/train_launched_${TAG}_zero3.md 2>/dev/null
 fi

@@ -53,3 +53,14 @@ def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> N
     assert row["trainable"].startswith("trainable ") and "bench_step_s" not in row  # no GPU: no benchmark
     assert not (tmp_path / "res" / "runs" / "like_for_like" / "final").exists()  # logging.save_final=false
     assert "| like_for_like | pretrain |" in (tmp_path / "res" / "train_launched_cpu.md").read_text()
+
+
+def test_workers_fit_the_hosts_memory() -> None:
+    """Twelve workers at 1,024 frames were killed for host memory on the 125 GiB H100 host (2026-12-07)."""
+    from vamba.bench.train_launched import auto_workers
+    from vamba.data.host_memory import GIB
+
+    assert auto_workers(1024, 250_000, 47.0, 16, 125 * GIB) == 2  # beside the offloaded stage-1 AdamW states
+    assert auto_workers(1024, 250_000, 0.0, 16, 125 * GIB) == 5
+    assert auto_workers(16, 50_176, 0.0, 16, 125 * GIB) == 12  # small samples: the CPUs bound it
+    assert auto_workers(1024, 250_000, 47.0, 16, None) == 1  # unknown memory: one worker

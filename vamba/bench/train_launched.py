@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vamba.data.host_memory import GIB, host_memory_bytes, loader_host_bytes, sample_pixel_bytes
 from vamba.utils.cli_args import parse_args
 from vamba.utils.provenance import header
 
@@ -44,13 +45,24 @@ class LaunchedArgs:
     max_pixels: int = 250_000  # data.max_pixels (640x360 -> 644x364, as the benchmark's frames)
     answer_words: int = 100  # words of each sample's answer (the text that trains)
     steps: int = 6  # optimizer steps per run
-    workers: int = 12  # data.num_workers
+    workers: int | None = None  # data.num_workers (None: what the host's memory holds: auto_workers)
     runs: list[str] = field(default_factory=lambda: ["like_for_like", "like_for_like_zero3"])
     offload: str = "auto"  # the optimizer states in host memory: auto (when the GPU has < 100 GiB) | true | false
     bench: bool = True  # also measure the benchmark's step and an optimizer step (CUDA)
     bench_extra: list[str] = field(default_factory=list)  # more benchmark points in the same process (MODEL:MODE:FRAMES)
     budget_s: float = 480.0  # wall-clock budget for everything; a run that cannot start in time is skipped
     overrides: list[str] = field(default_factory=list)  # more `vamba train` key=value for every run (CPU tests)
+
+
+def auto_workers(frames: int, max_pixels: int, offload_gib: float, cpus: int, host_bytes: int | None) -> int:
+    """DataLoader workers for one rank: as many as 80 % of the host's memory holds beside the offloaded optimizer
+    states and ~16 GiB for the process itself (vamba.data.host_memory's estimate per worker), at most ``cpus - 4``.
+    On 2026-12-07 twelve workers at 1,024 frames on a 125 GiB host were killed for memory (docs/results)."""
+    sample = sample_pixel_bytes(frames, max_pixels)
+    room = (0.8 * (host_bytes or 0)) - (offload_gib + 16) * GIB - sample  # the batch in use
+    per_worker = loader_host_bytes(sample, 2, 1) - loader_host_bytes(sample, 1, 1)  # its peak + its queued batches
+    fits = int(room // per_worker) if room > 0 else 1
+    return max(1, min(cpus - 4, fits))
 
 
 def write_mixture(folder: Path, videos: list[str], samples: int, answer_words: int) -> Path:
@@ -185,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     _, tag = device_tag(device)
     gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else 0.0
     offload = args.offload == "true" or (args.offload == "auto" and cuda and gib < 100)
+    if args.workers is None:  # stage 1 at 7B offloads AdamW's float32 states of 2.94 B parameters: ~47 GiB
+        args.workers = auto_workers(args.frames, args.max_pixels, 47.0 if offload else 0.0, os.cpu_count() or 1,
+                                    host_memory_bytes())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"what": __doc__.splitlines()[0], **header(device), "device_memory_gib": round(gib, 1),

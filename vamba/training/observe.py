@@ -77,7 +77,7 @@ class RunSummary(TrainerCallback):
     about batch arithmetic that would surprise, and save it in ``run_info.json``."""
 
     def __init__(self, out: Path, sources: dict[str, int], dataset_len: int, packed: bool, trainable: str,
-                 data_parallel: int, val_samples: int | None = None) -> None:
+                 data_parallel: int, val_samples: int | None = None, warnings: list[str] | None = None) -> None:
         self.out = out
         self.sources = sources
         self.dataset_len = dataset_len
@@ -85,6 +85,7 @@ class RunSummary(TrainerCallback):
         self.trainable = trainable
         self.data_parallel = data_parallel
         self.val_samples = val_samples
+        self.warnings = list(warnings or [])  # found before the Trainer starts (vamba.data.host_memory)
         self.summary: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
@@ -103,7 +104,7 @@ class RunSummary(TrainerCallback):
             "epochs": state.num_train_epochs, "trainable": self.trainable.splitlines()[0],
             "validation_samples": self.val_samples, "eval_steps": args.eval_steps if self.val_samples else None,
         }
-        warnings = []
+        warnings = list(self.warnings)
         if global_batch > self.dataset_len:
             warnings.append(f"the global batch ({global_batch}) is larger than the training set ({self.dataset_len} "
                             f"{unit}): every optimizer step is a whole epoch of {self.dataset_len} {unit}, not "

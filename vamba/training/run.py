@@ -329,16 +329,22 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         cache.check_vocab(model.config.text_config.vocab_size)
 
     from vamba.data.collate import Collator
+    from vamba.data.host_memory import host_memory_bytes, loader_memory_warning
 
     shard = None if context is None else (context.rank, context.size)
     local = shard if cfg.parallel.decode == "local" else None  # else: whole videos decoded, cut after collation
     dataset = build_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"), shard=local)
     eval_dataset = build_eval_dataset(cfg, tok, skip_log=str(out / "skips.jsonl"))
     world = int(os.environ.get("WORLD_SIZE", 1))
+    data = cfg.data
+    memory = loader_memory_warning(data.num_frames, data.max_pixels, data.num_workers, cfg.optim.per_device_batch_size,
+                                   int(os.environ.get("LOCAL_WORLD_SIZE", 1)), host_memory_bytes(),
+                                   data.video_budget if data.packing else None)
     observers: list[TrainerCallback] = [
         RunSummary(out, samples_per_source(dataset), len(dataset), cfg.data.packing, str(summary),
                    data_parallel=world // cfg.parallel.context_parallel_size,
-                   val_samples=None if eval_dataset is None else len(eval_dataset)), CurvesCallback(out)]
+                   val_samples=None if eval_dataset is None else len(eval_dataset),
+                   warnings=[memory] if memory else []), CurvesCallback(out)]
     if steps_log is not None:
         observers.append(ConsoleLogCallback(steps_log))
     trainer = VambaTrainer(

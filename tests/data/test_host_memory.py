@@ -1,0 +1,30 @@
+"""The DataLoader's host-memory estimate (vamba.data.host_memory) against the measured data pipeline, and the
+warning `vamba train` gives before a run would be killed for host memory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vamba.data.host_memory import GIB, WORKER_PEAK_FACTOR, loader_memory_warning, sample_pixel_bytes
+
+MEASURED = Path(__file__).resolve().parents[2] / "docs" / "results" / "data_pipeline_cpu.json"
+
+
+def test_pixel_bytes_and_worker_peak_match_the_measured_pipeline():
+    for point in json.loads(MEASURED.read_text())["frames"]:
+        for s in point["samples"]:
+            pixels = s["height"] * s["width"]
+            assert sample_pixel_bytes(s["frames"], pixels) == s["pixel_bytes"]
+            assert abs(s["worker_peak_gib"] * GIB / s["pixel_bytes"] - WORKER_PEAK_FACTOR) < 0.1
+
+
+def test_warns_when_the_loaders_outgrow_the_host():
+    # the H100 host of 2026-12-07: 12 workers at 1,024 frames were killed (SIGKILL) on 125 GiB
+    warning = loader_memory_warning(1024, 250_000, 12, 1, 1, 125 * GIB)
+    assert warning is not None and "data.num_workers=12" in warning and "125 GiB" in warning
+    assert loader_memory_warning(1024, 250_000, 4, 1, 1, 125 * GIB) is None
+    assert loader_memory_warning(1024, 250_000, 4, 1, 8, 560 * GIB) is not None  # 8 ranks share the host
+    assert loader_memory_warning(1024, 250_000, 0, 1, 1, 125 * GIB) is None  # no workers: the main process
+    assert loader_memory_warning(1024, 250_000, 12, 1, 1, None) is None  # unknown host memory: no guess
+    # a packed row is bounded by its video budget, not by the frames of one sample
+    assert loader_memory_warning(16, 50_176, 8, 1, 1, 64 * GIB, packed_video_tokens=120_000) is not None
