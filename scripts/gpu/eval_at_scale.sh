@@ -1,6 +1,7 @@
 #!/bin/bash
 # One call on the lent GPU for issue 30 when the kernels' wheel cannot travel beside PyAV's (64 MiB a call): the
-# packages come as the wheels' files in .whl2/ (av-*.tar.xz, decord-*.tar.xz; mamba_ssm-*.tar.gz, its sdist),
+# packages come as the wheels' files in .whl2/ (av-*.tar.xz, decord-*.tar.xz, pywheels.tar.xz: omegaconf and hydra,
+# which `vamba eval`'s config needs (its 2026-12-07 run stopped without them); mamba_ssm-*.tar.gz, its sdist),
 # causal-conv1d stays out (the Mamba-2 convolution runs its PyTorch reference: prefill only, decoding never uses it).
 #   1. a 7B checkpoint with random weights (scripts/random_checkpoint.py);
 #   2. scripts/gpu/eval_launched.sh on it: hour-long files in LVBench's layout, `vamba eval` with decode workers and
