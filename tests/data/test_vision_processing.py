@@ -88,3 +88,18 @@ def test_bad_input_shapes() -> None:
         process_frames(np.zeros((0, 56, 56, 3), np.uint8), VisionConfig())
     with pytest.raises(ValueError, match="odd_frames"):
         VisionConfig(odd_frames="pad")
+
+
+def test_uint8_patches_normalise_to_the_float32_pixel_values():
+    """process_frames(normalize=False) + normalize_patches == process_frames, bit for bit (data.pixel_dtype=uint8)."""
+    import numpy as np
+
+    from vamba.data.vision import VisionConfig, normalize_patches, process_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (6, 90, 150, 3), dtype=np.uint8)
+    want, grid = process_frames(frames, VisionConfig())
+    raw, raw_grid = process_frames(frames, VisionConfig(), normalize=False)
+    assert raw.dtype == torch.uint8 and raw.shape == want.shape and torch.equal(raw_grid, grid)
+    assert torch.equal(normalize_patches(raw), want)
+    assert normalize_patches(want) is want  # already normalised: untouched
+    assert normalize_patches(raw, torch.bfloat16).dtype == torch.bfloat16

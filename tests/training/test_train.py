@@ -323,3 +323,22 @@ def test_checkpoints_carry_the_processor(train_overrides) -> None:
         assert processor.image_processor.size.longest_edge == 40000
         assert not list(folder.parent.glob(f".{folder.name}.processor.*"))  # the temporary folder is gone
     assert isinstance(AutoModelForImageTextToText.from_pretrained(result.final_dir), VambaForConditionalGeneration)
+
+
+def test_uint8_pixels_train_exactly_as_float32(train_overrides, synth, tmp_path) -> None:
+    """data.pixel_dtype=uint8: the workers send the frames' uint8 values in the patch layout, the trainer (and the
+    teacher's view) normalise them; the losses, distillation included, equal float32 pixel_values' bit for bit."""
+    teacher_dir = _teacher_dir(synth, tmp_path)
+    common = [o for o in train_overrides if not o.startswith("output_dir=")]
+    common += [f"model.path={teacher_dir}", "stage.distill.weight=0.5", f"stage.distill.teacher={teacher_dir}",
+               "stage.distill.top_k=8", "optim.max_steps=2"]
+    losses = {}
+    for dtype in ("float32", "uint8"):
+        cfg = compose_config(*common, f"data.pixel_dtype={dtype}", f"output_dir={tmp_path / dtype}")
+        losses[dtype] = [(r["loss"], r["lm_loss"], r["distill_loss"]) for r in _losses(train(cfg).output_dir).values()]
+    assert len(losses["uint8"]) == 2 and losses["uint8"] == losses["float32"]
+    from vamba.training.build import build_dataset
+
+    dataset = build_dataset(cfg, AutoTokenizer.from_pretrained(cfg.data.tokenizer))
+    pixels = [dataset[i].pixel_values for i in range(len(dataset))]
+    assert all(p.dtype == torch.uint8 for p in pixels) and any(p.numel() for p in pixels)

@@ -59,10 +59,15 @@ class ProcessingConfig:
     skip_log: str | None = None
     # (rank, size): context parallelism, decode only this rank's temporal patches of each row (vamba.data.shard)
     shard: tuple[int, int] | None = None
+    # float32: normalised pixel_values; uint8: the resized frames' values in the same patch layout, a quarter of the
+    # bytes and no float work in the worker, normalised where they are used (vision.normalize_patches: bit-equal)
+    pixel_dtype: Literal["float32", "uint8"] = "float32"
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {self.on_error!r}")
+        if self.pixel_dtype not in ("float32", "uint8"):
+            raise ValueError(f"data.pixel_dtype must be 'float32' or 'uint8', got {self.pixel_dtype!r}")
 
 
 @dataclass
@@ -252,14 +257,15 @@ class SampleProcessor:
                 continue
             frames = self._frames(media, generator, piece)
             _check_aspect(*frames.shape[1:3], media.source)
-            pv, grid = process_frames(frames, self.vision_for(media))
+            pv, grid = process_frames(frames, self.vision_for(media), normalize=self.config.pixel_dtype == "float32")
             if piece is not None and int(grid[0, 0]) != piece[1] - piece[0]:
                 raise SampleError(f"decoded {int(grid[0, 0])} temporal patches for the piece {piece} of item {i}")
             pixel_values.append(pv)
             grids.append(grid)
             offsets.append(0 if piece is None else piece[0])
         grid_thw = torch.cat(grids) if grids else torch.zeros(0, 3, dtype=torch.long)
-        pixel_values = torch.cat(pixel_values) if pixel_values else torch.zeros(0, 1176)
+        pixel_values = (torch.cat(pixel_values) if pixel_values else
+                        torch.zeros(0, 1176, dtype=getattr(torch, self.config.pixel_dtype)))
         sample = ProcessedSample(raw.key, torch.tensor(input_ids, dtype=torch.long),
                                  torch.tensor(labels, dtype=torch.long), pixel_values, grid_thw,
                                  None if pieces is None else torch.tensor(offsets, dtype=torch.long))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vamba.data.vision import MERGE_SIZE
+from vamba.data.vision import MERGE_SIZE, normalize_patches
 
 
 @dataclass
@@ -71,7 +71,7 @@ def build_teacher_view(batch: dict[str, Tensor], *, vision_start_id: int, video_
     inputs: dict[str, Tensor] = {"input_ids": teacher_ids, "attention_mask": mask}
     if items:
         order = torch.tensor(items)
-        pixel_values = batch["pixel_values"]
+        pixel_values = normalize_patches(batch["pixel_values"])  # data.pixel_dtype=uint8: the teacher's float32
         inputs["pixel_values_videos"] = torch.cat(
             [pixel_values[patch_start[i] : patch_start[i] + n_patches[i]] for i in items])
         inputs["video_grid_thw"] = grid_thw[order]

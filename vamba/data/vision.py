@@ -118,9 +118,31 @@ _MEAN = torch.tensor(OPENAI_CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
 _STD = torch.tensor(OPENAI_CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 
-def process_frames(frames: np.ndarray, config: VisionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``uint8 [T, H, W, 3]`` frames of one visual item -> ``(pixel_values [P, 1176], grid_thw [1, 3])``."""
-    return patches_from_frames(torch.from_numpy(resize_for_patches(frames, config)))
+def process_frames(frames: np.ndarray, config: VisionConfig,
+                   normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``uint8 [T, H, W, 3]`` frames of one visual item -> ``(pixel_values [P, 1176], grid_thw [1, 3])``.
+    ``normalize=False``: the resized frames' uint8 values in the same patch layout (``normalize_patches`` makes
+    them the float32 ``pixel_values``, bit for bit, on any device)."""
+    resized = torch.from_numpy(resize_for_patches(frames, config))
+    if normalize:
+        return patches_from_frames(resized)
+    return patchify(resized.permute(0, 3, 1, 2))
+
+
+# Each patch row is (C, temporal 2, 14, 14) flattened: the channel of column j is j // 392.
+_COLUMN_MEAN = _MEAN.flatten().repeat_interleave(PATCH_DIM // 3)
+_COLUMN_STD = _STD.flatten().repeat_interleave(PATCH_DIM // 3)
+
+
+def normalize_patches(patches: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """uint8 patches ``[P, 1176]`` (``process_frames(..., normalize=False)``) -> the float32 ``pixel_values``
+    ``patches_from_frames`` gives for the same frames (the same elementwise float32 operations, so bit-equal), on
+    the patches' device, then cast to ``dtype``. A float tensor is returned as it is (already normalised)."""
+    if patches.dtype != torch.uint8:
+        return patches if dtype is None else patches.to(dtype)
+    x = patches.float()
+    x = (x * (1 / 255) - _COLUMN_MEAN.to(x.device)) / _COLUMN_STD.to(x.device)
+    return x if dtype is None else x.to(dtype)
 
 
 def resize_for_patches(frames: np.ndarray, config: VisionConfig) -> np.ndarray:

@@ -166,7 +166,7 @@ def data_config(d: DataConfig, skip_log: str | None, shard: tuple[int, int] | No
                             vision=VisionConfig(min_pixels=d.min_pixels, max_pixels=d.max_pixels),
                             video=VideoReadConfig(max_frames=d.max_source_frames, max_frame_pixels=d.max_source_pixels),
                             max_text_tokens=d.max_text_tokens, max_video_tokens=d.max_video_tokens, seed=d.seed,
-                            skip_log=skip_log, shard=shard)
+                            skip_log=skip_log, shard=shard, pixel_dtype=d.pixel_dtype)
 
 
 def training_processor(cfg: TrainConfig, tok):

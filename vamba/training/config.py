@@ -69,6 +69,9 @@ class DataConfig:
     text_budget: int = 4096  # per packed row
     video_budget: int = 8192  # video tokens per packed row
     num_workers: int = 0  # DataLoader worker processes
+    # uint8: workers send the resized frames' values in the patch layout (a quarter of float32's bytes, no float work
+    # in the worker); the trainer normalises them on the GPU, bit-equal to float32 (docs/data.md)
+    pixel_dtype: str = "float32"  # float32 | uint8
     cache_in_memory: bool = False  # keep processed samples (small sets, deterministic sampling: the demo)
     seed: int = 0
     # A released VAMBA data config as data.mixture (vamba.data.released): the released scripts' --max_img_seq_len,

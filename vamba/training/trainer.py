@@ -36,6 +36,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from vamba.data.dataset import set_data_epoch
 from vamba.data.shard import shard_batch
 from vamba.data.teacher_view import build_teacher_view
+from vamba.data.vision import normalize_patches
 from vamba.models.flops import step_flops, trained_parts
 from vamba.models.loading import IncompatibleCheckpointError, check_checkpoint_tensors
 from vamba.models.names import matches_any
@@ -228,6 +229,8 @@ class VambaTrainer(Trainer):
         keys = inputs.pop(KEYS_FIELD, None)
         if self.context_parallel is not None:
             self._check_same_samples(keys)
+        if "pixel_values" in inputs:  # data.pixel_dtype=uint8: normalised here, on the model's device (bit-equal)
+            inputs["pixel_values"] = normalize_patches(inputs["pixel_values"])
         out = model(**inputs)
         loss = lm_loss = out.loss
         if not model.training:
