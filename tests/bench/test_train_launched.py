@@ -64,3 +64,4 @@ def test_workers_fit_the_hosts_memory() -> None:
     assert auto_workers(1024, 250_000, 0.0, 16, 125 * GIB) == 5
     assert auto_workers(16, 50_176, 0.0, 16, 125 * GIB) == 12  # small samples: the CPUs bound it
     assert auto_workers(1024, 250_000, 47.0, 16, None) == 1  # unknown memory: one worker
+    assert auto_workers(1024, 250_000, 47.0, 16, 125 * GIB, "uint8") == 9  # uint8 patches: a quarter of the bytes

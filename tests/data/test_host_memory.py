@@ -7,15 +7,19 @@ from pathlib import Path
 
 from vamba.data.host_memory import GIB, WORKER_PEAK_FACTOR, loader_memory_warning, sample_pixel_bytes
 
-MEASURED = Path(__file__).resolve().parents[2] / "docs" / "results" / "data_pipeline_cpu.json"
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def test_pixel_bytes_and_worker_peak_match_the_measured_pipeline():
-    for point in json.loads(MEASURED.read_text())["frames"]:
-        for s in point["samples"]:
-            pixels = s["height"] * s["width"]
-            assert sample_pixel_bytes(s["frames"], pixels) == s["pixel_bytes"]
-            assert abs(s["worker_peak_gib"] * GIB / s["pixel_bytes"] - WORKER_PEAK_FACTOR) < 0.1
+    # pixel_bytes: the stage-by-stage path's float32 patches; the worker peak: dataset[i] at the run's pixel_dtype
+    for name, dtype in (("data_pipeline_cpu.json", "float32"), ("data_pipeline_cpu_float32.json", "float32"),
+                        ("data_pipeline_cpu_uint8.json", "uint8")):
+        for point in json.loads((RESULTS / name).read_text())["frames"]:
+            for s in point["samples"]:
+                pixels = s["height"] * s["width"]
+                assert sample_pixel_bytes(s["frames"], pixels) == s["pixel_bytes"]
+                own = sample_pixel_bytes(s["frames"], pixels, dtype)
+                assert abs(s["worker_peak_gib"] * GIB / own - WORKER_PEAK_FACTOR[dtype]) < 0.1, (name, s["frames"])
 
 
 def test_warns_when_the_loaders_outgrow_the_host():
@@ -28,3 +32,6 @@ def test_warns_when_the_loaders_outgrow_the_host():
     assert loader_memory_warning(1024, 250_000, 12, 1, 1, None) is None  # unknown host memory: no guess
     # a packed row is bounded by its video budget, not by the frames of one sample
     assert loader_memory_warning(16, 50_176, 8, 1, 1, 64 * GIB, packed_video_tokens=120_000) is not None
+    # uint8 pixels (data.pixel_dtype): twelve workers at 1,024 frames fit the same host
+    assert loader_memory_warning(1024, 250_000, 12, 1, 1, 125 * GIB, pixel_dtype="uint8") is None
+    assert "data.pixel_dtype=uint8 needs a quarter" in warning

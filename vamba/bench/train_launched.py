@@ -46,6 +46,7 @@ class LaunchedArgs:
     answer_words: int = 100  # words of each sample's answer (the text that trains)
     steps: int = 6  # optimizer steps per run
     workers: int | None = None  # data.num_workers (None: what the host's memory holds: auto_workers)
+    pixel_dtype: str = "uint8"  # data.pixel_dtype (uint8: the paper configs' setting, docs/data.md)
     runs: list[str] = field(default_factory=lambda: ["like_for_like", "like_for_like_zero3"])
     offload: str = "auto"  # the optimizer states in host memory: auto (when the GPU has < 100 GiB) | true | false
     bench: bool = True  # also measure the benchmark's step and an optimizer step (CUDA)
@@ -54,13 +55,15 @@ class LaunchedArgs:
     overrides: list[str] = field(default_factory=list)  # more `vamba train` key=value for every run (CPU tests)
 
 
-def auto_workers(frames: int, max_pixels: int, offload_gib: float, cpus: int, host_bytes: int | None) -> int:
+def auto_workers(frames: int, max_pixels: int, offload_gib: float, cpus: int, host_bytes: int | None,
+                 pixel_dtype: str = "float32") -> int:
     """DataLoader workers for one rank: as many as 80 % of the host's memory holds beside the offloaded optimizer
     states and ~16 GiB for the process itself (vamba.data.host_memory's estimate per worker), at most ``cpus - 4``.
     On 2026-12-07 twelve workers at 1,024 frames on a 125 GiB host were killed for memory (docs/results)."""
-    sample = sample_pixel_bytes(frames, max_pixels)
+    sample = sample_pixel_bytes(frames, max_pixels, pixel_dtype)
     room = (0.8 * (host_bytes or 0)) - (offload_gib + 16) * GIB - sample  # the batch in use
-    per_worker = loader_host_bytes(sample, 2, 1) - loader_host_bytes(sample, 1, 1)  # its peak + its queued batches
+    # one more worker: its peak + its queued batches
+    per_worker = loader_host_bytes(sample, 2, 1, pixel_dtype) - loader_host_bytes(sample, 1, 1, pixel_dtype)
     fits = int(room // per_worker) if room > 0 else 1
     return max(1, min(cpus - 4, fits))
 
@@ -117,7 +120,7 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
     keys = [f"model={args.model}", f"model.path={args.checkpoint}",
             f"data.mixture={mixture}", f"data.tokenizer={args.checkpoint}", f"data.num_frames={args.frames}",
             f"data.max_pixels={args.max_pixels}", "data.max_video_tokens=null", "data.max_text_tokens=4096",
-            f"data.num_workers={args.workers}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
+            f"data.num_workers={args.workers}", f"data.pixel_dtype={args.pixel_dtype}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
             f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.save_final=false",
             "logging.logging_steps=1", "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
     if args.overrides:
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     offload = args.offload == "true" or (args.offload == "auto" and cuda and gib < 100)
     if args.workers is None:  # stage 1 at 7B offloads AdamW's float32 states of 2.94 B parameters: ~47 GiB
         args.workers = auto_workers(args.frames, args.max_pixels, 47.0 if offload else 0.0, os.cpu_count() or 1,
-                                    host_memory_bytes())
+                                    host_memory_bytes(), args.pixel_dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"what": __doc__.splitlines()[0], **header(device), "device_memory_gib": round(gib, 1),

@@ -339,7 +339,7 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
     data = cfg.data
     memory = loader_memory_warning(data.num_frames, data.max_pixels, data.num_workers, cfg.optim.per_device_batch_size,
                                    int(os.environ.get("LOCAL_WORLD_SIZE", 1)), host_memory_bytes(),
-                                   data.video_budget if data.packing else None)
+                                   data.video_budget if data.packing else None, data.pixel_dtype)
     observers: list[TrainerCallback] = [
         RunSummary(out, samples_per_source(dataset), len(dataset), cfg.data.packing, str(summary),
                    data_parallel=world // cfg.parallel.context_parallel_size,
