@@ -347,12 +347,15 @@ def validate(cfg: TrainConfig) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
     _one_of(cfg.stage.name, STAGES, "stage.name")
     from vamba.models.configuration import VISION_MIXER_KINDS
+    from vamba.models.fp8 import FP8_MODES
     from vamba.models.presets import SIZES
     from vamba.models.vision import VISION_ATTENTION
 
     _one_of(cfg.model.size, ("tiny", *SIZES), "model.size")  # tiny: TinyDims
     _one_of(cfg.model.vision_mixer, (*VISION_MIXER_KINDS, "none"), "model.vision_mixer")
     _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
+    _one_of(cfg.model.fp8, FP8_MODES, "model.fp8")
+    _one_of(cfg.data.pixel_dtype, ("float32", "uint8"), "data.pixel_dtype")
     _one_of(cfg.stage.distill.source, DISTILL_SOURCES, "stage.distill.source")
     check_reporters(list(cfg.logging.report_to))
     check_sharding(cfg)
