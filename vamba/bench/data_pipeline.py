@@ -14,7 +14,8 @@ Per sample, the stages are the calls ``SampleProcessor.__call__`` makes, timed o
 ``record`` (the mixture's record), ``text`` (chat template + tokenizer), ``header`` (only with
 ``data.max_video_tokens``: the token check from headers), ``decode`` (``read_video``: open, sample the frames, decode
 them with the dataset's reader), ``resize`` (``resize_for_patches``: PIL bicubic), ``patchify``
-(``patches_from_frames``: uint8 -> float32, rescale, normalise, Qwen2-VL's ``[P, 1176]`` layout), ``assemble`` (the
+(``patches_from_frames``: uint8 -> float32, rescale, normalise, Qwen2-VL's ``[P, 1176]`` layout; with
+``data.pixel_dtype=uint8`` the layout alone, in uint8), ``assemble`` (the
 sample's tensors), then ``collate`` (a batch of one row or sample). Their sum (less ``collate``) is compared with one
 ``dataset[i]`` call on the same sample (the median ratio is ``stage_sum_over_item``). Stage timings run with one torch
 thread, as in a DataLoader worker.
@@ -199,7 +200,7 @@ def time_stages(dataset, collator, index: int, packed: bool) -> tuple[dict[str, 
     """(seconds per stage, bytes) of sample ``index``, each stage the call ``SampleProcessor.__call__`` makes (for a
     sample held whole: no context parallelism), then the collate of a batch of that one sample (or packed row)."""
     from vamba.data.dataset import ProcessedSample
-    from vamba.data.vision import patches_from_frames, resize_for_patches
+    from vamba.data.vision import patches_from_frames, patchify, resize_for_patches
 
     vamba = _inner(dataset)
     processor = vamba.processor
@@ -215,7 +216,10 @@ def time_stages(dataset, collator, index: int, packed: bool) -> tuple[dict[str, 
     for media in raw.media:
         frames = _clock(times, "decode", processor._frames, media, generator)
         resized = _clock(times, "resize", resize_for_patches, frames, processor.vision_for(media))
-        pv, grid = _clock(times, "patchify", lambda r=resized: patches_from_frames(torch.from_numpy(r)))
+        if processor.config.pixel_dtype == "uint8":  # the uint8 layout only: normalised later, on the GPU
+            pv, grid = _clock(times, "patchify", lambda r=resized: patchify(torch.from_numpy(r).permute(0, 3, 1, 2)))
+        else:
+            pv, grid = _clock(times, "patchify", lambda r=resized: patches_from_frames(torch.from_numpy(r)))
         sizes["decoded_bytes"] += frames.nbytes
         sizes["resized_bytes"] += resized.nbytes
         sizes["frames"] += int(frames.shape[0])
@@ -331,7 +335,7 @@ def measure_frames(args: DataPipelineArgs, frames: int, mixture: Path, tokenizer
            "data": {"num_frames": d.num_frames, "sampling": d.sampling, "min_pixels": d.min_pixels,
                     "max_pixels": d.max_pixels, "packing": d.packing, "text_budget": d.text_budget,
                     "video_budget": d.video_budget, "max_video_tokens": d.max_video_tokens,
-                    "per_device_batch_size": batch},
+                    "pixel_dtype": d.pixel_dtype, "per_device_batch_size": batch},
            "training_loader": settings, "samples": []}
     rows = _items(dataset)
     threads = torch.get_num_threads()
