@@ -26,7 +26,9 @@ def test_every_stage_is_timed_and_the_workers_needed_follow(tmp_path) -> None:
     assert sum(s["samples"] for s in row["samples"]) == 2 and all(s["item_s"] > 0 for s in row["samples"])
     assert 0.2 < row["stage_sum_over_item"] < 5, (row["stage_sum_s"], row["item_s"])
     assert row["per_sample_s"] >= row["item_s"] > 0 and row["samples_per_s_per_worker"] > 0
-    assert row["bytes"]["pixel_bytes"] == 4 // 2 * (56 // 14) * (84 // 14) * 1176 * 4  # float32 [P, 1176]
+    # paper_sft's data config sends uint8 patches (data.pixel_dtype): one byte a value of [P, 1176]
+    assert row["data"]["pixel_dtype"] == "uint8"
+    assert row["bytes"]["pixel_bytes"] == 4 // 2 * (56 // 14) * (84 // 14) * 1176
     # with step_s=1 ms a worker cannot keep up alone: ceil(per_sample * batch * margin / step)
     assert row["workers_needed"] > 1 and abs(row["workers_needed"] - row["per_sample_s"] * 1.25 / 0.001) <= 2
     loader = {x["workers"]: x for x in row["loader"]}
