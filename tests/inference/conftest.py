@@ -40,3 +40,19 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def chat(checkpoint: Path):
+    """``VambaChat`` over the tiny checkpoint, float32 on the CPU."""
+    from vamba.inference.chat import VambaChat
+
+    return VambaChat.from_pretrained(checkpoint, device="cpu", dtype="float32", piece_frames=4)
+
+
+@pytest.fixture(scope="module")
+def video(chat, synth_dir: Path):
+    """8 frames of a real synthetic mp4, encoded by ``chat``."""
+    from vamba.data.sampling import FrameSampling
+
+    return chat.encode(synth_dir / "lvbench" / "videos" / "synth0001.mp4", sampling=FrameSampling("uniform", 8))

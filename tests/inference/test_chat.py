@@ -14,11 +14,6 @@ from vamba.data.vision import process_frames
 from vamba.inference.chat import VambaChat
 
 
-@pytest.fixture(scope="module")
-def chat(checkpoint: Path) -> VambaChat:
-    return VambaChat.from_pretrained(checkpoint, device="cpu", dtype="float32", piece_frames=4)
-
-
 def video_path(synth_dir: Path) -> Path:
     return synth_dir / "lvbench" / "videos" / "synth0001.mp4"
 

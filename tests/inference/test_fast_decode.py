@@ -2,27 +2,14 @@
 the CPU, on a tiny checkpoint and a video cache encoded from a real mp4 (tests/inference/conftest.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from vamba.data.sampling import FrameSampling
 from vamba.inference.chat import EncodedVideo, VambaChat
 from vamba.models.fast_decode import _Step, greedy_decode
 
 QUESTIONS = ["What colour was the shape?", "Describe the video.", "How many objects move from left to right?"]
-
-
-@pytest.fixture(scope="module")
-def chat(checkpoint: Path) -> VambaChat:
-    return VambaChat.from_pretrained(checkpoint, device="cpu", dtype="float32", piece_frames=4)
-
-
-@pytest.fixture(scope="module")
-def video(chat: VambaChat, synth_dir: Path) -> EncodedVideo:
-    return chat.encode(synth_dir / "lvbench" / "videos" / "synth0001.mp4", sampling=FrameSampling("uniform", 8))
 
 
 def reference(chat: VambaChat, ids, cache, max_new_tokens: int, eos, mask=None, min_new_tokens: int = 0,

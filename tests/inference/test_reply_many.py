@@ -3,28 +3,15 @@ replies of ``reply`` one question at a time, token for token (float32 on the CPU
 encoded from a real mp4: tests/inference/conftest.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from vamba.data.sampling import FrameSampling
 from vamba.inference.chat import EncodedVideo, VambaChat
 
 # Prompts of different lengths: the batch is left padded to the longest.
 QUESTIONS = ["What colour was the shape?", "Describe the video.", "How many objects move from left to right "
              "across the frame before it ends?", "Why?"]
 NEW = 8
-
-
-@pytest.fixture(scope="module")
-def chat(checkpoint: Path) -> VambaChat:
-    return VambaChat.from_pretrained(checkpoint, device="cpu", dtype="float32", piece_frames=4)
-
-
-@pytest.fixture(scope="module")
-def video(chat: VambaChat, synth_dir: Path) -> EncodedVideo:
-    return chat.encode(synth_dir / "lvbench" / "videos" / "synth0001.mp4", sampling=FrameSampling("uniform", 8))
 
 
 def free_tokens(chat: VambaChat, video: EncodedVideo, question: str) -> list[int]:
