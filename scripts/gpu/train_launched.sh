@@ -3,9 +3,8 @@
 #   1. a 7B VAMBA checkpoint with random weights drawn on the GPU and saved (scripts/random_checkpoint.py);
 #   2. `vamba train` stage 1 (cross-attention, Mamba-2 blocks, alpha) on 1,024-frame samples of a real 640x360 H.264
 #      file decoded by the Dataset in DataLoader workers, DeepSpeed ZeRO-2 in one process, bf16, checkpointing,
-#      beside the efficiency benchmark's stage-1 step at 1,024 frames + one optimizer step (the like-for-like check);
-#      and, in the benchmark's process, its whole-LLM training step at 1,024 frames (the frozen tower in 512-frame
-#      pieces; bench_extra);
+#      beside the efficiency benchmark's stage-1 step at 1,024 frames + one optimizer step, on the host's CPUs as the
+#      offloaded run steps it (the like-for-like check; the whole-LLM bench point was measured twice on 2026-12-07);
 #   3. the same stage-1 run under ZeRO-3, with what is left.
 # Results (<= 8 files, flat in $OUT): train_launched_<tag>_{zero2,zero3}.json/.md, random_checkpoint.json,
 # train_launched.log, nvidia_smi.txt.
@@ -46,7 +45,7 @@ echo "checkpoint + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB
 # DataLoader workers: what the host's memory holds (bench_train_launched.py's auto_workers; WORKERS= to force): on
 # 2026-12-07 twelve workers at 1,024 frames were killed for host memory (SIGKILL) on the 125 GiB H100 host.
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like] \
-  tag=${TAG}_zero2 steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} bench_extra=[vamba:train:1024] \
+  tag=${TAG}_zero2 steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "like_for_like rc=$? at $((SECONDS - t0)) s"
 cp /tmp/l2/train_launched_${TAG}_zero2.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}_zero2.md 2>/dev/null
