@@ -22,9 +22,18 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALL
 export PYTHONPATH=$SITE:$PWD
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  nproc; free -g | head -2; df -h /tmp | tail -1
+  nproc; free -g | head -2; df -h /tmp "$PWD" | tail -2; stat -f -c "/tmp is %T" /tmp
 } > "$OUT/nvidia_smi.txt" 2>&1
 t0=$SECONDS
+# Host memory, every 3 s, into $OUT/mem.log; under 6 GiB available the training runs are killed so that the machine
+# (and this call's files) survive: on 2026-12-07 a call at 9 workers left the machine unanswering and returned nothing.
+( while sleep 3; do
+    avail=$(awk '/MemAvailable/ {print int($2 / 1048576)}' /proc/meminfo)
+    echo "$((SECONDS - t0)) s: ${avail} GiB available" >> "$OUT/mem.log"
+    [ "$avail" -lt 6 ] && { echo "killing vamba train: ${avail} GiB left" >> "$OUT/mem.log"; pkill -9 -f "vamba.cli train"; }
+  done ) &
+GUARD=$!
+trap 'kill $GUARD 2>/dev/null' EXIT
 for t in .whl/causal_conv1d-*.tar.xz .whl/decord-*.tar.xz .whl/pywheels.tar.xz; do tar xJf "$t" -C "$SITE"; done
 rm -rf /tmp/mamba-src && mkdir -p /tmp/mamba-src && tar xzf .whl/mamba_ssm-*.tar.gz -C /tmp/mamba-src
 (cd /tmp/mamba-src/mamba_ssm-* && MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE \
@@ -35,15 +44,19 @@ echo "install: $((SECONDS - t0)) s"
 GIB=$(python3 -c "import torch; print(int(torch.cuda.get_device_properties(0).total_memory / 2**30))")
 TAG=$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")
 
-CKPT=/tmp/vamba-7b-random
+# On disk, not in /tmp: a memory-backed /tmp would hold the 22.6 GB checkpoint in the host memory the runs need.
+CKPT=$PWD/.ckpt/vamba-7b-random
 python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
 cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
 VIDEOS="[$(ls .whl/data/*.mp4 | paste -sd,)]"
 echo "checkpoint + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB GPU"
 
 # 2. like-for-like, ZeRO-2 (the optimizer offloaded on a GPU under 100 GiB: the stage-1 AdamW states need ~47 GB).
-# DataLoader workers: what the host's memory holds (bench_train_launched.py's auto_workers; WORKERS= to force): on
-# 2026-12-07 twelve workers at 1,024 frames were killed for host memory (SIGKILL) on the 125 GiB H100 host.
+# DataLoader workers: 4 (WORKERS= to change; auto_workers sizes them from the host's memory when WORKERS=auto). On
+# 2026-12-07 twelve float32 workers at 1,024 frames were killed for host memory (SIGKILL) on the 125 GiB H100 host,
+# and at auto's 9 uint8 workers the machine stopped answering. A uint8 sample takes ~9 s on one of this project's
+# CPU cores (data_pipeline_cpu_uint8.json): 4 workers give one every ~2.3 s, under a ~10 s step.
+WORKERS=${WORKERS:-4}; [ "$WORKERS" = auto ] && WORKERS=
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like] \
   tag=${TAG}_zero2 steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
