@@ -5,7 +5,8 @@
 #      file decoded by the Dataset in DataLoader workers, DeepSpeed ZeRO-2 in one process, bf16, checkpointing,
 #      beside the efficiency benchmark's stage-1 step at 1,024 frames + one optimizer step, on the host's CPUs as the
 #      offloaded run steps it (the like-for-like check; the whole-LLM bench point was measured twice on 2026-12-07);
-#   3. the same stage-1 run under ZeRO-3, with what is left.
+#   3. the same stage-1 run under ZeRO-3, then stage 1 on packed image-caption rows (JPEG and PNG files of mixed sizes
+#      written there), with what is left.
 # Results (<= 8 files, flat in $OUT): train_launched_<tag>_{zero2,zero3}.json/.md, random_checkpoint.json,
 # train_launched.log, nvidia_smi.txt.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
@@ -71,10 +72,11 @@ for f in glob.glob('/tmp/l2/train_launched_*.json'):
     for r in d['runs']: print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s', 'step_s_all', 'bench', 'startup_s', 'data_wait_frac', 'mfu', 'peak_gib')})
 " 2>&1 | cut -c1-600
 
-# 3. ZeRO-3 with what is left
+# 3. ZeRO-3, then stage 1 as released (packed image-caption rows), with what is left
 left=$(( ${CALL_S:-575} - SECONDS ))
 if [ $left -gt 150 ]; then
-  python3 scripts/bench_train_launched.py out=/tmp/l3 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like_zero3] \
+  python3 scripts/bench_train_launched.py out=/tmp/l3 checkpoint=$CKPT "videos=$VIDEOS" \
+    runs=[${LATER_RUNS:-like_for_like_zero3,stage1_packed}] \
     tag=${TAG}_zero3 steps=${STEPS:-6} ${WORKERS:+workers=$WORKERS} bench=false budget_s=$((left - 15)) >> "$LOG" 2>&1
   echo "zero3 rc=$?"
   cp /tmp/l3/train_launched_${TAG}_zero3.* "$OUT/" 2>/dev/null; cat /tmp/l3/train_launched_${TAG}_zero3.md 2>/dev/null

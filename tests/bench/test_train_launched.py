@@ -51,8 +51,26 @@ def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> N
     assert row["status"] == "ok" and row["rc"] == 0 and row["steps"] == 3, row
     assert row["step_s"] > 0 and 0 <= row["data_wait_frac"] < 1 and row["startup_s"] > 0 and row["model_tflops"] > 0
     assert row["trainable"].startswith("trainable ") and "bench_step_s" not in row  # no GPU: no benchmark
-    assert not (tmp_path / "res" / "runs" / "like_for_like" / "final").exists()  # logging.save_final=false
+    # logging.save_final=false and save_steps=0: no model and no Trainer checkpoint (at 7B ~60 GB on a 64 GiB disk)
+    assert not list((tmp_path / "res" / "runs" / "like_for_like").glob("*checkpoint*"))
+    assert not (tmp_path / "res" / "runs" / "like_for_like" / "final").exists()
     assert "| like_for_like | pretrain |" in (tmp_path / "res" / "train_launched_cpu.md").read_text()
+
+
+def test_packed_stage1_run_reads_real_images_of_mixed_sizes(checkpoint, tmp_path) -> None:
+    """The released stage 1: packed image-caption rows over JPEG and PNG files, no video needed."""
+    out, _ = checkpoint
+    assert launched_main([f"out={tmp_path / 'res'}", f"checkpoint={out}", "model=tiny", "steps=3", "workers=1",
+                          "runs=[stage1_packed]", "tag=cpu", "image_scale=0.05", "packed_max_pixels=4704",
+                          "packed_video_budget=64", "packed_text_budget=512", "overrides=[device=cpu]"]) == 0
+    result = json.loads((tmp_path / "res" / "train_launched_cpu.json").read_text())
+    (row,) = result["runs"]
+    assert row["status"] == "ok" and row["steps"] == 3 and row["frames"] == "packed", row
+    assert row["tokens_per_s"] > 0 and "bench_step_s" not in row
+    images = sorted(p.suffix for p in (tmp_path / "res" / "images").iterdir() if p.suffix != ".yaml")
+    assert {".jpg", ".png"} <= set(images)
+    log = (tmp_path / "res" / "runs" / "stage1_packed" / "run_info.json").read_text()
+    assert "data.packing=true" in log and '"packed_rows"' in log
 
 
 def test_workers_fit_the_hosts_memory() -> None:

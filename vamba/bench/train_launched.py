@@ -29,9 +29,13 @@ from vamba.data.host_memory import GIB, host_memory_bytes, loader_host_bytes, sa
 from vamba.utils.cli_args import parse_args
 from vamba.utils.provenance import header
 
-# run name -> (stage, deepspeed group, the benchmark's step kind); stage-1 trains cross-attention, Mamba-2, alpha
+# run name -> (stage, deepspeed group, the benchmark's step kind or None); stage 1 trains cross-attention, Mamba-2,
+# alpha. stage1_packed reads packed image-caption rows (real JPEG and PNG files of mixed sizes, written here) instead
+# of the videos: the released stage 1; the benchmark has no step of that shape.
 RUNS = {"like_for_like": ("pretrain", "zero2", "stage1"), "like_for_like_zero3": ("pretrain", "zero3", "stage1"),
-        "sft_whole_llm": ("sft", "zero2", "train")}
+        "sft_whole_llm": ("sft", "zero2", "train"), "stage1_packed": ("pretrain", "zero2", None)}
+# (width, height) of the packed run's images, cycled, alternately JPEG and PNG: web-image sizes, portrait and landscape
+IMAGE_SIZES = [(640, 480), (1024, 768), (1280, 720), (500, 375), (800, 1200), (1920, 1080), (512, 512), (375, 500)]
 
 
 @dataclass
@@ -48,6 +52,12 @@ class LaunchedArgs:
     workers: int | None = None  # data.num_workers (None: what the host's memory holds: auto_workers)
     pixel_dtype: str = "uint8"  # data.pixel_dtype (uint8: the paper configs' setting, docs/data.md)
     runs: list[str] = field(default_factory=lambda: ["like_for_like", "like_for_like_zero3"])
+    # stage1_packed: the released stage 1's pixel cap (768 x 28 x 28 per image) and row budgets (120,000 encoder
+    # patches, --max_img_seq_len, are ~30,000 merged video tokens; configs/data/image_captions.yaml's text budget)
+    packed_max_pixels: int = 602_112
+    packed_video_budget: int = 30_000
+    packed_text_budget: int = 16_384
+    image_scale: float = 1.0  # the images' sizes times this (CPU tests: small images)
     offload: str = "auto"  # the optimizer states in host memory: auto (when the GPU has < 100 GiB) | true | false
     bench: bool = True  # also measure the benchmark's step and an optimizer step (CUDA)
     bench_extra: list[str] = field(default_factory=list)  # more benchmark points in the same process (MODEL:MODE:FRAMES)
@@ -95,6 +105,30 @@ def write_mixture(folder: Path, videos: list[str], samples: int, answer_words: i
     return mixture
 
 
+def write_caption_mixture(folder: Path, count: int, caption_words: int, scale: float = 1.0) -> Path:
+    """``count`` image-caption records over real JPEG and PNG files of ``IMAGE_SIZES`` (times ``scale``) with smooth
+    random content (a coarse random grid, resized bilinearly), and their mixture YAML."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    words = "a photo of a red car parked beside an old stone wall under a cloudy sky at dusk".split()
+    records = []
+    for i in range(count):
+        w, h = (max(28, round(d * scale)) for d in IMAGE_SIZES[i % len(IMAGE_SIZES)])
+        coarse = rng.integers(0, 256, (max(2, h // 40), max(2, w // 40), 3), dtype=np.uint8)
+        name = f"img_{i}.{'jpg' if i % 2 == 0 else 'png'}"
+        if not (folder / name).exists():
+            Image.fromarray(coarse).resize((w, h), Image.BILINEAR).save(folder / name)
+        caption = " ".join(words[(i + k) % len(words)] for k in range(caption_words))
+        records.append({"image": name, "caption": caption})
+    (folder / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    mixture = folder / "mixture.yaml"
+    mixture.write_text("seed: 0\nsources:\n  - {name: captions, format: caption, path: captions.jsonl}\n")
+    return mixture
+
+
 def summarise(log: Path) -> dict:
     """The run's row from its log.jsonl (module docstring)."""
     steps = [json.loads(line) for line in log.read_text().splitlines() if '"loss"' in line] if log.exists() else []
@@ -108,6 +142,7 @@ def summarise(log: Path) -> dict:
 
     peaks = [v for s in steps for k, v in s.items() if k.startswith("gpu_peak_gib")]
     return {"status": "ok", "steps": len(steps), "step_s": median("step_s"), "data_wait_frac": median("data_wait_frac"),
+            "tokens_per_s": median("tokens_per_s"),
             "startup_s": steps[0].get("startup_s"), "mfu": median("mfu"), "model_tflops": median("model_tflops"),
             "peak_gib": max(peaks) if peaks else None, "step_s_all": [s["step_s"] for s in steps],
             "loss": [round(s["loss"], 4) for s in steps]}
@@ -116,12 +151,17 @@ def summarise(log: Path) -> dict:
 def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, offload: bool) -> list[str]:
     """The run's command line: ``vamba train`` as one torchrun process (how DeepSpeed runs on one GPU), on the CPU
     too (the test's ``overrides``: its own model and precision, no DeepSpeed)."""
-    stage, zero, _ = RUNS[name]
-    keys = [f"model={args.model}", f"model.path={args.checkpoint}",
-            f"data.mixture={mixture}", f"data.tokenizer={args.checkpoint}", f"data.num_frames={args.frames}",
-            f"data.max_pixels={args.max_pixels}", "data.max_video_tokens=null", "data.max_text_tokens=4096",
-            f"data.num_workers={args.workers}", f"data.pixel_dtype={args.pixel_dtype}", "optim.per_device_batch_size=1", "optim.global_batch_size=1",
-            f"optim.max_steps={args.steps}", "logging.save_steps=1000000", "logging.save_final=false",
+    stage, zero, mode = RUNS[name]
+    if mode is None:  # packed image-caption rows
+        data = [f"data.max_pixels={args.packed_max_pixels}", "data.packing=true",
+                f"data.video_budget={args.packed_video_budget}", f"data.text_budget={args.packed_text_budget}"]
+    else:
+        data = [f"data.num_frames={args.frames}", f"data.max_pixels={args.max_pixels}"]
+    keys = [f"model={args.model}", f"model.path={args.checkpoint}", f"data.mixture={mixture}",
+            f"data.tokenizer={args.checkpoint}", *data, "data.max_video_tokens=null", "data.max_text_tokens=4096",
+            f"data.num_workers={args.workers}", f"data.pixel_dtype={args.pixel_dtype}",
+            "optim.per_device_batch_size=1", "optim.global_batch_size=1",
+            f"optim.max_steps={args.steps}", "logging.save_steps=0", "logging.save_final=false",
             "logging.logging_steps=1", "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
     if args.overrides:
         keys += args.overrides
@@ -198,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     unknown = [r for r in args.runs if r not in RUNS]
-    if unknown or not args.videos:
-        raise ValueError(f"runs must be among {sorted(RUNS)} (got {unknown}) and videos= must name mp4 files")
+    if unknown or (not args.videos and any(RUNS[r][2] for r in args.runs)):
+        raise ValueError(f"runs must be among {sorted(RUNS)} (got {unknown}) and videos= must name mp4 files for "
+                         "every run but stage1_packed")
     cuda = torch.cuda.is_available() and not args.overrides
     device = torch.device("cuda" if cuda else "cpu")
     _, tag = device_tag(device)
@@ -214,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
               "frames": args.frames, "checkpoint": args.checkpoint,
               "optimizer_offload": offload, "workers": args.workers, "cpu_count": os.cpu_count(), "runs": []}
     path = out / f"train_launched_{args.tag or tag}.json"
-    mixture = write_mixture(out / "data", args.videos, samples=max(args.steps * 2, 8), answer_words=args.answer_words)
+    mixture = captions = None
+    if args.videos:
+        mixture = write_mixture(out / "data", args.videos, samples=max(args.steps * 2, 8), answer_words=args.answer_words)
+    if "stage1_packed" in args.runs:  # enough images for every step's row at ~400-800 tokens an image
+        images = args.steps * args.packed_video_budget // 400 + 16
+        captions = write_caption_mixture(out / "images", images, caption_words=40, scale=args.image_scale)
     bench: dict[str, dict] = {}
     for run in args.runs:
         left = args.budget_s - (time.perf_counter() - started)
@@ -223,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stage, zero, mode = RUNS[run]
         run_dir = out / "runs" / run
-        cmd = _train_command(args, run, mixture, run_dir, offload)
+        cmd = _train_command(args, run, mixture if mode else captions, run_dir, offload)
         begun = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
@@ -231,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired as e:
             rc, text = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
         (out / f"{run}.log").write_text(text if isinstance(text, str) else str(text))
-        row = {"name": run, "stage": stage, "zero": zero if not args.overrides else "none", "frames": args.frames,
+        row = {"name": run, "stage": stage, "zero": zero if not args.overrides else "none", "frames": args.frames if mode else "packed",
                "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
@@ -239,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if info.exists():
             trainable = json.loads(info.read_text()).get("summary", {}).get("trainable", "")
             row["trainable"] = trainable
-        if cuda and args.bench and mode not in bench:
+        if cuda and args.bench and mode is not None and mode not in bench:
             left = args.budget_s - (time.perf_counter() - started)
             folder, timeout = out / f"bench_{mode}", max(min(left, 300), 60)
             bench[mode] = _bench_step(args, mode, folder, timeout, result) if left > 90 else {"status": "skipped: budget"}
@@ -277,16 +323,16 @@ def report(result: dict) -> str:
              f"{result['date']}; commit {result['code_commit']}; optimizer offload: {result['optimizer_offload']}; "
              f"DataLoader workers: {result['workers']} of {result['cpu_count']} CPUs. Medians over the steps after the "
              "first two.", "",
-             "| run | stage | zero | step s | bench step s | ratio | data wait | startup s | MFU | TFLOP/s | peak GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | stage | zero | step s | bench step s | ratio | data wait | startup s | MFU | TFLOP/s | tokens/s | "
+             "peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         if r.get("status") != "ok":
             lines.append(f"| {r['name']} | {r.get('stage', '-')} | {r.get('zero', '-')} | {r.get('status')} "
-                         "| - | - | - | - | - | - | - |")
+                         "| - | - | - | - | - | - | - | - |")
             continue
         lines.append(f"| {r['name']} | {r['stage']} | {r['zero']} | {r['step_s']} | {r.get('bench_step_s', '-')} | "
                      f"{r.get('step_over_bench', '-')} | {r['data_wait_frac']} | {r['startup_s']} | {r['mfu']} | "
-                     f"{r['model_tflops']} | {r['peak_gib']} |")
+                     f"{r['model_tflops']} | {r.get('tokens_per_s')} | {r['peak_gib']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -190,9 +190,11 @@ class LoggingConfig:
     report_to: list[str] = field(default_factory=list)  # wandb, tensorboard
     project: str = "vamba"
     logging_steps: int = 1
+    # a resumable checkpoint every save_steps steps and at the last step (the Trainer's); 0: none at all (speed
+    # measurements: at 7B one is the weights and the optimizer states, ~60 GB)
     save_steps: int = 500
     save_total_limit: int | None = 2
-    save_final: bool = True  # false: no final/ model at the end (speed measurements; checkpoints follow save_steps)
+    save_final: bool = True  # false: no final/ model at the end
     progress: bool = True
     eval_steps: int = 0  # with a validation set (data.val_fraction / data.val_mixture): evaluate every N steps; 0: at each save
     # seconds wandb.init may take (WANDB_INIT_TIMEOUT): with WANDB_API_KEY set and no network it waited past a minute
@@ -395,6 +397,11 @@ def validate(cfg: TrainConfig) -> None:
                           "parallel.context_parallel_size > 1 is not supported")
     if cfg.logging.eval_steps < 0:
         raise ConfigError(f"logging.eval_steps={cfg.logging.eval_steps}: must be >= 0 (0: at each save)")
+    if cfg.logging.save_steps < 0:
+        raise ConfigError(f"logging.save_steps={cfg.logging.save_steps}: must be >= 0 (0: no checkpoints)")
+    if cfg.logging.save_steps == 0 and cfg.logging.eval_steps == 0 and has_validation(cfg.data):
+        raise ConfigError("logging.save_steps=0 (no checkpoints) with a validation set: set logging.eval_steps, "
+                          "which otherwise follows the saves")
     if cfg.data.cache_in_memory and (cfg.data.sampling == "random" or cfg.data.num_workers > 0):
         raise ConfigError("data.cache_in_memory needs deterministic frames (sampling uniform or fps) and "
                           "num_workers=0 (workers would each keep their own copy)")

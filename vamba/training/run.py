@@ -182,9 +182,10 @@ def training_arguments(cfg: TrainConfig, out: Path) -> TrainingArguments:
         learning_rate=o.lr, weight_decay=o.weight_decay, lr_scheduler_type=o.scheduler, warmup_steps=o.warmup_ratio,
         adam_beta2=o.adam_beta2, max_steps=o.max_steps, num_train_epochs=o.epochs, max_grad_norm=o.max_grad_norm,
         bf16=o.bf16, tf32=o.tf32 if torch.cuda.is_available() and not _device_is_cpu(cfg) else None,
-        logging_steps=lg.logging_steps, save_steps=lg.save_steps, save_total_limit=lg.save_total_limit,
+        logging_steps=lg.logging_steps, save_strategy="steps" if lg.save_steps > 0 else "no",
+        save_steps=lg.save_steps or None, save_total_limit=lg.save_total_limit,
         report_to=report_to, disable_tqdm=not lg.progress, dataloader_num_workers=cfg.data.num_workers,
-        eval_strategy="steps" if has_validation(cfg.data) else "no", eval_steps=lg.eval_steps or lg.save_steps,
+        eval_strategy="steps" if has_validation(cfg.data) else "no", eval_steps=lg.eval_steps or lg.save_steps or None,
         per_device_eval_batch_size=o.per_device_batch_size, prediction_loss_only=True,
         remove_unused_columns=False, use_cpu=_device_is_cpu(cfg), deepspeed=deepspeed,
         ddp_find_unused_parameters=False, ddp_timeout=cfg.parallel.ddp_timeout, **fsdp_arguments(cfg))
