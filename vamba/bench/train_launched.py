@@ -35,6 +35,7 @@ from vamba.utils.provenance import header
 RUNS = {"like_for_like": ("pretrain", "zero2", "stage1"), "like_for_like_zero3": ("pretrain", "zero3", "stage1"),
         "sft_whole_llm": ("sft", "zero2", "train"), "stage1_packed": ("pretrain", "zero2", None)}
 # (width, height) of the packed run's images, cycled, alternately JPEG and PNG: web-image sizes, portrait and landscape
+FILES = 48  # distinct image files the packed run's records cycle over
 IMAGE_SIZES = [(640, 480), (1024, 768), (1280, 720), (500, 375), (800, 1200), (1920, 1080), (512, 512), (375, 500)]
 
 
@@ -107,7 +108,8 @@ def write_mixture(folder: Path, videos: list[str], samples: int, answer_words: i
 
 def write_caption_mixture(folder: Path, count: int, caption_words: int, scale: float = 1.0) -> Path:
     """``count`` image-caption records over real JPEG and PNG files of ``IMAGE_SIZES`` (times ``scale``) with smooth
-    random content (a coarse random grid, resized bilinearly), and their mixture YAML."""
+    random content (a coarse random grid, resized bilinearly), and their mixture YAML. The records cycle over
+    ``FILES`` files (each record is decoded from its file; writing 466 large PNGs took ~60 s of a GPU call)."""
     import numpy as np
     from PIL import Image
 
@@ -116,9 +118,11 @@ def write_caption_mixture(folder: Path, count: int, caption_words: int, scale: f
     words = "a photo of a red car parked beside an old stone wall under a cloudy sky at dusk".split()
     records = []
     for i in range(count):
-        w, h = (max(28, round(d * scale)) for d in IMAGE_SIZES[i % len(IMAGE_SIZES)])
+        f = i % FILES
+        w, h = (max(28, round(d * scale)) for d in IMAGE_SIZES[f % len(IMAGE_SIZES)])
         coarse = rng.integers(0, 256, (max(2, h // 40), max(2, w // 40), 3), dtype=np.uint8)
-        name = f"img_{i}.{'jpg' if i % 2 == 0 else 'png'}"
+        # every size both as JPEG and as PNG
+        name = f"img_{f}.{'jpg' if (f + f // len(IMAGE_SIZES)) % 2 == 0 else 'png'}"
         if not (folder / name).exists():
             Image.fromarray(coarse).resize((w, h), Image.BILINEAR).save(folder / name)
         caption = " ".join(words[(i + k) % len(words)] for k in range(caption_words))
