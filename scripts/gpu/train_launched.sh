@@ -1,14 +1,14 @@
 #!/bin/bash
 # One call on the lent GPU (<= 10 minutes): `vamba train` as researchers launch it, at the paper's scale (issue 29).
-#   1. a 7B VAMBA checkpoint with random weights drawn on the GPU and saved (scripts/random_checkpoint.py);
-#   2. `vamba train` stage 1 (cross-attention, Mamba-2 blocks, alpha) on 1,024-frame samples of a real 640x360 H.264
-#      file decoded by the Dataset in DataLoader workers, DeepSpeed ZeRO-2 in one process, bf16, checkpointing,
-#      beside the efficiency benchmark's stage-1 step at 1,024 frames + one optimizer step, on the host's CPUs as the
-#      offloaded run steps it (the like-for-like check; the whole-LLM bench point was measured twice on 2026-12-07);
-#   3. the same stage-1 run under ZeRO-3, then stage 1 on packed image-caption rows (JPEG and PNG files of mixed sizes
-#      written there), with what is left.
-# Results (<= 8 files, flat in $OUT): train_launched_<tag>_{zero2,zero3}.json/.md, random_checkpoint.json,
-# train_launched.log, nvidia_smi.txt.
+#   1. 7B (and, for a 2b run, 2B) VAMBA checkpoints with random weights drawn on the GPU and saved on disk
+#      (scripts/random_checkpoint.py; kept on a warm machine, so a second call skips them);
+#   2. scripts/bench_train_launched.py with RUNS (default: like_for_like, stage1_packed, sft_mixed_lora_7b,
+#      sft_mixed_2b, like_for_like_zero3; vamba.bench.train_launched.RUNS says what each is), in order, while the
+#      call has time: stage 1 on 1,024-frame samples of a real 640x360 H.264 file decoded in DataLoader workers,
+#      DeepSpeed in one process, bf16, checkpointing, beside the benchmark's stage-1 step + an optimizer step; stage 1
+#      on packed image-caption rows; stage 2 on image and video samples (7B LoRA, 2B whole).
+# Results (flat in $OUT): train_launched_<tag>.json/.md, random_checkpoint.json, train_launched.log, mem.log,
+# nvidia_smi.txt.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
 # mamba_ssm-*.tar.gz (sdist), pywheels.tar.xz (deepspeed, hydra-core, omegaconf, antlr4, hjson, pydantic: the
 # wheels' files), data/*.mp4 (the videos). Run from the project root:
@@ -47,38 +47,34 @@ TAG=$(python3 -c "import torch; from vamba.bench.build import device_tag; print(
 
 # On disk, not in /tmp: a memory-backed /tmp would hold the 22.6 GB checkpoint in the host memory the runs need.
 CKPT=$PWD/.ckpt/vamba-7b-random
-python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
+[ -f $CKPT/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
 cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
+RUNS=${RUNS:-like_for_like,stage1_packed,sft_mixed_lora_7b,sft_mixed_2b,like_for_like_zero3}
+CKPT2=$PWD/.ckpt/vamba-2b-random
+case $RUNS in *_2b*)
+  [ -f $CKPT2/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=2b out=$CKPT2 device=cuda 2>&1 | tail -1 | tee -a "$LOG";;
+esac
 VIDEOS="[$(ls .whl/data/*.mp4 | paste -sd,)]"
-echo "checkpoint + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB GPU"
+echo "checkpoints + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB GPU; runs $RUNS"
 
-# 2. like-for-like, ZeRO-2 (the optimizer offloaded on a GPU under 100 GiB: the stage-1 AdamW states need ~47 GB).
-# DataLoader workers: 4 (WORKERS= to change; auto_workers sizes them from the host's memory when WORKERS=auto). On
-# 2026-12-07 twelve float32 workers at 1,024 frames were killed for host memory (SIGKILL) on the 125 GiB H100 host,
-# and at auto's 9 uint8 workers the machine stopped answering. A uint8 sample takes ~9 s on one of this project's
-# CPU cores (data_pipeline_cpu_uint8.json): 4 workers give one every ~2.3 s, under a ~10 s step.
+# 2. The runs in order, each skipped when under MIN_RUN_S (200) of the call are left. like_for_like and
+# like_for_like_zero3 are compared with the benchmark's stage-1 step + an optimizer step (optimizer offloaded on a
+# GPU under 100 GiB: the 7B stage-1 AdamW states need ~47 GB).
+# DataLoader workers: 4 (WORKERS= to change; WORKERS=auto sizes them from the host's memory). They kept the GPU's
+# data wait at 0.1 % on 2026-12-07 (H100, 16 CPUs, uint8 samples). Earlier that day twelve float32 workers were
+# killed for host memory, and a call with 9 uint8 workers left the machine unanswering: most likely the Trainer's
+# last-step checkpoint (~60 GB) filling the disk, which logging.save_steps=0 now prevents.
 WORKERS=${WORKERS:-4}; [ "$WORKERS" = auto ] && WORKERS=
-python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT "videos=$VIDEOS" runs=[like_for_like] \
-  tag=${TAG}_zero2 steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} \
+python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT checkpoint_2b=$CKPT2 "videos=$VIDEOS" \
+  "runs=[$RUNS]" tag=$TAG steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
-echo "like_for_like rc=$? at $((SECONDS - t0)) s"
-cp /tmp/l2/train_launched_${TAG}_zero2.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}_zero2.md 2>/dev/null
-grep -E "Error|error:|vamba train:" /tmp/l2/like_for_like.log 2>/dev/null | head -5 | cut -c1-400
+echo "runs rc=$? at $((SECONDS - t0)) s"
+cp /tmp/l2/train_launched_${TAG}.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}.md 2>/dev/null
 python3 -c "
-import json, glob
-for f in glob.glob('/tmp/l2/train_launched_*.json'):
-    d = json.load(open(f))
-    for r in d.get('bench_extra', []): print(r)
-    for r in d['runs']: print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s', 'step_s_all', 'bench', 'startup_s', 'data_wait_frac', 'mfu', 'peak_gib')})
-" 2>&1 | cut -c1-600
-
-# 3. ZeRO-3, then stage 1 as released (packed image-caption rows), with what is left
-left=$(( ${CALL_S:-575} - SECONDS ))
-if [ $left -gt 150 ]; then
-  python3 scripts/bench_train_launched.py out=/tmp/l3 checkpoint=$CKPT "videos=$VIDEOS" \
-    runs=[${LATER_RUNS:-like_for_like_zero3,stage1_packed}] \
-    tag=${TAG}_zero3 steps=${STEPS:-6} ${WORKERS:+workers=$WORKERS} bench=false budget_s=$((left - 15)) >> "$LOG" 2>&1
-  echo "zero3 rc=$?"
-  cp /tmp/l3/train_launched_${TAG}_zero3.* "$OUT/" 2>/dev/null; cat /tmp/l3/train_launched_${TAG}_zero3.md 2>/dev/null
-fi
+import json
+d = json.load(open('/tmp/l2/train_launched_$TAG.json'))
+for r in d['runs']:
+    print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s_all', 'bench', 'startup_s', 'tokens_per_s', 'peak_gib')})
+    if r.get('rc'): print(str(r.get('output_tail'))[-800:])
+" 2>&1 | cut -c1-1200
 echo "done at $((SECONDS - t0)) s"

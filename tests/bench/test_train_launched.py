@@ -73,6 +73,29 @@ def test_packed_stage1_run_reads_real_images_of_mixed_sizes(checkpoint, tmp_path
     assert "data.packing=true" in log and '"packed_rows"' in log
 
 
+def test_stage2_runs_mix_image_and_video_samples(checkpoint, tmp_path) -> None:
+    """The released stage 2: image and video samples in one mixture; the 2B config whole and 7B with LoRA (here both
+    the tiny model: the 2B run reads checkpoint_2b)."""
+    out, _ = checkpoint
+    frames = (torch.arange(8 * 56 * 84 * 3) % 251).to(torch.uint8).reshape(8, 56, 84, 3).numpy()
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, frames, fps=4)
+    args = [f"out={tmp_path / 'res'}", f"checkpoint={out}", f"videos=[{video}]", "model=tiny", "frames=4",
+            "max_pixels=4704", "answer_words=6", "steps=3", "workers=1", "image_scale=0.05", "tag=cpu",
+            "overrides=[device=cpu]"]
+    with pytest.raises(ValueError, match="checkpoint_2b"):
+        launched_main([*args, "runs=[sft_mixed_2b]"])
+    assert launched_main([*args, "runs=[sft_mixed_2b,sft_mixed_lora_7b]", f"checkpoint_2b={out}", "model_2b=tiny"]) == 0
+    result = json.loads((tmp_path / "res" / "train_launched_cpu.json").read_text())
+    whole, lora = result["runs"]
+    for row in (whole, lora):
+        assert row["status"] == "ok" and row["steps"] == 3 and row["data"] == "mixed", row
+        info = json.loads((tmp_path / "res" / "runs" / row["name"] / "run_info.json").read_text())
+        assert info["summary"]["samples_per_source"] == {"video_qa": 8, "captions": 8}, info["summary"]
+    assert whole["size"] == "2b" and not whole["lora"] and lora["lora"]
+    assert "lora" in lora["trainable"].lower() and "lora" not in whole["trainable"].lower(), (whole, lora)
+
+
 def test_workers_fit_the_hosts_memory() -> None:
     """Twelve workers at 1,024 frames were killed for host memory on the 125 GiB H100 host (2026-12-07)."""
     from vamba.bench.train_launched import auto_workers

@@ -3,15 +3,16 @@ optimizer, the DeepSpeed engine, a checkpoint loaded from disk; beside the bench
 
     python scripts/bench_train_launched.py out=$OUT checkpoint=/tmp/vamba-7b videos=[/data/a.mp4] tag=h200
 
-Each run is one ``vamba train`` process (under ``torchrun --nproc_per_node 1``, as DeepSpeed runs) on a mixture of
-video question-answer samples over ``videos`` (``frames`` frames each, the answer ``answer_words`` words long), for
-``steps`` optimizer steps of one sample. From its ``log.jsonl`` (``vamba.training.trainer``'s step metrics) the run's
-row takes the median over the steps after the first two (autotuning, allocator warm-up) of ``step_s``,
-``data_wait_frac``, ``mfu`` and ``model_tflops``, the first step's ``startup_s`` and the largest
-``gpu_peak_gib``. ``bench_step_s`` is the efficiency benchmark's step of the same kind at the same frames
-(``vamba bench points=vamba:<mode>:<frames>``, its own process) plus one optimizer step over the same number of
-trainable parameters (fused AdamW on float32 master weights, as DeepSpeed's bf16 optimizer keeps them), measured
-here: on the GPU, or on the host's CPUs where the run offloads the optimizer. Results: ``<out>/train_launched_<tag>.json`` (+ ``.md``), rewritten after every run.
+Each run (``RUNS``) is one ``vamba train`` process (under ``torchrun --nproc_per_node 1``, as DeepSpeed runs) for
+``steps`` optimizer steps of one sample or packed row: video question-answer samples over ``videos`` (``frames``
+frames each, the answer ``answer_words`` words long), packed image-caption rows, or both kinds of sample mixed. From
+its ``log.jsonl`` (``vamba.training.trainer``'s step metrics) the run's row takes the median over the steps after
+the first two (autotuning, allocator warm-up) of ``step_s``, ``data_wait_frac``, ``tokens_per_s``, ``mfu`` and
+``model_tflops``, the first step's ``startup_s`` and the largest ``gpu_peak_gib``. ``bench_step_s`` is the
+efficiency benchmark's step of the same kind at the same frames (``vamba bench points=vamba:<mode>:<frames>``, its
+own process) plus one optimizer step over the same number of trainable parameters (fused AdamW on float32 master
+weights, as DeepSpeed's bf16 optimizer keeps them), measured here: on the GPU, or on the host's CPUs where the run
+offloads the optimizer. Results: ``<out>/train_launched_<tag>.json`` (+ ``.md``), rewritten after every run.
 """
 from __future__ import annotations
 
@@ -29,11 +30,32 @@ from vamba.data.host_memory import GIB, host_memory_bytes, loader_host_bytes, sa
 from vamba.utils.cli_args import parse_args
 from vamba.utils.provenance import header
 
-# run name -> (stage, deepspeed group, the benchmark's step kind or None); stage 1 trains cross-attention, Mamba-2,
-# alpha. stage1_packed reads packed image-caption rows (real JPEG and PNG files of mixed sizes, written here) instead
-# of the videos: the released stage 1; the benchmark has no step of that shape.
-RUNS = {"like_for_like": ("pretrain", "zero2", "stage1"), "like_for_like_zero3": ("pretrain", "zero3", "stage1"),
-        "sft_whole_llm": ("sft", "zero2", "train"), "stage1_packed": ("pretrain", "zero2", None)}
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One launched run: ``stage`` (pretrain: cross-attention, Mamba-2 blocks and alpha train; sft: merger + LLM),
+    the DeepSpeed group, the benchmark's step of the same shape (None: the benchmark has none), the data (``video``:
+    question-answer samples over the videos; ``packed``: packed image-caption rows over real JPEG and PNG files of
+    mixed sizes, the released stage 1; ``mixed``: image and video samples in one mixture, the released stage 2), the
+    model size, LoRA, and whether the optimizer states may go to the host (``offload``: only where they are large)."""
+
+    stage: str
+    zero: str
+    bench_mode: str | None
+    data: str = "video"
+    size: str = "7b"
+    lora: bool = False
+    offload: bool = True
+
+
+RUNS = {"like_for_like": RunSpec("pretrain", "zero2", "stage1"),
+        "like_for_like_zero3": RunSpec("pretrain", "zero3", "stage1"),
+        "sft_whole_llm": RunSpec("sft", "zero2", "train"),
+        "stage1_packed": RunSpec("pretrain", "zero2", None, data="packed"),
+        # stage 2 at the largest size whose AdamW states fit one GPU beside it: the 2B config whole
+        "sft_mixed_2b": RunSpec("sft", "zero2", None, data="mixed", size="2b", offload=False),
+        # stage 2 at 7B with LoRA adapters (stage.lora), as the released scripts allow
+        "sft_mixed_lora_7b": RunSpec("sft", "zero2", None, data="mixed", lora=True, offload=False)}
 # (width, height) of the packed run's images, cycled, alternately JPEG and PNG: web-image sizes, portrait and landscape
 FILES = 48  # distinct image files the packed run's records cycle over
 IMAGE_SIZES = [(640, 480), (1024, 768), (1280, 720), (500, 375), (800, 1200), (1920, 1080), (512, 512), (375, 500)]
@@ -46,6 +68,8 @@ class LaunchedArgs:
     videos: list[str] = field(default_factory=list)  # the mp4 files the samples read (cycled)
     tag: str | None = None  # results file name tag (default: the device kind, e.g. h100)
     model: str = "vamba_qwen2vl_7b"  # the configs/model option matching the checkpoint's size
+    checkpoint_2b: str | None = None  # the 2B checkpoint of the runs whose size is 2b (sft_mixed_2b)
+    model_2b: str = "vamba_qwen2vl_2b"  # its configs/model option
     frames: int = 1024  # frames per sample
     max_pixels: int = 250_000  # data.max_pixels (640x360 -> 644x364, as the benchmark's frames)
     answer_words: int = 100  # words of each sample's answer (the text that trains)
@@ -62,7 +86,8 @@ class LaunchedArgs:
     offload: str = "auto"  # the optimizer states in host memory: auto (when the GPU has < 100 GiB) | true | false
     bench: bool = True  # also measure the benchmark's step and an optimizer step (CUDA)
     bench_extra: list[str] = field(default_factory=list)  # more benchmark points in the same process (MODEL:MODE:FRAMES)
-    budget_s: float = 480.0  # wall-clock budget for everything; a run that cannot start in time is skipped
+    budget_s: float = 480.0  # wall-clock budget for everything
+    min_run_s: float = 60.0  # a run is skipped when less of the budget is left (a 7B run needs ~200 s)
     overrides: list[str] = field(default_factory=list)  # more `vamba train` key=value for every run (CPU tests)
 
 
@@ -155,23 +180,27 @@ def summarise(log: Path) -> dict:
 def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, offload: bool) -> list[str]:
     """The run's command line: ``vamba train`` as one torchrun process (how DeepSpeed runs on one GPU), on the CPU
     too (the test's ``overrides``: its own model and precision, no DeepSpeed)."""
-    stage, zero, mode = RUNS[name]
-    if mode is None:  # packed image-caption rows
+    spec = RUNS[name]
+    if spec.data == "packed":
         data = [f"data.max_pixels={args.packed_max_pixels}", "data.packing=true",
                 f"data.video_budget={args.packed_video_budget}", f"data.text_budget={args.packed_text_budget}"]
     else:
         data = [f"data.num_frames={args.frames}", f"data.max_pixels={args.max_pixels}"]
-    keys = [f"model={args.model}", f"model.path={args.checkpoint}", f"data.mixture={mixture}",
-            f"data.tokenizer={args.checkpoint}", *data, "data.max_video_tokens=null", "data.max_text_tokens=4096",
+    checkpoint, model = (args.checkpoint_2b, args.model_2b) if spec.size == "2b" else (args.checkpoint, args.model)
+    keys = [f"model={model}", f"model.path={checkpoint}", f"data.mixture={mixture}",
+            f"data.tokenizer={checkpoint}", *data, "data.max_video_tokens=null", "data.max_text_tokens=4096",
             f"data.num_workers={args.workers}", f"data.pixel_dtype={args.pixel_dtype}",
             "optim.per_device_batch_size=1", "optim.global_batch_size=1",
             f"optim.max_steps={args.steps}", "logging.save_steps=0", "logging.save_final=false",
-            "logging.logging_steps=1", "logging.progress=false", f"stage={stage}", f"output_dir={run_dir}"]
+            "logging.logging_steps=1", "logging.progress=false", f"stage={spec.stage}", f"output_dir={run_dir}"]
+    if spec.lora:
+        keys.append("stage.lora.enable=true")
+    offload = offload and spec.offload
     if args.overrides:
         keys += args.overrides
     else:
         keys += ["model.dtype=bfloat16", "optim.bf16=true", "model.gradient_checkpointing=true",
-                 "model.vision_compile=true", f"deepspeed={zero}"]
+                 "model.vision_compile=true", f"deepspeed={spec.zero}"]
         if offload:
             # the Trainer's torch AdamW steps the offloaded float32 states on the CPU (DeepSpeed's own CPU Adam would
             # be compiled first, a minute of the call)
@@ -242,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     unknown = [r for r in args.runs if r not in RUNS]
-    if unknown or (not args.videos and any(RUNS[r][2] for r in args.runs)):
+    if unknown or (not args.videos and any(RUNS[r].data != "packed" for r in args.runs)):
         raise ValueError(f"runs must be among {sorted(RUNS)} (got {unknown}) and videos= must name mp4 files for "
                          "every run but stage1_packed")
+    if any(RUNS[r].size == "2b" for r in args.runs) and not args.checkpoint_2b:
+        raise ValueError("a 2b run (sft_mixed_2b) needs checkpoint_2b= (scripts/random_checkpoint.py size=2b)")
     cuda = torch.cuda.is_available() and not args.overrides
     device = torch.device("cuda" if cuda else "cpu")
     _, tag = device_tag(device)
@@ -259,21 +290,31 @@ def main(argv: list[str] | None = None) -> int:
               "frames": args.frames, "checkpoint": args.checkpoint,
               "optimizer_offload": offload, "workers": args.workers, "cpu_count": os.cpu_count(), "runs": []}
     path = out / f"train_launched_{args.tag or tag}.json"
-    mixture = captions = None
+    mixtures: dict[str, Path] = {}
     if args.videos:
-        mixture = write_mixture(out / "data", args.videos, samples=max(args.steps * 2, 8), answer_words=args.answer_words)
-    if "stage1_packed" in args.runs:  # enough images for every step's row at ~400-800 tokens an image
+        mixtures["video"] = write_mixture(out / "data", args.videos, samples=max(args.steps * 2, 8),
+                                          answer_words=args.answer_words)
+    if any(RUNS[r].data == "packed" for r in args.runs):  # enough images for every row at ~400-800 tokens an image
         images = args.steps * args.packed_video_budget // 400 + 16
-        captions = write_caption_mixture(out / "images", images, caption_words=40, scale=args.image_scale)
+        mixtures["packed"] = write_caption_mixture(out / "images", images, caption_words=40, scale=args.image_scale)
+    if any(RUNS[r].data == "mixed" for r in args.runs):  # the video samples and as many image-caption samples
+        captions = write_caption_mixture(out / "mixed_images", max(args.steps * 2, 8), caption_words=40,
+                                         scale=args.image_scale)
+        mixtures["mixed"] = out / "mixed.yaml"
+        mixtures["mixed"].write_text(
+            "seed: 0\nsources:\n"
+            f"  - {{name: video_qa, format: llava, path: {mixtures['video'].parent.name}/video_qa.json}}\n"
+            f"  - {{name: captions, format: caption, path: {captions.parent.name}/captions.jsonl}}\n")
     bench: dict[str, dict] = {}
     for run in args.runs:
         left = args.budget_s - (time.perf_counter() - started)
-        if left < 60:
+        if left < args.min_run_s:
             result["runs"].append({"name": run, "status": f"skipped: {left:.0f} s of the budget left"})
             continue
-        stage, zero, mode = RUNS[run]
+        spec = RUNS[run]
+        mode = spec.bench_mode
         run_dir = out / "runs" / run
-        cmd = _train_command(args, run, mixture if mode else captions, run_dir, offload)
+        cmd = _train_command(args, run, mixtures[spec.data], run_dir, offload)
         begun = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
@@ -281,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired as e:
             rc, text = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
         (out / f"{run}.log").write_text(text if isinstance(text, str) else str(text))
-        row = {"name": run, "stage": stage, "zero": zero if not args.overrides else "none", "frames": args.frames if mode else "packed",
-               "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
+        row = {"name": run, "stage": spec.stage, "zero": spec.zero if not args.overrides else "none",
+               "frames": "packed" if spec.data == "packed" else args.frames, "data": spec.data, "size": spec.size,
+               "lora": spec.lora, "optimizer_offload": offload and spec.offload, "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
         info = run_dir / "run_info.json"
