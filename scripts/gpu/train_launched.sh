@@ -1,12 +1,14 @@
 #!/bin/bash
 # One call on the lent GPU (<= 10 minutes): `vamba train` as researchers launch it, at the paper's scale (issue 29).
-#   1. 7B (and, for a 2b run, 2B) VAMBA checkpoints with random weights drawn on the GPU and saved on disk
-#      (scripts/random_checkpoint.py; kept on a warm machine, so a second call skips them);
-#   2. scripts/bench_train_launched.py with RUNS (default: like_for_like, stage1_packed, sft_mixed_lora_7b,
-#      sft_mixed_2b, like_for_like_zero3; vamba.bench.train_launched.RUNS says what each is), in order, while the
-#      call has time: stage 1 on 1,024-frame samples of a real 640x360 H.264 file decoded in DataLoader workers,
-#      DeepSpeed in one process, bf16, checkpointing, beside the benchmark's stage-1 step + an optimizer step; stage 1
-#      on packed image-caption rows; stage 2 on image and video samples (7B LoRA, 2B whole).
+#   1. 7B (and, for a 2b run, 2B) VAMBA checkpoints and, for a distilling run, a 7B Qwen2-VL teacher, with random
+#      weights drawn on the GPU and saved on disk (scripts/random_checkpoint.py; kept on a warm machine, so a second
+#      call skips them);
+#   2. scripts/bench_train_launched.py with RUNS (default: like_for_like, stage1_packed, stage1_packed_distill,
+#      sft_mixed_lora_7b, sft_mixed_2b, like_for_like_zero3; vamba.bench.train_launched.RUNS says what each is), in
+#      order, while the call has time: stage 1 on 1,024-frame samples of a real 640x360 H.264 file decoded in
+#      DataLoader workers, DeepSpeed in one process, bf16, checkpointing, beside the benchmark's stage-1 step + an
+#      optimizer step; stage 1 on packed image-caption rows, lambda = 0 and 1 (online teacher); stage 2 on image and
+#      video samples (7B LoRA, 2B whole).
 # Results (flat in $OUT): train_launched_<tag>.json/.md, random_checkpoint.json, train_launched.log, mem.log,
 # nvidia_smi.txt.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
@@ -49,10 +51,14 @@ TAG=$(python3 -c "import torch; from vamba.bench.build import device_tag; print(
 CKPT=$PWD/.ckpt/vamba-7b-random
 [ -f $CKPT/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
 cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
-RUNS=${RUNS:-like_for_like,stage1_packed,sft_mixed_lora_7b,sft_mixed_2b,like_for_like_zero3}
+RUNS=${RUNS:-like_for_like,stage1_packed,stage1_packed_distill,sft_mixed_lora_7b,sft_mixed_2b,like_for_like_zero3}
 CKPT2=$PWD/.ckpt/vamba-2b-random
+TEACHER=$PWD/.ckpt/qwen2vl-7b-random
 case $RUNS in *_2b*)
   [ -f $CKPT2/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=2b out=$CKPT2 device=cuda 2>&1 | tail -1 | tee -a "$LOG";;
+esac
+case $RUNS in *distill*)  # the online teacher: transformers' Qwen2-VL at 7B (16.6 GB)
+  [ -f $TEACHER/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=7b kind=qwen2vl out=$TEACHER device=cuda 2>&1 | tail -1 | tee -a "$LOG";;
 esac
 VIDEOS="[$(ls .whl/data/*.mp4 | paste -sd,)]"
 echo "checkpoints + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} GiB GPU; runs $RUNS"
@@ -65,7 +71,7 @@ echo "checkpoints + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} Gi
 # killed for host memory, and a call with 9 uint8 workers left the machine unanswering: most likely the Trainer's
 # last-step checkpoint (~60 GB) filling the disk, which logging.save_steps=0 now prevents.
 WORKERS=${WORKERS:-4}; [ "$WORKERS" = auto ] && WORKERS=
-python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT checkpoint_2b=$CKPT2 "videos=$VIDEOS" \
+python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT checkpoint_2b=$CKPT2 teacher=$TEACHER "videos=$VIDEOS" \
   "runs=[$RUNS]" tag=$TAG steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "runs rc=$? at $((SECONDS - t0)) s"

@@ -58,15 +58,27 @@ def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> N
 
 
 def test_packed_stage1_run_reads_real_images_of_mixed_sizes(checkpoint, tmp_path) -> None:
-    """The released stage 1: packed image-caption rows over JPEG and PNG files, no video needed."""
+    """The released stage 1: packed image-caption rows over JPEG and PNG files, no video needed; lambda = 0 and
+    lambda = 1 with a Qwen2-VL teacher of the same sizes (transformers' class, random weights)."""
     out, _ = checkpoint
-    assert launched_main([f"out={tmp_path / 'res'}", f"checkpoint={out}", "model=tiny", "steps=3", "workers=1",
-                          "runs=[stage1_packed]", "tag=cpu", "image_scale=0.05", "packed_max_pixels=4704",
-                          "packed_video_budget=64", "packed_text_budget=512", "overrides=[device=cpu]"]) == 0
+    teacher = tmp_path / "teacher"
+    write_random_checkpoint(CheckpointArgs(out=str(teacher), size="tiny", kind="qwen2vl", device="cpu",
+                                           dtype="float32"))
+    args = [f"out={tmp_path / 'res'}", f"checkpoint={out}", "model=tiny", "steps=3", "workers=1", "tag=cpu",
+            "image_scale=0.05", "packed_max_pixels=4704", "packed_video_budget=64", "packed_text_budget=512",
+            "overrides=[device=cpu]"]
+    with pytest.raises(ValueError, match="teacher="):
+        launched_main([*args, "runs=[stage1_packed_distill]"])
+    assert launched_main([*args, "runs=[stage1_packed,stage1_packed_distill]", f"teacher={teacher}"]) == 0
     result = json.loads((tmp_path / "res" / "train_launched_cpu.json").read_text())
-    (row,) = result["runs"]
-    assert row["status"] == "ok" and row["steps"] == 3 and row["frames"] == "packed", row
-    assert row["tokens_per_s"] > 0 and "bench_step_s" not in row
+    row, distilled = result["runs"]
+    for r in (row, distilled):
+        assert r["status"] == "ok" and r["steps"] == 3 and r["frames"] == "packed", r
+        assert r["tokens_per_s"] > 0 and "bench_step_s" not in r
+    assert not row["distill"] and distilled["distill"]
+    logged = [json.loads(line) for line in
+              (tmp_path / "res" / "runs" / "stage1_packed_distill" / "log.jsonl").read_text().splitlines()]
+    assert all("distill_loss" in s for s in logged if "loss" in s)
     images = sorted(p.suffix for p in (tmp_path / "res" / "images").iterdir() if p.suffix != ".yaml")
     assert {".jpg", ".png"} <= set(images)
     log = (tmp_path / "res" / "runs" / "stage1_packed" / "run_info.json").read_text()

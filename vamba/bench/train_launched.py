@@ -46,12 +46,16 @@ class RunSpec:
     size: str = "7b"
     lora: bool = False
     offload: bool = True
+    distill: bool = False  # lambda = 1 with the online teacher (``teacher``: a Qwen2-VL checkpoint)
 
 
 RUNS = {"like_for_like": RunSpec("pretrain", "zero2", "stage1"),
         "like_for_like_zero3": RunSpec("pretrain", "zero3", "stage1"),
         "sft_whole_llm": RunSpec("sft", "zero2", "train"),
         "stage1_packed": RunSpec("pretrain", "zero2", None, data="packed"),
+        # lambda > 0 with the online teacher: a packed row's activations leave room for Qwen2-VL-7B (16.6 GB in
+        # bf16) beside the student on one GPU, and a cache would cost the same teacher forward in a pass of its own
+        "stage1_packed_distill": RunSpec("pretrain", "zero2", None, data="packed", distill=True),
         # stage 2 at the largest size whose AdamW states fit one GPU beside it: the 2B config whole
         "sft_mixed_2b": RunSpec("sft", "zero2", None, data="mixed", size="2b", offload=False),
         # stage 2 at 7B with LoRA adapters (stage.lora), as the released scripts allow
@@ -70,6 +74,7 @@ class LaunchedArgs:
     model: str = "vamba_qwen2vl_7b"  # the configs/model option matching the checkpoint's size
     checkpoint_2b: str | None = None  # the 2B checkpoint of the runs whose size is 2b (sft_mixed_2b)
     model_2b: str = "vamba_qwen2vl_2b"  # its configs/model option
+    teacher: str | None = None  # the Qwen2-VL checkpoint of the distilling runs (random_checkpoint.py kind=qwen2vl)
     frames: int = 1024  # frames per sample
     max_pixels: int = 250_000  # data.max_pixels (640x360 -> 644x364, as the benchmark's frames)
     answer_words: int = 100  # words of each sample's answer (the text that trains)
@@ -195,6 +200,8 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
             "logging.logging_steps=1", "logging.progress=false", f"stage={spec.stage}", f"output_dir={run_dir}"]
     if spec.lora:
         keys.append("stage.lora.enable=true")
+    if spec.distill:
+        keys += ["stage.distill.weight=1.0", "stage.distill.source=online", f"stage.distill.teacher={args.teacher}"]
     offload = offload and spec.offload
     if args.overrides:
         keys += args.overrides
@@ -276,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                          "every run but stage1_packed")
     if any(RUNS[r].size == "2b" for r in args.runs) and not args.checkpoint_2b:
         raise ValueError("a 2b run (sft_mixed_2b) needs checkpoint_2b= (scripts/random_checkpoint.py size=2b)")
+    if any(RUNS[r].distill for r in args.runs) and not args.teacher:
+        raise ValueError("a distilling run needs teacher= (scripts/random_checkpoint.py kind=qwen2vl)")
     cuda = torch.cuda.is_available() and not args.overrides
     device = torch.device("cuda" if cuda else "cpu")
     _, tag = device_tag(device)
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{run}.log").write_text(text if isinstance(text, str) else str(text))
         row = {"name": run, "stage": spec.stage, "zero": spec.zero if not args.overrides else "none",
                "frames": "packed" if spec.data == "packed" else args.frames, "data": spec.data, "size": spec.size,
-               "lora": spec.lora, "optimizer_offload": offload and spec.offload, "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
+               "lora": spec.lora, "distill": spec.distill, "optimizer_offload": offload and spec.offload, "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
         info = run_dir / "run_info.json"
