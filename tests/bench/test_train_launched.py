@@ -78,7 +78,8 @@ def test_packed_stage1_run_reads_real_images_of_mixed_sizes(checkpoint, tmp_path
     assert not row["distill"] and distilled["distill"]
     logged = [json.loads(line) for line in
               (tmp_path / "res" / "runs" / "stage1_packed_distill" / "log.jsonl").read_text().splitlines()]
-    assert all("distill_loss" in s for s in logged if "loss" in s)
+    assert all("distill_loss" in s and s["teacher_s"] > 0 for s in logged if "loss" in s)
+    assert distilled["teacher_s"] > 0 and row["teacher_s"] is None and row["forward_s"] > 0
     images = sorted(p.suffix for p in (tmp_path / "res" / "images").iterdir() if p.suffix != ".yaml")
     assert {".jpg", ".png"} <= set(images)
     log = (tmp_path / "res" / "runs" / "stage1_packed" / "run_info.json").read_text()

@@ -86,6 +86,8 @@ def test_zero3_at_cp2_equals_zero3_at_cp1(train_overrides, tmp_path) -> None:
     assert sorted(a) == sorted(b) == [1, 2]
     for step in (1, 2):
         assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-6), step
+        # DeepSpeed steps the optimizer inside the backward: the step hooks still time it apart
+        assert a[step]["optimizer_s"] > 0 and a[step]["backward_s"] > 0 and a[step]["forward_s"] > 0, a[step]
     wa, wb = load_file(str(one / "final" / "model.safetensors")), load_file(str(two / "final" / "model.safetensors"))
     worst = {key: float((wb[key] - wa[key]).abs().max() / wa[key].abs().max().clamp(min=1e-30)) for key in wa}
     # DeepSpeed reduces and steps in float32; key biases (zero gradient in exact arithmetic, see above) hold

@@ -66,6 +66,10 @@ def test_summary_history_console_log_and_curves(train_overrides, synth, tmp_path
     steps = [r for r in read_jsonl(out / "log.jsonl") if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2] and all(r["startup_s"] > 0 for r in steps)
     assert all(0 <= r["data_wait_frac"] < 1 and r["model_tflops"] > 0 for r in steps), steps
+    # where a step's time went: forward, backward, the optimizer's step (each ended by a device synchronisation)
+    for r in steps:
+        phases = [r["forward_s"], r["backward_s"], r["optimizer_s"]]
+        assert all(p > 0 for p in phases) and sum(phases) <= r["step_s"] and "teacher_s" not in r, r
     assert "mfu" not in steps[0]  # the CPU has no peak rate to divide by
     pytest.importorskip("matplotlib")
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -176,7 +176,8 @@ def summarise(log: Path) -> dict:
 
     peaks = [v for s in steps for k, v in s.items() if k.startswith("gpu_peak_gib")]
     return {"status": "ok", "steps": len(steps), "step_s": median("step_s"), "data_wait_frac": median("data_wait_frac"),
-            "tokens_per_s": median("tokens_per_s"),
+            "tokens_per_s": median("tokens_per_s"), "forward_s": median("forward_s"), "backward_s": median("backward_s"),
+            "optimizer_s": median("optimizer_s"), "teacher_s": median("teacher_s"),
             "startup_s": steps[0].get("startup_s"), "mfu": median("mfu"), "model_tflops": median("model_tflops"),
             "peak_gib": max(peaks) if peaks else None, "step_s_all": [s["step_s"] for s in steps],
             "loss": [round(s["loss"], 4) for s in steps]}
@@ -378,14 +379,15 @@ def report(result: dict) -> str:
              f"{result['date']}; commit {result['code_commit']}; optimizer offload: {result['optimizer_offload']}; "
              f"DataLoader workers: {result['workers']} of {result['cpu_count']} CPUs. Medians over the steps after the "
              "first two.", "",
-             "| run | stage | zero | step s | bench step s | ratio | data wait | startup s | MFU | TFLOP/s | tokens/s | "
-             "peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | stage | zero | step s | forward / backward / optimizer s | bench step s | ratio | data wait | "
+             "startup s | MFU | TFLOP/s | tokens/s | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         if r.get("status") != "ok":
             lines.append(f"| {r['name']} | {r.get('stage', '-')} | {r.get('zero', '-')} | {r.get('status')} "
-                         "| - | - | - | - | - | - | - | - |")
+                         "| - | - | - | - | - | - | - | - | - |")
             continue
-        lines.append(f"| {r['name']} | {r['stage']} | {r['zero']} | {r['step_s']} | {r.get('bench_step_s', '-')} | "
+        phases = " / ".join(str(r.get(k)) for k in ("forward_s", "backward_s", "optimizer_s"))
+        lines.append(f"| {r['name']} | {r['stage']} | {r['zero']} | {r['step_s']} | {phases} | {r.get('bench_step_s', '-')} | "
                      f"{r.get('step_over_bench', '-')} | {r['data_wait_frac']} | {r['startup_s']} | {r['mfu']} | "
                      f"{r['model_tflops']} | {r.get('tokens_per_s')} | {r['peak_gib']} |")
     return "\n".join(lines) + "\n"

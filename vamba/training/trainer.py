@@ -14,6 +14,11 @@ optimizer, scheduler, RNG states, data position), logging back-ends and progress
   the vision tower included, backward counted for the parts that train) and, on CUDA, ``mfu`` (that over the
   device's dense bf16 peak) and ``gpu_peak_gib/rank_r`` (each rank's peak allocated memory since the previous log);
   the first log also has ``startup_s``, the seconds from the process's start to the end of its first step;
+  ``forward_s``, ``backward_s`` and ``optimizer_s``: a step's seconds in ``compute_loss`` (the forward, the loss and,
+  with distillation, the teacher: ``teacher_s``), in the rest of ``training_step`` (the batch's copy to the device,
+  the backward, DeepSpeed's gradient work) and in the optimizer's ``step`` (any ``torch.optim`` optimizer's, found by
+  torch's global step hooks: also the one DeepSpeed steps inside the backward), each ended by a device
+  synchronisation; their sum against ``step_s`` shows what the data wait and the Trainer's own work take;
 - resume that is exact and never partial (docs/training.md): the dataset's epoch (random frame draws) set at
   every epoch's start, checkpoints staged and published by one rename (``vamba.training.checkpoints``), every
   weight checked before the Trainer's lenient load, LoRA's fully trained parameters saved beside the adapters.
@@ -102,6 +107,7 @@ class VambaTrainer(Trainer):
         self._parts = trained_parts(self.model.named_parameters())  # for the step's model FLOPs
         self._first_log = True
         self._staging = False  # True while a checkpoint is being written (see _save_checkpoint)
+        self._optimizer_depth, self._optimizer_started = 0, 0.0  # the step phases (training_step, _optimizer_*)
         if teacher is not None:
             teacher.to(self.args.device)
 
@@ -182,9 +188,43 @@ class VambaTrainer(Trainer):
         """The Trainer's ``train``; a checkpoint to resume from is checked first (``check_checkpoint_pickles``):
         DeepSpeed unpickles its files with ``weights_only=False``, so a pickle naming anything beyond the globals our
         own checkpoints hold is refused before any rank loads it."""
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
         if isinstance(resume_from_checkpoint, str | os.PathLike):
             check_checkpoint_pickles(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        hooks = [register_optimizer_step_pre_hook(self._optimizer_pre),
+                 register_optimizer_step_post_hook(self._optimizer_post)]
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    # -- step phases -------------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.args.device.type == "cuda":
+            torch.cuda.synchronize(self.args.device)
+
+    def _optimizer_pre(self, optimizer, args, kwargs) -> None:
+        self._optimizer_depth += 1
+        if self._optimizer_depth == 1:  # the outermost step: a wrapper's step may call the one it wraps
+            self._sync()
+            self._optimizer_started = time.perf_counter()
+
+    def _optimizer_post(self, optimizer, args, kwargs) -> None:
+        self._optimizer_depth -= 1
+        if self._optimizer_depth == 0:
+            self._sync()
+            self._sums["optimizer_s"] += time.perf_counter() - self._optimizer_started
+
+    def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Tensor | int | None = None) -> Tensor:
+        started = time.perf_counter()
+        forward, optimizer = self._sums["forward_s"], self._sums["optimizer_s"]
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._sync()
+        inside = (self._sums["forward_s"] - forward) + (self._sums["optimizer_s"] - optimizer)  # DeepSpeed's step
+        self._sums["backward_s"] += time.perf_counter() - started - inside
+        return loss
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """The Trainer loads weights with ``strict=False`` and only warns about a missing tensor, which then keeps
@@ -226,6 +266,7 @@ class VambaTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Tensor | int | None = None):
+        started = time.perf_counter()
         keys = inputs.pop(KEYS_FIELD, None)
         if self.context_parallel is not None:
             self._check_same_samples(keys)
@@ -243,11 +284,15 @@ class VambaTrainer(Trainer):
             positions = mask.nonzero()
             head = self.accelerator.unwrap_model(model).get_output_embeddings()
             student = head(out.last_hidden_state[mask])
+            teacher_started = time.perf_counter()
             teacher = self._teacher_targets(inputs, positions, keys)
+            self._sync()
+            self._sums["teacher_s"] += time.perf_counter() - teacher_started
             kd = distillation_loss(student, teacher, top_k=self.distill_top_k, temperature=self.distill_temperature)
             loss = lm_loss + self.distill_weight * kd
             self._sums["distill_loss"] += float(kd.detach())
         self._count(inputs)
+        self._sums["forward_s"] += time.perf_counter() - started  # float() above waited for the device
         return (loss, out) if return_outputs else loss
 
     def _count(self, inputs: dict) -> None:
@@ -278,6 +323,9 @@ class VambaTrainer(Trainer):
             steps = max(self.state.global_step - self._last_step, 1)
             logs["step_s"] = round(seconds / steps, 4)
             logs["data_wait_frac"] = round(self._sums["data_wait_s"] / seconds, 4)
+            for phase in ("forward_s", "backward_s", "optimizer_s", "teacher_s"):
+                if phase in self._sums:
+                    logs[phase] = round(self._sums[phase] / steps, 4)
             logs["model_tflops"] = float(f"{self._sums['flops'] / seconds / 1e12:.4g}")  # tiny models: ~1e-6
             peak = _peak_flops(self.args.device)
             if peak:
