@@ -72,7 +72,7 @@ echo "checkpoints + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} Gi
 # last-step checkpoint (~60 GB) filling the disk, which logging.save_steps=0 now prevents.
 WORKERS=${WORKERS:-4}; [ "$WORKERS" = auto ] && WORKERS=
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT checkpoint_2b=$CKPT2 teacher=$TEACHER "videos=$VIDEOS" \
-  "runs=[$RUNS]" tag=$TAG steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
+  "runs=[$RUNS]" tag=$TAG frames=${FRAMES:-1024} steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "runs rc=$? at $((SECONDS - t0)) s"
 cp /tmp/l2/train_launched_${TAG}.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}.md 2>/dev/null
