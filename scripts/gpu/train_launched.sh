@@ -45,7 +45,7 @@ python3 -c "import json, vamba.ops, deepspeed, hydra, decord; print(json.dumps(v
   2>&1 | tail -2 | tee -a "$OUT/nvidia_smi.txt"
 echo "install: $((SECONDS - t0)) s"
 GIB=$(python3 -c "import torch; print(int(torch.cuda.get_device_properties(0).total_memory / 2**30))")
-TAG=$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")
+TAG=${TAG:-$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")}
 
 # On disk, not in /tmp: a memory-backed /tmp would hold the 22.6 GB checkpoint in the host memory the runs need.
 CKPT=$PWD/.ckpt/vamba-7b-random
@@ -71,14 +71,15 @@ echo "checkpoints + data ready at $((SECONDS - t0)) s; videos $VIDEOS; ${GIB} Gi
 # killed for host memory, and a call with 9 uint8 workers left the machine unanswering: most likely the Trainer's
 # last-step checkpoint (~60 GB) filling the disk, which logging.save_steps=0 now prevents.
 WORKERS=${WORKERS:-4}; [ "$WORKERS" = auto ] && WORKERS=
+RTAG=$TAG${FRAMES:+_${FRAMES}f}
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT checkpoint_2b=$CKPT2 teacher=$TEACHER "videos=$VIDEOS" \
-  "runs=[$RUNS]" tag=$TAG frames=${FRAMES:-1024} steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
+  "runs=[$RUNS]" tag=$RTAG frames=${FRAMES:-1024} steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
   budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "runs rc=$? at $((SECONDS - t0)) s"
-cp /tmp/l2/train_launched_${TAG}.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_${TAG}.md 2>/dev/null
+cp /tmp/l2/train_launched_$RTAG.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_$RTAG.md 2>/dev/null
 python3 -c "
 import json
-d = json.load(open('/tmp/l2/train_launched_$TAG.json'))
+d = json.load(open('/tmp/l2/train_launched_$RTAG.json'))
 for r in d['runs']:
     print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s_all', 'bench', 'startup_s', 'tokens_per_s', 'peak_gib')})
     if r.get('rc'): print(str(r.get('output_tail'))[-800:])

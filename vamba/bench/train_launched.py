@@ -198,7 +198,8 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
             f"data.num_workers={args.workers}", f"data.pixel_dtype={args.pixel_dtype}",
             "optim.per_device_batch_size=1", "optim.global_batch_size=1",
             f"optim.max_steps={args.steps}", "logging.save_steps=0", "logging.save_final=false",
-            "logging.logging_steps=1", "logging.progress=false", f"stage={spec.stage}", f"output_dir={run_dir}"]
+            "logging.logging_steps=1", "logging.progress=false", f"stage={spec.stage}", f"output_dir={run_dir}",
+            "resume=replace"]  # a second call on a warm machine: the earlier run's files are moved aside, never read
     if spec.lora:
         keys.append("stage.lora.enable=true")
     if spec.distill:
