@@ -63,8 +63,8 @@ RUNS = {"like_for_like": RunSpec("pretrain", "zero2", "stage1"),
         "sft_mixed_2b": RunSpec("sft", "zero2", None, data="mixed", size="2b", offload=False),
         # stage 2 at 7B with LoRA adapters (stage.lora), as the released scripts allow
         "sft_mixed_lora_7b": RunSpec("sft", "zero2", None, data="mixed", lora=True, offload=False)}
-# (width, height) of the packed run's images, cycled, alternately JPEG and PNG: web-image sizes, portrait and landscape
-FILES = 48  # distinct image files the packed run's records cycle over
+FILES = 48  # distinct image files the image-caption records cycle over
+# (width, height) of those files, cycled, each size as JPEG and as PNG: web-image sizes, portrait and landscape
 IMAGE_SIZES = [(640, 480), (1024, 768), (1280, 720), (500, 375), (800, 1200), (1920, 1080), (512, 512), (375, 500)]
 
 
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in args.runs if r not in RUNS]
     if unknown or (not args.videos and any(RUNS[r].data != "packed" for r in args.runs)):
         raise ValueError(f"runs must be among {sorted(RUNS)} (got {unknown}) and videos= must name mp4 files for "
-                         "every run but stage1_packed")
+                         "every run but the packed ones")
     if any(RUNS[r].size == "2b" for r in args.runs) and not args.checkpoint_2b:
         raise ValueError("a 2b run (sft_mixed_2b) needs checkpoint_2b= (scripts/random_checkpoint.py size=2b)")
     if any(RUNS[r].distill for r in args.runs) and not args.teacher:
@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{run}.log").write_text(text if isinstance(text, str) else str(text))
         row = {"name": run, "stage": spec.stage, "zero": spec.zero if not args.overrides else "none",
                "frames": "packed" if spec.data == "packed" else args.frames, "data": spec.data, "size": spec.size,
-               "lora": spec.lora, "distill": spec.distill, "optimizer_offload": offload and spec.offload, "rc": rc, "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
+               "lora": spec.lora, "distill": spec.distill, "optimizer_offload": offload and spec.offload, "rc": rc,
+               "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
         info = run_dir / "run_info.json"
