@@ -46,7 +46,8 @@ echo "install: $((SECONDS - t0)) s"
 GIB=$(python3 -c "import torch; print(int(torch.cuda.get_device_properties(0).total_memory / 2**30))")
 TAG=${TAG:-$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")}
 
-# On disk, not in /tmp: a memory-backed /tmp would hold the 22.6 GB checkpoint in the host memory the runs need.
+# In the project folder (ignored by git): kept between calls on a warm machine. The disk had 64 GB free on
+# 2026-12-07 (/tmp is on it too): the 7B checkpoint takes 22.6 GB, the teacher 16.6 GB, the 2B checkpoint ~7 GB.
 CKPT=$PWD/.ckpt/vamba-7b-random
 [ -f $CKPT/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
 cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
@@ -84,4 +85,5 @@ for r in d['runs']:
     print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s_all', 'bench', 'startup_s', 'tokens_per_s', 'peak_gib')})
     if r.get('rc'): print(str(r.get('output_tail'))[-800:])
 " 2>&1 | cut -c1-1200
+df -h "$PWD" | tail -1
 echo "done at $((SECONDS - t0)) s"
