@@ -47,7 +47,7 @@ GIB=$(python3 -c "import torch; print(int(torch.cuda.get_device_properties(0).to
 TAG=${TAG:-$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")}
 
 # In the project folder (ignored by git): kept between calls on a warm machine. The disk had 64 GB free on
-# 2026-12-07 (/tmp is on it too): the 7B checkpoint takes 22.6 GB, the teacher 16.6 GB, the 2B checkpoint ~7 GB.
+# 2026-12-07 (/tmp is on it too): the 7B checkpoint takes 22.6 GB, the teacher 16.6 GB, the 2B checkpoint 5.5 GB.
 CKPT=$PWD/.ckpt/vamba-7b-random
 [ -f $CKPT/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
 cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
