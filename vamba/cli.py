@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, func = COMMANDS[name][0].split(":")
     try:
-        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+        code = int(getattr(importlib.import_module(module), func)(rest) or 0)
+        # a multi-rank run that closed its process group ends here, without the interpreter's finalisation (an
+        # abort at exit: vamba.utils.distributed.end_process); every other command returns its code
+        distributed = sys.modules.get("vamba.utils.distributed")
+        return distributed.end_process(code) if distributed is not None else code
     except ArgsError as e:  # an argument that does not fit the command's keys: one line, not a traceback
         return print_error(f"vamba {name}", e)
     except SystemExit as e:
