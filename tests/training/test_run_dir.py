@@ -88,6 +88,21 @@ def test_resume_never_refuses_a_used_directory_and_replace_moves_the_old_run_asi
     assert latest_checkpoint(out) == out / "checkpoint-1"  # resume=auto continues the new run, not the old
 
 
+def test_a_finished_run_without_checkpoints_is_not_trained_over(synth, train_overrides, tmp_path) -> None:
+    """Before: with logging.save_steps=0 (no checkpoints) the same command run again trained anew and overwrote
+    final/ without a word."""
+    out = tmp_path / "run"
+    base = [*_four(synth, train_overrides, tmp_path), f"output_dir={out}", "logging.save_steps=0", "optim.max_steps=1"]
+    train(compose_config(*base))
+    assert (out / "final").is_dir() and latest_checkpoint(out) is None
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".lock"}
+    with pytest.raises(RunDirInUse, match=r"finished run \(final/\) and no checkpoint.*resume=replace"):
+        train(compose_config(*base))
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".lock"} == before  # nothing touched
+    train(compose_config(*base, "resume=replace"))
+    assert (out / "final").is_dir() and next(out.glob("replaced-*/final")).is_dir()
+
+
 def test_two_launches_in_the_same_second_get_different_default_output_dirs(tmp_path) -> None:
     """Before: runs/train/<date>_<time to the second>: two launches in one second shared a directory."""
     code = ("from hydra import compose, initialize_config_dir\n"

@@ -74,6 +74,14 @@ def claim(output_dir: str | os.PathLike, resume: str) -> None:
         except FolderLocked as e:
             raise RunDirInUse(f"{e}. Wait for it to end, or choose another output_dir") from None
         _held[out] = lock
+    if resume == "auto" and (out / "final").is_dir():
+        from vamba.training.checkpoints import latest_checkpoint
+
+        if latest_checkpoint(out) is None:  # e.g. logging.save_steps=0: nothing to continue, final/ to overwrite
+            raise RunDirInUse(
+                f"output_dir {out} holds a finished run (final/) and no checkpoint to continue from (a run with "
+                f"logging.save_steps=0 writes none): resume=auto would train anew over it. Choose another output_dir, "
+                f"or resume=replace to start anew there (the old run's files are moved into {out}/replaced-<time>/)")
     if resume in ("never", "replace"):
         found = previous_run(out)
         if found and resume == "never":
