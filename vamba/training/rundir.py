@@ -74,7 +74,7 @@ def claim(output_dir: str | os.PathLike, resume: str) -> None:
         except FolderLocked as e:
             raise RunDirInUse(f"{e}. Wait for it to end, or choose another output_dir") from None
         _held[out] = lock
-    if resume == "auto" and (out / "final").is_dir():
+    if resume == "auto" and (out / "final" / "config.json").is_file():  # a written model, not an empty folder
         from vamba.training.checkpoints import latest_checkpoint
 
         if latest_checkpoint(out) is None:  # e.g. logging.save_steps=0: nothing to continue, final/ to overwrite
