@@ -183,6 +183,9 @@ def summarise(log: Path) -> dict:
             "optimizer_s": median("optimizer_s"), "teacher_s": median("teacher_s"),
             "startup_s": steps[0].get("startup_s"), "mfu": median("mfu"), "model_tflops": median("model_tflops"),
             "peak_gib": max(peaks) if peaks else None, "step_s_all": [s["step_s"] for s in steps],
+            # where the first step's compilation and autotuning sit (startup_s's largest part)
+            "first_step": {k: steps[0][k] for k in ("step_s", "forward_s", "backward_s", "optimizer_s", "data_wait_frac")
+                           if k in steps[0]},
             "loss": [round(s["loss"], 4) for s in steps]}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from typing import Literal
@@ -68,6 +69,11 @@ def load_kernel(package: str) -> tuple[types.ModuleType | None, str]:
     package: ``mamba_ssm.ops.triton.ssd_combined``, ``mamba_ssm.ops.triton.layernorm_gated`` or
     ``causal_conv1d``.
     """
+    # Triton keeps each autotuned kernel's chosen config on disk (in TRITON_CACHE_DIR) when this is set before the
+    # kernels are defined: a relaunch on the same machine skips the Mamba-2 kernels' autotuning (a large part of the
+    # first training step, docs/results/train_launched_h100.md) and, resumed, runs the configs the killed run ran.
+    # A user's value wins.
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
     try:
         if package.startswith("mamba_ssm."):
             return _import_mamba_ssm_submodule(package.removeprefix("mamba_ssm.")), ""
