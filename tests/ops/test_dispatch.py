@@ -135,6 +135,26 @@ def test_mamba_ssm_without_selective_scan_cuda_still_loads_triton_kernels(tmp_pa
     _forget_mamba_ssm(monkeypatch)
 
 
+@pytest.mark.parametrize("deterministic", ["", "1"])
+def test_kernels_are_defined_with_triton_autotune_cache_on_unless_deterministic(tmp_path, monkeypatch, deterministic):
+    """Triton reads TRITON_CACHE_AUTOTUNING when a kernel is defined, i.e. when its module is imported: the value
+    must be there before. Under MAMBA_DETERMINISTIC=1 mamba-ssm compiles one config per kernel only without it."""
+    _fake_mamba_ssm(tmp_path, "os")
+    (tmp_path / "mamba_ssm" / "ops" / "triton" / "ssd_combined.py").write_text(
+        "import os\nSEEN = os.environ.get('TRITON_CACHE_AUTOTUNING')\n")
+    _forget_mamba_ssm(monkeypatch)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TRITON_CACHE_AUTOTUNING", raising=False)
+    monkeypatch.setenv("MAMBA_DETERMINISTIC", deterministic)
+    module, why = backend.load_kernel.__wrapped__("mamba_ssm.ops.triton.ssd_combined")
+    assert why == "" and module.SEEN == (None if deterministic else "1")
+    monkeypatch.setenv("TRITON_CACHE_AUTOTUNING", "0")  # a user's value wins
+    _forget_mamba_ssm(monkeypatch)
+    module, _ = backend.load_kernel.__wrapped__("mamba_ssm.ops.triton.ssd_combined")
+    assert module.SEEN == "0"
+    _forget_mamba_ssm(monkeypatch)
+
+
 def test_mamba_ssm_other_import_errors_are_not_hidden(tmp_path, monkeypatch):
     _fake_mamba_ssm(tmp_path, "some_missing_dependency")
     _forget_mamba_ssm(monkeypatch)

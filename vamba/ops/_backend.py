@@ -72,8 +72,10 @@ def load_kernel(package: str) -> tuple[types.ModuleType | None, str]:
     # Triton keeps each autotuned kernel's chosen config on disk (in TRITON_CACHE_DIR) when this is set before the
     # kernels are defined: a relaunch on the same machine skips the Mamba-2 kernels' autotuning (a large part of the
     # first training step, docs/results/train_launched_h100.md) and, resumed, runs the configs the killed run ran.
-    # A user's value wins.
-    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
+    # A user's value wins. Not under MAMBA_DETERMINISTIC=1: there mamba-ssm compiles one config per kernel unless
+    # this is set, and would autotune them all with it (minutes of compilation in the GPU tests that set it).
+    if not os.environ.get("MAMBA_DETERMINISTIC", "").startswith("1"):
+        os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
     try:
         if package.startswith("mamba_ssm."):
             return _import_mamba_ssm_submodule(package.removeprefix("mamba_ssm.")), ""
