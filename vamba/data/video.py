@@ -206,8 +206,10 @@ class SkippingReader:
     HELD_FRAMES = 32  # decoded frames kept past a read's last one (more than a decoder's reordering delay)
 
     def __init__(self, source: str | os.PathLike | bytes) -> None:
-        self._decord = DecordReader(source)
+        self._decord: DecordReader | None = DecordReader(source)
         self._source = source
+        self._info = self._decord.info()
+        self._num_frames = len(self._decord._vr)
         self.fast, self.why = False, ""
         self._container = None
         self._checked = False
@@ -227,8 +229,8 @@ class SkippingReader:
             return False, f"codec {stream.codec_context.name} (skipping is exact for {sorted(SKIPPING_CODECS)})"
         packets = [(p.pts, p.is_keyframe) for p in self._container.demux(stream) if p.size and p.pts is not None]
         self._pts = sorted(pts for pts, _ in packets)
-        if len(self._pts) != len(self._decord._vr):
-            return False, f"PyAV counts {len(self._pts)} frames, decord {len(self._decord._vr)}"
+        if len(self._pts) != self._num_frames:
+            return False, f"PyAV counts {len(self._pts)} frames, decord {self._num_frames}"
         self._index_of = {pts: i for i, pts in enumerate(self._pts)}
         keys = sorted(self._index_of[pts] for pts, key in packets if key)
         if keys != [int(k) for k in self._decord._vr.get_key_indices()]:
@@ -246,10 +248,10 @@ class SkippingReader:
         return True, ""
 
     def info(self) -> VideoInfo:
-        return self._decord.info()
+        return self._info
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        indices = _check_indices(indices, len(self._decord._vr))
+        indices = _check_indices(indices, self._num_frames)
         if self.fast:
             try:
                 frames = self._decoded(indices)
@@ -261,8 +263,14 @@ class SkippingReader:
                 self._checked = True
                 check = sorted({0, len(indices) - 1})[:self.CHECKED_FRAMES]
                 if np.array_equal(frames[check], self._decord.get_frames([indices[i] for i in check])):
+                    # NOTE: decord's decoder is closed once the check passed. Left open after a seek, PyAV's later
+                    # decoding in the same process grew by ~120 MB a read (decord 0.6 with PyAV 18, 2026-12-07: an
+                    # hour at 640x360 in reads of 16 frames peaked at 9 GB; decode workers were killed for memory).
+                    self._decord = None
                     return frames
                 self._fall_back("a frame differed from decord's")
+        if self._decord is None:
+            self._decord = DecordReader(self._source)
         return self._decord.get_frames(indices)
 
     def _fall_back(self, why: str) -> None:
