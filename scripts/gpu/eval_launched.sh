@@ -20,8 +20,9 @@
 #   export VAMBA_CKPT=/path/to/checkpoint   # e.g. the released Vamba-Qwen2-VL-7B, or random 7B weights saved by the lead
 #   bash .whl/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/eval_launched.sh
 #
-# Files in $OUT (3): eval_launched_$TAG.json (rewritten after every stage: a run cut short keeps what it measured),
-# eval_launched.log (the benchmark's output), machine.txt (nvidia-smi, cores, /dev/shm, versions).
+# Files in $OUT (4): eval_launched_$TAG.json (rewritten after every stage: a run cut short keeps what it measured),
+# eval_launched.log (the benchmark's output), machine.txt (nvidia-smi, cores, /dev/shm, versions), mem.log (host
+# memory every 3 s).
 # Knobs (environment): VIDEOS ("1280x720:1 640x360:12"), QUESTIONS (15), BASELINE_VIDEOS (1), SECONDS_PER_VIDEO (3600),
 # VIDEOMME ("90 600 2700": durations decoded for the Video-MME estimate), BENCH_TIMEOUT (540), BENCH_ARGS (more
 # flags, e.g. "--decode-workers 8 --num-frames 512"), TAG (default: the GPU kind), WORK (/tmp/vamba-eval-launched).
@@ -36,6 +37,16 @@ OUT=${OUT:-/tmp/vamba-out}
 WORK=${WORK:-/tmp/vamba-eval-launched}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+# Host memory every 3 s into $OUT/mem.log (available GiB; the decode workers' resident memory in all): on
+# 2026-12-07 the kernel killed decode workers for memory and the call's files did not say so.
+t0=$SECONDS
+( while sleep 3; do
+    avail=$(awk '/MemAvailable/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null)
+    workers=$(ps -eo rss,args 2>/dev/null | awk '/spawn_main/ && !/awk/ {s += $1} END {print int(s / 1048576)}')
+    echo "$((SECONDS - t0)) s: ${avail} GiB available, spawned processes (the decode workers) ${workers} GiB" >> "$OUT/mem.log"
+  done ) &
+MEMLOG=$!
+trap 'kill $MEMLOG 2>/dev/null' EXIT
 MACHINE="$OUT/machine.txt"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1

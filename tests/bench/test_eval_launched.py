@@ -56,7 +56,8 @@ def test_the_gpu_script_writes_its_numbers(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "OK: eval_launched_cpu.json"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["eval_launched.log", "eval_launched_cpu.json",
-                                                                     "machine.txt"]
+                                                                     "machine.txt", "mem.log"]
+    assert "GiB available" in (tmp_path / "out" / "mem.log").read_text()
     result = json.loads((tmp_path / "out" / "eval_launched_cpu.json").read_text())
     assert result["device"] == "cpu" and result["date"] and "code_commit" in result
     prefetch, base = result["runs"]["prefetch"]["timing"], result["runs"]["in_process"]["timing"]
@@ -68,6 +69,18 @@ def test_the_gpu_script_writes_its_numbers(tmp_path: Path) -> None:
         assert result[key] > 0
     assert result["full_lvbench_hours_8gpu"] < result["full_lvbench_hours_1gpu"]
     assert [f["frames"] for f in result["benchmark_folder"]["files"]] == [180, 180]
+
+    # A video the workers cannot decode: the benchmark fails, and keeps the timing of the others (the folder is
+    # reused; the broken file replaces its hard link only).
+    broken = tmp_path / "work" / "lvbench" / "videos" / "bench001_64x36.mp4"
+    broken.unlink()
+    broken.write_bytes(b"not a video" * 100)
+    env.update(OUT=str(tmp_path / "partial"))
+    done = subprocess.run(["bash", "scripts/gpu/eval_launched.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("FAILED: the benchmark exited")
+    partial = json.loads((tmp_path / "partial" / "eval_launched_cpu.json").read_text())
+    assert [v["video"].endswith("bench001_64x36.mp4") for v in partial["skipped"]] == [True]
+    assert partial["runs"]["prefetch"]["timing"]["videos_encoded"] == 2 and partial["gpu_busy_frac"] > 0
 
     # No checkpoint: a one-line reason, a failing exit, nothing run.
     env.update(VAMBA_CKPT=str(tmp_path / "nothing"), OUT=str(tmp_path / "bad"))
