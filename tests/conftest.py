@@ -14,6 +14,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+from vamba.data.video import decord_available
+
+# decord's first import in this process goes through vamba.data.video.import_decord (its libraries kept out of the
+# global symbol scope, as in the project's own processes), before any test's `import decord`.
+decord_available()
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():

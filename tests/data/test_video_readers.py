@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,3 +209,18 @@ def test_fallback_reader_keeps_the_orientation(tmp_path: Path) -> None:
     assert out.frames.shape == (4, 80, 48, 3) and (out.info.height, out.info.width) == (80, 48)
     upright = np.rot90(source[out.sampled.indices], 1, axes=(1, 2))
     assert np.abs(out.frames.astype(int) - upright.astype(int)).mean() < 2
+
+
+def test_decord_keeps_its_libraries_out_of_the_global_symbol_scope(video_path: Path) -> None:
+    """decord loads libdecord with RTLD_GLOBAL; imported plainly, its bundled libraries (libx264, zlib, ...) serve
+    every library bound after it, PyAV's included (vamba.data.video.import_decord). In fresh processes."""
+    pytest.importorskip("decord")
+    probe = ("import ctypes; scope = ctypes.CDLL(None); "
+             "print(hasattr(scope, 'DECORDGetLastError'), hasattr(scope, 'x264_encoder_open_164'))")
+    ours = f"from vamba.data.video import DecordReader; DecordReader({str(video_path)!r}).get_frames([0, 1]); {probe}"
+    plain = f"import decord; {probe}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env) for code in (ours, plain)]
+    assert [r.returncode for r in run] == [0, 0], run[0].stderr[-2000:] + run[1].stderr[-2000:]
+    assert run[0].stdout.split() == ["False", "False"]
+    assert run[1].stdout.split() == ["True", "True"]  # what the plain import does: the check above can fail

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import threading
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,8 +62,7 @@ class DecordReader:
     decord turns frames upright itself (a quarter-turn ``rotate`` tag or display matrix, flips ignored)."""
 
     def __init__(self, source: str | os.PathLike | bytes, num_threads: int = 1) -> None:
-        import decord
-
+        decord = import_decord()
         src = io.BytesIO(source) if isinstance(source, bytes) else str(source)
         try:
             self._vr = decord.VideoReader(src, ctx=decord.cpu(0), num_threads=num_threads)
@@ -389,9 +389,31 @@ def _name(source: str | os.PathLike | bytes) -> str:
     return f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source)
 
 
+def import_decord():
+    """decord, with its libraries kept out of the process's global symbol scope.
+
+    decord 0.6 opens ``libdecord.so`` with ``RTLD_GLOBAL`` (``decord/_ffi/base.py``), which exports the libraries
+    bundled in its wheel (FFmpeg 4.1, libx264, libvpx, zlib 1.2.3, xcb) to every library loaded or lazily bound
+    after it. PyAV's own bundled libx264, libvpx and zlib then bound symbols to decord's copies: seen with
+    ``LD_DEBUG=bindings`` (2026-12-07); afterwards ``ctypes.CDLL(None)`` resolves ``x264_encoder_open_164``. decord
+    calls its library only through the ctypes handle (the wheel has no Cython modules), so it is loaded locally
+    here: the first import of decord in a process must be this one for it to count (tests/conftest.py does it)."""
+    if "decord" in sys.modules:
+        return sys.modules["decord"]
+    import ctypes
+
+    exported = ctypes.RTLD_GLOBAL
+    ctypes.RTLD_GLOBAL = ctypes.RTLD_LOCAL  # read by decord's loader at import time only
+    try:
+        import decord
+    finally:
+        ctypes.RTLD_GLOBAL = exported
+    return decord
+
+
 def decord_available() -> bool:
     try:
-        import decord  # noqa: F401
+        import_decord()
     except ImportError:
         return False
     return True
