@@ -9,7 +9,8 @@
 #      stage-1 step + an optimizer step); stage1_packed[_distill] (packed image-caption rows, lambda = 0 and 1 with
 #      the online teacher); sft_mixed_lora_7b, sft_mixed_2b (stage 2 on image and video samples).
 # Results (flat in $OUT): train_launched_<tag>.json/.md, random_checkpoint.json, train_launched.log, mem.log,
-# nvidia_smi.txt.
+# nvidia_smi.txt; with PROFILE=1,4 (optimizer steps recorded by torch.profiler: debug.profile_steps) also
+# profile_<run>_step<N>.txt, each step's operators by device time.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
 # mamba_ssm-*.tar.gz (sdist), pywheels.tar.xz (deepspeed, hydra-core, omegaconf, antlr4, hjson, pydantic: the
 # wheels' files), data/*.mp4 (the videos). Run from the project root:
@@ -75,9 +76,9 @@ WORKERS=${WORKERS:-4}; [ "$WORKERS" = auto ] && WORKERS=
 RTAG=$TAG${FRAMES:+_${FRAMES}f}
 python3 scripts/bench_train_launched.py out=/tmp/l2 checkpoint=$CKPT checkpoint_2b=$CKPT2 teacher=$TEACHER "videos=$VIDEOS" \
   "runs=[$RUNS]" tag=$RTAG frames=${FRAMES:-1024} steps=${STEPS:-5} ${WORKERS:+workers=$WORKERS} min_run_s=${MIN_RUN_S:-200} \
-  budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
+  ${PROFILE:+profile_steps=[$PROFILE]} budget_s=$(( ${CALL_S:-575} - SECONDS - 15 )) >> "$LOG" 2>&1
 echo "runs rc=$? at $((SECONDS - t0)) s"
-cp /tmp/l2/train_launched_$RTAG.* "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_$RTAG.md 2>/dev/null
+cp /tmp/l2/train_launched_$RTAG.* /tmp/l2/profile_*.txt "$OUT/" 2>/dev/null; cat /tmp/l2/train_launched_$RTAG.md 2>/dev/null
 python3 -c "
 import json
 d = json.load(open('/tmp/l2/train_launched_$RTAG.json'))

@@ -45,7 +45,7 @@ def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> N
     write_mp4(video, frames, fps=4)
     assert launched_main([f"out={tmp_path / 'res'}", f"checkpoint={out}", f"videos=[{video}]", "model=tiny",
                           "frames=4", "max_pixels=4704", "answer_words=6", "steps=3", "workers=1",
-                          "runs=[like_for_like]", "tag=cpu", "overrides=[device=cpu]"]) == 0
+                          "runs=[like_for_like]", "tag=cpu", "overrides=[device=cpu]", "profile_steps=[2]"]) == 0
     result = json.loads((tmp_path / "res" / "train_launched_cpu.json").read_text())
     (row,) = result["runs"]
     assert row["status"] == "ok" and row["rc"] == 0 and row["steps"] == 3, row
@@ -55,6 +55,9 @@ def test_launched_run_row_comes_from_the_real_command(checkpoint, tmp_path) -> N
     assert not list((tmp_path / "res" / "runs" / "like_for_like").glob("*checkpoint*"))
     assert not (tmp_path / "res" / "runs" / "like_for_like" / "final").exists()
     assert "| like_for_like | pretrain |" in (tmp_path / "res" / "train_launched_cpu.md").read_text()
+    # the profiled step's operator table comes back beside the results (debug.profile_steps)
+    assert row["profiles"] == ["profile_like_for_like_step2.txt"]
+    assert "aten::mm" in (tmp_path / "res" / "profile_like_for_like_step2.txt").read_text()
 
 
 def test_packed_stage1_run_reads_real_images_of_mixed_sizes(checkpoint, tmp_path) -> None:

@@ -1,6 +1,7 @@
 """`vamba train` end to end on CPU: real configs, real mp4 data, tiny real models, the HF Trainer."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from tests.training.conftest import compose_config
 from vamba.models.presets import TinyDims, tiny_qwen2vl
 from vamba.training.build import build_model
 from vamba.training.cli import main as train_main
+from vamba.training.config import ConfigError
 from vamba.training.run import train
 from vamba.utils.io import read_jsonl
 
@@ -93,6 +95,21 @@ def test_stall_dump_prints_every_threads_stack_when_a_step_stalls(train_override
     capfd.readouterr()
     time.sleep(0.8)  # the watchdog is disarmed once training ends
     assert "Thread 0x" not in capfd.readouterr().err
+
+
+def test_profile_steps_record_the_listed_steps_only(train_overrides) -> None:
+    cfg = compose_config(*train_overrides, "optim.max_steps=3", "debug.profile_steps=[2]")
+    result = train(cfg)
+    profile = result.output_dir / "profile"
+    assert sorted(p.name for p in profile.iterdir()) == ["step2_rank0.json.gz", "step2_rank0.txt"]
+    table = (profile / "step2_rank0.txt").read_text()
+    assert table.startswith("optimizer step 2, rank 0:") and "aten::mm" in table  # the model's matmuls were recorded
+    with gzip.open(profile / "step2_rank0.json.gz", "rt") as f:
+        events = json.load(f)["traceEvents"]
+    assert any(e.get("name") == "aten::mm" for e in events)
+    assert sorted(_losses(result.output_dir)) == [1, 2, 3]  # the run itself went on
+    with pytest.raises(ConfigError, match=r"debug.profile_steps=\[0\]"):
+        train(compose_config(*train_overrides, "debug.profile_steps=[0]"))
 
 
 def test_lambda_zero_never_builds_a_teacher(train_overrides) -> None:

@@ -98,6 +98,9 @@ class LaunchedArgs:
     budget_s: float = 480.0  # wall-clock budget for everything
     min_run_s: float = 60.0  # a run is skipped when less of the budget is left (a 7B run needs ~200 s)
     overrides: list[str] = field(default_factory=list)  # more `vamba train` key=value for every run (CPU tests)
+    # optimizer steps each run records with torch.profiler (debug.profile_steps): its operator tables are copied to
+    # <out>/profile_<run>_step<N>.txt (the traces stay in the run's folder: tens of MB at 7B)
+    profile_steps: list[int] = field(default_factory=list)
 
 
 def auto_workers(frames: int, max_pixels: int, offload_gib: float, cpus: int, host_bytes: int | None,
@@ -207,6 +210,8 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
             f"optim.max_steps={args.steps}", "logging.save_steps=0", "logging.save_final=false",
             "logging.logging_steps=1", "logging.progress=false", f"stage={spec.stage}", f"output_dir={run_dir}",
             "resume=replace"]  # a second call on a warm machine: the earlier run's files are moved aside, never read
+    if args.profile_steps:
+        keys.append(f"debug.profile_steps=[{','.join(str(n) for n in args.profile_steps)}]")
     if spec.lora:
         keys.append("stage.lora.enable=true")
     if spec.distill:
@@ -368,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
                "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
+        tables = sorted((run_dir / "profile").glob("step*_rank0.txt"))
+        for table in tables:
+            shutil.copyfile(table, out / f"profile_{run}_{table.name.split('_')[0]}.txt")
+        if tables:
+            row["profiles"] = [f"profile_{run}_{t.name.split('_')[0]}.txt" for t in tables]
         info = run_dir / "run_info.json"
         if info.exists():
             trainable = json.loads(info.read_text()).get("summary", {}).get("trainable", "")

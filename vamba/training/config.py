@@ -207,12 +207,15 @@ class DebugConfig:
     ``stop_after_steps`` > 0: stop there with a checkpoint, as an interruption would (resume tests).
     ``stall_dump_s`` > 0: when a step (with its logging and saving) runs longer than this, every process prints
     all its threads' Python stacks to stderr, and again every ``stall_dump_s`` while it stays stuck: a hang
-    under torchrun/DeepSpeed shows where each rank waits."""
+    under torchrun/DeepSpeed shows where each rank waits.
+    ``profile_steps``: optimizer steps (from 1) recorded with ``torch.profiler`` into ``output_dir/profile/``
+    (operator tables and Chrome traces per rank: vamba.training.profiling)."""
 
     overfit_batches: int = 0
     stop_after_steps: int = 0
     detect_anomaly: bool = False
     stall_dump_s: float = 0.0
+    profile_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -362,6 +365,8 @@ def validate(cfg: TrainConfig) -> None:
     check_reporters(list(cfg.logging.report_to))
     check_sharding(cfg)
     _one_of(cfg.parallel.decode, ("local", "all"), "parallel.decode")
+    if any(step < 1 for step in cfg.debug.profile_steps):
+        raise ConfigError(f"debug.profile_steps={list(cfg.debug.profile_steps)}: optimizer steps count from 1")
     if cfg.parallel.ddp_timeout < 1:
         raise ConfigError(f"parallel.ddp_timeout={cfg.parallel.ddp_timeout}: must be >= 1 (seconds)")
     if cfg.parallel.context_parallel_size < 1:

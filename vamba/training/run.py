@@ -62,6 +62,7 @@ from vamba.training.observe import (
     samples_per_source,
 )
 from vamba.training.params import LoraSummary, TrainableSummary
+from vamba.training.profiling import StepProfiler
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.distributed import on_rank_zero
 from vamba.utils.io import append_jsonl, atomic_write_text
@@ -365,6 +366,8 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         trainer.add_callback(StopAfter(cfg.debug.stop_after_steps))
     if cfg.debug.stall_dump_s > 0:
         trainer.add_callback(StallDump(cfg.debug.stall_dump_s))
+    if cfg.debug.profile_steps:
+        trainer.add_callback(StepProfiler(cfg.debug.profile_steps, out / "profile", trainer.args.process_index))
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:
