@@ -5,13 +5,13 @@ the time goes; a profile says which operators take it. For each listed step (num
 ``step``) every rank writes into ``<output_dir>/profile/``:
 
     step<N>_rank<R>.txt       the operators by total device time (CUDA) or CPU time (CPU), the top ``ROWS``
-    step<N>_rank<R>.json.gz   the Chrome trace (open it in https://ui.perfetto.dev or chrome://tracing)
+    step<N>_rank<R>.json.gz   the Chrome trace (Perfetto or chrome://tracing open it)
 
 The record spans the Trainer's ``on_step_begin`` to ``on_step_end`` of that step: every micro-batch's forward and
 backward, the gradient clipping and the optimizer step; the wait for the first micro-batch comes before it (the
 Trainer fetches the step's batches first). Step 1 includes the first compilation and the Triton kernels'
-autotuning. Recording slows the recorded step itself (a 7B step by a few percent on a GPU); the step's row in
-``log.jsonl`` is then not a clean timing, which is why only the listed steps are recorded.
+autotuning. Recording slows the recorded step itself (by how much was not measured), so that step's row in
+``log.jsonl`` is not a clean timing; only the listed steps are recorded.
 """
 from __future__ import annotations
 

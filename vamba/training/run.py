@@ -9,6 +9,7 @@ Run directory (``output_dir``)::
     console.log          our log lines, transformers' warnings and each step's logs, appended per invocation
     loss.png             loss (and eval loss), learning rate and gradient norm over the steps (needs matplotlib)
     skips.jsonl          samples the data pipeline skipped, with the reason
+    profile/             with debug.profile_steps: those steps' operator tables and traces (vamba.training.profiling)
     checkpoint-<step>/   HF Trainer checkpoints (model, optimizer, scheduler, RNG, data position) + processor,
                          complete or absent: written under .staging/ and renamed (vamba.training.checkpoints);
                          with fsdp also the Trainer's full-state files (pytorch_model_fsdp.bin, optimizer.bin)
