@@ -22,6 +22,8 @@ SITE=$(mktemp -d)
 mkdir -p "$OUT" "$SITE"
 LOG=$OUT/train_launched.log
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+# Triton prints each kernel it autotunes rather than reads from its cache: a run's row gets `autotune` (seconds)
+export TRITON_PRINT_AUTOTUNING=1
 export PYTHONPATH=$SITE:$PWD
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -84,6 +86,7 @@ import json
 d = json.load(open('/tmp/l2/train_launched_$RTAG.json'))
 for r in d['runs']:
     print({k: r.get(k) for k in ('name', 'status', 'rc', 'step_s_all', 'bench', 'startup_s', 'tokens_per_s', 'peak_gib')})
+    print('  autotune:', r.get('autotune'))
     if r.get('rc'): print(str(r.get('output_tail'))[-800:])
 " 2>&1 | cut -c1-1200
 df -h "$PWD" | tail -1

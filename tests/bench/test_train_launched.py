@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vamba.bench.checkpoint import CheckpointArgs, write_random_checkpoint
+from vamba.bench.train_launched import autotuning
 from vamba.bench.train_launched import main as launched_main
 from vamba.data.synth import write_mp4
 from vamba.models import VambaForConditionalGeneration
@@ -122,3 +123,18 @@ def test_workers_fit_the_hosts_memory() -> None:
     assert auto_workers(16, 50_176, 0.0, 16, 125 * GIB) == 12  # small samples: the CPUs bound it
     assert auto_workers(1024, 250_000, 47.0, 16, None) == 1  # unknown memory: one worker
     assert auto_workers(1024, 250_000, 47.0, 16, 125 * GIB, "uint8") == 9  # uint8 patches: a quarter of the bytes
+
+
+def test_autotuning_is_read_from_tritons_own_messages() -> None:
+    """The lines Triton 3.6's Autotuner.run prints under TRITON_PRINT_AUTOTUNING=1 (its f-string, filled in), among
+    a run's other output; a kernel tuned for two keys counts twice."""
+    def message(name: str, key: tuple, seconds: float) -> str:
+        return (f"Triton autotuning for function {name},\nwith key as {key},\nfinished after {seconds:.2f}s,\n"
+                f"best config selected: BLOCK_SIZE_M: 64, BLOCK_SIZE_N: 32, num_warps: 4, num_stages: 3;\n")
+
+    text = ("[rank0] step 1\n" + message("_chunk_scan_bwd_dx_kernel", (256, 128, 128, True, "torch.bfloat16"), 3.25)
+            + "{'loss': 12.5}\n" + message("_chunk_state_bwd_db_kernel", (256, 128, 128, "torch.float32"), 1.5)
+            + message("_chunk_scan_bwd_dx_kernel", (256, 64, 128, False, "torch.bfloat16"), 0.75))
+    assert autotuning(text) == {"tunings": 3, "seconds": 5.5,
+                                "kernels": {"_chunk_scan_bwd_dx_kernel": 4.0, "_chunk_state_bwd_db_kernel": 1.5}}
+    assert autotuning("{'loss': 12.5}\n") is None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -168,6 +169,24 @@ def write_caption_mixture(folder: Path, count: int, caption_words: int, scale: f
     mixture = folder / "mixture.yaml"
     mixture.write_text("seed: 0\nsources:\n  - {name: captions, format: caption, path: captions.jsonl}\n")
     return mixture
+
+
+# What Triton prints for each kernel it autotuned in the process, not read from its cache (TRITON_PRINT_AUTOTUNING=1,
+# triton/runtime/autotuner.py in Triton 3.6). Triton caches a kernel's choice on disk only when no config has a
+# pre_hook, and eight of mamba-ssm 2.3.2's Mamba-2 backward kernels zero a buffer in one: a relaunch tunes them again.
+_AUTOTUNED = re.compile(r"Triton autotuning for function (\w+),\nwith key as .*?,\nfinished after ([\d.]+)s", re.S)
+
+
+def autotuning(text: str) -> dict | None:
+    """The Triton autotuning in a run's output: ``kernels`` (name -> seconds of benchmarking, summed over its keys),
+    ``tunings`` and ``seconds`` in all. None when nothing was tuned (or the run did not print it)."""
+    found = [(name, float(seconds)) for name, seconds in _AUTOTUNED.findall(text)]
+    if not found:
+        return None
+    kernels: dict[str, float] = {}
+    for name, seconds in found:
+        kernels[name] = round(kernels.get(name, 0.0) + seconds, 2)
+    return {"tunings": len(found), "seconds": round(sum(s for _, s in found), 2), "kernels": kernels}
 
 
 def summarise(log: Path) -> dict:
@@ -373,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
+        tuned = autotuning(str(text))
+        if tuned:
+            row["autotune"] = tuned
         tables = sorted((run_dir / "profile").glob("step*_rank0.txt"))
         for table in tables:
             shutil.copyfile(table, out / f"profile_{run}_{table.name.split('_')[0]}.txt")

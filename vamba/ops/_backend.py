@@ -70,8 +70,9 @@ def load_kernel(package: str) -> tuple[types.ModuleType | None, str]:
     ``causal_conv1d``.
     """
     # Triton keeps each autotuned kernel's chosen config on disk (in TRITON_CACHE_DIR) when this is set before the
-    # kernels are defined: a relaunch on the same machine skips the Mamba-2 kernels' autotuning (a large part of the
-    # first training step, docs/results/train_launched_h100.md) and, resumed, runs the configs the killed run ran.
+    # kernels are defined: a relaunch on the same machine skips the Mamba-2 kernels' autotuning and, resumed, runs the
+    # configs the killed run ran. Not for a kernel with a config pre_hook (Triton 3.6 does not store those): eight
+    # of mamba-ssm 2.3.2's backward kernels are tuned again at every launch (docs/kernels.md).
     # A user's value wins. Not under MAMBA_DETERMINISTIC=1: there mamba-ssm compiles one config per kernel unless
     # this is set, and would autotune them all with it (minutes of compilation in the GPU tests that set it).
     if not os.environ.get("MAMBA_DETERMINISTIC", "").startswith("1"):
