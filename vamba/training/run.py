@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,14 +125,40 @@ class StopAfter(TrainerCallback):
 
 
 class StallDump(TrainerCallback):
-    """``debug.stall_dump_s``: a watchdog (``faulthandler``) re-armed at every step's start and end, so that a step,
-    or the logging and saving after it, that runs past ``seconds`` prints every thread's stack to stderr."""
+    """``debug.stall_dump_s``: a watchdog re-armed at every step's start and end, so that a step, or the logging and
+    saving after it, that runs past ``seconds`` prints every thread's stack to stderr (again every ``seconds`` while
+    it stays stuck).
+
+    The watchdog is a Python thread that prints with ``faulthandler.dump_traceback`` while holding the GIL.
+    ``faulthandler.dump_traceback_later``, used before, prints from a C thread without the GIL, which is unsafe while
+    other threads start or end (CPython's ``_Py_DumpTracebackThreads``). Its pytest test process crashed with
+    SIGSEGV in or right after the stall test, 1 run in 2 of a loop here (2026-12-07). A Python thread can print only
+    when the stuck thread releases the GIL. torch's collectives and CUDA synchronisation do, and so does
+    ``time.sleep``."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self._deadline = float("inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _arm(self) -> None:
-        faulthandler.dump_traceback_later(self.seconds, repeat=True, file=sys.stderr)
+        self._deadline = time.monotonic() + self.seconds
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="vamba-stall-dump", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(max(self._deadline - time.monotonic(), 0.0)):
+            if time.monotonic() >= self._deadline:
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                self._deadline = time.monotonic() + self.seconds
+
+    def stop(self) -> None:
+        """End the watchdog (idempotent): after training, however it ends."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._arm()
@@ -142,7 +170,7 @@ class StallDump(TrainerCallback):
         self._arm()
 
     def on_train_end(self, args, state, control, **kwargs):
-        faulthandler.cancel_dump_traceback_later()
+        self.stop()
 
 
 def write_run_info(cfg: TrainConfig, out: Path, resumed_from: str | None = None) -> None:
@@ -365,14 +393,16 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
                           f"fsdp=none (DDP) or deepspeed=zero2|zero3")
     if cfg.debug.stop_after_steps > 0:
         trainer.add_callback(StopAfter(cfg.debug.stop_after_steps))
-    if cfg.debug.stall_dump_s > 0:
-        trainer.add_callback(StallDump(cfg.debug.stall_dump_s))
+    stall = StallDump(cfg.debug.stall_dump_s) if cfg.debug.stall_dump_s > 0 else None
+    if stall is not None:
+        trainer.add_callback(stall)
     if cfg.debug.profile_steps:
         trainer.add_callback(StepProfiler(cfg.debug.profile_steps, out / "profile", trainer.args.process_index))
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        if stall is not None:
+            stall.stop()
 
     final = out / "final"
     finished = cfg.debug.stop_after_steps <= 0 or trainer.state.global_step >= trainer.state.max_steps
