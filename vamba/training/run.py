@@ -131,10 +131,10 @@ class StallDump(TrainerCallback):
 
     The watchdog is a Python thread that prints with ``faulthandler.dump_traceback`` while holding the GIL.
     ``faulthandler.dump_traceback_later``, used before, prints from a C thread without the GIL, which is unsafe while
-    other threads start or end (CPython's ``_Py_DumpTracebackThreads``). Its pytest test process crashed with
-    SIGSEGV in or right after the stall test, 1 run in 2 of a loop here (2026-12-07). A Python thread can print only
-    when the stuck thread releases the GIL. torch's collectives and CUDA synchronisation do, and so does
-    ``time.sleep``."""
+    other threads start or end (CPython's ``_Py_DumpTracebackThreads``). With it, the pytest process died of SIGSEGV
+    during the stall test or 1-3 tests after it, four times on 2026-12-07 (three CI runs, one of six loop runs; the
+    cause is not proven). A Python thread can print only when the stuck thread releases the GIL. torch's collectives
+    and CUDA synchronisation do, and so does ``time.sleep``."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
