@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vamba.data.video import DecordReader, SkippingReader, open_video
+from vamba.data.video import DecordReader, SkippingReader, VideoDecodeError, open_video
 
 pytest.importorskip("decord")
 av = pytest.importorskip("av")
@@ -117,3 +117,12 @@ print(early, peak(), r.fast)
     early, late, fast = out.stdout.split()
     assert fast == "True"
     assert int(late) - int(early) < 50, f"peak memory grew from {early} MB to {late} MB"
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_file_decord_refuses_is_one_clear_error(tmp_path: Path) -> None:
+    """The half-built reader's finalizer raised nothing more (an AttributeError in __del__ once, seen in CI)."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(VideoDecodeError, match="decord cannot open"):
+        SkippingReader(bad)

@@ -206,12 +206,12 @@ class SkippingReader:
     HELD_FRAMES = 32  # decoded frames kept past a read's last one (more than a decoder's reordering delay)
 
     def __init__(self, source: str | os.PathLike | bytes) -> None:
+        self._container = None  # first: __del__ runs even when decord refuses the file below
         self._decord: DecordReader | None = DecordReader(source)
         self._source = source
         self._info = self._decord.info()
         self._num_frames = len(self._decord._vr)
         self.fast, self.why = False, ""
-        self._container = None
         self._checked = False
         try:
             self.fast, self.why = self._index()
