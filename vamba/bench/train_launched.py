@@ -395,11 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         tuned = autotuning(str(text))
         if tuned:
             row["autotune"] = tuned
-        tables = sorted((run_dir / "profile").glob("step*_rank0.txt"))
-        for table in tables:
-            shutil.copyfile(table, out / f"profile_{run}_{table.name.split('_')[0]}.txt")
-        if tables:
-            row["profiles"] = [f"profile_{run}_{t.name.split('_')[0]}.txt" for t in tables]
+        for table in sorted((run_dir / "profile").glob("step*_rank0.txt")):
+            name = f"profile_{run}_{table.name.split('_')[0]}.txt"
+            shutil.copyfile(table, out / name)
+            row.setdefault("profiles", []).append(name)
         info = run_dir / "run_info.json"
         if info.exists():
             trainable = json.loads(info.read_text()).get("summary", {}).get("trainable", "")

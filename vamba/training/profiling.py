@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from vamba.utils.io import atomic_write_text
 from vamba.utils.logging import get_logger
 
 _log = get_logger(__name__)
@@ -61,7 +62,7 @@ class StepProfiler(TrainerCallback):
         table = prof.key_averages().table(sort_by=sort, row_limit=ROWS, max_name_column_width=80)
         header = (f"optimizer step {state.global_step}, rank {self.rank}: {seconds:.3f} s recorded (on_step_begin to "
                   f"on_step_end), operators by {sort}\n")
-        _write(self.out / f"{name}.txt", header + table)
+        atomic_write_text(self.out / f"{name}.txt", header + table)
         trace = self.out / f"{name}.json.gz"
         prof.export_chrome_trace(str(trace))  # the .gz suffix: torch writes it gzipped
         _log.info("profile of step %d written: %s (%.1f s recorded)", state.global_step, self.out / f"{name}.txt",
@@ -71,9 +72,3 @@ class StepProfiler(TrainerCallback):
         if self._prof is not None:  # the run ended inside a recorded step (an interruption): nothing to write
             self._prof.__exit__(None, None, None)
             self._prof = None
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
