@@ -54,3 +54,35 @@ def test_bad_claims_fail_naming_the_key() -> None:
         validate_ablation(compose_config("experiment=mini_ablation_mixer", "ablation.claims.0.worse=mamba1"))
     with pytest.raises(ConfigError, match=r"ablation.claims\[0\].tasks"):
         validate_ablation(compose_config("experiment=mini_ablation_mixer", "demo.tasks=[needle,order]"))
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["experiment=demo", "debug.profile_steps=[0]"], "debug.profile_steps"),  # a training key of both stages
+    (["experiment=demo", "data.pixel_dtype=float16"], "data.pixel_dtype"),
+    (["experiment=mini_ablation_mixer", "ablation.variants.mixer_none=['model.vision_mixer=none','debug.profile_steps=[0]']"],
+     "debug.profile_steps"),  # one variant's override
+])
+def test_recipe_stage_keys_fail_before_any_work(argv, key, tmp_path, capsys) -> None:
+    """A key that `vamba train` would refuse in one of the recipe's stages fails the recipe at once (exit 2, the key
+    named), before its data, teacher or run directory exist (it used to fail minutes later, in stage 1)."""
+    import time
+
+    from vamba.cli import main as vamba_main
+
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as e:
+        vamba_main(["train", *argv, f"output_dir={out}"])
+    assert e.value.code == 2 and key in capsys.readouterr().err
+    assert not out.exists()
+    assert time.perf_counter() - started < 60  # the composition only, no data
+
+
+def test_demo_and_ablation_stage_configs_pass_the_training_checks() -> None:
+    from vamba.recipes.ablation import check_ablation
+    from vamba.recipes.demo import check_stages
+
+    check_stages(compose_config("experiment=demo"))
+    for experiment in ("mini_ablations", "mini_ablation_cross_attn_init", "mini_ablation_mixer",
+                       "mini_ablation_distill", "mini_ablation_alpha"):
+        assert check_ablation(compose_config(f"experiment={experiment}"))

@@ -17,6 +17,20 @@ def _run_demo(cfg: DemoTrainConfig) -> Any:
     return run_demo(cfg)
 
 
+def _check_demo(cfg: DemoTrainConfig) -> None:
+    from vamba.recipes.config import validate_demo
+    from vamba.recipes.demo import check_stages
+
+    validate_demo(cfg)
+    check_stages(cfg)
+
+
+def _check_ablation(cfg: AblationTrainConfig) -> None:
+    from vamba.recipes.ablation import check_ablation
+
+    check_ablation(cfg)
+
+
 def _run_ablation(cfg: AblationTrainConfig) -> Any:
     from vamba.recipes.ablation import run_ablation
 
@@ -34,6 +48,6 @@ def _run_pipeline(cfg: PipelineTrainConfig) -> Any:
 
 
 # schema name (``override /schema: <name>`` in an experiment) -> the recipe ``vamba train`` runs for it
-RECIPES: dict[str, Recipe] = {"demo": Recipe(DemoTrainConfig, _run_demo),
-                              "ablation": Recipe(AblationTrainConfig, _run_ablation),
+RECIPES: dict[str, Recipe] = {"demo": Recipe(DemoTrainConfig, _run_demo, _check_demo),
+                              "ablation": Recipe(AblationTrainConfig, _run_ablation, _check_ablation),
                               "ablation_pipeline": Recipe(PipelineTrainConfig, _run_pipeline)}

@@ -228,13 +228,22 @@ def run_jobs(jobs: list[Job], workers: int) -> dict[tuple[str, int], str]:
     return failed
 
 
+def check_ablation(cfg: AblationTrainConfig) -> dict[tuple[str, int], AblationTrainConfig]:
+    """Every check before any work: the sweep's keys, each variant's overrides, and the stage configs each run will
+    train with (demo.check_stages). Returns the runs' configs (``variant_configs``). Raises ``ConfigError``."""
+    validate_ablation(cfg)
+    configs = variant_configs(cfg)
+    for config in configs.values():
+        demo.check_stages(config)
+    return configs
+
+
 def run_ablation(cfg: AblationTrainConfig) -> dict[str, Any]:
     from vamba.recipes import ablation_report as report
     from vamba.training.run import write_run_info
     from vamba.utils.provenance import header
 
-    validate_ablation(cfg)
-    configs = variant_configs(cfg)  # fails on a bad override before any work
+    configs = check_ablation(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(cfg, out)

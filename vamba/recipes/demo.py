@@ -254,10 +254,25 @@ def train_vamba(cfg: DemoTrainConfig, data: dict[str, Path], teacher: Path, out:
     return out / "sft" / "final"
 
 
+def check_stages(cfg: DemoTrainConfig) -> None:
+    """The checks ``vamba train`` makes of a stage's config (vamba.training.config.validate), on the two stages
+    ``train_vamba`` will run, before their data and teacher exist (so without the path checks): a bad training key
+    fails here, not after minutes of data and teacher training. Raises ``ConfigError``."""
+    from vamba.training.config import validate
+
+    d, placeholder = cfg.demo, Path(cfg.output_dir)  # the paths are not checked
+    validate(stage_config(cfg, stage="pretrain", model_path=placeholder, mixture=placeholder, tokenizer=placeholder,
+                          out=placeholder, steps=d.pretrain_steps, lr=d.pretrain_lr, distill_weight=d.distill_weight,
+                          teacher=placeholder), paths=False)
+    validate(stage_config(cfg, stage="sft", model_path=placeholder, mixture=placeholder, tokenizer=placeholder,
+                          out=placeholder, steps=d.sft_steps, lr=d.sft_lr), paths=False)
+
+
 def run_demo(cfg: DemoTrainConfig) -> dict[str, Any]:
     from vamba.training.run import write_run_info
 
     validate_demo(cfg)
+    check_stages(cfg)
     # NOTE: one thread: the tiny model's ops are too small to split, and two threads on two busy cores
     # were 10x slower per step than one (OpenMP workers waiting on each other).
     torch.set_num_threads(cfg.demo.threads)

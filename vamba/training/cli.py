@@ -37,10 +37,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 @dataclass(frozen=True)
 class Recipe:
     """A whole pipeline that ``vamba train`` runs instead of one stage: its schema (a ``TrainConfig`` subclass with
-    the recipe's own section) and the function that runs a config of that schema."""
+    the recipe's own section), the function that runs a config of that schema, and the one that checks it (raises
+    ``ConfigError``) before anything is written."""
 
     schema: type
     run: Callable[[Any], Any]
+    check: Callable[[Any], None] | None = None
 
 
 def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str, Recipe] | None = None) -> int:
@@ -198,6 +200,8 @@ def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
         config = to_config(cfg)
         recipe = next((r for r in recipes.values() if type(config) is r.schema), None)
         if recipe is not None:
+            if recipe.check is not None:
+                recipe.check(config)  # before any directory is made (the recipe checks again: it is also called directly)
             save_hydra_record(cfg, Path(config.output_dir))
             recipe.run(config)
         else:

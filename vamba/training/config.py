@@ -348,8 +348,15 @@ def check_reporters(report_to: list[str]) -> None:
                               f"unset WANDB_MODE to log offline into the run directory (`wandb sync` later)")
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Check values and paths that the schema's types cannot express. Raises ``ConfigError``."""
+def validate(cfg: TrainConfig, *, paths: bool = True) -> None:
+    """Check values and paths that the schema's types cannot express. Raises ``ConfigError``.
+
+    ``paths=False`` checks the values only: a recipe checks the stage configs it will make before it writes the files
+    they name (vamba.recipes.config.validate_demo), so a bad key fails in seconds rather than after its data."""
+    def exists(path: str | None, key: str) -> None:
+        if paths:
+            _exists(path, key)
+
     _one_of(cfg.stage.name, STAGES, "stage.name")
     from vamba.models.configuration import VISION_MIXER_KINDS
     from vamba.models.fp8 import FP8_MODES
@@ -377,26 +384,26 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("parallel.context_parallel_size > 1 cannot run the online distillation teacher (a Qwen2-VL "
                           "with full self-attention over the whole video on every rank); write its top-k logits "
                           "first (vamba distill-cache) and train with stage.distill.source=cache")
-    _exists(cfg.model.path, "model.path")
+    exists(cfg.model.path, "model.path")
     if cfg.model.path is None and cfg.model.size != "tiny" and not cfg.model.allow_random_init:
         raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
                           "or a VAMBA checkpoint); model.allow_random_init=true trains random weights (benchmarks)")
-    _exists(cfg.data.mixture, "data.mixture")
-    if cfg.data.tokenizer is not None and cfg.model.path is not None and not Path(cfg.data.tokenizer).exists():
+    exists(cfg.data.mixture, "data.mixture")
+    if paths and cfg.data.tokenizer is not None and cfg.model.path is not None and not Path(cfg.data.tokenizer).exists():
         # the usual cause: the default data=synthetic group's tokenizer left in place beside a real checkpoint
         raise ConfigError(f"data.tokenizer={cfg.data.tokenizer!r}: no such file or directory (a data group's "
                           "tokenizer left in place?); with model.path the checkpoint's own tokenizer is used when "
                           "data.tokenizer=null: "
                           "pick the data group of your data (data=image_captions for stage 1, data=video_instruct for "
                           "stage 2) or pass data.tokenizer=null")
-    _exists(cfg.data.tokenizer, "data.tokenizer")
+    exists(cfg.data.tokenizer, "data.tokenizer")
     if cfg.data.tokenizer is None and cfg.model.path is None:
         raise ConfigError("data.tokenizer is required when model.path is not given")
     if not 0 <= cfg.data.val_fraction < 1:
         raise ConfigError(f"data.val_fraction={cfg.data.val_fraction}: must be in [0, 1)")
     if cfg.data.val_fraction > 0 and cfg.data.val_mixture is not None:
         raise ConfigError("data.val_fraction and data.val_mixture both set: choose one validation set")
-    _exists(cfg.data.val_mixture, "data.val_mixture")
+    exists(cfg.data.val_mixture, "data.val_mixture")
     if has_validation(cfg.data) and cfg.parallel.context_parallel_size > 1:
         raise ConfigError("a validation set (data.val_fraction / data.val_mixture) with "
                           "parallel.context_parallel_size > 1 is not supported")
@@ -420,14 +427,14 @@ def validate(cfg: TrainConfig) -> None:
     if d.weight > 0 and d.source == "cache" and not d.cache_dir:
         raise ConfigError("stage.distill.weight > 0 with source=cache needs stage.distill.cache_dir")
     if d.weight > 0:
-        _exists(d.teacher if d.source == "online" else d.cache_dir, f"stage.distill.{'teacher' if d.source == 'online' else 'cache_dir'}")
+        exists(d.teacher if d.source == "online" else d.cache_dir, f"stage.distill.{'teacher' if d.source == 'online' else 'cache_dir'}")
     o = cfg.optim
     if o.global_batch_size < 1 or o.per_device_batch_size < 1:
         raise ConfigError("optim.global_batch_size and optim.per_device_batch_size must be >= 1")
     if not 0 <= o.warmup_ratio < 1:
         raise ConfigError(f"optim.warmup_ratio={o.warmup_ratio}: must be in [0, 1)")
     if cfg.resume not in ("auto", "never", "replace"):
-        _exists(cfg.resume, "resume")
+        exists(cfg.resume, "resume")
 
 
 def check_sharding(cfg: TrainConfig) -> None:
