@@ -69,6 +69,9 @@ def test_the_gpu_script_writes_its_numbers(tmp_path: Path) -> None:
         assert result[key] > 0
     assert result["full_lvbench_hours_8gpu"] < result["full_lvbench_hours_1gpu"]
     assert [f["frames"] for f in result["benchmark_folder"]["files"]] == [180, 180]
+    fill = result["first_video_wait"]  # the first video's wait without a model, split among the workers and whole
+    assert [r["split"] for r in fill] == [True, False] and all(r["wait_s"] > 0 and r["parts"] == 1 for r in fill)
+    assert result["projection"]["fill_s"] == result["runs"]["prefetch"]["videos"][0]["wait_s"]
 
     # A video the workers cannot decode: the benchmark fails, and keeps the timing of the others (the folder is
     # reused; the broken file replaces its hard link only).

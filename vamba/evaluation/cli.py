@@ -50,6 +50,9 @@ class EvalModelConfig:
     # thread): a GPU then never waits minutes for an hour-long video. 0: each video decoded when it is encoded.
     decode_workers: int | None = None  # decode worker processes (0: none; None: CPU cores per rank - 1 on CUDA, else 0)
     decode_ahead: int | None = None  # at most this many videos decoding or decoded and waiting (None: workers + 2)
+    # A video the model would otherwise wait for (none decoded is waiting) is decoded by all idle workers, each a part
+    # of its frames: the first video of a run comes in seconds, not minutes. The frames are the same either way.
+    decode_split: bool = True
     # FP8 layers on Hopper (VambaConfig.fp8, docs/fp8.md): none | vision | all. Recorded in run.json; a run with
     # FP8 is not comparable with the published numbers (they were made in bf16).
     fp8: str = "none"
@@ -105,10 +108,10 @@ def load_model(cfg: EvalModelConfig):
     # Reading keys: given to an adapter that takes them; one that reads videos its own way is told they do not reach
     # it (the timeout always, the decode workers when set).
     for key, value in (("decode_timeout_s", cfg.decode_timeout_s), ("decode_workers", cfg.decode_workers),
-                       ("decode_ahead", cfg.decode_ahead)):
+                       ("decode_ahead", cfg.decode_ahead), ("decode_split", cfg.decode_split)):
         if key in parameters or takes_any:
             limits[key] = value
-        elif key == "decode_timeout_s" or value is not None:
+        elif key == "decode_timeout_s" or value not in (None, True):  # decode_split's default says nothing
             logger.warning("model.adapter %s takes no %s: model.%s does not apply", cfg.adapter, key, key)
     if cfg.fp8 != "none":  # never silently in bf16 when FP8 was asked for
         if "fp8" not in parameters and not takes_any:

@@ -82,9 +82,11 @@ class EncodedVideo:
     @property
     def timing(self) -> dict[str, float]:
         """Host seconds behind the encoding, recorded per video by the evaluation runner: ``wait_s`` (the model
-        waited for frames), ``decode_s`` and ``resize_s`` (on the threads or the decode worker that did them)."""
+        waited for frames), ``decode_s`` and ``resize_s`` (summed over the threads or decode workers that did them),
+        ``decode_parts`` (the decode workers that shared the video; 1 in process)."""
         host = self.host
-        return {} if host is None else {"wait_s": host.wait_s, "decode_s": host.decode_s, "resize_s": host.resize_s}
+        return {} if host is None else {"wait_s": host.wait_s, "decode_s": host.decode_s, "resize_s": host.resize_s,
+                                        "decode_parts": host.parts}
 
 
 # One video's opening plus decoding in eval and chat: an hour-long video decodes in minutes, a hung decoder never.

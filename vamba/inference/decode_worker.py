@@ -24,9 +24,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def main(conn: Connection, parent_pid: int) -> None:
-    """Decode each ``(job_id, request, vision, piece_frames)`` sent, answering ``("done", job_id, result)``,
-    ``("skip", job_id, reason)`` (a ``VideoDecodeError``) or ``("error", job_id, traceback)``; stop at None or when
-    the parent's end of the pipe closes. Says ``("ready", pid)`` first."""
+    """Decode each ``(job_id, request, vision, piece_frames, part, parts)`` sent (``decode_request``), answering
+    ``("done", job_id, result)``, ``("skip", job_id, reason)`` (a ``VideoDecodeError``) or ``("error", job_id,
+    traceback)``; stop at None or when the parent's end of the pipe closes. Says ``("ready", pid)`` first."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     import torch
@@ -43,9 +43,9 @@ def main(conn: Connection, parent_pid: int) -> None:
             return
         if job is None:
             return
-        job_id, request, vision, piece_frames = job
+        job_id, request, vision, piece_frames, part, parts = job
         try:
-            message: tuple = ("done", job_id, decode_request(request, vision, piece_frames))
+            message: tuple = ("done", job_id, decode_request(request, vision, piece_frames, part, parts))
         except VideoDecodeError as e:
             message = ("skip", job_id, str(e))
         except Exception:  # noqa: BLE001 - reported to the parent, which stops the run

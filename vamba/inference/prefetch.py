@@ -27,19 +27,20 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
 import torch.multiprocessing  # noqa: F401 (registers the pickling that sends a tensor's shared memory, not its bytes)
 
-from vamba.data.video import VideoDecodeError, VideoInfo, VideoReader
+from vamba.data.video import VideoDecodeError, VideoInfo, VideoReader, decord_available
 from vamba.data.vision import PATCH_SIZE, VisionConfig
 from vamba.evaluation.interface import VideoRequest
 from vamba.evaluation.sampling import frame_indices
 from vamba.inference import decode_worker
-from vamba.inference.video import PieceStats, ReadyFrames, VideoPlan, folder_reader, open_with_timeout
+from vamba.inference.video import (PieceStats, ReadyFrames, VideoPlan, folder_reader, open_with_timeout,
+                                   unit_frames)
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -68,28 +69,49 @@ def request_vision(request: VideoRequest, vision: VisionConfig) -> VisionConfig:
     return replace(vision, shortest_edge=request.frames.shortest_edge, longest_edge=request.frames.longest_edge)
 
 
-def decode_request(request: VideoRequest, vision: VisionConfig, piece_frames: int) -> dict[str, Any]:
-    """Open, sample, decode and pre-resize one video in this process (what a worker runs): ``frames`` uint8
-    [T, h, w, 3] in shared memory, ``indices``, ``info``, ``decode_s``, ``resize_s``."""
+def decode_request(request: VideoRequest, vision: VisionConfig, piece_frames: int, part: int = 0,
+                   parts: int = 1) -> dict[str, Any]:
+    """Open, sample, decode and pre-resize one video, or part ``part`` of ``parts`` of it, in this process (what a
+    worker runs): ``frames`` uint8 [T_part, h, w, 3] in shared memory, ``indices`` (the whole video's), ``info``,
+    ``decode_s``, ``resize_s``. A part is a run of whole units (``VideoPlan.resized``): part k has units
+    ``[k * n // parts, (k + 1) * n // parts)`` of the video's n, so the parts, in order, are the whole read."""
     reader, _, indices = open_request(request)
     plan = VideoPlan.create(request.path, indices=indices, reader=reader, vision=request_vision(request, vision))
-    t, h, w = plan.grid
-    frames = torch.empty((2 * t, h * PATCH_SIZE, w * PATCH_SIZE, 3), dtype=torch.uint8).share_memory_()
+    _, h, w = plan.grid
+    n = plan.num_units(piece_frames)
+    units = (part * n // parts, (part + 1) * n // parts)
+    unit = unit_frames(piece_frames)
+    count = min(units[1] * unit, len(plan.indices)) - min(units[0] * unit, len(plan.indices))
+    frames = torch.empty((count, h * PATCH_SIZE, w * PATCH_SIZE, 3), dtype=torch.uint8).share_memory_()
     stats = PieceStats()
     at = 0
-    for unit in plan.resized(piece_frames, stats):
-        frames[at:at + unit.shape[0]] = unit
-        at += unit.shape[0]
-    if at != frames.shape[0]:
-        raise VideoDecodeError(f"{request.path}: {at} frames decoded, {frames.shape[0]} planned")
+    if count:
+        for chunk in plan.resized(piece_frames, stats, units=units):
+            frames[at:at + chunk.shape[0]] = chunk
+            at += chunk.shape[0]
+    if at != count:
+        raise VideoDecodeError(f"{request.path}: {at} frames decoded, {count} planned")
     return {"frames": frames, "indices": plan.indices, "info": plan.info, "decode_s": stats.decode_s,
             "resize_s": stats.resize_s}
+
+
+def join_parts(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One video's result from its parts' (``decode_request``), in part order: the frames concatenated, the seconds
+    summed (the CPU time of all its workers)."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    if any(r["indices"] != first["indices"] or r["info"] != first["info"] for r in results):
+        raise RuntimeError("the parts of one video disagree on its frames (the file changed while it was read?)")
+    return {"frames": torch.cat([r["frames"] for r in results]), "indices": first["indices"], "info": first["info"],
+            "decode_s": sum(r["decode_s"] for r in results), "resize_s": sum(r["resize_s"] for r in results)}
 
 
 @dataclass(eq=False)
 class _Job:
     request: VideoRequest
-    started: float = 0.0
+    parts: int = 1  # workers decoding a run of its units each (decode_request)
+    done_parts: dict[int, dict[str, Any]] = field(default_factory=dict)  # part -> its result, until all are in
     result: dict[str, Any] | None = None
     error: BaseException | None = None
 
@@ -104,20 +126,26 @@ class _Worker:
     conn: Connection
     ready: bool = False
     job: _Job | None = None
+    part: int = 0
     job_id: int = -1
+    started: float | None = None  # when it took its job (a worker still starting takes it when it is ready)
 
 
 class FramePrefetcher:
     """A pool of decode worker processes that decodes the videos of ``start``'s list ahead of ``take`` (module
     docstring). ``vision``: the checkpoint's resize settings (each request's edges replace its own);
-    ``piece_frames``: the model's piece size (fixes the reader calls, as in the in-process path)."""
+    ``piece_frames``: the model's piece size (fixes the reader calls, as in the in-process path). ``split``: a
+    video the model would otherwise wait for is shared among the idle workers (``_assign``)."""
 
     def __init__(self, workers: int, ahead: int, vision: VisionConfig, piece_frames: int,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, split: bool = True) -> None:
         if workers < 1 or ahead < 1:
             raise ValueError(f"decode workers and look-ahead must be >= 1, got {workers} and {ahead}")
         self.workers, self.ahead, self.timeout_s = min(workers, ahead), ahead, timeout_s
         self.vision, self.piece_frames = vision, piece_frames
+        # decord (and SkippingReader) seek to a part's first frame; PyAV's reader decodes from the file's start for
+        # each part, which would cost more time than it saves
+        self.split = split and decord_available()
         self._ctx = multiprocessing.get_context("spawn")  # nothing of the parent (CUDA, threads) is inherited
         self._cond = threading.Condition()
         self._queue: list[VideoRequest] = []  # upcoming requests, in order, not yet taken
@@ -173,7 +201,8 @@ class FramePrefetcher:
         if job.error is not None:
             raise job.error
         r = job.result
-        stats = PieceStats(decode_s=r["decode_s"], resize_s=r["resize_s"], wait_s=time.perf_counter() - started)
+        stats = PieceStats(decode_s=r["decode_s"], resize_s=r["resize_s"], wait_s=time.perf_counter() - started,
+                           parts=job.parts)
         return ReadyFrames(request.path, r["frames"], r["indices"], r["info"], stats)
 
     def close(self) -> None:
@@ -214,7 +243,16 @@ class FramePrefetcher:
                     except (EOFError, OSError):
                         message = None
                     with self._cond:
-                        self._receive(worker, message)
+                        whole = self._receive(worker, message)
+                    if whole is not None:  # a split video's last part: joined outside the lock (a copy of its frames)
+                        try:
+                            result, error = join_parts([whole.done_parts[k] for k in range(whole.parts)]), None
+                        except RuntimeError as e:
+                            result, error = None, e
+                        with self._cond:
+                            if self._jobs.get(whole.request) is whole:
+                                whole.result, whole.error = result, error
+                            whole.done_parts.clear()
                 with self._cond:
                     self._expire()
                     self._cond.notify_all()
@@ -232,41 +270,68 @@ class FramePrefetcher:
         return _Worker(process, parent)
 
     def _assign(self) -> None:
-        """Give the next listed videos to idle workers, while fewer than ``ahead`` are decoding or waiting."""
-        for worker in self._pool:
-            if not worker.ready or worker.job is not None:
-                continue
+        """Give the next listed videos to idle workers, while fewer than ``ahead`` are decoding or waiting. When no
+        decoded video is waiting, the model will wait for the next one: it is split among all idle workers (each
+        decodes a run of its units, ``decode_request``), so it is ready in about 1/parts of the time. Otherwise a
+        video goes to one worker (a part costs a file opening: ~0.8 s for an hour at 640x360 on one core). Workers
+        still starting count as idle: the job waits in their pipe, so the run's first video is split among them all
+        rather than given whole to the first one up."""
+        idle = [w for w in self._pool if w.job is None]
+        while idle:
             upcoming = next((r for r in self._queue if r not in self._jobs), None)
             if upcoming is None or len(self._jobs) >= self.ahead:
                 return
-            job = self._jobs[upcoming] = _Job(upcoming, started=time.monotonic())
-            worker.job, worker.job_id = job, self._next_id
-            self._next_id += 1
-            try:
-                worker.conn.send((worker.job_id, upcoming, self.vision, self.piece_frames))
-            except OSError:  # it died meanwhile: its pipe's end-of-file reports it on the next wait
-                pass
+            waiting = any(job.done for job in self._jobs.values())
+            parts = 1 if waiting or not self.split else min(len(idle), self._max_parts(upcoming))
+            job = self._jobs[upcoming] = _Job(upcoming, parts=parts)
+            for part in range(parts):
+                worker = idle.pop(0)
+                worker.job, worker.part, worker.job_id = job, part, self._next_id
+                worker.started = time.monotonic() if worker.ready else None
+                self._next_id += 1
+                try:
+                    worker.conn.send((worker.job_id, upcoming, self.vision, self.piece_frames, part, parts))
+                except OSError:  # it died meanwhile: its pipe's end-of-file reports it on the next wait
+                    pass
 
-    def _receive(self, worker: _Worker, message: tuple | None) -> None:
+    def _max_parts(self, request: VideoRequest) -> int:
+        """Parts worth making of ``request``: its units, counted from the protocol's frame count (a part with no
+        unit would only open the file)."""
+        return max(1, -(-request.frames.num_frames // unit_frames(self.piece_frames)))
+
+    def _receive(self, worker: _Worker, message: tuple | None) -> _Job | None:
+        """A worker's message (lock held). Returns the job of a split video whose last part just came in: the
+        caller joins its parts (``join_parts``) outside the lock."""
         if worker not in self._pool:  # replaced meanwhile (its video was dropped or timed out)
-            return
+            return None
         if message is None:
             self._died(worker)
-            return
+            return None
         kind = message[0]
         if kind == "ready":
             worker.ready = True
-            return
+            if worker.job is not None:  # the job has waited in its pipe: it takes it now
+                worker.started = time.monotonic()
+            return None
         job, (_, job_id, payload) = worker.job, message
         worker.job = None
-        if job is None or job_id != worker.job_id or self._jobs.get(job.request) is not job:
-            return  # a dropped video's result: its frames are freed with the message
+        if job is None or job_id != worker.job_id or self._jobs.get(job.request) is not job or job.done:
+            return None  # a dropped (or already failed) video's result: its frames are freed with the message
         if kind == "done":
+            job.done_parts[worker.part] = payload
+            if len(job.done_parts) < job.parts:
+                return None
+            if job.parts > 1:
+                return job
             job.result = payload
-        elif kind == "skip":
+            job.done_parts.clear()
+            return None
+        if kind == "skip":
             job.error = VideoDecodeError(payload)
         else:
             job.error = RuntimeError(f"decode worker failed on {job.request.path}:\n{payload}")
+        self._cancel_parts(job)
+        return None
 
     def _died(self, worker: _Worker) -> None:
         worker.process.join(5)
@@ -276,13 +341,22 @@ class FramePrefetcher:
             raise RuntimeError(f"a decode worker process exited while starting (exit code {code})")
         worker.conn.close()
         job = worker.job
-        if job is not None and self._jobs.get(job.request) is job:
+        if job is not None and self._jobs.get(job.request) is job and not job.done:
             how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
             if code == -signal.SIGBUS:  # the shared memory (/dev/shm) ran out: every video would fail the same way
                 job.error = RuntimeError(f"the decode worker of {job.request.path} died ({how}): is /dev/shm full? "
                                          "Lower model.decode_ahead, or decode in process (model.decode_workers=0)")
             else:
                 job.error = VideoDecodeError(f"{job.request.path}: its decode worker process died ({how})")
+            self._cancel_parts(job)
+
+    def _cancel_parts(self, job: _Job) -> None:
+        """Kill the workers still decoding other parts of ``job`` (lock held), which has failed: their work is lost
+        anyway. Its other parts' frames are freed."""
+        job.done_parts.clear()
+        for worker in list(self._pool):
+            if worker.job is job:
+                self._replace(worker)
 
     def _expire(self) -> None:
         if self.timeout_s is None:
@@ -290,12 +364,15 @@ class FramePrefetcher:
         now = time.monotonic()
         for worker in list(self._pool):
             job = worker.job
-            if job is not None and now - job.started > self.timeout_s:
-                logger.warning("%s: decoding took longer than %s s; killing its decode worker", job.request.path,
-                               self.timeout_s)
+            if (job is not None and worker.started is not None and worker in self._pool
+                    and now - worker.started > self.timeout_s):
+                which = "its decode worker process was" if job.parts == 1 else \
+                    f"the {job.parts} decode worker processes of its parts were"
+                logger.warning("%s: decoding took longer than %s s; killing %s", job.request.path, self.timeout_s,
+                               "its decode worker" if job.parts == 1 else f"the {job.parts} decode workers of its parts")
                 job.error = VideoDecodeError(f"{job.request.path}: decoding took longer than {self.timeout_s} s "
-                                             "(model.decode_timeout_s); its decode worker process was killed")
-                self._replace(worker)
+                                             f"(model.decode_timeout_s); {which} killed")
+                self._cancel_parts(job)
 
     def _drop(self, request: VideoRequest) -> None:
         """Forget ``request`` (lock held): its frames are freed, its worker killed if it is still decoding."""

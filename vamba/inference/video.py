@@ -111,14 +111,19 @@ class VideoPlan:
         fps = self.info.fps if self.info.fps > 0 else 1.0
         return [i / fps for i in self.indices]
 
-    def frames(self, piece_frames: int) -> Iterator[np.ndarray]:
-        """uint8 [T_i, H, W, 3] frames, ``piece_frames`` (even) at a time, in order."""
+    def frames(self, piece_frames: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """uint8 [T_i, H, W, 3] frames, ``piece_frames`` (even) at a time, in order; of ``indices[start:stop]``
+        (``start`` a multiple of the step: the reader calls are those of the whole read from there on)."""
         step = max(2, piece_frames + piece_frames % 2)
+        indices = self.indices[start:stop]
+        if start % step:
+            raise ValueError(f"start={start} is not a multiple of the read's step ({step} frames)")
         if isinstance(self.reader, PyAVReader):
-            yield from self.reader.pieces(self.indices, step)
+            if indices:
+                yield from self.reader.pieces(indices, step)
             return
-        for start in range(0, len(self.indices), step):
-            yield self.reader.get_frames(self.indices[start:start + step])
+        for at in range(0, len(indices), step):
+            yield self.reader.get_frames(indices[at:at + step])
 
     def pieces(self, piece_frames: int, prefetch: bool = True, workers: int = 1, device: torch.device | None = None,
                dtype: torch.dtype | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -185,18 +190,26 @@ class VideoPlan:
                 frames.close()
 
 
+    def num_units(self, piece_frames: int) -> int:
+        """How many units (``unit_frames``: one reader call and one resize each) the read takes."""
+        return -(-len(self.indices) // unit_frames(piece_frames))
+
     def _check_size(self, chunk: np.ndarray) -> None:
         if chunk.shape[1:3] != (self.info.height, self.info.width):
             raise VideoDecodeError(f"{self.source}: frame size {chunk.shape[1:3]} differs from the header's "
                                    f"{(self.info.height, self.info.width)}")
 
-    def resized(self, piece_frames: int, stats: PieceStats | None = None) -> Iterator[torch.Tensor]:
+    def resized(self, piece_frames: int, stats: PieceStats | None = None,
+                units: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
         """The frames ``pieces`` patchifies, before patchifying: uint8 [T_i, h, w, 3] resized units (the units
         ``pieces`` reads, in order), decoded and resized in the calling thread with no time limit. What a decode
         worker process runs (``vamba.inference.prefetch``); its caller bounds the time by killing the process.
-        ``stats``: adds the seconds spent decoding and resizing."""
+        ``stats``: adds the seconds spent decoding and resizing. ``units``: only units ``[a, b)`` of the read (one
+        worker's part of a video; ``num_units`` counts them)."""
         stats = stats or PieceStats()
-        frames = self.frames(unit_frames(piece_frames))
+        unit = unit_frames(piece_frames)
+        a, b = units if units is not None else (0, self.num_units(piece_frames))
+        frames = self.frames(unit, a * unit, b * unit)
         while True:
             started = time.perf_counter()
             chunk = next(frames, None)
@@ -234,6 +247,7 @@ class PieceStats:
     resize_s: float = 0.0
     wait_s: float = 0.0
     pieces: int = 0
+    parts: int = 1  # decode worker processes that shared the video (vamba.inference.prefetch), 1 in process
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, seconds: float) -> None:

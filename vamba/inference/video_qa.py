@@ -31,15 +31,18 @@ def auto_decode_workers(device_type: str) -> int:
 class VambaVideoQA:
     """``VideoQAModel`` for VAMBA checkpoints (see module docstring). ``decode_workers``: processes decoding the
     videos ``prefetch`` lists ahead of ``encode_video`` (0: each video is decoded when it is encoded, in this
-    process); ``decode_ahead``: at most that many videos decoding or decoded and waiting (default workers + 2)."""
+    process); ``decode_ahead``: at most that many videos decoding or decoded and waiting (default workers + 2);
+    ``decode_split``: a video the model would wait for is split among the idle workers (``FramePrefetcher``)."""
 
-    def __init__(self, chat: VambaChat, decode_workers: int = 0, decode_ahead: int | None = None) -> None:
+    def __init__(self, chat: VambaChat, decode_workers: int = 0, decode_ahead: int | None = None,
+                 decode_split: bool = True) -> None:
         if decode_workers < 0 or (decode_ahead is not None and decode_ahead < 1):
             raise ValueError(f"model.decode_workers must be >= 0 and model.decode_ahead >= 1, got {decode_workers} "
                              f"and {decode_ahead}")
         self.chat = chat
         self.decode_workers = decode_workers
         self.decode_ahead = decode_ahead if decode_ahead is not None else decode_workers + 2
+        self.decode_split = decode_split
         self._prefetcher: FramePrefetcher | None = None
 
     def prefetch(self, requests: Sequence[VideoRequest]) -> None:
@@ -50,7 +53,8 @@ class VambaVideoQA:
             return
         if self._prefetcher is None:
             self._prefetcher = FramePrefetcher(self.decode_workers, self.decode_ahead, self.chat.vision,
-                                               self.chat.piece_frames, self.chat.decode_timeout_s)
+                                               self.chat.piece_frames, self.chat.decode_timeout_s,
+                                               split=self.decode_split)
         self._prefetcher.start(requests)
 
     def close(self) -> None:
@@ -90,7 +94,8 @@ def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dt
                         piece_frames: int = 128, min_pixels: int | None = None,
                         max_pixels: int | None = None,
                         decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, decode_workers: int | None = None,
-                        decode_ahead: int | None = None, fp8: str = "none") -> VambaVideoQA:
+                        decode_ahead: int | None = None, decode_split: bool = True,
+                        fp8: str = "none") -> VambaVideoQA:
     """Factory named by ``vamba eval``'s default ``model.adapter``. Pixel limits: the checkpoint's processor files
     (``VambaChat.from_pretrained``) unless given; ``decode_workers`` None: ``auto_decode_workers``; ``fp8``:
     ``VambaConfig.fp8``."""
@@ -102,4 +107,4 @@ def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dt
     chat.vision = replace(chat.vision, **limits)
     if decode_workers is None:
         decode_workers = auto_decode_workers(chat.device.type)
-    return VambaVideoQA(chat, decode_workers, decode_ahead)
+    return VambaVideoQA(chat, decode_workers, decode_ahead, decode_split)
