@@ -59,12 +59,15 @@ def test_bad_claims_fail_naming_the_key() -> None:
 @pytest.mark.parametrize("argv, key", [
     (["experiment=demo", "debug.profile_steps=[0]"], "debug.profile_steps"),  # a training key of both stages
     (["experiment=demo", "data.pixel_dtype=float16"], "data.pixel_dtype"),
+    (["experiment=demo", "optim.lr=0.1"], "the demo sets optim.lr itself (from demo.pretrain_lr"),  # else ignored
+    (["experiment=mini_ablation_mixer", "stage.distill.weight=0.5"], "demo.distill_weight"),
     (["experiment=mini_ablation_mixer", "ablation.variants.mixer_none=['model.vision_mixer=none','debug.profile_steps=[0]']"],
      "debug.profile_steps"),  # one variant's override
 ])
 def test_recipe_stage_keys_fail_before_any_work(argv, key, tmp_path, capsys) -> None:
-    """A key that `vamba train` would refuse in one of the recipe's stages fails the recipe at once (exit 2, the key
-    named), before its data, teacher or run directory exist (it used to fail minutes later, in stage 1)."""
+    """A key that `vamba train` would refuse in one of the recipe's stages, or one the demo sets itself (it would be
+    ignored), fails the recipe at once (exit 2, the key named), before its data, teacher or run directory exist (it
+    used to fail minutes later in stage 1, or train as if it were not given)."""
     import time
 
     from vamba.cli import main as vamba_main

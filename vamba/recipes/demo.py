@@ -254,12 +254,39 @@ def train_vamba(cfg: DemoTrainConfig, data: dict[str, Path], teacher: Path, out:
     return out / "sft" / "final"
 
 
-def check_stages(cfg: DemoTrainConfig) -> None:
-    """The checks ``vamba train`` makes of a stage's config (vamba.training.config.validate), on the two stages
-    ``train_vamba`` will run, before their data and teacher exist (so without the path checks): a bad training key
-    fails here, not after minutes of data and teacher training. Raises ``ConfigError``."""
-    from vamba.training.config import validate
+# The training keys ``stage_config`` sets for each stage -> what sets them instead (a value given for one of them
+# would be ignored: check_stages refuses it). data.mixture and data.tokenizer are left out: the default data group
+# (data=synthetic) sets them, so their default is not the schema's.
+DEMO_SETS = {
+    "model.path": "the demo's own teacher", "data.num_frames": "demo.num_frames", "data.sampling": "the demo (uniform)",
+    "data.cache_in_memory": "the demo (true)", "data.num_workers": "the demo (0)", "stage.name": "the demo (both stages)",
+    "stage.trainable": "the demo (each stage's own)", "stage.distill.weight": "demo.distill_weight",
+    "stage.distill.teacher": "the demo's own teacher", "stage.distill.source": "the demo (online)",
+    "optim.lr": "demo.pretrain_lr and demo.sft_lr", "optim.max_steps": "demo.pretrain_steps and demo.sft_steps",
+    "optim.warmup_ratio": "the demo (0.03)", "optim.per_device_batch_size": "demo.batch_size",
+    "optim.global_batch_size": "demo.batch_size", "logging.save_steps": "the demo (half the steps)",
+    "logging.logging_steps": "the demo (10)",
+}
 
+
+def _key(cfg: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
+
+
+def check_stages(cfg: DemoTrainConfig) -> None:
+    """Before any work: no training key that the demo sets itself (``DEMO_SETS``) is given another value than the
+    schema's default (it would be ignored without a word), and the two stage configs ``train_vamba`` will run pass
+    ``vamba train``'s checks (vamba.training.config.validate, without the path checks: their data and teacher do
+    not exist yet), so a bad key fails here, not minutes later in stage 1. Raises ``ConfigError``."""
+    from vamba.training.config import ConfigError, validate
+
+    default = type(cfg)()
+    for key, instead in DEMO_SETS.items():
+        if _key(cfg, key) != _key(default, key):
+            raise ConfigError(f"{key}={_key(cfg, key)!r}: the demo sets {key} itself (from {instead}); remove it"
+                              + (f" and set {instead}" if instead.startswith("demo.") else ""))
     d, placeholder = cfg.demo, Path(cfg.output_dir)  # the paths are not checked
     validate(stage_config(cfg, stage="pretrain", model_path=placeholder, mixture=placeholder, tokenizer=placeholder,
                           out=placeholder, steps=d.pretrain_steps, lr=d.pretrain_lr, distill_weight=d.distill_weight,
