@@ -6,11 +6,13 @@ while a GPU encodes its frames in seconds: decoding one video at a time leaves t
 current one. Each worker reads a video exactly as the in-process path does (``open_request``, then
 ``VideoPlan.resized``: the same reader calls and the same pre-resize), writes the resized uint8 frames into shared
 memory and hands them over through its pipe; ``take`` returns them as ``ReadyFrames``, which ``VambaChat.encode``
-patchifies as ``VideoPlan.pieces`` would have, so the encoding is the same bit for bit.
+patchifies as ``VideoPlan.pieces`` would have, so the encoding is the same bit for bit. A video the model would
+otherwise wait for (none decoded is waiting, e.g. a run's first) is split among the idle workers, each decoding a run
+of its units from its own opening of the file; the parts, joined, are the same read (``_assign``, ``decode_request``).
 
 Bounds and failures: at most ``ahead`` videos are being decoded or wait decoded (each holds its frames, e.g.
 1024 x 308 x 560 x 3 bytes = 0.53 GB for an LVBench video); a video still decoding ``timeout_s`` seconds after a
-worker took it has its worker killed (a hung decoder cannot be stopped any other way) and becomes a
+worker took it has its workers killed (a hung decoder cannot be stopped any other way) and becomes a
 ``VideoDecodeError`` naming the limit, as does a worker that dies on a file (a decoder crash); a worker that cannot
 start or fails for another reason is a ``RuntimeError`` (the run stops). The workers are daemons that ignore
 Ctrl-C from their first instant (``vamba.inference.decode_worker``; the parent stops them), are killed by the kernel
