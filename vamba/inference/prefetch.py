@@ -41,8 +41,7 @@ from vamba.data.vision import PATCH_SIZE, VisionConfig
 from vamba.evaluation.interface import VideoRequest
 from vamba.evaluation.sampling import frame_indices
 from vamba.inference import decode_worker
-from vamba.inference.video import (PieceStats, ReadyFrames, VideoPlan, folder_reader, open_with_timeout,
-                                   unit_frames)
+from vamba.inference.video import PieceStats, ReadyFrames, VideoPlan, folder_reader, open_with_timeout, unit_frames
 from vamba.utils.logging import get_logger
 
 logger = get_logger(__name__)
