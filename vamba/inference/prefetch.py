@@ -367,10 +367,11 @@ class FramePrefetcher:
             job = worker.job
             if (job is not None and worker.started is not None and worker in self._pool
                     and now - worker.started > self.timeout_s):
-                which = "its decode worker process was" if job.parts == 1 else \
-                    f"the {job.parts} decode worker processes of its parts were"
-                logger.warning("%s: decoding took longer than %s s; killing %s", job.request.path, self.timeout_s,
-                               "its decode worker" if job.parts == 1 else f"the {job.parts} decode workers of its parts")
+                killed = sum(w.job is job for w in self._pool)  # a split video's parts already done are not
+                which = "its decode worker process was" if killed == 1 else \
+                    f"{killed} decode worker processes of its parts were"
+                logger.warning("%s: decoding took longer than %s s; %s killed", job.request.path, self.timeout_s,
+                               which)
                 job.error = VideoDecodeError(f"{job.request.path}: decoding took longer than {self.timeout_s} s "
                                              f"(model.decode_timeout_s); {which} killed")
                 self._cancel_parts(job)
