@@ -89,3 +89,18 @@ def test_the_gpu_script_writes_its_numbers(tmp_path: Path) -> None:
     env.update(VAMBA_CKPT=str(tmp_path / "nothing"), OUT=str(tmp_path / "bad"))
     done = subprocess.run(["bash", "scripts/gpu/eval_launched.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode != 0 and done.stdout.strip().splitlines()[-1].startswith("FAILED: VAMBA_CKPT=")
+
+
+def test_fill_only_measures_the_first_videos_wait_split_and_whole(tmp_path: Path) -> None:
+    """``--fill-only``: the files, then the first video's wait with two workers, split in two and whole; no model."""
+    pytest.importorskip("decord")
+    from vamba.bench.eval_launched import main
+
+    assert main(["--model", "none", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--videos", "64x36:3",
+                 "--seconds", "6", "--clip-s", "2", "--gop-s", "1", "--num-frames", "64", "--decode-workers", "2",
+                 "--device", "cpu", "--tag", "cpu", "--fill-only"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first_video_wait_cpu.json", "work"]
+    result = json.loads((tmp_path / "first_video_wait_cpu.json").read_text())
+    assert result["benchmark"] == "first_video_wait" and result["device"] == "cpu" and "code_commit" in result
+    assert [(r["split"], r["parts"]) for r in result["first_video_wait"]] == [(True, 2), (False, 1)]
+    assert all(r["wait_s"] > 0 and r["decode_s"] > 0 for r in result["first_video_wait"])

@@ -13,6 +13,9 @@
 3. The Video-MME estimate: files of the ``--videomme-durations`` (assumed typical of its short, medium and long
    classes) decoded with its protocol (512 frames, edges 256/480) by the same worker pool, no model.
 
+``--fill-only`` makes the folder and measures only ``first_video_wait`` (no model: split among the workers, then
+whole) into ``<out>/first_video_wait_<tag>.json``.
+
 ``<out>/eval_launched_<gpu>.json``: the device, commit, date, settings, each run's timing (the runner's
 ``summary.json`` ``timing`` and per-video rows), ``gpu_busy_frac`` (the model's computing seconds, encoding without
 the waits for frames plus answering, over the wall time, by the host's clock), ``seconds_per_video``,
@@ -187,6 +190,14 @@ def first_video_wait(data: Path, workers: int, split: bool, num_frames: int | No
             "decode_s": round(ready.stats.decode_s + ready.stats.resize_s, 3), "video": paths[0].name}
 
 
+def measure_fill(data: Path, workers: int, num_frames: int | None) -> list[dict[str, Any]]:
+    """``first_video_wait`` split among the workers, then whole, one after the other (printed as measured)."""
+    waits = [first_video_wait(data, workers or 1, split, num_frames) for split in (True, False)]
+    print("first video ready after: " + ", ".join(f"{'split' if r['split'] else 'whole'} {r['wait_s']:.1f} s "
+                                                   f"({r['parts']} parts)" for r in waits), flush=True)
+    return waits
+
+
 def videomme_files(root: Path, durations: list[float], fps: int, gop_s: float, clip_s: float) -> list[dict[str, Any]]:
     """640x360 files of the ``durations`` (made once: a file of the same settings is reused)."""
     made = []
@@ -297,6 +308,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="skip the first video's wait measured split and whole (first_video_wait)")
     p.add_argument("--tag", default=None, help="file name tag (default: the device kind, e.g. h100 or cpu)")
     p.add_argument("--build-only", action="store_true", help="make the files (reused by a later call) and stop")
+    p.add_argument("--fill-only", action="store_true",
+                   help="make the files, measure only first_video_wait (no model) into first_video_wait_<tag>.json")
     return p.parse_args(argv)
 
 
@@ -333,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         atomic_write_json(out_path, result)
 
+    if args.fill_only:
+        result.update(benchmark="first_video_wait",
+                      first_video_wait=measure_fill(work / "lvbench", workers, args.num_frames))
+        atomic_write_json(out_path := out_path.with_name(f"first_video_wait_{args.tag or kind}.json"), result)
+        print(f"wrote {out_path}")
+        return 0
     save()
     ran = run_eval(work / "lvbench", work / "runs" / "prefetch", args.model,
                    keys + [f"model.decode_workers={workers}"] + ahead)
@@ -363,11 +382,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * t['busy_frac']:.0f} %; the same answers: {result['answers_equal']}", flush=True)
         save()
     if args.fill:  # the first video's wait, split among the workers and whole, measured one after the other
-        result["first_video_wait"] = [first_video_wait(work / "lvbench", workers or 1, split, args.num_frames)
-                                      for split in (True, False)]
-        print("first video ready after: " + ", ".join(
-            f"{'split' if r['split'] else 'whole'} {r['wait_s']:.1f} s ({r['parts']} parts)"
-            for r in result["first_video_wait"]), flush=True)
+        result["first_video_wait"] = measure_fill(work / "lvbench", workers, args.num_frames)
         save()
     videomme = (videomme_decode(work / "videomme", args.videomme_durations, workers or 1, args.fps, args.gop_s,
                                 args.clip_s) if args.videomme_durations else [])
