@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,34 @@ def test_chat_reports_a_hung_video(hang, checkpoint: Path, synth_dir: Path, caps
     assert vamba_main(["chat", "--model", str(checkpoint), "--video", str(video), "--device", "cpu",
                        "--dtype", "float32", "--frames", "4", "--decode-timeout", "0.5", "Which colour?"]) == 2
     assert "took longer than" in capsys.readouterr().err
+
+
+def test_the_limit_covers_opening_and_decoding_together(checkpoint: Path, synth_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the model's process (no decode workers) a video that takes 0.7 s to open and 0.7 s to decode is past a
+    1 s limit, although each step alone is within it; the error names the video's whole limit."""
+    import vamba.inference.video as plan_module
+    from vamba.evaluation.benchmarks import get_benchmark
+    from vamba.evaluation.interface import VideoRequest
+    from vamba.inference.video_qa import load_video_qa_model
+
+    opened, frames = plan_module.open_reader, VideoPlan.frames
+
+    def slow_open(*args, **kwargs):
+        time.sleep(0.7)
+        return opened(*args, **kwargs)
+
+    def slow_frames(self, piece_frames, start=0, stop=None):
+        time.sleep(0.7)
+        yield from frames(self, piece_frames, start, stop)
+
+    model = load_video_qa_model(str(checkpoint), device="cpu", dtype="float32", decode_workers=0,
+                                decode_timeout_s=1.0)
+    request = VideoRequest(str(synth_dir / "lvbench" / "videos" / "synth0002.mp4"),
+                           replace(get_benchmark("lvbench").protocol("vamba").frames, num_frames=4))
+    assert model.encode_video(request).frames == 4  # within the limit as it is
+    monkeypatch.setattr(plan_module, "open_reader", slow_open)
+    monkeypatch.setattr(VideoPlan, "frames", slow_frames)
+    with pytest.raises(VideoDecodeError, match=r"synth0002.mp4 took longer than what was left of the video's 1.0 s "
+                                               r"limit \(opening included\)"):
+        model.encode_video(request)

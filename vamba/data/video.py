@@ -507,8 +507,9 @@ def abandoned_decoders() -> int:
         return len(_abandoned)
 
 
-def run_with_timeout(fn, timeout_s: float | None, what: str = "decoding"):
-    """``fn()`` in a daemon thread, abandoned after ``timeout_s`` seconds (``VideoDecodeError``).
+def run_with_timeout(fn, timeout_s: float | None, what: str = "decoding", limit_s: float | None = None):
+    """``fn()`` in a daemon thread, abandoned after ``timeout_s`` seconds (``VideoDecodeError``). ``limit_s``: the
+    whole limit of which ``timeout_s`` is what is left (named in the error instead; vamba.inference.video).
 
     NOTE: a decoder stuck in C code cannot be killed from Python, so a timed-out read leaves its thread
     behind and the caller moves on (the sample is skipped and counted). A daemon thread per read (not a
@@ -517,8 +518,10 @@ def run_with_timeout(fn, timeout_s: float | None, what: str = "decoding"):
     """
     if timeout_s is None:
         return fn()
+    limit = f"{what} took longer than {timeout_s} s" if limit_s is None else \
+        f"{what} took longer than what was left of the video's {limit_s} s limit (opening included)"
     if timeout_s <= 0:  # a budget already spent (vamba.inference.video): no thread to abandon
-        raise VideoDecodeError(f"{what} took longer than its time limit")
+        raise VideoDecodeError(limit)
     if abandoned_decoders() >= MAX_ABANDONED_DECODERS:
         raise DecoderExhaustedError(f"{MAX_ABANDONED_DECODERS} decoder threads are stuck after timeouts; refusing to "
                                     "start another (restart the process; find the files in the skipped-sample log)")
@@ -536,7 +539,7 @@ def run_with_timeout(fn, timeout_s: float | None, what: str = "decoding"):
     if thread.is_alive():
         with _abandoned_lock:
             _abandoned.append(thread)
-        raise VideoDecodeError(f"{what} took longer than {timeout_s} s")
+        raise VideoDecodeError(limit)
     if "error" in result:
         raise result["error"]
     return result["value"]

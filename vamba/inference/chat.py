@@ -161,17 +161,20 @@ class VambaChat:
     def encode(self, video: str | os.PathLike, sampling: FrameSampling | None = None,
                indices: Sequence[int] | None = None, reader: VideoReader | None = None,
                vision: VisionConfig | None = None,
-               progress: bool | Callable[[int, int], None] = False, ready: ReadyFrames | None = None) -> EncodedVideo:
+               progress: bool | Callable[[int, int], None] = False, ready: ReadyFrames | None = None,
+               spent_s: float = 0.0) -> EncodedVideo:
         """Decode, vision-encode and stream a video file (or frame folder) through the model, piece by piece.
 
         ``sampling`` (default: the chat's ``sampling``) or explicit source frame ``indices`` pick the frames;
         ``vision`` overrides the chat's resize settings for this video. ``progress``: True for a tqdm bar, or a
         callback ``(frames_done, frames_total)``. ``ready``: the frames decoded and resized ahead
         (``vamba.inference.prefetch``), encoded as they are (the other reading arguments are then unused).
+        ``spent_s``: seconds of the video's ``decode_timeout_s`` the caller spent opening ``reader``.
         """
         started = time.perf_counter()
         plan = ready or VideoPlan.create(video, indices=indices, sampling=sampling or self.sampling,
-                                         vision=vision or self.vision, reader=reader, timeout_s=self.decode_timeout_s)
+                                         vision=vision or self.vision, reader=reader, timeout_s=self.decode_timeout_s,
+                                         spent_s=spent_s)
         stream = VideoStream(self.model, plan.grid)
         with _progress(progress, 2 * plan.grid[0], f"encoding {os.path.basename(os.fspath(video))}") as update:
             # The patches are made on the model's device, in its vision dtype (uint8 frames cross to a GPU).

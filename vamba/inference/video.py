@@ -70,22 +70,27 @@ class VideoPlan:
     info: VideoInfo
     indices: list[int]
     vision: VisionConfig
-    # decoding seconds this video may take in all (opening it, every piece), None: no limit. decord hangs on some
-    # files; a read past it is a VideoDecodeError and its stuck thread is abandoned (vamba.data.video's bound).
+    # decoding seconds left of the video's limit after opening it (None: no limit): every piece comes out of it.
+    # decord hangs on some files; a read past it is a VideoDecodeError and its stuck thread is abandoned
+    # (vamba.data.video's bound). limit_s: the whole limit (opening included), named in that error.
     timeout_s: float | None = None
+    limit_s: float | None = None
 
     @classmethod
     def create(cls, source: str | os.PathLike, indices: Sequence[int] | None = None,
                sampling: FrameSampling | None = None, vision: VisionConfig | None = None,
                reader: VideoReader | None = None, backend: Backend = "auto",
-               timeout_s: float | None = None) -> VideoPlan:
-        """Plan a read of ``source`` at the given frame ``indices`` or by ``sampling`` (default: 16 uniform)."""
+               timeout_s: float | None = None, spent_s: float = 0.0) -> VideoPlan:
+        """Plan a read of ``source`` at the given frame ``indices`` or by ``sampling`` (default: 16 uniform).
+        ``timeout_s``: seconds the video may take to open and decode in all, of which the caller has already
+        spent ``spent_s`` (opening the ``reader`` it passes)."""
         vision = vision or VisionConfig()
-        started = time.perf_counter()
+        started = time.perf_counter() - spent_s
         if reader is None:
             reader, info = open_with_timeout(source, backend, timeout_s=timeout_s)
         else:
-            info = run_with_timeout(reader.info, timeout_s, f"reading the header of {source}")
+            left = None if timeout_s is None else timeout_s - spent_s
+            info = run_with_timeout(reader.info, left, f"reading the header of {source}", limit_s=timeout_s)
         if indices is None:
             indices = sample_frames(info.num_frames, info.fps, sampling or FrameSampling()).indices
         indices = [int(i) for i in indices]
@@ -98,7 +103,7 @@ class VideoPlan:
         elif len(indices) % 2:
             indices = indices[:-1] if vision.odd_frames == "drop" else indices + indices[-1:]
         left = None if timeout_s is None else timeout_s - (time.perf_counter() - started)
-        return cls(str(source), reader, info, indices, vision, left)
+        return cls(str(source), reader, info, indices, vision, left, timeout_s)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -151,7 +156,8 @@ class VideoPlan:
             started = time.perf_counter()
             left = None if self.timeout_s is None else self.timeout_s - stats.decode_s
             try:
-                chunk = run_with_timeout(lambda: next(frames, None), left, f"decoding {self.source}")
+                chunk = run_with_timeout(lambda: next(frames, None), left, f"decoding {self.source}",
+                                         limit_s=self.limit_s)
             except VideoDecodeError:
                 abandoned = self.timeout_s is not None
                 raise

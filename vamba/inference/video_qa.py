@@ -10,6 +10,7 @@ cross-attention K/V with the protocol's decoding settings and returns the reply 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -67,9 +68,10 @@ class VambaVideoQA:
         ready = self._prefetcher.take(video) if self._prefetcher is not None else None
         if ready is not None:
             return self.chat.encode(video.path, ready=ready)
+        started = time.perf_counter()  # the time limit covers the opening and the decoding together
         reader, _, indices = open_request(video, self.chat.decode_timeout_s)
         return self.chat.encode(video.path, indices=indices, reader=reader,
-                                vision=request_vision(video, self.chat.vision))
+                                vision=request_vision(video, self.chat.vision), spent_s=time.perf_counter() - started)
 
     def answer(self, encoded: EncodedVideo, prompt: str, generation: GenerationSettings) -> str:
         """The reply as generated (nothing stripped: extraction sees what the released scripts see), ended by
