@@ -72,8 +72,16 @@ def test_resume_after_crash_neither_duplicates_nor_drops(tmp_path: Path) -> None
     assert summary["complete"] and summary["score"] == pytest.approx((50 + 19 * 100) / 20)
 
     again = Faulty(rec)  # a finished run restarted: nothing to do, same summary
-    assert evaluate(bench, questions, again, run, progress=False)["score"] == summary["score"]
+    assert evaluate(bench, questions, again, run, progress=False, reading={"decode_workers": 3})["score"] == \
+        summary["score"]
     assert again.answered == [] and again.videos_encoded == 0
+    # the status is the last run's; the history keeps the timing of the run that encoded the videos (the crashed
+    # run wrote none), and each run's reading settings
+    runs = read_jsonl(run / "shards" / "runs-rank0.jsonl")
+    assert [(r["videos_encoded"], r["reading"]) for r in runs] == [(resumed.videos_encoded, {}),
+                                                                   (0, {"decode_workers": 3})]
+    assert len(runs[0]["timing"]["videos"]) == resumed.videos_encoded > 0 and runs[1]["finished"]
+    assert json.loads((run / "shards" / "rank0.status.json").read_text())["videos_encoded"] == 0
 
 
 

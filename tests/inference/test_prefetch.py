@@ -19,9 +19,10 @@ from PIL import Image
 
 from vamba.cli import main as vamba_main
 from vamba.data.synth import write_mp4
-from vamba.data.vision import resize_for_patches
+from vamba.data.vision import VisionConfig, resize_for_patches
 from vamba.evaluation.interface import FrameSettings, VideoRequest
 from vamba.evaluation.sampling import frame_indices
+from vamba.inference.prefetch import FramePrefetcher
 from vamba.inference.video_qa import VambaVideoQA, load_video_qa_model
 from vamba.utils.io import read_jsonl
 
@@ -118,6 +119,9 @@ def test_vamba_eval_with_decode_workers_answers_the_same_and_times_each_video(ch
     rows = status["timing"]["videos"]
     assert [Path(r["video"]).name for r in rows] == ["synth0000.mp4", "synth0002.mp4"]
     assert all(r["encode_s"] > 0 and r["answer_s"] > 0 and r["decode_s"] > 0 and r["wait_s"] >= 0 for r in rows)
+    assert all(type(r["decode_parts"]) is int for r in rows)  # a count of workers (8 frames: one unit, one part)
+    assert status["reading"] == {"decode_timeout_s": 1800.0, "decode_workers": 2, "decode_ahead": 2,
+                                 "decode_split": True}
     timing = summary["timing"]
     assert timing["videos_encoded"] == 2 and timing["questions"] == 2
     assert timing["encode_s"] == pytest.approx(sum(r["encode_s"] for r in rows), abs=0.01)
@@ -235,3 +239,17 @@ def test_the_video_the_model_waits_for_is_split_among_idle_workers(checkpoint: P
     finally:
         model.close()
         whole.close()
+
+
+def test_workers_beyond_the_look_ahead_only_when_videos_are_split(caplog: pytest.LogCaptureFixture) -> None:
+    """Split, several workers share one video, so four workers serve a look-ahead of one; unsplit, only one of them
+    could work: the pool is one worker and a warning names both settings."""
+    pytest.importorskip("decord")
+    split = FramePrefetcher(4, 1, VisionConfig(), 128)
+    unsplit = FramePrefetcher(4, 1, VisionConfig(), 128, split=False)
+    try:
+        assert (split.workers, unsplit.workers) == (4, 1)
+        assert "1 decode workers, not 4" in caplog.text and "model.decode_ahead=1" in caplog.text
+    finally:
+        split.close()
+        unsplit.close()

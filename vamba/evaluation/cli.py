@@ -157,6 +157,9 @@ def run(cfg: EvalConfig) -> tuple[dict, Path]:
     summary = evaluate(benchmark, questions, model, out, protocol=cfg.protocol, spec=spec, seed=cfg.seed, rank=rank,
                        world_size=world, progress=cfg.progress, strict=cfg.strict,
                        media_roots=roots if cfg.confine_media else None, answer_batch=cfg.model.answer_batch,
+                       reading={"decode_timeout_s": cfg.model.decode_timeout_s,
+                                **{k: getattr(model, k) for k in ("decode_workers", "decode_ahead", "decode_split")
+                                   if hasattr(model, k)}},
                        extra={"model": cfg.model.path, "model_id": identity, "replay": cfg.replay, "data": cfg.data,
                               "limit": cfg.limit, "subtitles": cfg.subtitles, "min_pixels": cfg.model.min_pixels,
                               "max_pixels": cfg.model.max_pixels, "fp8": cfg.model.fp8,

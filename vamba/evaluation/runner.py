@@ -4,7 +4,8 @@ Run directory layout::
 
     run.json                 settings of the run (a restart with other settings is refused)
     shards/rank<r>.jsonl     records appended by rank r (flushed + fsync'ed per question)
-    shards/rank<r>.status.json  written when rank r has gone through its shard (with its skips)
+    shards/rank<r>.status.json  written when rank r has gone through its shard (with its skips and timing)
+    shards/runs-rank<r>.jsonl   every such status of rank r, one line per run (a resumed run adds its own)
     responses.jsonl          all records in benchmark order   } written atomically once every
     summary.json, report.md  metrics and the markdown table   } rank has finished
 
@@ -23,6 +24,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Container, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from vamba.evaluation.records import SHARD_DIR, RecordStore, order_by, read_all
 from vamba.evaluation.report import render
 from vamba.evaluation.scoring import make_record, summarize
 from vamba.evaluation.sharding import group_by, shard
-from vamba.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+from vamba.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from vamba.utils.logging import get_logger
 from vamba.utils.paths import is_inside
 
@@ -112,7 +114,7 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
              protocol: str = "vamba", spec: ProtocolSpec | None = None, seed: int = 0, rank: int = 0,
              world_size: int = 1, extra: Mapping[str, Any] | None = None, progress: bool = True,
              strict: bool = False, media_roots: Sequence[str | Path] | None = None,
-             answer_batch: int = 1) -> dict[str, Any] | None:
+             answer_batch: int = 1, reading: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Answer this rank's share of ``questions`` with ``model`` and record them under ``run_dir``.
 
     :param spec: the protocol (default: ``benchmark.protocol(protocol)``).
@@ -126,6 +128,8 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
     :param answer_batch: questions of one video answered together by the model's ``answer_many`` (greedy decoding
         only; 1: ``answer`` one at a time). Recorded in ``run.json``: a restart with another value is refused. A
         group's seconds count in its video's ``answer_s`` (a group never spans two videos).
+    :param reading: how the model reads videos (e.g. its decode workers), recorded beside the timing they shape and
+        never checked: the frames, and so the answers, do not depend on them.
     :return: the summary once every rank has finished (this call finalised it), else ``None``.
     """
     run_dir = Path(run_dir)
@@ -212,9 +216,14 @@ def evaluate(benchmark: Benchmark, questions: Sequence[Question], model: VideoQA
             prefetch([])  # the decode workers end with the run, however it ends
         bar.close()
     elapsed = time.perf_counter() - started
-    atomic_write_json(status_path, {"rank": rank, "world_size": world_size, "skipped": skipped,
-                                    "videos_encoded": len(timing), "seconds": round(elapsed, 3),
-                                    "timing": timing_totals(timing, elapsed, [rank]) | {"videos": _rounded(timing)}})
+    status = {"rank": rank, "world_size": world_size, "skipped": skipped, "videos_encoded": len(timing),
+              "seconds": round(elapsed, 3), "reading": dict(reading or {}),
+              "timing": timing_totals(timing, elapsed, [rank]) | {"videos": _rounded(timing)}}
+    # The status file is this run's; every run's stays in the history (a resumed run would otherwise replace the
+    # timing of the run that encoded the videos with its own)
+    append_jsonl(run_dir / SHARD_DIR / f"runs-rank{rank}.jsonl",
+                 [status | {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}])
+    atomic_write_json(status_path, status)
     logger.info("rank %d: %d questions in shard, %d videos encoded, %d skipped, %.1f s", rank, len(mine),
                 len(timing), sum(s["questions"] for s in skipped), elapsed)
     if not all((run_dir / SHARD_DIR / f"rank{r}.status.json").exists() for r in range(world_size)):
@@ -275,7 +284,7 @@ def _encode_timing(video: str, questions: int, seconds: float, encoded: Any) -> 
     """A video's timing row. ``wait_s``: seconds of the encoding the model waited for frames, when the encoded
     object says (an optional ``timing`` mapping, e.g. ``EncodedVideo.timing``; its other entries are kept too);
     ``encode_s``: the rest of the encoding; ``answer_s``: added up as its questions are answered."""
-    host = {k: float(v) for k, v in dict(getattr(encoded, "timing", None) or {}).items()}
+    host = {k: v if isinstance(v, int) else float(v) for k, v in dict(getattr(encoded, "timing", None) or {}).items()}
     wait = min(host.get("wait_s", 0.0), seconds)
     return {"video": video, "questions": questions, "wait_s": wait, "encode_s": seconds - wait, "answer_s": 0.0,
             **{k: v for k, v in host.items() if k != "wait_s"}}

@@ -142,11 +142,16 @@ class FramePrefetcher:
                  timeout_s: float | None = None, split: bool = True) -> None:
         if workers < 1 or ahead < 1:
             raise ValueError(f"decode workers and look-ahead must be >= 1, got {workers} and {ahead}")
-        self.workers, self.ahead, self.timeout_s = min(workers, ahead), ahead, timeout_s
+        self.ahead, self.timeout_s = ahead, timeout_s
         self.vision, self.piece_frames = vision, piece_frames
         # decord (and SkippingReader) seek to a part's first frame; PyAV's reader decodes from the file's start for
         # each part, which would cost more time than it saves
         self.split = split and decord_available()
+        # Unsplit, at most `ahead` videos decode at once, one worker each: more workers would never work.
+        self.workers = workers if self.split else min(workers, ahead)
+        if self.workers < workers:
+            logger.warning("%d decode workers, not %d: without splitting videos (model.decode_split=false, or no "
+                           "decord) at most model.decode_ahead=%d videos decode at once", self.workers, workers, ahead)
         self._ctx = multiprocessing.get_context("spawn")  # nothing of the parent (CUDA, threads) is inherited
         self._cond = threading.Condition()
         self._queue: list[VideoRequest] = []  # upcoming requests, in order, not yet taken
