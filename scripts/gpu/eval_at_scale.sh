@@ -3,6 +3,7 @@
 # packages come as the wheels' files in .whl2/ (av-*.tar.xz, decord-*.tar.xz, pywheels.tar.xz: omegaconf and hydra,
 # which `vamba eval`'s config needs (its 2026-12-07 run stopped without them); mamba_ssm-*.tar.gz, its sdist),
 # causal-conv1d stays out (the Mamba-2 convolution runs its PyTorch reference: prefill only, decoding never uses it).
+# `bash scripts/deps/gpu_wheels.sh whl2` makes the folder.
 #   1. a 7B checkpoint with random weights (scripts/random_checkpoint.py);
 #   2. scripts/gpu/eval_launched.sh on it: hour-long files in LVBench's layout, `vamba eval` with decode workers and
 #      in process; answers capped at MAX_NEW_TOKENS (8: a multiple-choice reply; random weights never stop early);

@@ -5,7 +5,8 @@
 #      prefill at 1,024 frames as users run it): efficiency_<tag>_{fp8,bf16}.json (rows carry `precision`);
 #   2. scripts/fp8_accuracy.py at 7B (64 frames): fp8_accuracy_<tag>.json (ACCURACY=0 skips it);
 #   3. every GPU correctness test (scripts/gpu/tests.sh -rA: one line per test) with what is left.
-# Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files), mamba_ssm-*.tar.gz (sdist). Run from the root:
+# Carried as .whl/ (`bash scripts/deps/gpu_wheels.sh whl`): causal_conv1d-*.tar.xz (the wheel's files), mamba_ssm-*.tar.gz
+# (sdist). Run from the root:
 #   VAMBA_CODE_COMMIT=<commit> bash scripts/gpu/fp8.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}

@@ -13,7 +13,7 @@
 # profile_<run>_step<N>.txt, each step's operators by device time.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
 # mamba_ssm-*.tar.gz (sdist), pywheels.tar.xz (deepspeed, hydra-core, omegaconf, antlr4, hjson, pydantic: the
-# wheels' files), data/*.mp4 (the videos). Run from the project root:
+# wheels' files), data/*.mp4 (the videos): `bash scripts/deps/gpu_wheels.sh whl` makes it. Run from the project root:
 #   VAMBA_CODE_COMMIT=<commit> bash scripts/gpu/train_launched.sh
 set -u
 OUT=${OUT:-/tmp/vamba-out}
