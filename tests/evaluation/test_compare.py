@@ -82,3 +82,41 @@ def test_runs_that_cannot_be_compared_are_errors(tmp_path: Path, capsys: pytest.
                           ([a, "--vs", tmp_path / "missing"], "responses.jsonl not found")):
         assert vamba_main(["compare", *map(str, args)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_runs_made_with_other_settings_or_questions_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A setting other than the model differs: an error naming it, unless ``differ=`` allows it (then listed); one
+    question id naming two questions (another annotation file): an error; one run per arm: said above the table."""
+    root = WRITERS["lvbench"](tmp_path / "LV")
+    a, b = _eval(tmp_path, root, "a", "CAB"), _eval(tmp_path, root, "b", "CAD")
+    bench = get_benchmark("lvbench")
+    recorded = tmp_path / "b.replies.jsonl"
+    few = tmp_path / "few"
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={root}", f"replay={recorded}", f"out={few}",
+                       "progress=false", "num_frames=8"]) == 0
+    capsys.readouterr()
+    assert vamba_main(["compare", f"a={a}", f"b={few}"]) == 2
+    err = capsys.readouterr().err
+    assert "the runs differ in 'frames'" in err and "differ=[frames]" in err
+    out = tmp_path / "cmp.json"
+    assert vamba_main(["compare", f"a={a}", f"b={few}", "differ=[frames]", "resamples=200", f"out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "Allowed to differ (differ=): frames:" in printed and "One run per arm" in printed
+    result = json.loads(out.read_text())
+    assert [v["num_frames"] for v in result["differing"]["frames"].values()] == [1024, 8]
+    assert vamba_main(["compare", f"a={a}", f"b={b}", "differ=[framez]"]) == 2
+    assert "differ names settings the runs do not record: ['framez']" in capsys.readouterr().err
+
+    # the same ids, another annotation file: question 1's gold answer differs
+    other = WRITERS["lvbench"](tmp_path / "LV2")
+    meta = other / "video_info.meta.jsonl"
+    meta.write_text(meta.read_text().replace('"answer": "C"', '"answer": "D"'))
+    moved = tmp_path / "moved"
+    questions = bench.load(other, {})
+    recorded.write_text("".join(json.dumps({"video": q.video, "prompt": bench.protocol("vamba").prompt(q),
+                                            "response": "The answer is C."}) + "\n" for q in questions))
+    assert vamba_main(["eval", "benchmark=lvbench", f"data={other}", f"replay={recorded}", f"out={moved}",
+                       "progress=false"]) == 0
+    capsys.readouterr()
+    assert vamba_main(["compare", f"a={a}", f"b={moved}", "differ=[data]"]) == 2
+    assert "question '1' is another question" in capsys.readouterr().err

@@ -92,3 +92,18 @@ def test_seeds_widen_the_interval_when_training_varies() -> None:
 ])
 def test_verdict(lo, hi, sign, expected) -> None:
     assert verdict(Interval((lo + hi) / 2, lo, hi), sign) == expected
+
+
+def test_a_verdict_needs_the_interval_and_mcnemar_both() -> None:
+    """20 questions, 5 right in A alone: the percentile interval lies above 0 but the exact McNemar p is 0.0625, so
+    the verdict is inconclusive; 10 of 20: both agree (p = 0.002)."""
+    from vamba.evaluation.stats import judge_paired
+
+    b = np.zeros(20, dtype=np.int8)
+    few, more = b.copy(), b.copy()
+    few[:5], more[:10] = 1, 1
+    weak = judge_paired(few, b, resamples=2000)
+    assert weak.difference.lo > 0 and weak.mcnemar_p == pytest.approx(0.0625) and weak.verdict == "inconclusive"
+    strong = judge_paired(more, b, resamples=2000)
+    assert strong.mcnemar_p < 0.05 and strong.verdict == "reproduced"
+    assert judge_paired(b, more, resamples=2000).verdict == "contradicted"
