@@ -82,3 +82,15 @@ def test_corrupt_video_costs_its_questions_only(checkpoint: Path, synth_dir: Pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["answered"] == 2 and summary["skipped"]["questions"] == 1
     assert not summary["complete"]
+
+
+def test_the_python_loaders_take_every_commands_dtype_rule(checkpoint) -> None:
+    """``VambaChat.from_pretrained`` and ``load_video_qa_model`` without a dtype: float32 on a CPU (bfloat16 only on
+    CUDA), as ``vamba chat`` / ``vamba eval`` with ``dtype=auto`` (they used to load bfloat16 on a CPU)."""
+    import torch
+
+    from vamba.inference.chat import VambaChat
+
+    assert VambaChat.from_pretrained(checkpoint, device="cpu").model.dtype == torch.float32
+    assert load_video_qa_model(str(checkpoint), device="cpu").chat.model.dtype == torch.float32
+    assert VambaChat.from_pretrained(checkpoint, device="cpu", dtype="bfloat16").model.dtype == torch.bfloat16

@@ -31,6 +31,7 @@ from vamba.inference.streaming import VideoStream, split_patches
 from vamba.inference.video import PieceStats, ReadyFrames, VideoPlan
 from vamba.models.cache import VideoCache
 from vamba.models.fast_decode import greedy_decode, unsupported
+from vamba.utils.cli_args import auto_dtype
 from vamba.utils.logging import get_logger
 
 DECODE_LOOPS = ("auto", "static", "generate")  # VambaChat.reply's and reply_many's decode=
@@ -124,11 +125,12 @@ class VambaChat:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = "auto",
-                        dtype: str | torch.dtype = "bfloat16", fp8: str = "none", **kwargs: Any) -> VambaChat:
+                        dtype: str | torch.dtype = "auto", fp8: str = "none", **kwargs: Any) -> VambaChat:
         """Load model, tokenizer and processor settings from one checkpoint directory (ours, or the released VAMBA
         layout). Resize settings (``min_pixels`` / ``max_pixels``, edges) and the default frames come from the
         checkpoint's processor files (``vamba.data.video_processor.read_processor_dicts``; defaults when it has none);
-        ``vision=`` / ``sampling=`` given here win. ``fp8``: which layers run in FP8 (``VambaConfig.fp8``)."""
+        ``vision=`` / ``sampling=`` given here win. ``fp8``: which layers run in FP8 (``VambaConfig.fp8``). ``dtype``
+        ``auto``: bfloat16 on CUDA, float32 elsewhere (``vamba.utils.cli_args.auto_dtype``, every command's rule)."""
         from transformers import AutoTokenizer
 
         from vamba.data.video_processor import VambaVideoProcessor
@@ -150,8 +152,11 @@ class VambaChat:
         if os.path.isfile(os.path.join(path, RANDOM_CHECKPOINT)):  # scripts/random_checkpoint.py: for speed only
             logger.warning("%s holds random weights (%s): its answers measure speed, not accuracy", path,
                            RANDOM_CHECKPOINT)
+        target = resolve_device(device)
+        if isinstance(dtype, str):
+            dtype = auto_dtype(dtype, str(target))
         model = VambaForConditionalGeneration.from_pretrained(path, dtype=resolve_dtype(dtype), fp8=fp8)
-        return cls(model.to(resolve_device(device)), tokenizer, **kwargs)
+        return cls(model.to(target), tokenizer, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -230,7 +235,8 @@ class VambaChat:
         default of 50), greedy decoding clears temperature/top-p/top-k. ``eos_token_ids``: the tokens that end
         the reply (default: ``self.eos_token_ids``, ``<|im_end|>`` and ``<|endoftext|>``).
         ``decode``: the loop of greedy decoding (``DECODE_LOOPS``): ``static`` = ``vamba.models.fast_decode`` (a
-        static text cache, the step replayed in a CUDA graph on CUDA; the same tokens as ``generate``),
+        static text cache, the step replayed in a CUDA graph on CUDA; ``generate``'s tokens in float32, in bf16
+        within its rounding: a near tie can flip, seen on an H100, docs/inference.md),
         ``generate`` = transformers' ``generate``, ``auto`` = ``static`` on CUDA, ``generate`` elsewhere. Sampling
         always decodes through ``generate``.
         """

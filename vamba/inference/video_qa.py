@@ -92,7 +92,7 @@ class VambaVideoQA:
                                     eos_token_ids=[self.chat.tokenizer.eos_token_id])
 
 
-def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "bfloat16",
+def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dtype: str = "auto",
                         piece_frames: int = 128, min_pixels: int | None = None,
                         max_pixels: int | None = None,
                         decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, decode_workers: int | None = None,
