@@ -103,3 +103,10 @@ def test_uint8_patches_normalise_to_the_float32_pixel_values():
     assert torch.equal(normalize_patches(raw), want)
     assert normalize_patches(want) is want  # already normalised: untouched
     assert normalize_patches(raw, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_pixel_limits_that_cannot_hold_are_refused() -> None:
+    """``max_pixels=0`` divided by zero in smart_resize; ``min_pixels`` above ``max_pixels`` ignored the cap."""
+    for bad in (dict(max_pixels=0), dict(min_pixels=60000, max_pixels=4000), dict(shortest_edge=0)):
+        with pytest.raises(ValueError, match="must be|need 1 <= min_pixels"):
+            VisionConfig(**bad)

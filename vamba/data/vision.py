@@ -96,6 +96,13 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.odd_frames not in ("drop", "repeat"):
             raise ValueError(f"odd_frames must be 'drop' or 'repeat', got {self.odd_frames!r}")
+        # smart_resize divides by them, and a cap under the floor would be ignored without a word
+        if not 1 <= self.min_pixels <= self.max_pixels:
+            raise ValueError(f"min_pixels={self.min_pixels} and max_pixels={self.max_pixels}: need 1 <= min_pixels "
+                             "<= max_pixels")
+        for name in ("shortest_edge", "longest_edge"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1 (or None: off)")
 
 
 def processed_size(height: int, width: int, config: VisionConfig) -> tuple[int, int]:
