@@ -79,3 +79,22 @@ def test_interactive_video_switch_and_bad_video(checkpoint: Path, synth_dir: Pat
     captured = capsys.readouterr()
     assert "give /video PATH again" in captured.err and "no video encoded" in captured.err
     assert captured.out.strip() == want  # only the question after the successful /video was answered
+
+
+def test_num_frames_caps_a_checkpoints_rate_as_the_processor_does(checkpoint: Path, synth_dir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A checkpoint whose processor samples at 1 fps: ``num_frames=6`` is the cap of that rate, in ``vamba chat`` as
+    through the processor (chat used to switch to 6 uniform frames)."""
+    import shutil
+
+    from vamba.data.video_processor import VambaVideoProcessor
+
+    ckpt = tmp_path / "fps_ckpt"
+    shutil.copytree(checkpoint, ckpt)
+    VambaVideoProcessor(fps=1.0).save_pretrained(ckpt)
+    video = synth_dir / "videos" / "video_00000.mp4"
+    sampling = VambaVideoProcessor.from_pretrained(ckpt).frame_sampling(6)
+    assert sampling.mode == "fps"
+    frames = VambaChat.from_pretrained(ckpt, device="cpu").encode(video, sampling=sampling).frames
+    assert vamba_main(args(ckpt, video, "What shape?")) == 0
+    assert f"[{frames} frames" in capsys.readouterr().err and frames != 6

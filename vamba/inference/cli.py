@@ -81,7 +81,9 @@ def main(argv: list[str]) -> int:
                  "min_pixels": args.model.min_pixels, "max_pixels": args.model.max_pixels}
         chat.vision = replace(chat.vision, **{k: v for k, v in edits.items() if v is not None})
         frames = chat.sampling.num_frames if args.num_frames is None else args.num_frames
-        fps = args.fps or (chat.sampling.fps if chat.sampling.mode == "fps" and args.num_frames is None else None)
+        # the processor's rule (VambaVideoProcessor.frame_sampling): a checkpoint that samples at a rate keeps it,
+        # num_frames is then its cap, as through transformers
+        fps = args.fps or (chat.sampling.fps if chat.sampling.mode == "fps" else None)
         sampling = FrameSampling("fps", frames, fps=fps) if fps else FrameSampling("uniform", frames)
         video = chat.encode(args.video, sampling=sampling, progress=True)
     except (FileNotFoundError, ValueError, VideoDecodeError) as e:
