@@ -286,6 +286,14 @@ def test_a_sweep_names_each_job_folder_by_its_values_and_says_where_it_goes(trai
     assert all(list((tmp_path / "runs" / "sweep").glob(f"*/{job}/final")) for job in jobs)
     assert proc.stderr.count("sweep job ") == 2 and f"-> {tmp_path}" in proc.stderr
 
+    # with output_dir given, the jobs go there (they went to runs/sweep/ without a word)
+    proc = subprocess.run([sys.executable, "-m", "vamba.cli", "train", "-m", *overrides, "optim.lr=1e-3,2e-3",
+                           "optim.max_steps=1", "output_dir=mine"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [*jobs, "multirun.yaml"]
+    assert len(list((tmp_path / "runs" / "sweep").iterdir())) == 1  # the first sweep's folder only
+
 
 def test_swept_keys_are_the_sweeps_not_the_lists() -> None:
     from vamba.training.cli import swept_keys
@@ -301,3 +309,36 @@ def test_cfg_job_before_the_overrides_prints_the_config_with_them(capsys) -> Non
     assert train_main(["experiment=paper_pretrain", "--cfg", "job", "model.path=/ckpt/x", "data.mixture=/d/y.yaml"]) == 0
     printed = capsys.readouterr().out
     assert "path: /ckpt/x" in printed and "mixture: /d/y.yaml" in printed
+
+
+def test_model_size_must_fit_the_checkpoint(train_overrides, tmp_path) -> None:
+    """The size sets a converted checkpoint's new Mamba-2 blocks: a 7B Qwen2-VL under the default model.size=tiny
+    (or tiny dimensions other than the checkpoint's) is an error naming the key to set, before anything is built."""
+    import json
+
+    dims = compose_config(*train_overrides).model.tiny
+    seven = tmp_path / "qwen2vl-7b"
+    seven.mkdir()
+    (seven / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "hidden_size": 3584,
+                                                   "num_hidden_layers": 28}))
+    with pytest.raises(ConfigError, match=rf"hidden_size 3584, num_hidden_layers 28, but model.tiny.hidden_size="
+                                          rf"{dims.hidden_size}, model.tiny.num_layers={dims.num_layers} .*"
+                                          r"use model.size=7b"):
+        validate(compose_config(*train_overrides, f"model.path={seven}"))
+    with pytest.raises(ConfigError, match=r"hidden_size 3584, but model.size=2b gives 1536"):
+        validate(compose_config(*train_overrides, f"model.path={seven}", "model.size=2b"))
+    validate(compose_config(*train_overrides, f"model.path={seven}", "model.size=7b"))
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "config.json").write_text(json.dumps({"model_type": "vamba", "text_config": {
+        "hidden_size": dims.hidden_size, "num_hidden_layers": dims.num_layers}}))
+    validate(compose_config(*train_overrides, f"model.path={tiny}"))
+    with pytest.raises(ConfigError, match=rf"num_hidden_layers {dims.num_layers}, but model.tiny.num_layers=7"):
+        validate(compose_config(*train_overrides, f"model.path={tiny}", "model.tiny.num_layers=7"))
+
+
+def test_a_stage_label_without_its_stage_is_refused(train_overrides) -> None:
+    """``stage.name=sft`` alone used to train stage 1's parameters under the label sft."""
+    with pytest.raises(ConfigError, match=r"stage.name=sft but stage.trainable is the pretrain stage's.*stage=sft"):
+        validate(compose_config(*train_overrides, "stage.name=sft"))
+    validate(compose_config(*train_overrides, "stage=sft"))

@@ -21,6 +21,7 @@ from tests.training.conftest import compose_config
 from vamba.data.dataset import VambaDataset
 from vamba.models.loading import IncompatibleCheckpointError
 from vamba.training.checkpoints import STAGING, latest_checkpoint, publish
+from vamba.training.resume_settings import ResumeSettingsError
 from vamba.training.run import train
 from vamba.utils.io import read_jsonl
 
@@ -238,4 +239,18 @@ def test_rerunning_a_finished_command_trains_nothing_and_a_higher_max_steps_cont
     assert (out / "final" / "model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     train(compose_config(*train_overrides, "optim.max_steps=3", "logging.save_steps=1"))
+    steps = [r for r in read_jsonl(out / "log.jsonl") if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    # the third step ran at the 3-step schedule's rate for it, as a run planned with 3 steps does, not at the end of
+    # the 2-step schedule (0.0: the optimizer's rate the checkpoint restored)
+    others = [o for o in train_overrides if not o.startswith("output_dir=")]
+    planned = train(compose_config(*others, "optim.max_steps=3", f"output_dir={out}_planned"))
+    rates = [r["learning_rate"] for r in read_jsonl(out.with_name(out.name + "_planned") / "log.jsonl") if "loss" in r]
+    assert planned.log_history and steps[2]["learning_rate"] == rates[2] > 0
+
+    # a resume with another setting than the run's is refused before anything is written, naming it
+    with pytest.raises(ResumeSettingsError, match=r"data.num_frames: was 4, now 2.*optim.lr: was 0.001, now 0.01"):
+        train(compose_config(*others, f"output_dir={out}", "optim.max_steps=4", "logging.save_steps=1",
+                             "optim.lr=1e-2", "data.num_frames=2"))
     assert [r["step"] for r in read_jsonl(out / "log.jsonl") if "loss" in r] == [1, 2, 3]
+    assert "max_steps: 3" in (out / "config.yaml").read_text()

@@ -82,7 +82,9 @@ def test_resume_never_refuses_a_used_directory_and_replace_moves_the_old_run_asi
 
     train(compose_config(*base, "optim.max_steps=1", "resume=replace"))
     aside = next(out.glob("replaced-*"))
-    assert {"checkpoint-1", "checkpoint-2", "final", "log.jsonl"} <= {p.name for p in aside.iterdir()}
+    assert {"checkpoint-1", "checkpoint-2", "final", "log.jsonl", "console.log", "config.yaml",
+            "run_info.json"} <= {p.name for p in aside.iterdir()}  # console.log used to gather both runs' lines
+    assert (out / "console.log").is_file()  # the new run's own
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert [r["step"] for r in read_jsonl(out / "log.jsonl") if "loss" in r] == [1]
     assert latest_checkpoint(out) == out / "checkpoint-1"  # resume=auto continues the new run, not the old

@@ -362,3 +362,18 @@ def test_uint8_pixels_train_exactly_as_float32(train_overrides, synth, tmp_path)
     dataset = build_dataset(cfg, AutoTokenizer.from_pretrained(cfg.data.tokenizer))
     pixels = [dataset[i].pixel_values for i in range(len(dataset))]
     assert all(p.dtype == torch.uint8 for p in pixels) and any(p.numel() for p in pixels)
+
+
+def test_a_teacher_without_a_distillation_weight_is_said(train_overrides, caplog) -> None:
+    """lambda = 0 loads no teacher: a teacher given anyway (a path that does not even exist) trains without
+    distillation, and the log says so rather than nothing."""
+    train(compose_config(*train_overrides, "optim.max_steps=1", "stage.distill.teacher=does/not/exist"))
+    assert "stage.distill.weight=0: no distillation; stage.distill.teacher=does/not/exist is not used" in caplog.text
+
+
+def test_a_trainable_pattern_that_matches_nothing_is_a_config_error(train_overrides, capsys) -> None:
+    """A typo in stage.trainable: one line naming the key and exit code 2 (it was a ValueError traceback, exit 1)."""
+    with pytest.raises(SystemExit) as e:
+        train_main([*train_overrides, "optim.max_steps=1", "stage.trainable=[*.cros_attn.*]"])
+    assert e.value.code == 2
+    assert "stage.trainable: trainable pattern(s) ['*.cros_attn.*'] match no parameter" in capsys.readouterr().err

@@ -157,7 +157,19 @@ def to_config(cfg):
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         hydra_cfg = HydraConfig.get()
-        cfg.output_dir = hydra_cfg.runtime.output_dir
+        job = Path(hydra_cfg.runtime.output_dir)
+        given = next((o.split("=", 1)[1] for o in hydra_cfg.overrides.task
+                      if o.split("=", 1)[0].lstrip("+") == "output_dir"), None)
+        if given:  # the jobs go into the output_dir the command gave, not into Hydra's sweep folder, which Hydra
+            # made with its record of the sweep (multirun.yaml): the record moves along, the folder goes
+            _remove_if_empty(job)
+            record = job.parent / "multirun.yaml"
+            if record.is_file():
+                Path(given).mkdir(parents=True, exist_ok=True)
+                record.replace(Path(given) / record.name)
+            _remove_if_empty(job.parent)
+            job = Path(given) / job.name
+        cfg.output_dir = str(job)
         # Hydra's own launch lines are off (its logging would replace ours): say which job this is and where it goes
         print(f"sweep job {hydra_cfg.job.num}: {' '.join(hydra_cfg.overrides.task)} -> {cfg.output_dir}",
               file=sys.stderr)

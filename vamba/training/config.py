@@ -131,7 +131,7 @@ class LoraConfig:
 class StageConfig:
     """What a stage trains (glob patterns over parameter names, vamba.training.params) and its loss."""
 
-    name: str = "pretrain"  # pretrain | sft
+    name: str = "pretrain"  # pretrain | sft: the stage's label (the stage=<name> group sets what trains)
     # glob patterns over parameter names (vamba.training.params): what this stage trains (its default: TRAINABLE)
     trainable: list[str] = field(default_factory=lambda: list(TRAINABLE["pretrain"]))
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -348,6 +348,38 @@ def check_reporters(report_to: list[str]) -> None:
                               f"unset WANDB_MODE to log offline into the run directory (`wandb sync` later)")
 
 
+def check_model_size(m: ModelConfig) -> None:
+    """``model.size`` (and, for ``tiny``, ``model.tiny``'s text dimensions) against the checkpoint at ``model.path``:
+    the size picks the new Mamba-2 blocks' dimensions of a converted checkpoint, so a real 7B Qwen2-VL under the
+    default ``model.size=tiny`` would get the tiny ones without a word. A checkpoint without a readable
+    ``config.json`` is left to the loader's own error."""
+    import json
+
+    from vamba.models.presets import SIZES
+
+    try:
+        config = json.loads((Path(m.path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    text = config.get("text_config") or config
+    hidden, layers = text.get("hidden_size"), text.get("num_hidden_layers")
+    if m.size == "tiny":
+        expected = {"hidden_size": m.tiny.hidden_size, "num_hidden_layers": m.tiny.num_layers}
+        keys = {"hidden_size": "model.tiny.hidden_size", "num_hidden_layers": "model.tiny.num_layers"}
+    else:
+        expected = {k: SIZES[m.size]["text"][k] for k in ("hidden_size", "num_hidden_layers")}
+        keys = {"hidden_size": "model.size", "num_hidden_layers": "model.size"}
+    found = {"hidden_size": hidden, "num_hidden_layers": layers}
+    wrong = [k for k in expected if found[k] is not None and found[k] != expected[k]]
+    if wrong:
+        fits = [name for name, spec in SIZES.items() if spec["text"]["hidden_size"] == hidden]
+        hint = f"model.size={fits[0]}" if fits else "model.size=tiny with model.tiny.* set to its dimensions"
+        given = ", ".join(f"{keys[k]}={m.size} gives {expected[k]}" if keys[k] == "model.size" else
+                          f"{keys[k]}={expected[k]}" for k in wrong)
+        raise ConfigError(f"model.path={m.path} has " + ", ".join(f"{k} {found[k]}" for k in wrong) + f", but {given} "
+                          f"(the size sets the new Mamba-2 blocks of a converted checkpoint): use {hint}")
+
+
 def validate(cfg: TrainConfig, *, paths: bool = True) -> None:
     """Check values and paths that the schema's types cannot express. Raises ``ConfigError``.
 
@@ -358,6 +390,12 @@ def validate(cfg: TrainConfig, *, paths: bool = True) -> None:
             _exists(path, key)
 
     _one_of(cfg.stage.name, STAGES, "stage.name")
+    other = next((n for n, patterns in TRAINABLE.items() if n != cfg.stage.name and
+                  tuple(cfg.stage.trainable) == patterns), None)
+    if other is not None:  # `stage.name=sft` alone: the label changed, the trainable set did not
+        raise ConfigError(f"stage.name={cfg.stage.name} but stage.trainable is the {other} stage's "
+                          f"({list(TRAINABLE[other])}): stage.name is a label; choose the stage with "
+                          f"stage={cfg.stage.name} (its trainable set, distillation and LoRA defaults)")
     from vamba.models.configuration import VISION_MIXER_KINDS
     from vamba.models.fp8 import FP8_MODES
     from vamba.models.presets import SIZES
@@ -385,6 +423,8 @@ def validate(cfg: TrainConfig, *, paths: bool = True) -> None:
                           "with full self-attention over the whole video on every rank); write its top-k logits "
                           "first (vamba distill-cache) and train with stage.distill.source=cache")
     exists(cfg.model.path, "model.path")
+    if paths and cfg.model.path is not None:
+        check_model_size(cfg.model)
     if cfg.model.path is None and cfg.model.size != "tiny" and not cfg.model.allow_random_init:
         raise ConfigError(f"model.path is required for the {cfg.model.size} model (a Qwen2-VL checkpoint to convert, "
                           "or a VAMBA checkpoint); model.allow_random_init=true trains random weights (benchmarks)")

@@ -66,6 +66,7 @@ from vamba.training.observe import (
 )
 from vamba.training.params import LoraSummary, TrainableSummary
 from vamba.training.profiling import StepProfiler
+from vamba.training.resume_settings import check_resume_settings
 from vamba.training.trainer import KeyedCollator, VambaTrainer
 from vamba.utils.distributed import on_rank_zero
 from vamba.utils.io import append_jsonl, atomic_write_text
@@ -122,6 +123,21 @@ class StopAfter(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class ScheduleOnResume(TrainerCallback):
+    """A resumed run's learning rate, from this run's schedule at the step it resumes at. The checkpoint restores the
+    optimizer's last learning rate, which the old schedule set: with ``optim.max_steps`` raised to train further,
+    the first new step ran at the old schedule's end (0.0 after the cosine decay). Resumed with the same schedule the
+    value is the one restored, so an exact resume stays exact."""
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        if state.global_step == 0 or not hasattr(lr_scheduler, "lr_lambdas"):  # a LambdaLR: the Trainer's schedules
+            return
+        lrs = [base * f(lr_scheduler.last_epoch) for base, f in zip(lr_scheduler.base_lrs, lr_scheduler.lr_lambdas)]
+        for group, lr in zip(lr_scheduler.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        lr_scheduler._last_lr = lrs  # what the Trainer logs as the step's learning rate
 
 
 class StallDump(TrainerCallback):
@@ -328,6 +344,8 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
                     "optim.epochs to train further, or use resume=replace to start anew", out, done)
         rundir.release(out)
         return TrainResult(out, out / "final", [], "(already trained)")
+    if resume is not None:  # before config.yaml is rewritten: the run continues as it was configured
+        on_rank_zero(lambda: check_resume_settings(cfg, resume), "checking the resumed run's settings")
     # Rank 0's set-up, its failure broadcast: the other ranks stop with it instead of waiting in their next collective.
     on_rank_zero(lambda: _prepare_run_dir(cfg, out, resume), "preparing the run directory")
     if cfg.debug.detect_anomaly:
@@ -348,10 +366,17 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
     processor = training_processor(cfg, tok)
     model = build_model(cfg, tok)
     model.set_context_parallel(context)
-    summary: TrainableSummary | LoraSummary = apply_stage(model, cfg.stage)
+    try:  # a pattern that matches nothing is the config's error (a typo): one line naming the key, exit code 2
+        summary: TrainableSummary | LoraSummary = apply_stage(model, cfg.stage)
+    except ValueError as e:
+        raise ConfigError(f"stage.trainable: {e}") from None
     if cfg.stage.lora.enable:
         model, summary = apply_lora(model, cfg.stage)
     logger.info("stage %s: %s", cfg.stage.name, summary)
+    d = cfg.stage.distill
+    if d.weight == 0 and (d.teacher or d.cache_dir):  # e.g. paper_pretrain's teacher with lambda set to 0
+        logger.warning("stage.distill.weight=0: no distillation; %s is not used (lambda > 0 distils from it)",
+                       f"stage.distill.teacher={d.teacher}" if d.teacher else f"stage.distill.cache_dir={d.cache_dir}")
 
     teacher = None
     if d.weight > 0 and d.source == "online":
@@ -382,7 +407,7 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
         data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=None if local else shard),
         context_parallel=context, checkpoint_processor=processor,
-        callbacks=[JsonlLogger(out / "log.jsonl"), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
+        callbacks=[JsonlLogger(out / "log.jsonl"), ScheduleOnResume(), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_token_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.fsdp.enable and not trainer.is_fsdp_enabled:

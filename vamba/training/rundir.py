@@ -26,7 +26,8 @@ logger = get_logger(__name__)
 _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 # What a run writes at the top of its directory (docs/training.md, "Run directory"); ``.hydra/`` is Hydra's and is
 # rewritten by every launch.
-RUN_FILES = ("final", ".staging", "log.jsonl", "run_info.json", "config.yaml", "skips.jsonl", "tensorboard", "wandb")
+RUN_FILES = ("final", ".staging", "log.jsonl", "run_info.json", "config.yaml", "skips.jsonl", "tensorboard", "wandb",
+             "console.log", "loss.png")  # the last two: vamba.training.observe
 # Those whose presence means that a run trained here (a crash before the first step leaves only the others).
 _TRAINED = ("final", ".staging", "log.jsonl")
 

@@ -21,8 +21,12 @@ PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "mamba-ssm", "ca
             "triton", "decord", "av", "hydra-core", "datasets", "wandb")
 
 
+CODE_PATHS = ("vamba/", "configs/", "scripts/", "pyproject.toml")
+
+
 def code_commit() -> str | None:
-    """The checkout's commit, with ``+dirty`` when files differ from it; ``VAMBA_CODE_COMMIT`` when set (a copy
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it or untracked ones lie under
+    ``CODE_PATHS``; ``VAMBA_CODE_COMMIT`` when set (a copy
     of the code without ``.git``, e.g. on a lent GPU machine); None outside a git checkout."""
     if os.environ.get("VAMBA_CODE_COMMIT"):
         return os.environ["VAMBA_CODE_COMMIT"]
@@ -31,10 +35,13 @@ def code_commit() -> str | None:
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True,
+                                timeout=10).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return None
+    # An untracked file counts where code or configs are read from; elsewhere it is data or output (the tutorial
+    # writes data/, ckpt/, runs/ into the checkout)
+    dirty = [line for line in status if not line.startswith("??") or line[3:].startswith(CODE_PATHS)]
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
