@@ -407,7 +407,8 @@ def _train(cfg: TrainConfig, out: Path, args: TrainingArguments, callbacks: list
         model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
         data_collator=KeyedCollator(Collator(tok.pad_token_id), shard=None if local else shard),
         context_parallel=context, checkpoint_processor=processor,
-        callbacks=[JsonlLogger(out / "log.jsonl"), ScheduleOnResume(), *observers, *callbacks], teacher=teacher, teacher_cache=cache,
+        callbacks=[JsonlLogger(out / "log.jsonl"), ScheduleOnResume(), *observers, *callbacks], teacher=teacher,
+        teacher_cache=cache,
         distill_weight=d.weight, distill_top_k=d.top_k, distill_temperature=d.temperature,
         token_ids={**special_token_ids(tok), "pad_token_id": tok.pad_token_id})
     if cfg.fsdp.enable and not trainer.is_fsdp_enabled:
