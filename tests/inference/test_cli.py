@@ -51,6 +51,8 @@ def test_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "required: model.path=..." in capsys.readouterr().err
     assert vamba_main(["chat", "model.path=x", "video=x.mp4", "num_frame=8"]) == 2
     assert "unknown key num_frame; did you mean num_frames?" in capsys.readouterr().err
+    assert vamba_main(["chat", "model.path=x", "video=x.mp4", "do_sample=true", "temperature=0", "Q?"]) == 2
+    assert "do_sample=true needs temperature > 0" in capsys.readouterr().err
 
 
 def test_old_flags_parse_to_the_same_config_with_a_deprecation_line(capsys: pytest.CaptureFixture) -> None:

@@ -71,6 +71,10 @@ def main(argv: list[str]) -> int:
     if args.num_frames is not None and args.num_frames < 1:
         print("vamba chat: num_frames must be >= 1", file=sys.stderr)
         return 2
+    if args.do_sample and (args.temperature <= 0 or not 0 < args.top_p <= 1):
+        print(f"vamba chat: do_sample=true needs temperature > 0 and 0 < top_p <= 1, got temperature="
+              f"{args.temperature}, top_p={args.top_p} (greedy decoding: do_sample=false)", file=sys.stderr)
+        return 2
     try:
         # Resize and frame defaults are the checkpoint's (its processor files); the keys given here win.
         chat = VambaChat.from_pretrained(args.model.path, device=args.model.device,
