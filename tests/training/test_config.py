@@ -342,3 +342,16 @@ def test_a_stage_label_without_its_stage_is_refused(train_overrides) -> None:
     with pytest.raises(ConfigError, match=r"stage.name=sft but stage.trainable is the pretrain stage's.*stage=sft"):
         validate(compose_config(*train_overrides, "stage.name=sft"))
     validate(compose_config(*train_overrides, "stage=sft"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=fast", "Error merging override optim.lr=fast Value 'fast' of type 'str' could not be converted to Float"),
+    ("stage=sfft", "Could not find 'stage/sfft' Available options in 'stage': pretrain sft"),
+    ("deepspeed=zero4", "Could not find 'deepspeed/zero4'"),
+    ("+deepspeed.foo=1", "is a key added under a group set to none?"),
+])
+def test_overrides_that_do_not_compose_are_one_line_and_exit_2(override, message, capsys) -> None:
+    """Hydra printed these over several lines and exited with 1 (the last one raised an AssertionError)."""
+    assert train_main([override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

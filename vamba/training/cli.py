@@ -80,6 +80,10 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
 
     if not OmegaConf.has_resolver("vamba_sweep_job"):  # hydra.sweep.subdir (configs/train.yaml)
         OmegaConf.register_new_resolver("vamba_sweep_job", sweep_job_name)
+    problem = composition_error(argv)
+    if problem:
+        print(f"vamba {prog}: {problem}", file=sys.stderr)
+        return 2
     saved = sys.argv
     sys.argv = [f"vamba {prog}", *argv]
     try:
@@ -87,6 +91,30 @@ def _hydra_main(task_function, argv: list[str], prog: str, recipes: Mapping[str,
     finally:
         sys.argv = saved
     return 0
+
+
+def composition_error(argv: list[str]) -> str | None:
+    """Why the command's overrides do not compose (a wrong type such as ``optim.lr=fast``, an unknown group option
+    such as ``deepspeed=zero4``, a ``+deepspeed.x`` under ``deepspeed=none``), in one line; None when they do or
+    when the command is a sweep (``-m``: its values compose per job). Composed here first because Hydra prints such
+    errors over several lines and exits with 1, or raises an assertion."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a in ("-m", "--multirun") for a in argv):
+        return None
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        text = str(e) + ("\n" + str(e.__cause__) if e.__cause__ else "")  # the cause says why (a type)
+        noise = ("full_key", "reference_type", "object_type", "Config search path", "provider=")
+        return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(noise))
+    except AssertionError as e:  # Hydra's own assertion, e.g. a key added under a group that is null
+        return f"the overrides {overrides} do not compose ({e}): is a key added under a group set to none?"
+    return None
 
 
 # Hydra's flags that take a value (``--cfg job``); ``--info`` may or may not.
