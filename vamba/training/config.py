@@ -58,7 +58,7 @@ class DataConfig:
     """A mixture YAML (vamba.data.mixture) and how its records become batches (docs/data.md)."""
 
     mixture: str = MISSING  # the mixture YAML (vamba.data.mixture, docs/data.md)
-    tokenizer: str | None = None  # default: the model path (its tokenizer files)
+    tokenizer: str | None = None  # None: model.path's tokenizer files (the data=synthetic group sets its own)
     num_frames: int = 16  # frames sampled per video
     sampling: str = "uniform"  # uniform | random | fps
     min_pixels: int = 56 * 56  # smart-resize floor, pixels per frame
