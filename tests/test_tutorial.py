@@ -32,6 +32,7 @@ def test_the_tutorial_runs_as_printed(tmp_path: Path) -> None:
                                                                   "loss.png", "run_info.json", "final"}
     assert "samples cached in" in proc.stdout
     assert "data.num_frames: cache 16, this run 8" in out  # the refused cache (the `!` line)
+    assert not (tmp_path / "runs/pt_8f").exists()  # refused before its run directory was made
     assert "resuming from runs/sft/checkpoint-2" in out
     assert re.search(r"LoRA: trainable [\d,]+ / [\d,]+ parameters .*in full 0", out)
     assert "NOT comparable" in out

@@ -321,6 +321,9 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: str | None) -> None:
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
     validate(cfg)  # before the run directory exists: a config that cannot run leaves nothing behind
+    d = cfg.stage.distill
+    if d.weight > 0 and d.source == "cache" and d.check_cache:  # a cache made for other settings, likewise
+        open_teacher_cache(cfg, load_tokenizer(cfg))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
