@@ -148,7 +148,12 @@ def test_training_refuses_a_cache_of_other_frames_and_an_unchecked_old_one(train
     TopKCacheWriter(tmp_path / "cache", top_k=64, vocab_size=len(tok), teacher="t", settings=written).close()
     with pytest.raises(ConfigError, match="data.num_frames: cache 8, this run 4"):
         train(cfg)  # before: trained on the 8-frame teacher's logits, rc 0, no warning
-    assert not Path(cfg.output_dir).exists()  # refused before the run directory is made
+    assert not Path(cfg.output_dir).exists()  # refused before the run directory is made, through the CLI too
+    from vamba.training.cli import main as train_main
+
+    with pytest.raises(SystemExit) as e:
+        train_main(overrides)
+    assert e.value.code == 2 and not Path(cfg.output_dir).exists()
     # a cache from before settings were recorded: an error saying how to regenerate, or the explicit opt-out
     (tmp_path / "cache" / "meta.json").write_text(json.dumps({"format": 1, "top_k": 64, "vocab_size": len(tok),
                                                               "teacher": "t"}))

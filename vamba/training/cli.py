@@ -233,7 +233,7 @@ def _remove_if_empty(directory: Path) -> None:
 
 
 def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
-    from vamba.training.config import ConfigError, validate
+    from vamba.training.config import ConfigError
 
     config = None
     try:
@@ -245,9 +245,9 @@ def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
             save_hydra_record(cfg, Path(config.output_dir))
             recipe.run(config)
         else:
-            from vamba.training.run import train
+            from vamba.training.run import check_before_run, train
 
-            validate(config)  # before any directory is made (train validates again: it is also called directly)
+            check_before_run(config)  # before any directory is made (train checks again: it is also called directly)
             save_hydra_record(cfg, Path(config.output_dir))
             train(config)
     except ConfigError as e:

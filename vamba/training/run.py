@@ -318,12 +318,18 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: str | None) -> None:
         logger.info("log.jsonl: %d records after step %d dropped (this run logs those steps again)", dropped, step)
 
 
+def check_before_run(cfg: TrainConfig) -> None:
+    """What must hold before the run directory exists, so that a config that cannot run leaves nothing behind:
+    ``validate``, and a distillation cache made for this run's settings (``open_teacher_cache``)."""
+    validate(cfg)
+    d = cfg.stage.distill
+    if d.weight > 0 and d.source == "cache" and d.check_cache:
+        open_teacher_cache(cfg, load_tokenizer(cfg))
+
+
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Run one stage as configured; resumes from the latest checkpoint in ``output_dir`` (``resume=auto``)."""
-    validate(cfg)  # before the run directory exists: a config that cannot run leaves nothing behind
-    d = cfg.stage.distill
-    if d.weight > 0 and d.source == "cache" and d.check_cache:  # a cache made for other settings, likewise
-        open_teacher_cache(cfg, load_tokenizer(cfg))
+    check_before_run(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, out)
