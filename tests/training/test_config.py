@@ -78,10 +78,14 @@ def test_required_value_fails() -> None:
 
 
 def test_large_model_needs_a_checkpoint(train_overrides) -> None:
-    cfg = compose_config(*train_overrides, "model=vamba_qwen2vl_7b")
+    untiny = [o for o in train_overrides if not o.startswith("model.tiny.")]
+    cfg = compose_config(*untiny, "model=vamba_qwen2vl_7b")
     with pytest.raises(ConfigError, match="model.path is required for the 7b model"):
         validate(cfg)
-    validate(compose_config(*train_overrides, "model=vamba_qwen2vl_7b", "model.allow_random_init=true"))
+    validate(compose_config(*untiny, "model=vamba_qwen2vl_7b", "model.allow_random_init=true"))
+    with pytest.raises(ConfigError, match=r"model.tiny.hidden_size, .* set, but model.size=7b: model.tiny applies to "
+                                          r"model.size=tiny only"):  # they were ignored without a word
+        validate(compose_config(*train_overrides, "model=vamba_qwen2vl_7b", "model.allow_random_init=true"))
 
 
 def test_missing_path_fails(train_overrides) -> None:
@@ -325,9 +329,10 @@ def test_model_size_must_fit_the_checkpoint(train_overrides, tmp_path) -> None:
                                           rf"{dims.hidden_size}, model.tiny.num_layers={dims.num_layers} .*"
                                           r"use model.size=7b"):
         validate(compose_config(*train_overrides, f"model.path={seven}"))
+    untiny = [o for o in train_overrides if not o.startswith("model.tiny.")]
     with pytest.raises(ConfigError, match=r"hidden_size 3584, but model.size=2b gives 1536"):
-        validate(compose_config(*train_overrides, f"model.path={seven}", "model.size=2b"))
-    validate(compose_config(*train_overrides, f"model.path={seven}", "model.size=7b"))
+        validate(compose_config(*untiny, f"model.path={seven}", "model.size=2b"))
+    validate(compose_config(*untiny, f"model.path={seven}", "model.size=7b"))
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     (tiny / "config.json").write_text(json.dumps({"model_type": "vamba", "text_config": {

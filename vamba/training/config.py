@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +402,12 @@ def validate(cfg: TrainConfig, *, paths: bool = True) -> None:
     from vamba.models.vision import VISION_ATTENTION
 
     _one_of(cfg.model.size, ("tiny", *SIZES), "model.size")  # tiny: TinyDims
+    if cfg.model.size != "tiny":  # model.tiny would be ignored without a word
+        changed = [f"model.tiny.{f.name}" for f in fields(TinyDims)
+                   if getattr(cfg.model.tiny, f.name) != getattr(TinyDims(), f.name)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} set, but model.size={cfg.model.size}: model.tiny applies to "
+                              "model.size=tiny only")
     _one_of(cfg.model.vision_mixer, (*VISION_MIXER_KINDS, "none"), "model.vision_mixer")
     _one_of(cfg.model.vision_attention, VISION_ATTENTION, "model.vision_attention")
     _one_of(cfg.model.fp8, FP8_MODES, "model.fp8")
