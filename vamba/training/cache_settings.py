@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vamba.training.config import ConfigError, TrainConfig
+from vamba.training.config import ConfigError, TrainConfig, flatten
 
 # Files up to this size are hashed whole; larger ones (checkpoint shards, webdataset tars) by their size and
 # SAMPLES blocks spread over the file: reading 16 GiB of weights at every training start would cost minutes.
@@ -104,21 +104,12 @@ def tokenizer_fingerprint(tok: Any) -> str:
     return hashlib.sha256(f"{type(tok).__name__}\0{text}\0{special}".encode()).hexdigest()
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(value, dict):
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for key, child in value.items():
-        out.update(_flatten(child, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
 def cache_settings(cfg: TrainConfig, tok: Any, teacher: str | None) -> dict[str, Any]:
     """The settings a cache written (or read) by a run of ``cfg`` depends on, keyed as in the module docstring.
     ``teacher``: the checkpoint whose fingerprint is included (None: the run names none; not compared)."""
     from vamba.training.build import data_config
 
-    processing = _flatten(dataclasses.asdict(data_config(cfg.data, None)))
+    processing = flatten(dataclasses.asdict(data_config(cfg.data, None)))
     settings: dict[str, Any] = {}
     if teacher is not None:
         settings["teacher.fingerprint"] = teacher_fingerprint(teacher)

@@ -348,18 +348,29 @@ def check_reporters(report_to: list[str]) -> None:
                               f"unset WANDB_MODE to log offline into the run directory (`wandb sync` later)")
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, child in value.items():
+        out.update(flatten(child, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
 def check_model_size(m: ModelConfig) -> None:
     """``model.size`` (and, for ``tiny``, ``model.tiny``'s text dimensions) against the checkpoint at ``model.path``:
     the size picks the new Mamba-2 blocks' dimensions of a converted checkpoint, so a real 7B Qwen2-VL under the
     default ``model.size=tiny`` would get the tiny ones without a word. A checkpoint without a readable
     ``config.json`` is left to the loader's own error."""
-    import json
-
     from vamba.models.presets import SIZES
+    from vamba.utils.io import read_checkpoint_json
 
     try:
-        config = json.loads((Path(m.path) / "config.json").read_text())
+        config = read_checkpoint_json(m.path, "config.json")
     except (OSError, ValueError):
+        return
+    if config is None:
         return
     text = config.get("text_config") or config
     hidden, layers = text.get("hidden_size"), text.get("num_hidden_layers")

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from vamba.training.config import ConfigError, TrainConfig
+from vamba.training.config import ConfigError, TrainConfig, flatten
 
 # What a resume may change: where and how far the run goes (train further: max_steps or epochs), how it is logged,
 # debugged and checkpointed, and how it runs (paths tested equal to their references, memory savers, loader workers,
@@ -31,15 +31,6 @@ class ResumeSettingsError(ConfigError):
     """The command would resume a run with other settings than the run was trained with."""
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def _may_change(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in MAY_CHANGE)
 
@@ -47,8 +38,8 @@ def _may_change(key: str) -> bool:
 def changed_settings(cfg: TrainConfig, recorded: Path) -> dict[str, tuple[Any, Any]]:
     """key -> (recorded value, this command's) for every setting outside ``MAY_CHANGE`` that differs from the run's
     ``config.yaml`` at ``recorded``. Keys the file does not hold (written before they existed) are not compared."""
-    old = _flat(OmegaConf.to_container(OmegaConf.load(recorded), resolve=True))
-    new = _flat(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+    old = flatten(OmegaConf.to_container(OmegaConf.load(recorded), resolve=True))
+    new = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
     return {k: (old[k], v) for k, v in new.items() if k in old and old[k] != v and not _may_change(k)}
 
 
