@@ -193,10 +193,10 @@ def render(result: dict[str, Any]) -> str:
              "| favours |",
              "|---|---|---|---|---|---|---|---|"]
     if len(result["a"]) == 1:
-        lines[1:1] = ["One run per arm: the interval covers which questions were asked, not how training went (another "
+        lines[2:2] = ["One run per arm: the interval covers which questions were asked, not how training went (another "
                       "seed may differ by more; docs/ablations.md).", ""]
     for key, values in result.get("differing", {}).items():
-        lines[1:1] = [f"Allowed to differ (differ=): {key}: " + "; ".join(f"{v!r} in {d}" for d, v in values.items()),
+        lines[2:2] = [f"Allowed to differ (differ=): {key}: " + "; ".join(f"{v!r} in {d}" for d, v in values.items()),
                       ""]
     for r in result["groups"]:
         d = r["difference"]
