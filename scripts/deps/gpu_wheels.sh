@@ -15,7 +15,7 @@
 #   bash scripts/deps/gpu_wheels.sh [whl|whl2|all]
 set -euo pipefail
 WHICH=${1:-all}
-SHARED=${DEVICE_WHEELS:-../shared/device-wheels}
+SHARED=$(realpath "${DEVICE_WHEELS:-../shared/device-wheels}")  # absolute: the unzip below runs in another folder
 PINS=scripts/deps/constraints-cpu.txt
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
