@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vamba.bench.checkpoint import CheckpointArgs, write_random_checkpoint
-from vamba.bench.train_launched import autotuning
+from vamba.bench.train_launched import autotuning, summarise
 from vamba.bench.train_launched import main as launched_main
 from vamba.data.synth import write_mp4
 from vamba.models import VambaForConditionalGeneration
@@ -138,3 +138,16 @@ def test_autotuning_is_read_from_tritons_own_messages() -> None:
     assert autotuning(text) == {"tunings": 3, "seconds": 5.5,
                                 "kernels": {"_chunk_scan_bwd_dx_kernel": 4.0, "_chunk_state_bwd_db_kernel": 1.5}}
     assert autotuning("{'loss': 12.5}\n") is None
+
+
+def test_profiled_steps_stay_out_of_the_medians(tmp_path) -> None:
+    """A step torch.profiler recorded is slow (2026-12-07, H100: 39.7 s against 5.0): the row's medians skip it."""
+    log = tmp_path / "log.jsonl"
+    seconds = [295.0, 4.8, 5.0, 39.7, 4.9, 5.1]
+    log.write_text("".join(json.dumps({"step": n + 1, "loss": 1.0, "step_s": s, "forward_s": s / 3}) + "\n"
+                           for n, s in enumerate(seconds)))
+    assert summarise(log)["step_s"] == 5.05  # steps 3-6 with the profiled one
+    row = summarise(log, profiled=[1, 4])
+    assert row["step_s"] == 5.0 and row["forward_s"] == 1.667 and row["step_s_all"] == seconds
+    assert row["first_step"]["step_s"] == 295.0
+    assert summarise(log, profiled=[3, 4, 5, 6])["step_s"] == 5.05  # nothing left unprofiled: all of them

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,12 +190,13 @@ def autotuning(text: str) -> dict | None:
     return {"tunings": len(found), "seconds": round(sum(s for _, s in found), 2), "kernels": kernels}
 
 
-def summarise(log: Path) -> dict:
-    """The run's row from its log.jsonl (module docstring)."""
+def summarise(log: Path, profiled: Collection[int] = ()) -> dict:
+    """The run's row from its log.jsonl (module docstring). The ``profiled`` steps (debug.profile_steps) stay out of
+    the medians: torch.profiler slows the step it records (2026-12-07, H100: a 5.0 s step took 39.7 s)."""
     steps = [json.loads(line) for line in log.read_text().splitlines() if '"loss"' in line] if log.exists() else []
     if not steps:
         return {"status": "no steps logged"}
-    steady = steps[2:] or steps[-1:]
+    steady = [s for s in steps[2:] if s.get("step") not in profiled] or steps[2:] or steps[-1:]
 
     def median(key: str) -> float | None:
         values = [s[key] for s in steady if key in s]
@@ -389,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"name": run, "stage": spec.stage, "zero": spec.zero if not args.overrides else "none",
                "frames": "packed" if spec.data == "packed" else args.frames, "data": spec.data, "size": spec.size,
                "lora": spec.lora, "distill": spec.distill, "optimizer_offload": offload and spec.offload, "rc": rc,
-               "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl")}
+               "wall_s": round(time.perf_counter() - begun, 1), **summarise(run_dir / "log.jsonl", args.profile_steps)}
         if rc != 0:  # the reason travels with the result (a GPU call returns a few files, not the run's folder)
             row["output_tail"] = str(text)[-3000:]
         tuned = autotuning(str(text))
