@@ -2,7 +2,8 @@
 # One call on the lent GPU (<= 10 minutes) for FP8 (issue 33, docs/fp8.md), then the GPU tests of every issue:
 #   1. the efficiency benchmark at 7B, model fp8=all then bf16, at the goals' points (the 1,024-frame and the hour's
 #      prefill, the stage-2 whole-LLM training step at 1,024 frames; in the bf16 run also transformers' Qwen2-VL-7B
-#      prefill at 1,024 frames as users run it): efficiency_<tag>_{fp8,bf16}.json (rows carry `precision`);
+#      prefill at 1,024 frames as users run it): efficiency_<tag>_{fp8,bf16}.json (rows carry `precision`), and
+#      fp8_speed_<tag>.md, the two side by side with both floors and the goals;
 #   2. scripts/fp8_accuracy.py at 7B (64 frames): fp8_accuracy_<tag>.json (ACCURACY=0 skips it);
 #   3. every GPU correctness test (scripts/gpu/tests.sh -rA: one line per test) with what is left.
 # Carried as .whl/ (`bash scripts/deps/gpu_wheels.sh whl`): causal_conv1d-*.tar.xz (the wheel's files), mamba_ssm-*.tar.gz
@@ -44,6 +45,12 @@ for r in d["rows"]:
 EOF
 done
 
+# the FP8 column beside bf16, with both floors and the issue's goals (vamba.bench.efficiency_report.fp8_markdown)
+python3 -c "
+import json, sys
+from vamba.bench.efficiency_report import fp8_markdown
+print(fp8_markdown(*(json.load(open(f'$OUT/efficiency_${TAG}_{p}.json')) for p in ('bf16', 'fp8'))), end='')" \
+  > "$OUT/fp8_speed_$TAG.md" && cat "$OUT/fp8_speed_$TAG.md"
 left=$(( ${CALL_S:-575} - SECONDS - 10 ))
 if [ $left -gt 60 ] && [ "${ACCURACY:-1}" = 1 ]; then
   timeout $left python3 scripts/fp8_accuracy.py out="$OUT" size=7b frames=64 > "$OUT/fp8_accuracy.log" 2>&1

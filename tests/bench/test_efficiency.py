@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vamba.bench.build import frame_grid, vamba_config
+from vamba.bench.efficiency_report import fp8_markdown
 from vamba.cli import main as vamba_main
 from vamba.models.flops import qwen_llm_flops, vamba_llm_flops
 from vamba.models.mamba2 import Mamba2Block
@@ -232,3 +233,23 @@ def test_fp8_rows_carry_their_precision(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "efficiency_f.json").read_text())
     assert result["setup"]["vamba_fp8"] == "all" and result["fp8_matmul_tflops"] > 0
     assert {(r["model"], r["precision"]) for r in result["rows"]} == {("vamba", "fp8"), ("qwen2_vl", "fp32")}
+    # the FP8 column: the same points without FP8, side by side (scripts/gpu/fp8.sh writes it)
+    assert vamba_main([*TINY, "points=[vamba:prefill:4,qwen2_vl:prefill:4]", f"out={tmp_path}", "tag=b"]) == 0
+    base = json.loads((tmp_path / "efficiency_b.json").read_text())
+    table = fp8_markdown(base, result)
+    v16, v8 = (next(r for r in d["rows"] if r["model"] == "vamba") for d in (base, result))
+    assert f"| prefill | 4 | {v16['total_ms'] / 1e3:.2f} (" in table
+    assert f"| {v16['total_ms'] / v8['total_ms']:.2f}x |" in table
+    qwen = next(r for r in base["rows"] if r["model"] == "qwen2_vl")
+    assert "| the 1,024-frame prefill >= 6x faster than Qwen2-VL in bf16 | - | not measured |" in table  # 4 frames
+    assert qwen["precision"] == "fp32"
+
+
+def test_fp8_column_of_the_h100_call() -> None:
+    """The committed H100 call (docs/results/fp8_speed_h100.md) re-rendered from its two JSONs: the same table."""
+    results = Path(__file__).parents[2] / "docs" / "results"
+    bf16, fp8 = (json.loads((results / f"efficiency_h100_{name}.json").read_text()) for name in ("fp8_bf16", "fp8"))
+    table = fp8_markdown(bf16, fp8)
+    assert table == (results / "fp8_speed_h100.md").read_text()
+    assert "| train | 1024 | 8.90 (2.01 / 6.89) | 10.46 (2.06 / 8.39) | 0.85x |" in table
+    assert "| the hour prefilled in <= 9 s with FP8 | 12.51 s | NOT met |" in table

@@ -301,3 +301,51 @@ def write_report(json_path: Path) -> str:
     atomic_write_text(Path(json_path).with_suffix(".md"), summary)
     plot(result, Path(json_path).parent, tag)
     return summary
+
+
+def fp8_markdown(bf16: dict, fp8: dict) -> str:
+    """The FP8 column beside bf16 (docs/fp8.md, "Speed"): two results of ``vamba bench``, one with ``fp8=none`` and
+    one with ``fp8=all`` made in the same call, row by row (mode, frames), with each row's floor: its FLOPs
+    (``vision_tflop + llm_tflop``) at the measured bf16 and FP8 GEMM rates. The FP8 floor counts every FLOP at the
+    FP8 rate, although attention and the SSD scan stay in bf16: a bound, not a prediction."""
+    rate16, rate8 = bf16["matmul_tflops"], fp8.get("fp8_matmul_tflops")
+    lines = [f"# FP8 beside bf16 ({fp8['device']}, {fp8['date'][:10]})", "",
+             f"bf16 run commit {bf16['code_commit']}, FP8 run commit {fp8['code_commit']} "
+             f"(`model.fp8={fp8['setup'].get('vamba_fp8')}`). "
+             f"Measured GEMM rates: bf16 {rate16:g} TFLOP/s, FP8 {rate8 if rate8 else '-'} TFLOP/s. Times in seconds "
+             "(vision tower / LLM); speedup = bf16 time / FP8 time; floors = the row's FLOPs at each GEMM rate.", "",
+             "| mode | frames | bf16 s | FP8 s | speedup | bf16 floor s | FP8 floor s | peak GiB bf16 / FP8 |",
+             "|---|---|---|---|---|---|---|---|"]
+    pairs = []
+    for r8 in [r for mode in ("prefill", *TRAIN_MODES) for r in ok_rows(fp8["rows"], "vamba", mode)]:
+        r16 = at(bf16["rows"], "vamba", r8["mode"], r8["frames"])
+        if r16 is None:
+            continue
+        pairs.append((r16, r8))
+        flop = (r8.get("vision_tflop") or 0.0) + (r8.get("llm_tflop") or 0.0)
+        floors = (f"{flop / rate16:.2f} | {flop / rate8:.2f}" if flop and rate8 else "- | -")
+        lines.append(f"| {r8['mode']} | {r8['frames']} | {r16['total_ms'] / 1e3:.2f} ({r16['vision_ms'] / 1e3:.2f} / "
+                     f"{r16['llm_ms'] / 1e3:.2f}) | {r8['total_ms'] / 1e3:.2f} ({r8['vision_ms'] / 1e3:.2f} / "
+                     f"{r8['llm_ms'] / 1e3:.2f}) | {r16['total_ms'] / r8['total_ms']:.2f}x | {floors} | "
+                     f"{r16.get('peak_gib', float('nan')):.1f} / {r8.get('peak_gib', float('nan')):.1f} |")
+    hour = at(fp8["rows"], "vamba", "prefill", HOUR_FRAMES)
+    v8, q = at(fp8["rows"], "vamba", "prefill", 1024), at(bf16["rows"], "qwen2_vl", "prefill", 1024)
+    t16, t8 = at(bf16["rows"], "vamba", "train", 1024), at(fp8["rows"], "vamba", "train", 1024)
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+    goals = [("the hour prefilled in <= 9 s with FP8", f"{hour['total_ms'] / 1e3:.2f} s" if hour else "-",
+              verdict(hour["total_ms"] <= 9e3 if hour else None)),
+             ("the 1,024-frame prefill >= 6x faster than Qwen2-VL in bf16",
+              f"{q['total_ms'] / v8['total_ms']:.2f}x" if v8 and q else "-",
+              verdict(q["total_ms"] / v8["total_ms"] >= 6 if v8 and q else None)),
+             ("the FP8 training step (train) at 1,024 frames >= 1.3x faster than bf16, at equal memory or less",
+              f"{t16['total_ms'] / t8['total_ms']:.2f}x, peak {t8['peak_gib']:.1f} vs {t16['peak_gib']:.1f} GiB"
+              if t16 and t8 else "-",
+              verdict(t16["total_ms"] / t8["total_ms"] >= 1.3 and t8["peak_gib"] <= t16["peak_gib"] if t16 and t8
+                      else None))]
+    lines += ["", "| goal (issue 33) | measured | |", "|---|---|---|"] + [f"| {g} | {m} | {v} |" for g, m, v in goals]
+    if not pairs:
+        lines += ["", "No row was measured in both precisions."]
+    return "\n".join(lines) + "\n"
