@@ -9,7 +9,8 @@
 #      stage-1 step + an optimizer step); stage1_packed[_distill] (packed image-caption rows, lambda = 0 and 1 with
 #      the online teacher); sft_mixed_lora_7b, sft_mixed_2b (stage 2 on image and video samples).
 # Results (flat in $OUT): train_launched_<tag>.json/.md, random_checkpoint.json, train_launched.log, mem.log,
-# nvidia_smi.txt; with PROFILE=1,4 (optimizer steps recorded by torch.profiler: debug.profile_steps) also
+# nvidia_smi.txt, vamba-autotune-*.json (the Mamba-2 kernels' autotuning choices); with PROFILE=1,4 (optimizer
+# steps recorded by torch.profiler: debug.profile_steps) also
 # profile_<run>_step<N>.txt, each step's operators by device time.
 # Carried as .whl/: causal_conv1d-*.tar.xz (the wheel's files, debug symbols stripped), decord-*.tar.xz,
 # mamba_ssm-*.tar.gz (sdist), pywheels.tar.xz (deepspeed, hydra-core, omegaconf, antlr4, hjson, pydantic: the
@@ -46,6 +47,8 @@ rm -rf /tmp/mamba-src && mkdir -p /tmp/mamba-src && tar xzf .whl/mamba_ssm-*.tar
 python3 -c "import json, vamba.ops, deepspeed, hydra, decord; print(json.dumps(vamba.ops.available()), deepspeed.__version__)" \
   2>&1 | tail -2 | tee -a "$OUT/nvidia_smi.txt"
 echo "install: $((SECONDS - t0)) s"
+# the kept autotuning choices (vamba.ops.autotune) on this GPU's Triton: Triton's interpreter and its benchmark
+python3 -m pytest -q -p no:cacheprovider tests/ops/test_autotune.py 2>&1 | tail -2 | tee -a "$OUT/nvidia_smi.txt"
 GIB=$(python3 -c "import torch; print(int(torch.cuda.get_device_properties(0).total_memory / 2**30))")
 TAG=${TAG:-$(python3 -c "import torch; from vamba.bench.build import device_tag; print(device_tag(torch.device('cuda'))[1])")}
 
@@ -89,5 +92,7 @@ for r in d['runs']:
     print('  autotune:', r.get('autotune'))
     if r.get('rc'): print(str(r.get('output_tail'))[-800:])
 " 2>&1 | cut -c1-1200
+# the Mamba-2 kernels' choices this call saved (a relaunch restores them; see docs/kernels.md)
+cp "${TRITON_CACHE_DIR:-$HOME/.triton/cache}"/vamba-autotune-*.json "$OUT/" 2>/dev/null
 df -h "$PWD" | tail -1
 echo "done at $((SECONDS - t0)) s"

@@ -79,10 +79,27 @@ def load_kernel(package: str) -> tuple[types.ModuleType | None, str]:
         os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
     try:
         if package.startswith("mamba_ssm."):
-            return _import_mamba_ssm_submodule(package.removeprefix("mamba_ssm.")), ""
+            module = _import_mamba_ssm_submodule(package.removeprefix("mamba_ssm."))
+            _remember_autotuning()
+            return module, ""
         return importlib.import_module(package), ""
     except ImportError as err:  # missing package, missing triton, ABI-mismatched extension
         return None, f"{type(err).__name__}: {err}"
+
+
+def _remember_autotuning() -> None:
+    """The Mamba-2 kernels' autotuning choices of earlier launches back into them, this launch's saved at exit
+    (``vamba.ops.autotune``: Triton does not keep those of kernels with a pre_hook). Off with
+    ``VAMBA_AUTOTUNE_CHOICES=0`` and under ``MAMBA_DETERMINISTIC=1`` (one config per kernel, nothing tuned)."""
+    if (os.environ.get("VAMBA_AUTOTUNE_CHOICES", "1") == "0" or os.environ.get("MAMBA_DETERMINISTIC", "").startswith("1")
+            or not torch.cuda.is_available()):
+        return
+    try:
+        from vamba.ops.autotune import remember
+
+        remember(torch.cuda.get_device_name())
+    except Exception as e:  # never a reason not to run the kernels: they are tuned again
+        log_once(_log, f"Triton autotuning choices not restored ({type(e).__name__}: {e})")
 
 
 def resolve(op: str, backend: str, package: str, tensor: torch.Tensor) -> types.ModuleType | None:
