@@ -6,6 +6,7 @@
 #      fp8_speed_<tag>.md, the two side by side with both floors and the goals;
 #   2. scripts/fp8_accuracy.py at 7B (64 frames): fp8_accuracy_<tag>.json (ACCURACY=0 skips it);
 #   3. every GPU correctness test (scripts/gpu/tests.sh -rA: one line per test) with what is left.
+# PROFILE=1: every point also under torch.profiler (profile_<tag>_*.txt: where FP8's time goes; POINTS= narrows it).
 # Carried as .whl/ (`bash scripts/deps/gpu_wheels.sh whl`): causal_conv1d-*.tar.xz (the wheel's files), mamba_ssm-*.tar.gz
 # (sdist). Run from the root:
 #   VAMBA_CODE_COMMIT=<commit> bash scripts/gpu/fp8.sh
@@ -32,7 +33,7 @@ for precision in fp8 bf16; do  # FP8 first: the rows the call is for (bf16's exi
   extra="points=[$POINTS,qwen2_vl:prefill:1024]"; fp8=none
   [ $precision = fp8 ] && { extra="points=[$POINTS]"; fp8=all; }
   timeout $left python3 scripts/bench_efficiency.py out="$OUT" tag="${TAG}_$precision" fp8=$fp8 "$extra" \
-    budget_s=$((left - 20)) > "$OUT/bench_$precision.log" 2>&1
+    budget_s=$((left - 20)) ${PROFILE:+profile=true} > "$OUT/bench_$precision.log" 2>&1
   echo "efficiency $precision rc=$? at $SECONDS s"
   rm -f "$OUT"/efficiency_${TAG}_${precision}_*.png
   python3 - "$OUT/efficiency_${TAG}_$precision.json" <<'EOF'

@@ -253,3 +253,13 @@ def test_fp8_column_of_the_h100_call() -> None:
     assert table == (results / "fp8_speed_h100.md").read_text()
     assert "| train | 1024 | 8.90 (2.01 / 6.89) | 10.46 (2.06 / 8.39) | 0.85x |" in table
     assert "| the hour prefilled in <= 9 s with FP8 | 12.51 s | NOT met |" in table
+
+
+def test_points_profiled_beside_their_timing(tmp_path: Path) -> None:
+    assert vamba_main([*TINY, "points=[vamba:prefill:4,vamba:train:4]", "profile=true", f"out={tmp_path}",
+                       "tag=p"]) == 0
+    rows = json.loads((tmp_path / "efficiency_p.json").read_text())["rows"]
+    assert [r["profile"] for r in rows] == ["profile_p_vamba_prefill_4.txt", "profile_p_vamba_train_4.txt"]
+    table = (tmp_path / "profile_p_vamba_train_4.txt").read_text()
+    assert table.startswith("vamba:train:4 (") and "cpu_time_total" in table
+    assert "autograd::engine::evaluate_function" in table  # the backward is in the record

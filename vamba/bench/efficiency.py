@@ -97,6 +97,9 @@ class BenchConfig:
     # measure these points (MODEL:MODE:FRAMES[/FALLBACK]) in this order instead of the sweeps (vamba.bench.plan;
     # 'goals': the goals' points first)
     points: list[str] | None = None
+    # with points: each point run once more under torch.profiler after its timing, its operators by device time
+    # written to profile_<tag>_<model>_<mode>_<frames>.txt beside the JSON (the row's `profile`)
+    profile: bool = False
     answer_video: str | None = None  # answer_file points: the video file (e.g. an hour at 1 fps)
     answer_video_wait_s: float = 120.0  # answer_file: wait this long for the video to appear (another writer)
     workers: int = 8  # answer_file: threads resizing the decoded frames
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                   "points": [str(p) for p in points] if points else None},
         "reference_qwen2_vl_7b_h100": REFERENCE_QWEN2_VL_7B_H100,
         "matmul_tflops": float(f"{matmul_tflops(device, dtype):.4g}"), "models": {}, "rows": rows}
+    if args.profile:
+        result["profile_prefix"] = str(out_dir / f"profile_{tag}")
     if args.fp8 != "none":  # the FP8 floor's denominator: Hopper's FP8 GEMM, row-wise scales
         result["fp8_matmul_tflops"] = float(f"{matmul_tflops(device, torch.float8_e4m3fn):.4g}")
     if cuda:

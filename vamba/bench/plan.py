@@ -11,6 +11,8 @@ after a warming run, so the hour's first run, which compiles its last piece's sh
 predicted not to fit the time left is recorded as skipped; after an out-of-memory point, the larger points of the
 same model and mode are not run. Modes: those of the sweeps, ``stage1`` (cross-attention, Mamba-2 blocks, alpha
 trainable) and ``answer_file`` (``vamba.bench.hour``: the hour answered end to end from ``answer_video``).
+With ``profile=true`` each timed point runs once more under torch.profiler (``_profile``): where a point's time goes,
+e.g. FP8 against bf16 (docs/fp8.md).
 """
 from __future__ import annotations
 
@@ -22,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vamba.bench.build import Setup, build
 from vamba.bench.flops import llm_flops
 from vamba.bench.hour import answer_from_file, wait_for
 from vamba.bench.steps import qwen_steps, set_trainable, vamba_steps
 from vamba.bench.sweep import VisionTimer, measure_point, row_line
 from vamba.models.flops import vision_flops
+from vamba.utils.io import atomic_write_text
 from vamba.utils.timing import Clock, free, is_oom
 
 GOAL_POINTS = ("vamba:prefill:1024", "qwen2_vl:prefill:1024", "vamba:prefill:3600", "vamba:answer_file:3600",
@@ -181,6 +186,9 @@ def _measure(point: Point, args: argparse.Namespace, setup: Setup, models: Model
         out = measure_point(run, setup.device, timer, args.reps, warm_under_ms=WARM_UNDER_MS)
         if out["status"] == "ok":
             out.update(getattr(run, "extra", {}))
+            if result.get("profile_prefix"):
+                out["profile"] = _profile(run, setup.device, f"{result['profile_prefix']}_{point.model}_{mode}_"
+                                                            f"{point.frames}.txt", f"{point} ({out['total_ms']:.1f} ms timed)")
         del run
         free(setup.device)
     if out["status"] != "ok":
@@ -196,6 +204,21 @@ def _measure(point: Point, args: argparse.Namespace, setup: Setup, models: Model
         out["llm_tflop"] = round(flops / 1e12, 3)
         out["llm_mfu"] = round(flops / (out["llm_ms"] / 1e3) / rate, 4)
     return out
+
+
+def _profile(run: Callable[[], Any], device: torch.device, path: str, title: str) -> str:
+    """One more run of a timed point under torch.profiler; its operators by device time (CPU time on a CPU) go to
+    ``path``. Returns the file's name."""
+    cuda = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    clock = Clock(device)
+    with torch.profiler.profile(activities=activities) as prof:
+        run()
+        clock.sync()
+    sort = "cuda_time_total" if cuda else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=60, max_name_column_width=80)
+    atomic_write_text(Path(path), f"{title}: one run under torch.profiler, operators by {sort}\n{table}")
+    return Path(path).name
 
 
 def _warm(name: str, mode: str, steps: dict, frames: int, setup: Setup, info: dict, warmed: set) -> None:

@@ -10,8 +10,9 @@ the time goes; a profile says which operators take it. For each listed step (num
 The record spans the Trainer's ``on_step_begin`` to ``on_step_end`` of that step: every micro-batch's forward and
 backward, the gradient clipping and the optimizer step; the wait for the first micro-batch comes before it (the
 Trainer fetches the step's batches first). Step 1 includes the first compilation and the Triton kernels'
-autotuning. Recording slows the recorded step itself (by how much was not measured), so that step's row in
-``log.jsonl`` is not a clean timing; only the listed steps are recorded.
+autotuning. Recording slows the recorded step itself (7B stage 1 on an H100, 2026-12-07: 39.7 s against 5.0 s,
+writing the trace included), so that step's row in ``log.jsonl`` is not a clean timing; only the listed steps are
+recorded.
 """
 from __future__ import annotations
 
