@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from vamba.evaluation.interface import FrameSettings, VideoRequest
 from vamba.evaluation.sampling import frame_indices
 from vamba.inference.prefetch import FramePrefetcher
 from vamba.inference.video_qa import VambaVideoQA, load_video_qa_model
+from vamba.models.loading import IncompatibleCheckpointError
 from vamba.utils.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,3 +256,34 @@ def test_workers_beyond_the_look_ahead_only_when_videos_are_split(caplog: pytest
     finally:
         split.close()
         unsplit.close()
+
+
+def test_workers_start_while_the_weights_load(checkpoint: Path, videos: list[Path], tmp_path: Path) -> None:
+    """load_video_qa_model spawns the decode workers before it loads the weights (on a GPU host their start overlaps
+    the load); a load that fails leaves none behind; changed reading settings get a new pool, never stale frames."""
+    pytest.importorskip("decord")
+    model = load_video_qa_model(str(checkpoint), device="cpu", dtype="float32", decode_workers=2)
+    try:
+        early = model._prefetcher
+        deadline = time.monotonic() + 30
+        while len(early.pids()) < 2 and time.monotonic() < deadline:  # the dispatcher spawns them
+            time.sleep(0.05)
+        assert len(early.pids()) == 2  # before any prefetch
+        request = VideoRequest(str(videos[0]), FrameSettings(12, shortest_edge=96, longest_edge=160))
+        model.prefetch([request])
+        assert model._prefetcher is early
+        model.chat.piece_frames = 4
+        model.prefetch([request])
+        assert model._prefetcher is not early and model._prefetcher.piece_frames == 4
+        assert not early.pids()
+    finally:
+        model.close()
+    broken = tmp_path / "no_weights"
+    broken.mkdir()
+    for f in checkpoint.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors") and f.name != "model.safetensors.index.json":
+            shutil.copy(f, broken / f.name)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(IncompatibleCheckpointError, match="no model.safetensors"):
+        load_video_qa_model(str(broken), device="cpu", dtype="float32", decode_workers=2)
+    assert not [p for p in set(multiprocessing.active_children()) - before if p.is_alive()]

@@ -144,11 +144,12 @@ class VambaChat:
         except (OSError, ValueError) as e:
             raise FileNotFoundError(f"{path} has no usable tokenizer (tokenizer.json / tokenizer_config.json): {e}"
                                     ) from e
-        settings = VambaVideoProcessor.from_pretrained(path)
-        if kwargs.get("vision") is None:
-            kwargs["vision"] = settings.vision_config()
-        if kwargs.get("sampling") is None:
-            kwargs["sampling"] = settings.frame_sampling()
+        if kwargs.get("vision") is None or kwargs.get("sampling") is None:
+            settings = VambaVideoProcessor.from_pretrained(path)
+            if kwargs.get("vision") is None:
+                kwargs["vision"] = settings.vision_config()
+            if kwargs.get("sampling") is None:
+                kwargs["sampling"] = settings.frame_sampling()
         if os.path.isfile(os.path.join(path, RANDOM_CHECKPOINT)):  # scripts/random_checkpoint.py: for speed only
             logger.warning("%s holds random weights (%s): its answers measure speed, not accuracy", path,
                            RANDOM_CHECKPOINT)

@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from vamba.data.video_processor import VambaVideoProcessor
 from vamba.evaluation.interface import GenerationSettings, VideoRequest
-from vamba.inference.chat import DEFAULT_DECODE_TIMEOUT_S, EncodedVideo, VambaChat
+from vamba.inference.chat import DEFAULT_DECODE_TIMEOUT_S, EncodedVideo, VambaChat, resolve_device
 from vamba.inference.prefetch import FramePrefetcher, open_request, request_vision
 
 
@@ -36,15 +37,14 @@ class VambaVideoQA:
     ``decode_split``: a video the model would wait for is split among the idle workers (``FramePrefetcher``)."""
 
     def __init__(self, chat: VambaChat, decode_workers: int = 0, decode_ahead: int | None = None,
-                 decode_split: bool = True) -> None:
-        if decode_workers < 0 or (decode_ahead is not None and decode_ahead < 1):
-            raise ValueError(f"model.decode_workers must be >= 0 and model.decode_ahead >= 1, got {decode_workers} "
-                             f"and {decode_ahead}")
+                 decode_split: bool = True, prefetcher: FramePrefetcher | None = None) -> None:
+        check_reading(decode_workers, decode_ahead)
         self.chat = chat
         self.decode_workers = decode_workers
         self.decode_ahead = decode_ahead if decode_ahead is not None else decode_workers + 2
         self.decode_split = decode_split
-        self._prefetcher: FramePrefetcher | None = None
+        # already started by load_video_qa_model (its workers spawned while the weights loaded), else at prefetch
+        self._prefetcher: FramePrefetcher | None = prefetcher
 
     def prefetch(self, requests: Sequence[VideoRequest]) -> None:
         """Decode these videos ahead, in this order, on ``decode_workers`` processes (the runner's upcoming
@@ -52,6 +52,10 @@ class VambaVideoQA:
         if not requests or self.decode_workers == 0:
             self.close()
             return
+        reading = (self.chat.vision, self.chat.piece_frames, self.chat.decode_timeout_s)
+        if self._prefetcher is not None and reading != (self._prefetcher.vision, self._prefetcher.piece_frames,
+                                                        self._prefetcher.timeout_s):
+            self.close()  # started before the chat's reading settings changed: its frames would not be the chat's
         if self._prefetcher is None:
             self._prefetcher = FramePrefetcher(self.decode_workers, self.decode_ahead, self.chat.vision,
                                                self.chat.piece_frames, self.chat.decode_timeout_s,
@@ -103,10 +107,34 @@ def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dt
     ``VambaConfig.fp8``."""
     if path is None:
         raise ValueError("model.path=<checkpoint directory> is required")
-    chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames,
-                                     decode_timeout_s=decode_timeout_s, fp8=fp8)
-    limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
-    chat.vision = replace(chat.vision, **limits)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     if decode_workers is None:
-        decode_workers = auto_decode_workers(chat.device.type)
-    return VambaVideoQA(chat, decode_workers, decode_ahead, decode_split)
+        decode_workers = auto_decode_workers(resolve_device(device).type)
+    check_reading(decode_workers, decode_ahead)
+    limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    settings = VambaVideoProcessor.from_pretrained(path)  # what VambaChat.from_pretrained would read
+    vision = replace(settings.vision_config(), **limits)
+    # The decode workers start now: spawning them and importing torch there (~10-20 s for 15 on a GPU host) happens
+    # while the weights load, so the run's first video waits for its decoding only (27.5 s on 2026-12-07 with the
+    # workers spawned after the load: docs/results/eval_launched_h100.md).
+    prefetcher = None
+    if decode_workers:
+        ahead = decode_ahead if decode_ahead is not None else decode_workers + 2
+        prefetcher = FramePrefetcher(decode_workers, ahead, vision, piece_frames, decode_timeout_s, split=decode_split)
+        prefetcher.start([])
+    try:
+        chat = VambaChat.from_pretrained(path, device=device, dtype=dtype, piece_frames=piece_frames,
+                                         decode_timeout_s=decode_timeout_s, fp8=fp8, vision=vision,
+                                         sampling=settings.frame_sampling())
+    except BaseException:
+        if prefetcher is not None:
+            prefetcher.close()
+        raise
+    return VambaVideoQA(chat, decode_workers, decode_ahead, decode_split, prefetcher=prefetcher)
+
+
+def check_reading(decode_workers: int, decode_ahead: int | None) -> None:
+    if decode_workers < 0 or (decode_ahead is not None and decode_ahead < 1):
+        raise ValueError(f"model.decode_workers must be >= 0 and model.decode_ahead >= 1, got {decode_workers} "
+                         f"and {decode_ahead}")
