@@ -59,6 +59,9 @@ RUNS = {"like_for_like": RunSpec("pretrain", "zero2", "stage1"),
         "like_for_like_zero3": RunSpec("pretrain", "zero3", "stage1"),
         "sft_whole_llm": RunSpec("sft", "zero2", "train"),
         "stage1_packed": RunSpec("pretrain", "zero2", None, data="packed"),
+        # its relaunch: the start with warm caches and the kept autotuning choices (vamba.ops.autotune), whose
+        # `autotune` should show no Mamba-2 tuning left
+        "stage1_packed_again": RunSpec("pretrain", "zero2", None, data="packed"),
         # lambda > 0 with the online teacher: a packed row's activations leave room for Qwen2-VL-7B (16.6 GB in
         # bf16) beside the student on one GPU, and a cache would cost the same teacher forward in a pass of its own
         "stage1_packed_distill": RunSpec("pretrain", "zero2", None, data="packed", distill=True),
