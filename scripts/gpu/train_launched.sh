@@ -57,8 +57,9 @@ TAG=${TAG:-$(python3 -c "import torch; from vamba.bench.build import device_tag;
 CKPT=$PWD/.ckpt/vamba-7b-random
 [ -f $CKPT/random_checkpoint.json ] || python3 scripts/random_checkpoint.py size=7b out=$CKPT device=cuda 2>&1 | tail -2 | tee -a "$LOG"
 cp $CKPT/random_checkpoint.json "$OUT/" 2>/dev/null
-# default: the runs not yet measured (2026-12-07: like_for_like and like_for_like_zero3 were, on an H100)
-RUNS=${RUNS:-stage1_packed,stage1_packed_distill,sft_mixed_lora_7b,sft_mixed_2b}
+# default: the runs not yet measured (2026-12-07 on an H100: like_for_like, like_for_like_zero3, stage1_packed and
+# stage1_packed_distill were), then a relaunch of stage 1 whose `autotune` shows what the kept choices left to tune
+RUNS=${RUNS:-sft_mixed_lora_7b,sft_mixed_2b,stage1_packed_again}
 CKPT2=$PWD/.ckpt/vamba-2b-random
 TEACHER=$PWD/.ckpt/qwen2vl-7b-random
 case $RUNS in *_2b*)
