@@ -135,6 +135,7 @@ def load_video_qa_model(path: str | os.PathLike | None, device: str = "auto", dt
 
 
 def check_reading(decode_workers: int, decode_ahead: int | None) -> None:
+    """``model.decode_workers`` >= 0 and ``model.decode_ahead`` (None: workers + 2) >= 1, else a ValueError."""
     if decode_workers < 0 or (decode_ahead is not None and decode_ahead < 1):
         raise ValueError(f"model.decode_workers must be >= 0 and model.decode_ahead >= 1, got {decode_workers} "
                          f"and {decode_ahead}")

@@ -91,8 +91,8 @@ def _remember_autotuning() -> None:
     """The Mamba-2 kernels' autotuning choices of earlier launches back into them, this launch's saved at exit
     (``vamba.ops.autotune``: Triton does not keep those of kernels with a pre_hook). Off with
     ``VAMBA_AUTOTUNE_CHOICES=0`` and under ``MAMBA_DETERMINISTIC=1`` (one config per kernel, nothing tuned)."""
-    if (os.environ.get("VAMBA_AUTOTUNE_CHOICES", "1") == "0" or os.environ.get("MAMBA_DETERMINISTIC", "").startswith("1")
-            or not torch.cuda.is_available()):
+    off = os.environ.get("VAMBA_AUTOTUNE_CHOICES", "1") == "0"
+    if off or os.environ.get("MAMBA_DETERMINISTIC", "").startswith("1") or not torch.cuda.is_available():
         return
     try:
         from vamba.ops.autotune import remember
