@@ -263,3 +263,5 @@ def test_points_profiled_beside_their_timing(tmp_path: Path) -> None:
     table = (tmp_path / "profile_p_vamba_train_4.txt").read_text()
     assert table.startswith("vamba:train:4 (") and "cpu_time_total" in table
     assert "autograd::engine::evaluate_function" in table  # the backward is in the record
+    with pytest.raises(SystemExit, match="profile=true profiles the points"):  # never ignored without a word
+        vamba_main([*TINY, "num_frames=[2]", "profile=true", f"out={tmp_path}", "tag=q"])

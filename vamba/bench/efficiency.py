@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = sorted(set(args.num_frames or DEFAULT_FRAMES))
     if any(n < 2 or n % 2 for n in frames):
         raise SystemExit("vamba bench: frame counts must be even and >= 2")
+    if args.profile and not args.points:
+        raise SystemExit("vamba bench: profile=true profiles the points of points=[...]; the sweeps are not profiled")
     _, device_kind = device_tag(device)
     tag = args.tag or device_kind
     out_dir = Path(args.out)
