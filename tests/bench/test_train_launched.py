@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vamba.bench.checkpoint import CheckpointArgs, write_random_checkpoint
-from vamba.bench.train_launched import autotuning, summarise
+from vamba.bench.train_launched import autotuning, fresh_caches, summarise
 from vamba.bench.train_launched import main as launched_main
 from vamba.data.synth import write_mp4
 from vamba.models import VambaForConditionalGeneration
@@ -138,6 +138,24 @@ def test_autotuning_is_read_from_tritons_own_messages() -> None:
     assert autotuning(text) == {"tunings": 3, "seconds": 5.5,
                                 "kernels": {"_chunk_scan_bwd_dx_kernel": 4.0, "_chunk_state_bwd_db_kernel": 1.5}}
     assert autotuning("{'loss': 12.5}\n") is None
+
+
+def test_a_fresh_run_starts_from_empty_caches_holding_only_the_choices(tmp_path, monkeypatch) -> None:
+    """stage1_packed_fresh's environment: new Triton and Inductor caches, the former with the choices files of the
+    warm Triton cache and nothing else of it (compiled kernels, Triton's own autotune records)."""
+    warm = tmp_path / "warm"
+    (warm / "0a1b").mkdir(parents=True)
+    (warm / "0a1b" / "kernel.cubin").write_bytes(b"\0")
+    (warm / "vamba-autotune-NVIDIA-H100-triton3.6.0-mamba2.3.2.json").write_text('{"format": 1, "kernels": {}}')
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(warm))
+    folder = tmp_path / "fresh"
+    (folder / "inductor").mkdir(parents=True)
+    (folder / "inductor" / "stale.py").write_text("")  # an earlier call's: removed
+    env = fresh_caches(folder)
+    assert env["TRITON_CACHE_DIR"] == str(folder / "triton")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(folder / "inductor")
+    assert [p.name for p in (folder / "triton").iterdir()] == ["vamba-autotune-NVIDIA-H100-triton3.6.0-mamba2.3.2.json"]
+    assert list((folder / "inductor").iterdir()) == []
 
 
 def test_profiled_steps_stay_out_of_the_medians(tmp_path) -> None:

@@ -127,3 +127,31 @@ def test_the_file_names_the_gpu_and_the_versions(tmp_path: Path, monkeypatch: py
     assert path.parent == tmp_path and path.name.startswith("vamba-autotune-NVIDIA-H100-80GB-HBM3-triton")
     assert triton.__version__ in path.name
     assert choices_path("NVIDIA H200") != path
+
+
+def test_the_shipped_file_fills_what_this_machine_never_tuned(tmp_path: Path) -> None:
+    (tmp_path / "tiny_kernels.py").write_text(KERNELS)
+    cache, shipped = tmp_path / "cache", tmp_path / "shipped"
+    out = launch(tmp_path, f'''
+        import os
+        os.environ["TRITON_CACHE_DIR"] = {str(cache)!r}
+        from pathlib import Path
+        from vamba.ops.autotune import choices_path, remember
+        from vamba.utils.io import atomic_write_json
+        from tiny_kernels import fill_block
+        name = choices_path("Tiny GPU").name
+        config = {{c.kwargs["B"]: str(c) for c in fill_block.configs}}
+        entry = lambda n, b: {{"key": [n, "torch.float32"], "config": config[b]}}
+        # this machine tuned n=64 to B=16; the shipped file says B=32 for n=64 and n=128
+        atomic_write_json(Path({str(cache)!r}) / name, {{"format": 1, "kernels": {{"tiny_kernels.fill_block": [
+            entry(64, 16)]}}}})
+        atomic_write_json(Path({str(shipped)!r}) / name, {{"format": 1, "kernels": {{"tiny_kernels.fill_block": [
+            entry(64, 32), entry(128, 32)]}}}})
+        atomic_write_json(Path({str(shipped)!r}) / "vamba-autotune-Other-GPU.json", {{"format": 1, "kernels": {{
+            "tiny_kernels.fill_block": [entry(256, 32)]}}}})
+        remember("Tiny GPU", prefixes=("tiny_kernels",), shipped=Path({str(shipped)!r}))
+        print(sorted((k[0], c.kwargs["B"]) for k, c in fill_block.cache.items()))
+    ''')
+    assert out.returncode == 0, out.stderr
+    # the machine's own choice wins, the shipped one fills n=128, another GPU's file is not read
+    assert out.stdout.strip() == "[(64, 16), (128, 32)]"

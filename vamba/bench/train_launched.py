@@ -50,6 +50,9 @@ class RunSpec:
     lora: bool = False
     offload: bool = True
     distill: bool = False  # lambda = 1 with the online teacher (``teacher``: a Qwen2-VL checkpoint)
+    # a fresh machine's start: empty Triton and Inductor caches holding only the autotuning choices the earlier runs
+    # saved (what a shipped file of vamba/ops/autotune_choices/ gives a new machine: the same restore)
+    fresh: bool = False
 
 
 RUNS = {"like_for_like": RunSpec("pretrain", "zero2", "stage1"),
@@ -62,6 +65,8 @@ RUNS = {"like_for_like": RunSpec("pretrain", "zero2", "stage1"),
         # its relaunch: the start with warm caches and the kept autotuning choices (vamba.ops.autotune), whose
         # `autotune` should show no Mamba-2 tuning left
         "stage1_packed_again": RunSpec("pretrain", "zero2", None, data="packed"),
+        # its start on a fresh machine given the choices: everything compiles again, nothing is tuned
+        "stage1_packed_fresh": RunSpec("pretrain", "zero2", None, data="packed", fresh=True),
         # lambda > 0 with the online teacher: a packed row's activations leave room for Qwen2-VL-7B (16.6 GB in
         # bf16) beside the student on one GPU, and a cache would cost the same teacher forward in a pass of its own
         "stage1_packed_distill": RunSpec("pretrain", "zero2", None, data="packed", distill=True),
@@ -257,6 +262,19 @@ def _train_command(args: LaunchedArgs, name: str, mixture: Path, run_dir: Path, 
             "-m", "vamba.cli", "train", *keys]
 
 
+def fresh_caches(folder: Path) -> dict[str, str]:
+    """The environment of a run started as on a fresh machine: ``folder``'s empty Triton and Inductor caches, the
+    former holding only the Mamba-2 kernels' autotuning choices found in this process's Triton cache."""
+    triton_dir = Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "triton").mkdir(parents=True)
+    (folder / "inductor").mkdir()
+    for choices in triton_dir.glob("vamba-autotune-*.json"):
+        shutil.copyfile(choices, folder / "triton" / choices.name)
+    return {**os.environ, "TRITON_CACHE_DIR": str(folder / "triton"),
+            "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}
+
+
 def optimizer_step_s(parameters: int, device: str = "cuda", measured: int | None = None) -> float:
     """Seconds of one fused AdamW step over ``parameters`` float32 weights (100M-element tensors), median of 3.
     With ``measured`` (< ``parameters``) the step is timed over that many weights and scaled linearly: the step is
@@ -384,9 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         mode = spec.bench_mode
         run_dir = out / "runs" / run
         cmd = _train_command(args, run, mixtures[spec.data], run_dir, offload)
+        env = fresh_caches(out / "fresh_caches" / run) if spec.fresh else None
         begun = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left, env=env)
             rc, text = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as e:
             rc, text = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")

@@ -29,6 +29,9 @@ _log = get_logger(__name__)
 
 PREFIXES = ("mamba_ssm.ops.triton.",)  # the modules whose autotuners are kept
 FORMAT = 1
+# Choices measured on the project's GPUs, shipped with the package under the same file names: a fresh machine with
+# that GPU and those versions skips the tuning too (docs/kernels.md). The user's own file wins where both hold a key.
+SHIPPED = Path(__file__).with_name("autotune_choices")
 
 
 def autotuners(prefixes: tuple[str, ...] = PREFIXES) -> dict[str, Any]:
@@ -121,17 +124,21 @@ def restore(path: str | os.PathLike, prefixes: tuple[str, ...] = PREFIXES) -> di
 _remembered: set[Path] = set()
 
 
-def remember(device: str, prefixes: tuple[str, ...] = PREFIXES) -> None:
-    """Restore the choices for ``device`` now and save this process's at exit (once per file and process)."""
+def remember(device: str, prefixes: tuple[str, ...] = PREFIXES, shipped: Path = SHIPPED) -> None:
+    """Restore the choices for ``device`` now (this machine's file, then the shipped one for keys still untuned) and
+    save this process's at exit to this machine's file (once per file and process)."""
     path = choices_path(device)
+    sources = (path, shipped / path.name)
     if path in _remembered:
-        restore(path, prefixes)  # kernels of a module imported since
+        for source in sources:  # kernels of a module imported since
+            restore(source, prefixes)
         return
     _remembered.add(path)
-    counts = restore(path, prefixes)
-    if counts["restored"] or counts["stale"]:
-        _log.info("Triton autotuning: %d choices of the Mamba-2 kernels restored from %s (%d stale)",
-                  counts["restored"], path, counts["stale"])
+    for source in sources:
+        counts = restore(source, prefixes)
+        if counts["restored"] or counts["stale"]:
+            _log.info("Triton autotuning: %d choices of the Mamba-2 kernels restored from %s (%d stale)",
+                      counts["restored"], source, counts["stale"])
 
     def _save() -> None:
         try:
