@@ -340,6 +340,18 @@ def test_model_size_must_fit_the_checkpoint(train_overrides, tmp_path) -> None:
     validate(compose_config(*train_overrides, f"model.path={tiny}"))
     with pytest.raises(ConfigError, match=rf"num_hidden_layers {dims.num_layers}, but model.tiny.num_layers=7"):
         validate(compose_config(*train_overrides, f"model.path={tiny}", "model.tiny.num_layers=7"))
+    # its Mamba-2 blocks too: the weights would not fit (d_state, headdim) or the scan would run another chunk size
+    (tiny / "config.json").write_text(json.dumps({"model_type": "vamba", "text_config": {
+        "hidden_size": dims.hidden_size, "num_hidden_layers": dims.num_layers}, "vision_mamba_mixer_config": {
+        "d_state": dims.mamba_d_state, "headdim": dims.mamba_headdim, "chunk_size": dims.mamba_chunk_size}}))
+    validate(compose_config(*train_overrides, f"model.path={tiny}"))
+    d_state, chunk = dims.mamba_d_state * 2, dims.mamba_chunk_size * 2
+    with pytest.raises(ConfigError, match=rf"Mamba-2 blocks with d_state {dims.mamba_d_state}, but model.tiny."
+                                          rf"mamba_d_state={d_state}; chunk_size .*model.tiny.mamba_chunk_size={chunk}"):
+        validate(compose_config(*train_overrides, f"model.path={tiny}", f"model.tiny.mamba_d_state={d_state}",
+                                f"model.tiny.mamba_chunk_size={chunk}"))
+    validate(compose_config(*train_overrides, f"model.path={tiny}", f"model.tiny.mamba_d_state={d_state}",
+                            "model.vision_mixer=none"))  # no Mamba-2 blocks are built
 
 
 def test_a_stage_label_without_its_stage_is_refused(train_overrides) -> None:
