@@ -105,6 +105,38 @@ def test_a_finished_run_without_checkpoints_is_not_trained_over(synth, train_ove
     assert (out / "final").is_dir() and next(out.glob("replaced-*/final")).is_dir()
 
 
+def test_a_config_error_after_the_run_started_leaves_no_directory_it_made(synth, train_overrides, tmp_path,
+                                                                        capsys) -> None:
+    """A pattern that matches no parameter is found once the model is built, after config.yaml, run_info.json,
+    console.log and the lock were written: the directory this command made goes with them. One that was there
+    before keeps what it held."""
+    from vamba.training.cli import main as train_main
+
+    def refused(argv: list[str]) -> None:
+        with pytest.raises(SystemExit) as e:
+            train_main(argv)
+        assert e.value.code == 2
+
+    base = [*_four(synth, train_overrides, tmp_path), "optim.max_steps=1", "stage.trainable=[no_such_module]"]
+    out = tmp_path / "new"
+    refused([*base, f"output_dir={out}"])
+    err = capsys.readouterr().err
+    assert "stage.trainable: trainable pattern(s) ['no_such_module'] match no parameter" in err
+    assert f"{out} removed: this command made it and trained nothing" in err and not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused([*base, f"output_dir={mine}"])
+    assert "removed" not in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep"
+    assert (mine / "config.yaml").is_file()  # the run's own record stays beside the user's files
+    empty = tmp_path / "empty"  # made by the user: it stays, even with nothing of theirs in it
+    empty.mkdir()
+    refused([*base, f"output_dir={empty}"])
+    assert empty.is_dir()
+    # the same command, fixed, runs in the same place
+    assert train_main([*base[:-1], f"output_dir={out}"]) == 0 and (out / "final").is_dir()
+
+
 def test_two_launches_in_the_same_second_get_different_default_output_dirs(tmp_path) -> None:
     """Before: runs/train/<date>_<time to the second>: two launches in one second shared a directory."""
     code = ("from hydra import compose, initialize_config_dir\n"

@@ -236,6 +236,7 @@ def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
     from vamba.training.config import ConfigError
 
     config = None
+    made = False  # whether this command makes the run directory (a config error then removes it: rundir.abandon)
     try:
         config = to_config(cfg)
         recipe = next((r for r in recipes.values() if type(config) is r.schema), None)
@@ -248,12 +249,18 @@ def _train_task(cfg, recipes: Mapping[str, Recipe]) -> None:
             from vamba.training.run import check_before_run, train
 
             check_before_run(config)  # before any directory is made (train checks again: it is also called directly)
+            made = not Path(config.output_dir).exists()
             save_hydra_record(cfg, Path(config.output_dir))
             train(config)
     except ConfigError as e:
-        if config is not None:
-            _remove_if_empty(Path(config.output_dir))
         print(f"vamba train: {e}", file=sys.stderr)
+        if config is not None:
+            from vamba.training import rundir
+
+            if made and rundir.abandon(config.output_dir):
+                print(f"vamba train: {config.output_dir} removed: this command made it and trained nothing",
+                      file=sys.stderr)
+            _remove_if_empty(Path(config.output_dir))
         _failed(2)
         raise SystemExit(2) from None
     except BaseException as e:

@@ -102,6 +102,35 @@ def release(output_dir: str | os.PathLike) -> None:
         lock.release()
 
 
+# What a run that stopped on a config error before training has written (``abandon``), besides ``.lock``
+_STARTED = ("config.yaml", "run_info.json", "console.log", "log.jsonl", ".hydra/config.yaml", ".hydra/hydra.yaml",
+            ".hydra/overrides.yaml")
+
+
+def abandon(output_dir: str | os.PathLike) -> bool:
+    """Remove the run directory of a run that stopped on a config error before training, when this command made it:
+    the caller knows the directory did not exist before the command, this process holds it (``claim``), and it holds
+    nothing but ``_STARTED`` and the lock (an empty ``log.jsonl``). Anything else there keeps it all. Returns whether
+    it was removed."""
+    out = Path(output_dir).resolve()
+    lock = _held.get(out)
+    if lock is None or not out.is_dir():
+        return False
+    found = {str(p.relative_to(out)) for p in out.rglob("*")}
+    log = out / "log.jsonl"
+    if not found <= {*_STARTED, ".hydra", ".lock"} or (log.is_file() and log.stat().st_size > 0):
+        return False
+    for name in _STARTED:
+        (out / name).unlink(missing_ok=True)
+    if (out / ".hydra").is_dir():
+        (out / ".hydra").rmdir()
+    # the lock file goes while still held: a second launch meets no lock, or this one's until the close below
+    (out / ".lock").unlink(missing_ok=True)
+    out.rmdir()
+    release(out)
+    return True
+
+
 def _start_time(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), from /proc; None where there is no /proc."""
     try:
