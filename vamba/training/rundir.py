@@ -8,6 +8,8 @@ old one's files unless asked, and default directory names that two launches cann
   its later checkpoints kept, so that a later ``resume=auto`` continued the old run), and with ``resume=replace``
   moves that run's files into ``replaced-<time>/`` inside the directory (nothing is deleted).
 - ``release(output_dir)`` at the run's end (a process that dies releases it anyway).
+- ``abandon(output_dir)`` after a config error found once the run started (a trainable pattern that matches
+  nothing): the directory goes, when this command made it and it holds only the run's start-up records.
 - ``default_run_name()``: the ``${vamba_run_name:}`` of ``configs/train.yaml``'s default ``output_dir``.
 """
 from __future__ import annotations
