@@ -122,3 +122,22 @@ def test_skips_of_worker_processes_are_summed(tmp_path: Path, synth_dir: Path, t
     assert ds.skips.counts == {}  # the workers counted, not this process
     assert ds.skips.summary() == {"VideoDecodeError": 4}
     assert len({r["pid"] for r in map(json.loads, (tmp_path / "skips.jsonl").read_text().splitlines())}) == 2
+
+
+def test_the_docs_quick_start_runs_as_printed(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """docs/data.md's Python quick start, as printed, in a folder where `vamba data synth out=data/synthetic` (the
+    block above it) has run; its `...` (the user's loop) takes one packed row."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    code = re.search(r"## Quick start.*?```python\n(.+?)\n```", page, flags=re.S).group(1)
+    assert "\n...\n" in code, "docs/data.md's quick start no longer has its `...` line: update this test"
+    code = code.replace("\n...\n", "\nrow = next(iter(loader))\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synthetic").symlink_to(synth_dir)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/data.md", "exec"), scope)
+    assert scope["row"]["input_ids"].shape[0] == 1 and scope["row"]["pixel_values"].shape[0] > 0
+    assert capsys.readouterr().out.strip() == "no samples skipped"

@@ -101,3 +101,26 @@ def test_auto_device(monkeypatch) -> None:
     if not torch.cuda.is_available():
         monkeypatch.setenv("LOCAL_RANK", "3")
         assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_the_docs_chat_snippet_runs(checkpoint: Path, synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """docs/inference.md's Python example, as printed, on the tiny checkpoint and a real mp4 (only the paths, the
+    device and the reply length are replaced), as README.md's snippet is run (test_processor_generate.py)."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "inference.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.+?)\n```", page, flags=re.S) if "VambaChat" in block)
+    # a random tiny model rarely stops by itself: 8 new tokens a reply instead of the default 512
+    replaced = [('"ckpt/"', repr(str(checkpoint))),
+                ('device="cuda", dtype="bfloat16"', 'device="cpu", dtype="float32"'),
+                ('"lecture.mp4"', repr(str(video_path(synth_dir)))),
+                ('"What is the talk about?")', '"What is the talk about?", max_new_tokens=8)'),
+                ("seed=0)", "seed=0, max_new_tokens=8)"),
+                ('"Who speaks first?")', '"Who speaks first?", max_new_tokens=8)'),
+                ('"What do they say next?")', '"What do they say next?", max_new_tokens=8)')]
+    for old, new in replaced:
+        assert old in code, f"docs/inference.md's example no longer contains {old}: update this test with it"
+        code = code.replace(old, new)
+    exec(compile(code, "docs/inference.md", "exec"), {})
+    frames, tokens, seconds = capsys.readouterr().out.splitlines()[0].split()
+    assert int(frames) > 0 and int(tokens) > 0 and float(seconds) >= 0

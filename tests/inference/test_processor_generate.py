@@ -138,3 +138,26 @@ def test_the_readme_snippet_runs(ckpt: Path, synth_dir: Path, capsys: pytest.Cap
         code = code.replace(old, new)
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.endswith("\n")  # the reply was printed (a random tiny model's may be blank)
+
+
+def test_the_docs_auto_classes_example_runs(ckpt: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """docs/model.md's Auto-classes example (a video and an image in one turn), as printed, on the tiny checkpoint,
+    a real mp4 and a real png (only the paths, the frame count and the reply length are replaced)."""
+    import re
+
+    from PIL import Image
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "model.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.+?)\n```", page, flags=re.S) if "apply_chat_template" in b)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "photo.png")
+    for old, new, count in (('"ckpt/"', repr(str(ckpt)), 2),
+                            ('"movie.mp4"', repr(str(synth_dir / "videos" / "video_00000.mp4")), 1),
+                            ('"photo.png"', repr(str(tmp_path / "photo.png")), 1),
+                            ('"num_frames": 64', '"num_frames": 6', 1), ("max_new_tokens=64", "max_new_tokens=4", 1)):
+        assert code.count(old) == count, f"docs/model.md's example changed ({old}): update this test with it"
+        code = code.replace(old, new)
+    scope: dict = {}
+    exec(compile(code, "docs/model.md", "exec"), scope)
+    inputs, reply = scope["inputs"], scope["reply"]
+    assert inputs["pixel_values"].shape[0] > 0 and inputs["pixel_values_videos"].shape[0] > 0  # both were read
+    assert reply.shape[1] > inputs["input_ids"].shape[1]

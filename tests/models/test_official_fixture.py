@@ -76,3 +76,20 @@ def test_greedy_generate_reproduces_the_official_tokens(model, io):
         generated = model.generate(**{k: io[k] for k in INPUT_NAMES}, attention_mask=torch.ones_like(io["input_ids"]),
                                    do_sample=False, max_new_tokens=8)
     assert torch.equal(generated, io["generated"])
+
+
+def test_the_docs_example_reproduces_the_official_outputs(monkeypatch) -> None:
+    """docs/model.md's example on this fixture, as printed, from the repository's root: its comments promise the
+    official fp32 logits and the official 8 greedy tokens."""
+    import re
+
+    root = FIXTURE.parents[2]
+    page = (root / "docs" / "model.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.+?)\n```", page, flags=re.S) if "official_tiny" in b)
+    monkeypatch.chdir(root)
+    scope: dict = {}
+    with torch.no_grad():
+        exec(compile(code, "docs/model.md", "exec"), scope)
+    io = scope["io"]
+    assert relative_error(scope["logits"], io["logits_fp32"]) < 1e-4
+    assert torch.equal(scope["tokens"], io["generated"])
