@@ -352,6 +352,13 @@ def test_model_size_must_fit_the_checkpoint(train_overrides, tmp_path) -> None:
                                 f"model.tiny.mamba_chunk_size={chunk}"))
     validate(compose_config(*train_overrides, f"model.path={tiny}", f"model.tiny.mamba_d_state={d_state}",
                             "model.vision_mixer=none"))  # no Mamba-2 blocks are built
+    # a released checkpoint's short form leaves the defaults out (d_state 128, headdim 64, chunk_size 256)
+    (tiny / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "hidden_size": dims.hidden_size,
+                                                  "num_hidden_layers": dims.num_layers,
+                                                  "vision_mamba_mixer_config": {"enable": True}}))
+    with pytest.raises(ConfigError, match=rf"d_state 128, but model.tiny.mamba_d_state={dims.mamba_d_state}; "
+                                          rf"headdim 64, .*; chunk_size 256, "):
+        validate(compose_config(*train_overrides, f"model.path={tiny}"))
 
 
 def test_a_stage_label_without_its_stage_is_refused(train_overrides) -> None:

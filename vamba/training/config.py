@@ -391,11 +391,15 @@ def check_model_size(m: ModelConfig) -> None:
                           f"(the size sets the new Mamba-2 blocks of a converted checkpoint): use {hint}")
     # A checkpoint that has Mamba-2 blocks is loaded with model.tiny's block settings (vamba.training.build): other
     # ones would fail on the weights' shapes far into the start (d_state, headdim) or run another chunk size.
+    # A key the file leaves out has its default (a released checkpoint's short form).
     mixer = config.get("vision_mamba_mixer_config")
     if m.size == "tiny" and m.vision_mixer == "mamba2" and isinstance(mixer, dict):
+        from vamba.models.configuration import MAMBA_DEFAULTS
+
+        mixer = {**MAMBA_DEFAULTS, **mixer}
         settings = {"d_state": "mamba_d_state", "headdim": "mamba_headdim", "chunk_size": "mamba_chunk_size"}
         differ = [f"{name} {mixer[name]}, but model.tiny.{key}={getattr(m.tiny, key)}" for name, key in settings.items()
-                  if name in mixer and mixer[name] != getattr(m.tiny, key)]
+                  if mixer[name] != getattr(m.tiny, key)]
         if differ:
             raise ConfigError(f"model.path={m.path} has Mamba-2 blocks with " + "; ".join(differ) + ": set model.tiny."
                               "mamba_* to the checkpoint's (its config.json, vision_mamba_mixer_config)")
