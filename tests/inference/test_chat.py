@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import TextStreamer
 
+from tests.doc_examples import python_example
 from vamba.data.chat import VISION_MARKER
 from vamba.data.sampling import FrameSampling, sample_frames
 from vamba.data.video import open_video
@@ -106,10 +107,7 @@ def test_auto_device(monkeypatch) -> None:
 def test_the_docs_chat_snippet_runs(checkpoint: Path, synth_dir: Path, capsys: pytest.CaptureFixture) -> None:
     """docs/inference.md's Python example, as printed, on the tiny checkpoint and a real mp4 (only the paths, the
     device and the reply length are replaced), as README.md's snippet is run (test_processor_generate.py)."""
-    import re
-
-    page = (Path(__file__).resolve().parents[2] / "docs" / "inference.md").read_text()
-    code = next(block for block in re.findall(r"```python\n(.+?)\n```", page, flags=re.S) if "VambaChat" in block)
+    code = python_example("docs/inference.md", "VambaChat")
     # a random tiny model rarely stops by itself: 8 new tokens a reply instead of the default 512
     replaced = [('"ckpt/"', repr(str(checkpoint))),
                 ('device="cuda", dtype="bfloat16"', 'device="cpu", dtype="float32"'),

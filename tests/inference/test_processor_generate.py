@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import vamba.models  # noqa: F401  (registers the Auto classes)
+from tests.doc_examples import python_example
 from vamba.data.processor import VambaProcessor, build_processor
 from vamba.data.sampling import FrameSampling
 from vamba.data.video import read_video
@@ -143,12 +144,7 @@ def test_the_readme_snippet_runs(ckpt: Path, synth_dir: Path, capsys: pytest.Cap
 def test_the_docs_auto_classes_example_runs(ckpt: Path, synth_dir: Path, tmp_path: Path) -> None:
     """docs/model.md's Auto-classes example (a video and an image in one turn), as printed, on the tiny checkpoint,
     a real mp4 and a real png (only the paths, the frame count and the reply length are replaced)."""
-    import re
-
-    from PIL import Image
-
-    page = (Path(__file__).resolve().parents[2] / "docs" / "model.md").read_text()
-    code = next(b for b in re.findall(r"```python\n(.+?)\n```", page, flags=re.S) if "apply_chat_template" in b)
+    code = python_example("docs/model.md", "apply_chat_template")
     Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "photo.png")
     for old, new, count in (('"ckpt/"', repr(str(ckpt)), 2),
                             ('"movie.mp4"', repr(str(synth_dir / "videos" / "video_00000.mp4")), 1),

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.doc_examples import ROOT, python_example
 from vamba.models import VambaForConditionalGeneration
 from vamba.models.configuration import MAMBA_DEFAULTS
 
@@ -81,12 +82,8 @@ def test_greedy_generate_reproduces_the_official_tokens(model, io):
 def test_the_docs_example_reproduces_the_official_outputs(monkeypatch) -> None:
     """docs/model.md's example on this fixture, as printed, from the repository's root: its comments promise the
     official fp32 logits and the official 8 greedy tokens."""
-    import re
-
-    root = FIXTURE.parents[2]
-    page = (root / "docs" / "model.md").read_text()
-    code = next(b for b in re.findall(r"```python\n(.+?)\n```", page, flags=re.S) if "official_tiny" in b)
-    monkeypatch.chdir(root)
+    code = python_example("docs/model.md", "official_tiny")
+    monkeypatch.chdir(ROOT)
     scope: dict = {}
     with torch.no_grad():
         exec(compile(code, "docs/model.md", "exec"), scope)
